@@ -1,0 +1,163 @@
+//! The CloudEvents 1.0 mapping of a usage event (structured JSON mode; the
+//! Kafka binary mode is folded into this in [`crate::wire`]).
+//!
+//! `id` is the event id, `source` the publisher, `subject` the user, `time`
+//! the event time, and `data` carries activity, model, tokens and metadata.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Map, Value, json};
+
+use crate::event::{Limits, UsageEvent};
+use crate::validate::{
+    ACTIVITY_CHARS, FieldReader, MODEL_CHARS, ValidationErrors, activity_char, kind, model_char, parse_object,
+};
+
+/// The only CloudEvents version we speak.
+pub const CE_SPEC_VERSION: &str = "1.0";
+/// The CloudEvents `type` of a usage event, contract v1.
+pub const CE_TYPE: &str = "dev.tokenusage.usage.v1";
+
+/// Renders an event as a structured-mode CloudEvent.
+pub fn to_cloudevent(e: &UsageEvent) -> Value {
+    let mut data = json!({
+        "activity": e.activity,
+        "model": e.model,
+        "input_tokens": e.input_tokens,
+        "output_tokens": e.output_tokens,
+    });
+    if let Some(m) = &e.metadata {
+        data["metadata"] = Value::Object(m.clone());
+    }
+    json!({
+        "specversion": CE_SPEC_VERSION,
+        "id": e.event_id,
+        "source": e.source,
+        "type": CE_TYPE,
+        "subject": e.user_id,
+        "time": e.occurred_at.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        "datacontenttype": "application/json",
+        "data": data,
+    })
+}
+
+/// Parses and validates one structured-mode CloudEvent.
+pub fn parse_cloudevent(bytes: &[u8], now: DateTime<Utc>) -> Result<UsageEvent, ValidationErrors> {
+    cloudevent_from_object(&parse_object(bytes)?, now)
+}
+
+pub(crate) fn cloudevent_from_object(obj: &Map<String, Value>, now: DateTime<Utc>) -> Result<UsageEvent, ValidationErrors> {
+    let mut r = FieldReader::new(obj, "");
+    match obj.get("specversion").and_then(Value::as_str) {
+        Some(CE_SPEC_VERSION) => {}
+        Some(v) => r.fail("specversion", format!("must be \"{CE_SPEC_VERSION}\", got \"{v}\"")),
+        None => r.fail("specversion", format!("is required and must be \"{CE_SPEC_VERSION}\"")),
+    }
+    match obj.get("type").and_then(Value::as_str) {
+        Some(CE_TYPE) => {}
+        Some(t) => r.fail("type", format!("must be \"{CE_TYPE}\", got \"{t}\"")),
+        None => r.fail("type", format!("is required and must be \"{CE_TYPE}\"")),
+    }
+    if let Some(ct) = obj.get("datacontenttype").and_then(Value::as_str)
+        && !ct.starts_with("application/json")
+    {
+        r.fail("datacontenttype", format!("must be application/json, got \"{ct}\""));
+    }
+    let event_id = r.string("id", Limits::ID_MAX_CHARS, None);
+    let source = r.string("source", Limits::SOURCE_MAX_CHARS, None);
+    let user_id = r.string("subject", Limits::ID_MAX_CHARS, None);
+    let occurred_at = r.time("time", now);
+    let data = obj.get("data");
+    let mut fields = None;
+    match data {
+        Some(Value::Object(d)) => {
+            let mut dr = FieldReader::new(d, "data.");
+            let activity = dr.string("activity", Limits::ACTIVITY_MAX_CHARS, Some((ACTIVITY_CHARS, activity_char)));
+            let model = dr.string("model", Limits::MODEL_MAX_CHARS, Some((MODEL_CHARS, model_char)));
+            let input = dr.tokens("input_tokens");
+            let output = dr.tokens("output_tokens");
+            let metadata = dr.metadata("metadata");
+            dr.reject_unknown();
+            r.errors.append(&mut dr.errors);
+            fields = (|| Some((activity?, model?, input?, output?, metadata?)))();
+        }
+        Some(other) => r.fail("data", format!("must be an object, got {}", kind(other))),
+        None => r.fail("data", "is required"),
+    }
+    // CloudEvents allows extension attributes; we ignore them but insist on
+    // the spec's naming rule so a misspelt core attribute is not mistaken for one.
+    for key in obj.keys() {
+        let core = matches!(
+            key.as_str(),
+            "specversion" | "type" | "datacontenttype" | "dataschema" | "id" | "source" | "subject" | "time" | "data"
+        );
+        let valid_ext = !key.is_empty() && key.len() <= 20 && key.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        if !core && !valid_ext {
+            r.fail(key, "is not a CloudEvents attribute (extension names are 1-20 lowercase letters or digits)");
+        }
+    }
+    let event = (|| {
+        let (activity, model, input_tokens, output_tokens, metadata) = fields?;
+        Some(UsageEvent {
+            source: source?,
+            event_id: event_id?,
+            user_id: user_id?,
+            occurred_at: occurred_at?,
+            activity,
+            model,
+            input_tokens,
+            output_tokens,
+            metadata,
+        })
+    })();
+    r.finish(event)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        "2026-11-27T12:00:00Z".parse().unwrap()
+    }
+
+    fn sample() -> UsageEvent {
+        UsageEvent {
+            source: "billing-svc".into(),
+            event_id: "evt-9".into(),
+            user_id: "bob".into(),
+            occurred_at: "2026-11-27T10:15:00Z".parse().unwrap(),
+            activity: "agent-run".into(),
+            model: "claude-sonnet-4".into(),
+            input_tokens: 1000,
+            output_tokens: 250,
+            metadata: Some([("team".to_string(), json!("search"))].into_iter().collect()),
+        }
+    }
+
+    #[test]
+    fn a_cloudevent_round_trips() {
+        let ce = to_cloudevent(&sample());
+        assert_eq!(ce["subject"], "bob");
+        assert_eq!(ce["type"], CE_TYPE);
+        let back = parse_cloudevent(ce.to_string().as_bytes(), now()).unwrap();
+        assert_eq!(back, sample());
+    }
+
+    #[test]
+    fn cloudevent_errors_name_data_fields_and_core_attributes() {
+        let mut ce = to_cloudevent(&sample());
+        ce["type"] = json!("com.example.other");
+        ce["data"]["input_tokens"] = json!(-1);
+        ce["Subject"] = json!("x");
+        let errs = parse_cloudevent(ce.to_string().as_bytes(), now()).unwrap_err().0;
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["type", "data.input_tokens", "Subject"]);
+    }
+
+    #[test]
+    fn extension_attributes_are_allowed() {
+        let mut ce = to_cloudevent(&sample());
+        ce["traceparent"] = json!("00-abc-def-01");
+        assert!(parse_cloudevent(ce.to_string().as_bytes(), now()).is_ok());
+    }
+}

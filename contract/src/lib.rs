@@ -1,0 +1,20 @@
+//! The usage-event contract, version 1: what a publisher sends and what the
+//! projector accepts.
+//!
+//! This crate owns the event type, its validation (which field is wrong and
+//! why), the native JSON and CloudEvents 1.0 encodings, and the names used on
+//! the Kafka topic (topic, key, headers). It does no I/O and must not grow
+//! any: ingest, the projector, the CLI and direct producers' documentation all
+//! lean on it, so it stays small and pure. `docs/EVENTS.md` and
+//! `docs/schema/usage-event-v1.schema.json` describe the same rules for people
+//! and for other languages.
+
+mod cloudevents;
+mod event;
+mod validate;
+pub mod wire;
+
+pub use cloudevents::{CE_SPEC_VERSION, CE_TYPE, parse_cloudevent, to_cloudevent};
+pub use event::{Limits, UsageEvent};
+pub use validate::{FieldError, ValidationErrors, parse_native};
+pub use wire::{Encoding, decode_kafka};

@@ -1,0 +1,387 @@
+//! Parsing and validating events field by field, so that a rejection names
+//! the field and the reason instead of a serde position.
+
+use chrono::{DateTime, Datelike, Utc};
+use serde_json::{Map, Value};
+use std::fmt;
+
+use crate::event::{Limits, UsageEvent};
+
+/// One thing wrong with one field.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FieldError {
+    /// The field's path, e.g. `input_tokens` or `data.model`; empty for the
+    /// event as a whole.
+    pub field: String,
+    /// Why, in words a publisher can act on.
+    pub reason: String,
+}
+
+/// Everything wrong with one event. Never empty.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize)]
+#[serde(transparent)]
+pub struct ValidationErrors(pub Vec<FieldError>);
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            if e.field.is_empty() {
+                write!(f, "{}", e.reason)?;
+            } else {
+                write!(f, "{}: {}", e.field, e.reason)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ValidationErrors {
+    pub(crate) fn whole(reason: impl Into<String>) -> Self {
+        Self(vec![FieldError { field: String::new(), reason: reason.into() }])
+    }
+}
+
+/// Reads fields out of a JSON object, recording every problem instead of
+/// stopping at the first, and tracking which keys were consumed so unknown
+/// ones can be reported.
+pub(crate) struct FieldReader<'a> {
+    obj: &'a Map<String, Value>,
+    prefix: &'static str,
+    seen: Vec<&'static str>,
+    pub(crate) errors: Vec<FieldError>,
+}
+
+impl<'a> FieldReader<'a> {
+    pub(crate) fn new(obj: &'a Map<String, Value>, prefix: &'static str) -> Self {
+        Self { obj, prefix, seen: Vec::new(), errors: Vec::new() }
+    }
+
+    pub(crate) fn fail(&mut self, field: &str, reason: impl Into<String>) {
+        self.errors.push(FieldError { field: format!("{}{field}", self.prefix), reason: reason.into() });
+    }
+
+    fn get(&mut self, field: &'static str) -> Option<&'a Value> {
+        self.seen.push(field);
+        match self.obj.get(field) {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(v),
+        }
+    }
+
+    /// A required string of 1..=max characters without control characters,
+    /// and, if `allowed` is given, only of those characters.
+    pub(crate) fn string(&mut self, field: &'static str, max: usize, allowed: Option<(&str, fn(char) -> bool)>) -> Option<String> {
+        let Some(v) = self.get(field) else {
+            self.fail(field, "is required");
+            return None;
+        };
+        let Some(s) = v.as_str() else {
+            self.fail(field, format!("must be a string, got {}", kind(v)));
+            return None;
+        };
+        self.check_str(field, s, max, allowed).then(|| s.to_owned())
+    }
+
+    pub(crate) fn check_str(&mut self, field: &str, s: &str, max: usize, allowed: Option<(&str, fn(char) -> bool)>) -> bool {
+        let chars = s.chars().count();
+        if chars == 0 || s.trim().is_empty() {
+            self.fail(field, "must not be empty");
+            false
+        } else if chars > max {
+            self.fail(field, format!("must be at most {max} characters, got {chars}"));
+            false
+        } else if s.chars().any(char::is_control) {
+            self.fail(field, "must not contain control characters");
+            false
+        } else if let Some((what, ok)) = allowed
+            && let Some(bad) = s.chars().find(|c| !ok(*c))
+        {
+            self.fail(field, format!("may only contain {what}; found {bad:?}"));
+            false
+        } else {
+            true
+        }
+    }
+
+    pub(crate) fn optional_string(&mut self, field: &'static str, max: usize) -> Option<Option<String>> {
+        match self.get(field) {
+            None => Some(None),
+            Some(Value::String(s)) => self.check_str(field, s, max, None).then(|| Some(s.clone())),
+            Some(v) => {
+                self.fail(field, format!("must be a string, got {}", kind(v)));
+                None
+            }
+        }
+    }
+
+    pub(crate) fn tokens(&mut self, field: &'static str) -> Option<u64> {
+        let Some(v) = self.get(field) else {
+            self.fail(field, "is required");
+            return None;
+        };
+        match v {
+            Value::Number(n) => {
+                if let Some(u) = n.as_u64() {
+                    if u > Limits::MAX_TOKENS {
+                        self.fail(field, format!("must be at most {}, got {u}", Limits::MAX_TOKENS));
+                        None
+                    } else {
+                        Some(u)
+                    }
+                } else if n.as_i64().is_some() {
+                    self.fail(field, format!("must not be negative, got {n}"));
+                    None
+                } else {
+                    self.fail(field, format!("must be a whole number, got {n}"));
+                    None
+                }
+            }
+            other => {
+                self.fail(field, format!("must be a whole number, got {}", kind(other)));
+                None
+            }
+        }
+    }
+
+    pub(crate) fn time(&mut self, field: &'static str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let s = self.string(field, 64, None)?;
+        check_time(&s, now).map_err(|reason| self.fail(field, reason)).ok()
+    }
+
+    pub(crate) fn metadata(&mut self, field: &'static str) -> Option<Option<Map<String, Value>>> {
+        let Some(v) = self.get(field) else { return Some(None) };
+        let Some(map) = v.as_object() else {
+            self.fail(field, format!("must be an object, got {}", kind(v)));
+            return None;
+        };
+        let before = self.errors.len();
+        if map.len() > Limits::METADATA_MAX_KEYS {
+            self.fail(field, format!("may have at most {} keys, got {}", Limits::METADATA_MAX_KEYS, map.len()));
+        }
+        for (k, v) in map {
+            let path = format!("{field}.{k}");
+            self.check_str(&path, k, Limits::METADATA_KEY_MAX_CHARS, None);
+            match v {
+                Value::String(s) if s.chars().count() > Limits::METADATA_VALUE_MAX_CHARS => {
+                    self.fail(&path, format!("must be at most {} characters", Limits::METADATA_VALUE_MAX_CHARS));
+                }
+                Value::Array(_) | Value::Object(_) => {
+                    self.fail(&path, "must be a string, number, boolean or null (metadata is flat)");
+                }
+                _ => {}
+            }
+        }
+        let bytes = serde_json::to_vec(map).map(|b| b.len()).unwrap_or(usize::MAX);
+        if bytes > Limits::METADATA_MAX_BYTES {
+            self.fail(field, format!("must serialize to at most {} bytes, got {bytes}", Limits::METADATA_MAX_BYTES));
+        }
+        (self.errors.len() == before).then(|| Some(map.clone()))
+    }
+
+    /// Reports keys that no `get` asked for. Call last.
+    pub(crate) fn reject_unknown(&mut self) {
+        let unknown: Vec<String> = self.obj.keys().filter(|k| !self.seen.contains(&k.as_str())).cloned().collect();
+        for k in unknown {
+            self.fail(&k, "is not a field of this event (check the spelling against docs/EVENTS.md)");
+        }
+    }
+
+    pub(crate) fn finish<T>(self, value: Option<T>) -> Result<T, ValidationErrors> {
+        match value {
+            Some(v) if self.errors.is_empty() => Ok(v),
+            _ if self.errors.is_empty() => Err(ValidationErrors::whole("invalid event")),
+            _ => Err(ValidationErrors(self.errors)),
+        }
+    }
+}
+
+/// RFC 3339 with an explicit offset; not before 2000, not too far ahead.
+fn check_time(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    let t = DateTime::parse_from_rfc3339(s)
+        .map_err(|e| format!("must be an RFC 3339 timestamp with an offset, like 2026-11-27T09:30:00Z ({e})"))?
+        .with_timezone(&Utc);
+    if t.year() < Limits::MIN_YEAR {
+        return Err(format!("must not be before {}-01-01, got {s}", Limits::MIN_YEAR));
+    }
+    if (t - now).num_seconds() > Limits::MAX_FUTURE_SECS {
+        return Err(format!(
+            "is more than {} seconds in the future (got {s}, server time {}); check the publisher's clock",
+            Limits::MAX_FUTURE_SECS,
+            now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ));
+    }
+    Ok(t)
+}
+
+pub(crate) fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+pub(crate) fn activity_char(c: char) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.')
+}
+
+pub(crate) fn model_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/' | '@' | '+')
+}
+
+pub(crate) const ACTIVITY_CHARS: &str = "lowercase letters, digits, '-', '_' and '.'";
+pub(crate) const MODEL_CHARS: &str = "letters, digits and - _ . : / @ +";
+
+/// Parses the body into a JSON object, or explains why it is not one.
+pub(crate) fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ValidationErrors> {
+    if bytes.len() > Limits::MAX_EVENT_BYTES {
+        return Err(ValidationErrors::whole(format!(
+            "event is {} bytes; the limit is {}",
+            bytes.len(),
+            Limits::MAX_EVENT_BYTES
+        )));
+    }
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(other) => Err(ValidationErrors::whole(format!("event must be a JSON object, got {}", kind(&other)))),
+        Err(e) => Err(ValidationErrors::whole(format!("not valid JSON: {e}"))),
+    }
+}
+
+/// Parses and validates one event in the native JSON encoding.
+///
+/// `default_source` is used when the payload has no `source` (direct Kafka
+/// producers may omit it); `now` is the clock the future-time bound is
+/// checked against.
+pub fn parse_native(bytes: &[u8], default_source: &str, now: DateTime<Utc>) -> Result<UsageEvent, ValidationErrors> {
+    let obj = parse_object(bytes)?;
+    native_from_object(&obj, default_source, now)
+}
+
+pub(crate) fn native_from_object(obj: &Map<String, Value>, default_source: &str, now: DateTime<Utc>) -> Result<UsageEvent, ValidationErrors> {
+    let mut r = FieldReader::new(obj, "");
+    if let Some(v) = r.get("schema_version")
+        && v.as_u64() != Some(1)
+    {
+        r.fail("schema_version", format!("must be 1 for this contract, got {v}"));
+    }
+    let source = r.optional_string("source", Limits::SOURCE_MAX_CHARS);
+    let event_id = r.string("event_id", Limits::ID_MAX_CHARS, None);
+    let user_id = r.string("user_id", Limits::ID_MAX_CHARS, None);
+    let occurred_at = r.time("occurred_at", now);
+    let activity = r.string("activity", Limits::ACTIVITY_MAX_CHARS, Some((ACTIVITY_CHARS, activity_char)));
+    let model = r.string("model", Limits::MODEL_MAX_CHARS, Some((MODEL_CHARS, model_char)));
+    let input_tokens = r.tokens("input_tokens");
+    let output_tokens = r.tokens("output_tokens");
+    let metadata = r.metadata("metadata");
+    r.reject_unknown();
+    let event = (|| {
+        Some(UsageEvent {
+            source: source?.unwrap_or_else(|| default_source.to_owned()),
+            event_id: event_id?,
+            user_id: user_id?,
+            occurred_at: occurred_at?,
+            activity: activity?,
+            model: model?,
+            input_tokens: input_tokens?,
+            output_tokens: output_tokens?,
+            metadata: metadata?,
+        })
+    })();
+    r.finish(event)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn now() -> DateTime<Utc> {
+        "2026-11-27T12:00:00Z".parse().unwrap()
+    }
+
+    fn good() -> Value {
+        json!({
+            "event_id": "e-1", "user_id": "alice", "occurred_at": "2026-11-27T11:00:00+01:00",
+            "activity": "chat", "model": "gpt-4o-mini", "input_tokens": 120, "output_tokens": 30
+        })
+    }
+
+    fn errors(v: Value) -> Vec<(String, String)> {
+        parse_native(v.to_string().as_bytes(), "direct", now())
+            .unwrap_err()
+            .0
+            .into_iter()
+            .map(|e| (e.field, e.reason))
+            .collect()
+    }
+
+    #[test]
+    fn a_good_event_parses_and_is_normalised_to_utc() {
+        let e = parse_native(good().to_string().as_bytes(), "direct", now()).unwrap();
+        assert_eq!(e.source, "direct");
+        assert_eq!(e.occurred_at.to_rfc3339(), "2026-11-27T10:00:00+00:00");
+        assert_eq!(e.total_tokens(), 150);
+    }
+
+    #[test]
+    fn every_bad_field_is_named_with_its_reason() {
+        let mut v = good();
+        v["input_tokens"] = json!(-5);
+        v["output_tokens"] = json!(1.5);
+        v["activity"] = json!("Chat");
+        v.as_object_mut().unwrap().remove("model");
+        v["extra"] = json!(1);
+        let errs = errors(v);
+        let fields: Vec<&str> = errs.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(fields, ["activity", "model", "input_tokens", "output_tokens", "extra"]);
+        assert_eq!(errs[2].1, "must not be negative, got -5");
+        assert_eq!(errs[1].1, "is required");
+        assert!(errs[0].1.contains("lowercase"), "{}", errs[0].1);
+    }
+
+    #[test]
+    fn timestamps_must_have_an_offset_and_not_be_far_in_the_future() {
+        let mut v = good();
+        v["occurred_at"] = json!("2026-11-27 11:00:00");
+        assert_eq!(errors(v.clone())[0].0, "occurred_at");
+        v["occurred_at"] = json!("2026-11-27T12:06:00Z");
+        assert!(errors(v.clone())[0].1.contains("in the future"));
+        v["occurred_at"] = json!("2026-11-27T12:04:00Z");
+        assert!(parse_native(v.to_string().as_bytes(), "d", now()).is_ok());
+        v["occurred_at"] = json!("1999-12-31T23:59:59Z");
+        assert!(errors(v)[0].1.contains("before 2000"));
+    }
+
+    #[test]
+    fn token_counts_are_bounded() {
+        let mut v = good();
+        v["input_tokens"] = json!(Limits::MAX_TOKENS + 1);
+        v["output_tokens"] = json!("12");
+        let errs = errors(v);
+        assert_eq!(errs[0], ("input_tokens".into(), "must be at most 1000000000, got 1000000001".into()));
+        assert_eq!(errs[1], ("output_tokens".into(), "must be a whole number, got a string".into()));
+    }
+
+    #[test]
+    fn metadata_is_flat_and_bounded() {
+        let mut v = good();
+        v["metadata"] = json!({"team": "search", "nested": {"a": 1}});
+        assert_eq!(errors(v.clone())[0].0, "metadata.nested");
+        let many: Map<String, Value> = (0..17).map(|i| (format!("k{i}"), json!(i))).collect();
+        v["metadata"] = Value::Object(many);
+        assert!(errors(v)[0].1.contains("at most 16 keys"));
+    }
+
+    #[test]
+    fn non_objects_and_broken_json_are_explained() {
+        assert!(parse_native(b"[1]", "d", now()).unwrap_err().to_string().contains("JSON object"));
+        assert!(parse_native(b"{", "d", now()).unwrap_err().to_string().contains("not valid JSON"));
+    }
+}
