@@ -1,1 +1,15 @@
-//! placeholder
+//! Plumbing shared by every part of tokenusage: the typed configuration of
+//! PostgreSQL and Kafka connections, the connection pool and migrations,
+//! logging, and the shutdown signal.
+//!
+//! It owns *how we connect*, never *what we store*: no table is read or
+//! written here except through the migrations. Each service crate keeps its
+//! own queries beside their callers.
+
+pub mod db;
+pub mod kafka;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use db::{DatabaseArgs, DbError};
+pub use kafka::KafkaArgs;

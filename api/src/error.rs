@@ -1,0 +1,64 @@
+//! The API's one error type and its mapping to HTTP. Clients get a stable
+//! code and a message meant for them; internal causes are logged, never sent.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A parameter or body is wrong; the message says which and why.
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    /// No credential, or one that failed validation.
+    #[error("authentication required")]
+    Unauthorized,
+    /// Authenticated, but not allowed to see this.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// Too many attempts; retry after the given seconds.
+    #[error("too many requests")]
+    TooManyRequests { retry_after_secs: u64 },
+    /// Anything else. The cause is logged here, once.
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::BadRequest { code, message: message.into() }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        ApiError::Internal(anyhow::Error::new(e).context("database query failed"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = match &self {
+            ApiError::BadRequest { code, message } => (StatusCode::BAD_REQUEST, *code, message.clone()),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "a valid access token is required".to_owned()),
+            ApiError::Forbidden(why) => (StatusCode::FORBIDDEN, "forbidden", (*why).to_owned()),
+            ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; retry later".to_owned()),
+            ApiError::Internal(e) => {
+                tracing::error!(error = ?e, "request failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal", "something went wrong on our side; it has been logged".to_owned())
+            }
+        };
+        let mut resp = (status, Json(json!({ "error": { "code": code, "message": message } }))).into_response();
+        match self {
+            ApiError::Unauthorized => {
+                resp.headers_mut().insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
+            }
+            ApiError::TooManyRequests { retry_after_secs } => {
+                resp.headers_mut().insert("retry-after", retry_after_secs.into());
+            }
+            _ => {}
+        }
+        resp
+    }
+}

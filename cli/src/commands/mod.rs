@@ -1,0 +1,29 @@
+//! One module per subcommand. Each parses nothing itself (clap did), wires
+//! the libraries together, and returns an exit code.
+
+pub mod api;
+pub mod migrate;
+pub mod projector;
+pub mod publish;
+pub mod serve;
+pub mod users;
+
+use tokenusage_plumbing::DatabaseArgs;
+
+/// Connects and, unless told not to, migrates.
+pub(crate) async fn database(db: &DatabaseArgs, migrate: bool) -> anyhow::Result<sqlx::PgPool> {
+    let pool = db.connect().await?;
+    if migrate {
+        tokenusage_plumbing::db::migrate(&pool).await?;
+        tracing::info!(database = %db.describe(), "database schema is current");
+    }
+    Ok(pool)
+}
+
+/// Whether to apply migrations at start (shared by the long-running commands).
+#[derive(Debug, Clone, clap::Args)]
+pub struct MigrateFlag {
+    /// Do not apply migrations at start (run `tokenusage migrate` instead).
+    #[arg(long = "no-migrate", env = "TOKENUSAGE_NO_MIGRATE")]
+    pub no_migrate: bool,
+}

@@ -1,0 +1,28 @@
+//! `tokenusage publish`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tokenusage_ingest::publish::PublishArgs;
+use tokenusage_ingest::{ProducerArgs, Publisher};
+use tokenusage_plumbing::KafkaArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct PublishCmd {
+    #[command(flatten)]
+    pub publish: PublishArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub producer: ProducerArgs,
+}
+
+/// Exit code when some input was rejected or not published.
+const EXIT_INCOMPLETE: u8 = 2;
+
+pub async fn run(a: PublishCmd) -> anyhow::Result<ExitCode> {
+    let publisher = Publisher::new(&a.kafka, &a.producer)?;
+    let summary = tokenusage_ingest::publish::run(&a.publish, &publisher, |line| eprintln!("{line}")).await?;
+    publisher.flush(Duration::from_secs(10))?;
+    Ok(if summary.is_clean() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_INCOMPLETE) })
+}

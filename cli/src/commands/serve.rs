@@ -1,0 +1,119 @@
+//! `tokenusage serve`: everything in one process.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tokenusage_api::{ApiArgs, Application, Role};
+use tokenusage_ingest::{ProducerArgs, Publisher};
+use tokenusage_plumbing::{DatabaseArgs, KafkaArgs};
+use tokenusage_projector::ProjectorArgs;
+use tokio::task::JoinSet;
+
+use crate::demo;
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub api: ApiArgs,
+    #[command(flatten)]
+    pub projector: ProjectorArgs,
+    #[command(flatten)]
+    pub producer: ProducerArgs,
+    #[command(flatten)]
+    pub migrate: super::MigrateFlag,
+    /// Create demo users and publish a live stream of demo events.
+    #[arg(long, env = "TOKENUSAGE_DEMO")]
+    pub demo: bool,
+    /// Password of the demo users (`demo`, a viewer, and `admin`).
+    #[arg(long, env = "TOKENUSAGE_DEMO_PASSWORD", default_value = "tokenusage-demo", hide_env_values = true)]
+    pub demo_password: String,
+    /// Demo events per second in the live stream.
+    #[arg(long, env = "TOKENUSAGE_DEMO_RATE", default_value_t = 2.0)]
+    pub demo_rate: f64,
+    /// How long draining may take on shutdown before tasks are abandoned, in seconds.
+    #[arg(long, env = "TOKENUSAGE_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
+    pub shutdown_grace_secs: u64,
+}
+
+pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
+    let pool = super::database(&a.db, !a.migrate.no_migrate).await?;
+    let shutdown = tokenusage_plumbing::shutdown::on_signal();
+    let mut tasks: JoinSet<anyhow::Result<&'static str>> = JoinSet::new();
+
+    let app = Application::build(a.api.clone(), pool.clone()).await?;
+    let addr = app.local_addr();
+    {
+        let s = shutdown.clone();
+        tasks.spawn(async move { app.run_until_stopped(s).await.map(|()| "api").map_err(Into::into) });
+    }
+    {
+        let (s, pool, kafka, args) = (shutdown.clone(), pool.clone(), a.kafka.clone(), a.projector.clone());
+        tasks.spawn(async move { tokenusage_projector::run(&args, &kafka, pool, s).await.map(|()| "projector").map_err(Into::into) });
+    }
+
+    if a.demo {
+        for (user, role) in [(demo::DEMO_USER, Role::Viewer), (demo::DEMO_ADMIN, Role::Admin)] {
+            super::users::upsert_user(&pool, user, user, role, &a.demo_password).await?;
+        }
+        let publisher = Publisher::new(&a.kafka, &a.producer)?;
+        let (s, pool2, rate) = (shutdown.clone(), pool.clone(), a.demo_rate);
+        tasks.spawn(async move {
+            match demo::backfill(&publisher, &pool2, 14).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(events = n, "published two weeks of demo history"),
+                Err(e) => tracing::warn!(error = %e, "demo history not published"),
+            }
+            demo::live(publisher, rate, s).await;
+            Ok("demo")
+        });
+    }
+
+    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
+    println!("tokenusage is running at http://{host}:{}/", addr.port());
+    if a.demo {
+        println!("demo sign-in: user `{}` (or `{}` for the admin view), password `{}`", demo::DEMO_USER, demo::DEMO_ADMIN, a.demo_password);
+    }
+    println!("press Ctrl-C to stop");
+
+    // The first task to end (normally on shutdown) ends the process: a
+    // projector or API that dies alone must not leave a half-working server.
+    let first = tasks.join_next().await;
+    shutdown.cancel();
+    let mut failed = report(first);
+    let grace = Duration::from_secs(a.shutdown_grace_secs);
+    let drained = tokio::time::timeout(grace, async {
+        while let Some(r) = tasks.join_next().await {
+            failed |= report(Some(r));
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(grace_secs = a.shutdown_grace_secs, "some tasks did not drain in time; stopping them");
+        tasks.abort_all();
+        failed = true;
+    }
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// Logs how a task ended; true if it failed.
+fn report(r: Option<Result<anyhow::Result<&'static str>, tokio::task::JoinError>>) -> bool {
+    match r {
+        Some(Ok(Ok(name))) => {
+            tracing::info!(task = name, "stopped");
+            false
+        }
+        Some(Ok(Err(e))) => {
+            tracing::error!(error = %format!("{e:#}"), "a task failed");
+            true
+        }
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "a task panicked");
+            true
+        }
+        None => false,
+    }
+}

@@ -1,0 +1,56 @@
+//! The `tokenusage` command line: one binary, one subcommand per role.
+//!
+//! `serve` runs everything in one process (the default way to run);
+//! `ingest`, `projector` and `api` run one part each so a deployment can
+//! scale them separately. Every setting is a flag with an environment
+//! variable; `docs/CONFIG.md` (generated from `--help`) lists them all.
+
+pub mod commands;
+pub mod demo;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokenusage_plumbing::telemetry::LogFormat;
+
+/// Live LLM token usage: ingest, projector, API and dashboard in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "tokenusage", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, env = "TOKENUSAGE_LOG_FORMAT", value_enum, default_value = "pretty", global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run everything in one process: projector, API and dashboard (and,
+    /// with --demo, a demo user and a live demo event stream).
+    Serve(commands::serve::ServeArgs),
+    /// Run only the projector (Kafka to PostgreSQL rollups).
+    Projector(commands::projector::ProjectorCmd),
+    /// Run only the HTTP API and dashboard.
+    Api(commands::api::ApiCmd),
+    /// Apply database migrations (a no-op when the schema is current).
+    Migrate(commands::migrate::MigrateCmd),
+    /// Publish events from an NDJSON or CSV file (or stdin) to Kafka.
+    Publish(commands::publish::PublishCmd),
+    /// Manage local dashboard users.
+    #[command(subcommand)]
+    Users(commands::users::UsersCmd),
+}
+
+/// Runs the parsed command. `Ok` carries the exit code for commands whose
+/// outcome is not simply success (e.g. `publish` with rejected lines).
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(a) => commands::serve::run(a).await,
+        Command::Projector(a) => commands::projector::run(a).await,
+        Command::Api(a) => commands::api::run(a).await,
+        Command::Migrate(a) => commands::migrate::run(a).await,
+        Command::Publish(a) => commands::publish::run(a).await,
+        Command::Users(a) => commands::users::run(a).await,
+    }
+}

@@ -1,0 +1,152 @@
+//! The Kafka producer. An event counts as published only once the broker
+//! has acknowledged it with `acks=all`; until then nothing may tell the
+//! publisher "accepted".
+
+use std::time::Duration;
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokenusage_contract::UsageEvent;
+use tokenusage_contract::wire::{SCHEMA_V1, content_type, header};
+use tokenusage_plumbing::KafkaArgs;
+
+/// Producer tuning. The defaults favour durability over latency.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProducerArgs {
+    /// How long the producer keeps retrying one event before reporting it
+    /// failed, in milliseconds (librdkafka `message.timeout.ms`).
+    #[arg(long = "kafka-delivery-timeout-ms", env = "TOKENUSAGE_KAFKA_DELIVERY_TIMEOUT_MS", default_value_t = 15_000)]
+    pub delivery_timeout_ms: u64,
+    /// Most events waiting in the local producer queue. A full queue is
+    /// back-pressure: callers wait or are told to retry, nothing is dropped.
+    #[arg(long = "kafka-queue-max-events", env = "TOKENUSAGE_KAFKA_QUEUE_MAX_EVENTS", default_value_t = 100_000)]
+    pub queue_max_events: u32,
+    /// How long to batch events before sending, in milliseconds.
+    #[arg(long = "kafka-linger-ms", env = "TOKENUSAGE_KAFKA_LINGER_MS", default_value_t = 5)]
+    pub linger_ms: u32,
+}
+
+impl Default for ProducerArgs {
+    fn default() -> Self {
+        Self { delivery_timeout_ms: 15_000, queue_max_events: 100_000, linger_ms: 5 }
+    }
+}
+
+/// Why an event was not published. Every variant means "not in Kafka"; the
+/// caller may retry the same event id safely.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The local queue is full: back off and retry.
+    #[error("the producer queue is full; retry shortly")]
+    QueueFull,
+    /// The broker did not acknowledge in time (down, unreachable, or no
+    /// leader for the partition).
+    #[error("Kafka did not acknowledge the event: {0}")]
+    Unavailable(#[source] KafkaError),
+    /// Kafka refused the record for good (too large, unknown topic, ...).
+    #[error("Kafka refused the event: {0}")]
+    Refused(#[source] KafkaError),
+}
+
+impl PublishError {
+    /// Whether retrying the same event later can succeed.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, PublishError::Refused(_))
+    }
+}
+
+/// A cheap-to-clone handle on one idempotent producer.
+#[derive(Clone)]
+pub struct Publisher {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher").field("topic", &self.topic).finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    pub fn new(kafka: &KafkaArgs, args: &ProducerArgs) -> Result<Self, KafkaError> {
+        let mut cfg = kafka.client_config();
+        cfg.set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", args.linger_ms.to_string())
+            .set("message.timeout.ms", args.delivery_timeout_ms.to_string())
+            .set("queue.buffering.max.messages", args.queue_max_events.to_string());
+        // Pass-through options win over our defaults, except the two that
+        // carry the durability promise.
+        for (k, v) in &kafka.options {
+            if k != "acks" && k != "enable.idempotence" {
+                cfg.set(k, v);
+            }
+        }
+        Ok(Self { producer: cfg.create()?, topic: kafka.topic.clone() })
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Publishes one event (native JSON, keyed by user) and waits for the
+    /// broker's acknowledgement. Returns (partition, offset).
+    pub async fn publish(&self, event: &UsageEvent, request_id: Option<&str>) -> Result<(i32, i64), PublishError> {
+        let payload = event.to_native_json();
+        let mut headers = OwnedHeaders::new_with_capacity(3)
+            .insert(Header { key: header::CONTENT_TYPE, value: Some(content_type::NATIVE) })
+            .insert(Header { key: header::SCHEMA, value: Some(SCHEMA_V1) });
+        if let Some(id) = request_id {
+            headers = headers.insert(Header { key: header::REQUEST_ID, value: Some(id) });
+        }
+        let record = FutureRecord::to(&self.topic)
+            .key(event.user_id.as_bytes())
+            .payload(&payload)
+            .headers(headers);
+        // Zero queue timeout: a full queue is reported at once as
+        // back-pressure instead of parking the caller.
+        match self.producer.send(record, Duration::ZERO).await {
+            Ok(delivery) => Ok((delivery.partition, delivery.offset)),
+            Err((e, _)) => Err(classify(e)),
+        }
+    }
+
+    /// Publishes and, on a full queue, waits and retries until `patience`
+    /// runs out. For bulk callers (the CLI, the demo) that prefer waiting to
+    /// failing.
+    pub async fn publish_patiently(&self, event: &UsageEvent, request_id: Option<&str>, patience: Duration) -> Result<(i32, i64), PublishError> {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            match self.publish(event, request_id).await {
+                Err(PublishError::QueueFull) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Waits until everything queued has been acknowledged or `timeout`
+    /// passes. Call before exiting.
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        use rdkafka::producer::Producer;
+        self.producer.flush(timeout)
+    }
+}
+
+fn classify(e: KafkaError) -> PublishError {
+    match e.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::QueueFull) => PublishError::QueueFull,
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::InvalidMessageSize
+            | RDKafkaErrorCode::UnknownTopicOrPartition
+            | RDKafkaErrorCode::UnknownTopic
+            | RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::InvalidMessage,
+        ) => PublishError::Refused(e),
+        _ => PublishError::Unavailable(e),
+    }
+}

@@ -1,0 +1,82 @@
+//! The PostgreSQL pool and the schema migrations.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+/// PostgreSQL connection settings, shared by every subcommand that touches
+/// the database.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL connection URL. Put `sslmode=require` (or `verify-full`)
+    /// in it for TLS. Never logged.
+    #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true,
+          default_value = "postgres://postgres@127.0.0.1:5432/tokenusage")]
+    pub url: SecretString,
+    /// Most connections this process opens to PostgreSQL.
+    #[arg(long = "db-max-connections", env = "TOKENUSAGE_DB_MAX_CONNECTIONS", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_connections: u32,
+    /// How long to wait for a free connection (or a first connect) before
+    /// failing, in seconds.
+    #[arg(long = "db-acquire-timeout-secs", env = "TOKENUSAGE_DB_ACQUIRE_TIMEOUT_SECS", default_value_t = 10)]
+    pub acquire_timeout_secs: u64,
+}
+
+/// What can go wrong while connecting or migrating.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("DATABASE_URL is not a valid PostgreSQL URL: {0}")]
+    BadUrl(#[source] sqlx::Error),
+    #[error("cannot connect to PostgreSQL at {target}: {source}")]
+    Connect { target: String, source: sqlx::Error },
+    #[error("migrating the database failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl DatabaseArgs {
+    /// Host, port and database name, for messages; never the password.
+    pub fn describe(&self) -> String {
+        match PgConnectOptions::from_str(self.url.expose_secret()) {
+            Ok(o) => format!("{}:{}/{}", o.get_host(), o.get_port(), o.get_database().unwrap_or("(default)")),
+            Err(_) => "(unparseable URL)".into(),
+        }
+    }
+
+    pub fn connect_options(&self) -> Result<PgConnectOptions, DbError> {
+        PgConnectOptions::from_str(self.url.expose_secret())
+            .map(|o| o.application_name("tokenusage"))
+            .map_err(DbError::BadUrl)
+    }
+
+    /// Opens the pool and checks that one connection works, so a wrong URL
+    /// fails at start with a clear message rather than on the first request.
+    pub async fn connect(&self) -> Result<PgPool, DbError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(self.max_connections)
+            .acquire_timeout(Duration::from_secs(self.acquire_timeout_secs))
+            .connect_with(self.connect_options()?)
+            .await
+            .map_err(|source| DbError::Connect { target: self.describe(), source })?;
+        Ok(pool)
+    }
+}
+
+/// The migrations in `migrations/`, embedded at compile time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// Applies every pending migration; a no-op when the schema is current.
+/// Concurrent callers are serialised by sqlx's advisory lock.
+pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}
+
+/// True when the TimescaleDB extension is installed in this database.
+pub async fn has_timescaledb(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("select exists (select 1 from pg_extension where extname = 'timescaledb')")
+        .fetch_one(pool)
+        .await
+}

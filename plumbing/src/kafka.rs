@@ -1,0 +1,49 @@
+//! Kafka connection settings and the client configuration built from them.
+
+use rdkafka::ClientConfig;
+
+/// Kafka settings shared by the producer and the consumer.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KafkaArgs {
+    /// Comma-separated `host:port` list of Kafka brokers.
+    #[arg(long = "kafka-brokers", env = "KAFKA_BOOTSTRAP_SERVERS", default_value = "127.0.0.1:19092")]
+    pub bootstrap_servers: String,
+    /// The topic usage events are published to and consumed from.
+    #[arg(long = "kafka-topic", env = "TOKENUSAGE_TOPIC", default_value = tokenusage_contract::wire::DEFAULT_TOPIC)]
+    pub topic: String,
+    /// Extra librdkafka properties as `key=value`, repeatable (or
+    /// comma-separated in the env var): TLS (`security.protocol=ssl`,
+    /// `ssl.ca.location=...`), SASL (`sasl.mechanism=SCRAM-SHA-512`, ...),
+    /// or broker quirks (`broker.address.family=v4`). Values are never
+    /// logged, since they may hold SASL passwords.
+    #[arg(long = "kafka-option", env = "KAFKA_OPTIONS", value_delimiter = ',', value_parser = parse_kv, hide_env_values = true)]
+    pub options: Vec<(String, String)>,
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected key=value, got {s:?}"))?;
+    let k = k.trim();
+    if k.is_empty() {
+        return Err(format!("empty key in {s:?}"));
+    }
+    Ok((k.to_owned(), v.trim().to_owned()))
+}
+
+impl KafkaArgs {
+    /// A client config with the brokers, our defaults and the user's
+    /// pass-through options (which win).
+    pub fn client_config(&self) -> ClientConfig {
+        let mut cfg = ClientConfig::new();
+        cfg.set("bootstrap.servers", &self.bootstrap_servers)
+            // KIP-714 client-metrics push: not every Kafka-protocol broker
+            // implements it, and we export our own metrics.
+            .set("enable.metrics.push", "false")
+            .set("client.id", "tokenusage");
+        for (k, v) in &self.options {
+            cfg.set(k, v);
+        }
+        cfg
+    }
+}

@@ -1,0 +1,305 @@
+//! The consume loop: join the group, claim partitions in PostgreSQL, batch,
+//! commit, repeat; drain on shutdown.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use chrono::Utc;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use sqlx::PgPool;
+use tokenusage_plumbing::KafkaArgs;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::batch::{Batch, Record};
+use crate::store::{self, Claimant, Committed};
+
+/// Projector settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProjectorArgs {
+    /// Kafka consumer group shared by all projector processes.
+    #[arg(long = "consumer-group", env = "TOKENUSAGE_CONSUMER_GROUP", default_value = "tokenusage-projector")]
+    pub group: String,
+    /// Most records in one database transaction.
+    #[arg(long = "batch-max-events", env = "TOKENUSAGE_BATCH_MAX_EVENTS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch_max_events: u32,
+    /// Longest a record waits in memory before its batch is committed, in ms.
+    #[arg(long = "batch-max-wait-ms", env = "TOKENUSAGE_BATCH_MAX_WAIT_MS", default_value_t = 50)]
+    pub batch_max_wait_ms: u64,
+    /// Partitions of the events topic when the projector creates it.
+    #[arg(long = "topic-partitions", env = "TOKENUSAGE_TOPIC_PARTITIONS", default_value_t = 6)]
+    pub topic_partitions: i32,
+    /// Replication factor of the events topic when the projector creates it.
+    #[arg(long = "topic-replication", env = "TOKENUSAGE_TOPIC_REPLICATION", default_value_t = 1)]
+    pub topic_replication: i32,
+    /// Kafka group session timeout in ms: how fast a dead projector's
+    /// partitions move to a live one.
+    #[arg(long = "kafka-session-timeout-ms", env = "TOKENUSAGE_KAFKA_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
+    pub session_timeout_ms: u32,
+}
+
+/// Why the projector stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectorError {
+    #[error("Kafka client error: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("the database stayed unavailable while draining: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Partitions this process holds and the epoch of each claim. Touched by
+/// the rebalance callback and the loop, both on the loop's task, so the
+/// lock is never contended; it is never held across an await.
+#[derive(Debug, Default)]
+struct Assignment {
+    epochs: BTreeMap<i32, i64>,
+    revoked: Vec<i32>,
+}
+
+struct Ctx {
+    pool: PgPool,
+    who: Claimant,
+    state: Arc<Mutex<Assignment>>,
+    runtime: tokio::runtime::Handle,
+    shutdown: CancellationToken,
+}
+
+impl ClientContext for Ctx {}
+
+impl ConsumerContext for Ctx {
+    /// Our own rebalance: on assignment, claim each partition in PostgreSQL
+    /// and start it at the offset stored there, not at Kafka's committed
+    /// offset. The claim is a short database round trip; it runs on this
+    /// worker thread via `block_in_place`, since librdkafka expects the
+    /// assignment to be settled before the callback returns.
+    fn rebalance(&self, base: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let cooperative = matches!(base.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let partitions: Vec<i32> = tpl.elements_for_topic(&self.who.topic).iter().map(|e| e.partition()).collect();
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let claims = tokio::task::block_in_place(|| self.runtime.block_on(self.claim_all(&partitions)));
+                for (p, (_, next)) in &claims {
+                    let offset = next.map_or(Offset::Beginning, Offset::Offset);
+                    if let Err(e) = tpl.set_partition_offset(&self.who.topic, *p, offset) {
+                        tracing::error!(partition = p, error = %e, "cannot set the start offset");
+                    }
+                }
+                {
+                    let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                    for (p, (epoch, _)) in &claims {
+                        st.epochs.insert(*p, *epoch);
+                        st.revoked.retain(|r| r != p);
+                    }
+                }
+                let r = if cooperative { base.incremental_assign(tpl) } else { base.assign(tpl) };
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "assigning partitions failed");
+                }
+                tracing::info!(partitions = ?partitions, "partitions assigned and claimed");
+            }
+            _ => {
+                let all = err != RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS || !cooperative;
+                {
+                    let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                    let gone: Vec<i32> = if all { st.epochs.keys().copied().collect() } else { partitions.clone() };
+                    for p in &gone {
+                        st.epochs.remove(p);
+                    }
+                    st.revoked.extend(gone);
+                }
+                let r = if all { base.unassign() } else { base.incremental_unassign(tpl) };
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "unassigning partitions failed");
+                }
+                tracing::info!(partitions = ?partitions, reason = ?err, "partitions revoked");
+            }
+        }
+    }
+}
+
+impl Ctx {
+    /// Claims every partition, retrying while the database is unavailable
+    /// (Kafka heartbeats continue on librdkafka's own thread meanwhile).
+    async fn claim_all(&self, partitions: &[i32]) -> BTreeMap<i32, (i64, Option<i64>)> {
+        let mut out = BTreeMap::new();
+        for &p in partitions {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                match store::claim(&self.pool, &self.who, p).await {
+                    Ok(c) => {
+                        out.insert(p, c);
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(partition = p, error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot claim partition; retrying");
+                        if self.shutdown.is_cancelled() {
+                            break;
+                        }
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Runs the projector until `shutdown` fires, then commits the batch in
+/// flight and leaves the group.
+pub async fn run(args: &ProjectorArgs, kafka: &KafkaArgs, pool: PgPool, shutdown: CancellationToken) -> Result<(), ProjectorError> {
+    crate::topic::ensure_topic(kafka, args.topic_partitions, args.topic_replication).await?;
+    let who = Claimant {
+        group: args.group.clone(),
+        topic: kafka.topic.clone(),
+        owner: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
+    };
+    let state = Arc::new(Mutex::new(Assignment::default()));
+    let ctx = Ctx {
+        pool: pool.clone(),
+        who: who.clone(),
+        state: state.clone(),
+        runtime: tokio::runtime::Handle::current(),
+        shutdown: shutdown.clone(),
+    };
+    let mut cfg = kafka.client_config();
+    cfg.set("group.id", &args.group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", args.session_timeout_ms.to_string())
+        .set("heartbeat.interval.ms", (args.session_timeout_ms / 4).max(100).to_string());
+    for (k, v) in &kafka.options {
+        cfg.set(k, v);
+    }
+    let consumer: StreamConsumer<Ctx> = cfg.create_with_context(ctx)?;
+    consumer.subscribe(&[&kafka.topic])?;
+    tracing::info!(topic = %kafka.topic, group = %args.group, owner = %who.owner, "projector started");
+
+    let max_wait = Duration::from_millis(args.batch_max_wait_ms);
+    let mut batch = Batch::default();
+    let mut deadline: Option<Instant> = None;
+    loop {
+        let wait = deadline.map_or(Duration::from_millis(500), |d| d.saturating_duration_since(Instant::now()));
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            r = tokio::time::timeout(wait, consumer.recv()) => match r {
+                Ok(Ok(msg)) => {
+                    drop_revoked(&state, &mut batch);
+                    batch.push(to_record(&msg), Utc::now());
+                    deadline.get_or_insert_with(|| Instant::now() + max_wait);
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "Kafka reported an error; continuing"),
+                Err(_) => {}
+            }
+        }
+        drop_revoked(&state, &mut batch);
+        let due = deadline.is_some_and(|d| Instant::now() >= d);
+        if batch.records >= args.batch_max_events as usize || (due && !batch.is_empty()) {
+            flush(&pool, &who, &state, &consumer, &mut batch, &shutdown).await?;
+            deadline = None;
+        } else if batch.is_empty() {
+            deadline = None;
+        }
+    }
+    drop_revoked(&state, &mut batch);
+    flush(&pool, &who, &state, &consumer, &mut batch, &shutdown).await?;
+    consumer.unsubscribe();
+    tracing::info!("projector drained and left the group");
+    Ok(())
+}
+
+fn drop_revoked(state: &Mutex<Assignment>, batch: &mut Batch) {
+    let revoked = std::mem::take(&mut state.lock().unwrap_or_else(PoisonError::into_inner).revoked);
+    batch.drop_partitions(&revoked);
+}
+
+fn to_record(msg: &impl Message) -> Record {
+    let headers = msg
+        .headers()
+        .map(|hs| hs.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec).unwrap_or_default())).collect())
+        .unwrap_or_default();
+    Record {
+        partition: msg.partition(),
+        offset: msg.offset(),
+        key: msg.key().map(<[u8]>::to_vec),
+        payload: msg.payload().map(<[u8]>::to_vec),
+        headers,
+    }
+}
+
+/// How long a draining projector keeps retrying an unavailable database
+/// before giving up (uncommitted work is simply re-read by the next owner).
+const DRAIN_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Commits `batch`, retrying transient database errors; fenced partitions
+/// are dropped from it. On return the batch is empty.
+async fn flush(
+    pool: &PgPool,
+    who: &Claimant,
+    state: &Mutex<Assignment>,
+    consumer: &StreamConsumer<Ctx>,
+    batch: &mut Batch,
+    shutdown: &CancellationToken,
+) -> Result<(), ProjectorError> {
+    let started = Instant::now();
+    let mut backoff = Duration::from_millis(50);
+    while !batch.is_empty() {
+        let epochs = state.lock().unwrap_or_else(PoisonError::into_inner).epochs.clone();
+        match store::commit(pool, who, &epochs, batch).await {
+            Ok(Committed::Done { new_events, duplicates }) => {
+                tracing::debug!(
+                    records = batch.records,
+                    new_events,
+                    duplicates = duplicates + batch.in_batch_duplicates,
+                    dead_letters = batch.dead.len(),
+                    commit_ms = started.elapsed().as_millis() as u64,
+                    "batch committed"
+                );
+                if !batch.dead.is_empty() {
+                    tracing::warn!(count = batch.dead.len(), "records sent to the dead-letter table");
+                }
+                // Best effort: mirror the durable offsets into Kafka so
+                // standard lag tooling sees progress. PostgreSQL stays the
+                // source of truth on assignment.
+                let mut tpl = TopicPartitionList::new();
+                for (&p, &next) in &batch.next_offsets {
+                    let _ = tpl.add_partition_offset(&who.topic, p, Offset::Offset(next));
+                }
+                if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+                    tracing::debug!(error = %e, "mirroring offsets to Kafka failed");
+                }
+                *batch = Batch::default();
+            }
+            Ok(Committed::Fenced(partitions)) => {
+                tracing::warn!(?partitions, "another projector claimed these partitions; dropping their uncommitted records");
+                {
+                    let mut st = state.lock().unwrap_or_else(PoisonError::into_inner);
+                    for p in &partitions {
+                        st.epochs.remove(p);
+                    }
+                }
+                batch.drop_partitions(&partitions);
+                if batch.next_offsets.is_empty() {
+                    *batch = Batch::default();
+                }
+            }
+            Err(e) => {
+                if shutdown.is_cancelled() && started.elapsed() > DRAIN_PATIENCE {
+                    return Err(e.into());
+                }
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "committing the batch failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    Ok(())
+}
