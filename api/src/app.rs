@@ -44,24 +44,39 @@ impl Application {
     /// Binds the listener and builds the routes.
     pub async fn build(args: ApiArgs, pool: PgPool) -> anyhow::Result<Self> {
         if !tokenusage_web::vendor_present() {
-            tracing::warn!("uPlot is not embedded (run `npm ci --prefix web` before building); charts will not draw");
+            tracing::warn!(
+                "uPlot is not embedded (run `npm ci --prefix web` before building); charts will not draw"
+            );
         }
         let listener = TcpListener::bind(args.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
-        let state = AppState { pool, keys: Arc::new(TokenKeys::from_args(&args)?), config: Arc::new(args) };
-        Ok(Self { listener, router: router(state) })
+        let state = AppState {
+            pool,
+            keys: Arc::new(TokenKeys::from_args(&args)?),
+            config: Arc::new(args),
+        };
+        Ok(Self {
+            listener,
+            router: router(state),
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     /// Serves until `shutdown` fires, then finishes in-flight requests.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await
+        axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
     }
 }
 

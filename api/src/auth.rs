@@ -7,11 +7,11 @@
 
 use std::sync::LazyLock;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use axum::Json;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::Json;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use secrecy::ExposeSecret;
@@ -74,7 +74,9 @@ pub(crate) struct TokenKeys {
 
 impl std::fmt::Debug for TokenKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenKeys").field("issuer", &self.issuer).finish_non_exhaustive()
+        f.debug_struct("TokenKeys")
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
     }
 }
 
@@ -84,7 +86,9 @@ impl TokenKeys {
             Some(s) if s.expose_secret().len() >= 32 => s.expose_secret().as_bytes().to_vec(),
             Some(_) => anyhow::bail!("TOKENUSAGE_JWT_SECRET must be at least 32 bytes"),
             None => {
-                tracing::warn!("no TOKENUSAGE_JWT_SECRET set: using a random one; sign-ins end when this process stops");
+                tracing::warn!(
+                    "no TOKENUSAGE_JWT_SECRET set: using a random one; sign-ins end when this process stops"
+                );
                 let mut b = vec![0u8; 32];
                 rand::rng().fill_bytes(&mut b);
                 b
@@ -159,15 +163,27 @@ impl AuthUser {
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let header = parts.headers.get(axum::http::header::AUTHORIZATION).ok_or(ApiError::Unauthorized)?;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or(ApiError::Unauthorized)?;
         let value = header.to_str().map_err(|_| ApiError::Unauthorized)?;
         let token = value
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
             .ok_or(ApiError::Unauthorized)?;
-        let claims = state.keys.verify(token.trim()).ok_or(ApiError::Unauthorized)?;
-        Ok(AuthUser { id: claims.sub, role: claims.role })
+        let claims = state
+            .keys
+            .verify(token.trim())
+            .ok_or(ApiError::Unauthorized)?;
+        Ok(AuthUser {
+            id: claims.sub,
+            role: claims.role,
+        })
     }
 }
 
@@ -185,12 +201,17 @@ pub fn hash_password(password: &str) -> anyhow::Result<String> {
 
 /// A valid hash of a random password, verified against when the user does
 /// not exist, so that "no such user" and "wrong password" take equally long.
-static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| hash_password("not-a-real-password").unwrap_or_default());
+static DUMMY_HASH: LazyLock<String> =
+    LazyLock::new(|| hash_password("not-a-real-password").unwrap_or_default());
 
 fn verify_password(hash: Option<&str>, password: &str) -> bool {
     let hash = hash.unwrap_or(DUMMY_HASH.as_str());
-    let Ok(parsed) = PasswordHash::new(hash) else { return false };
-    Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok()
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return false;
+    };
+    Argon2::default()
+        .verify_password(password.as_bytes(), &parsed)
+        .is_ok()
 }
 
 #[derive(Debug, Deserialize)]
@@ -209,7 +230,10 @@ pub(crate) struct LoginResponse {
 }
 
 /// `POST /api/v1/auth/login`: username and password for an access token.
-pub(crate) async fn login(State(state): State<AppState>, Json(req): Json<LoginRequest>) -> Result<Json<LoginResponse>, ApiError> {
+pub(crate) async fn login(
+    State(state): State<AppState>,
+    Json(req): Json<LoginRequest>,
+) -> Result<Json<LoginResponse>, ApiError> {
     if req.username.is_empty() || req.username.len() > 128 || req.password.len() > 1024 {
         return Err(ApiError::Unauthorized);
     }
@@ -218,7 +242,9 @@ pub(crate) async fn login(State(state): State<AppState>, Json(req): Json<LoginRe
             .bind(&req.username)
             .fetch_optional(&state.pool)
             .await?;
-    let hash = row.as_ref().and_then(|(h, _, disabled)| if *disabled { None } else { h.clone() });
+    let hash = row
+        .as_ref()
+        .and_then(|(h, _, disabled)| if *disabled { None } else { h.clone() });
     let password = req.password;
     let ok = tokio::task::spawn_blocking(move || verify_password(hash.as_deref(), &password))
         .await
@@ -228,7 +254,13 @@ pub(crate) async fn login(State(state): State<AppState>, Json(req): Json<LoginRe
         (true, Some(role)) => {
             let (access_token, expires_in) = state.keys.issue(&req.username, role)?;
             tracing::info!(user = %req.username, "signed in");
-            Ok(Json(LoginResponse { access_token, token_type: "Bearer", expires_in, user: req.username, role }))
+            Ok(Json(LoginResponse {
+                access_token,
+                token_type: "Bearer",
+                expires_in,
+                user: req.username,
+                role,
+            }))
         }
         _ => {
             tracing::info!(user = %req.username, "sign-in refused");

@@ -27,7 +27,10 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        ApiError::BadRequest { code, message: message.into() }
+        ApiError::BadRequest {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -40,22 +43,44 @@ impl From<sqlx::Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message) = match &self {
-            ApiError::BadRequest { code, message } => (StatusCode::BAD_REQUEST, *code, message.clone()),
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "a valid access token is required".to_owned()),
+            ApiError::BadRequest { code, message } => {
+                (StatusCode::BAD_REQUEST, *code, message.clone())
+            }
+            ApiError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid access token is required".to_owned(),
+            ),
             ApiError::Forbidden(why) => (StatusCode::FORBIDDEN, "forbidden", (*why).to_owned()),
-            ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; retry later".to_owned()),
+            ApiError::TooManyRequests { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests; retry later".to_owned(),
+            ),
             ApiError::Internal(e) => {
                 tracing::error!(error = ?e, "request failed");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal", "something went wrong on our side; it has been logged".to_owned())
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "something went wrong on our side; it has been logged".to_owned(),
+                )
             }
         };
-        let mut resp = (status, Json(json!({ "error": { "code": code, "message": message } }))).into_response();
+        let mut resp = (
+            status,
+            Json(json!({ "error": { "code": code, "message": message } })),
+        )
+            .into_response();
         match self {
             ApiError::Unauthorized => {
-                resp.headers_mut().insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
+                resp.headers_mut().insert(
+                    "www-authenticate",
+                    axum::http::HeaderValue::from_static("Bearer"),
+                );
             }
             ApiError::TooManyRequests { retry_after_secs } => {
-                resp.headers_mut().insert("retry-after", retry_after_secs.into());
+                resp.headers_mut()
+                    .insert("retry-after", retry_after_secs.into());
             }
             _ => {}
         }

@@ -78,10 +78,20 @@ pub(crate) struct Series {
 }
 
 fn parse_time(name: &'static str, v: Option<&str>) -> Result<DateTime<Utc>, ApiError> {
-    let v = v.ok_or_else(|| ApiError::bad_request("missing_parameter", format!("`{name}` is required (RFC 3339, e.g. 2026-11-27T00:00:00Z)")))?;
+    let v = v.ok_or_else(|| {
+        ApiError::bad_request(
+            "missing_parameter",
+            format!("`{name}` is required (RFC 3339, e.g. 2026-11-27T00:00:00Z)"),
+        )
+    })?;
     DateTime::parse_from_rfc3339(v)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| ApiError::bad_request("invalid_time", format!("`{name}` is not an RFC 3339 timestamp: {e}")))
+        .map_err(|e| {
+            ApiError::bad_request(
+                "invalid_time",
+                format!("`{name}` is not an RFC 3339 timestamp: {e}"),
+            )
+        })
 }
 
 /// Floors `t` to a multiple of `width` since the epoch.
@@ -92,20 +102,30 @@ fn floor(t: DateTime<Utc>, width: TimeDelta) -> DateTime<Utc> {
 }
 
 /// `GET /api/v1/usage/series`: token sums per bucket over `[from, to)`.
-pub(crate) async fn series(State(state): State<AppState>, user: AuthUser, Query(q): Query<SeriesQuery>) -> Result<Json<Series>, ApiError> {
+pub(crate) async fn series(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Query(q): Query<SeriesQuery>,
+) -> Result<Json<Series>, ApiError> {
     let subject = user.subject_for(q.user.as_deref())?;
     let granularity = q.granularity.unwrap_or(Granularity::Hour);
     let width = granularity.width();
     let from = floor(parse_time("from", q.from.as_deref())?, width);
     let to = parse_time("to", q.to.as_deref())?;
     if from >= to {
-        return Err(ApiError::bad_request("empty_range", "`from` must be before `to`"));
+        return Err(ApiError::bad_request(
+            "empty_range",
+            "`from` must be before `to`",
+        ));
     }
     let points = ((to - from).num_seconds() + width.num_seconds() - 1) / width.num_seconds();
     if points as usize > state.config.max_points {
         return Err(ApiError::bad_request(
             "too_many_points",
-            format!("{points} {granularity:?} buckets exceed the limit of {}; pick a coarser granularity or a shorter range", state.config.max_points),
+            format!(
+                "{points} {granularity:?} buckets exceed the limit of {}; pick a coarser granularity or a shorter range",
+                state.config.max_points
+            ),
         ));
     }
     let (table, expr) = granularity.source();
@@ -119,8 +139,12 @@ pub(crate) async fn series(State(state): State<AppState>, user: AuthUser, Query(
         group by 1 order by 1
         "#
     );
-    let rows: Vec<(DateTime<Utc>, i64, i64, i64)> =
-        sqlx::query_as(&sql).bind(&subject).bind(from).bind(to).fetch_all(&state.pool).await?;
+    let rows: Vec<(DateTime<Utc>, i64, i64, i64)> = sqlx::query_as(&sql)
+        .bind(&subject)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&state.pool)
+        .await?;
     let mut filled = Vec::with_capacity(points as usize);
     let mut rows = rows.into_iter().peekable();
     let mut total = Sums::default();
@@ -130,7 +154,11 @@ pub(crate) async fn series(State(state): State<AppState>, user: AuthUser, Query(
         if let Some((start, i, o, e)) = rows.peek().copied()
             && start == t
         {
-            sums = Sums { input_tokens: i, output_tokens: o, events: e };
+            sums = Sums {
+                input_tokens: i,
+                output_tokens: o,
+                events: e,
+            };
             rows.next();
         }
         total.input_tokens += sums.input_tokens;
@@ -139,7 +167,15 @@ pub(crate) async fn series(State(state): State<AppState>, user: AuthUser, Query(
         filled.push(Point { start: t, sums });
         t += width;
     }
-    Ok(Json(Series { user: subject, from, to, granularity, timezone: "UTC", points: filled, total }))
+    Ok(Json(Series {
+        user: subject,
+        from,
+        to,
+        granularity,
+        timezone: "UTC",
+        points: filled,
+        total,
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -159,12 +195,22 @@ pub(crate) struct BreakdownRow {
 }
 
 /// `GET /api/v1/usage/breakdown`: sums per activity and model over `[from, to)`.
-pub(crate) async fn breakdown(State(state): State<AppState>, user: AuthUser, Query(q): Query<BreakdownQuery>) -> Result<Json<serde_json::Value>, ApiError> {
+pub(crate) async fn breakdown(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Query(q): Query<BreakdownQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let subject = user.subject_for(q.user.as_deref())?;
-    let from = floor(parse_time("from", q.from.as_deref())?, TimeDelta::minutes(1));
+    let from = floor(
+        parse_time("from", q.from.as_deref())?,
+        TimeDelta::minutes(1),
+    );
     let to = parse_time("to", q.to.as_deref())?;
     if from >= to {
-        return Err(ApiError::bad_request("empty_range", "`from` must be before `to`"));
+        return Err(ApiError::bad_request(
+            "empty_range",
+            "`from` must be before `to`",
+        ));
     }
     let rows: Vec<BreakdownRow> = sqlx::query_as(
         r#"
@@ -180,5 +226,7 @@ pub(crate) async fn breakdown(State(state): State<AppState>, user: AuthUser, Que
     .bind(to)
     .fetch_all(&state.pool)
     .await?;
-    Ok(Json(serde_json::json!({ "user": subject, "from": from, "to": to, "rows": rows })))
+    Ok(Json(
+        serde_json::json!({ "user": subject, "from": from, "to": to, "rows": rows }),
+    ))
 }

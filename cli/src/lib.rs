@@ -18,7 +18,13 @@ use tokenusage_plumbing::telemetry::LogFormat;
 #[command(name = "tokenusage", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
     /// Log format.
-    #[arg(long, env = "TOKENUSAGE_LOG_FORMAT", value_enum, default_value = "pretty", global = true)]
+    #[arg(
+        long,
+        env = "TOKENUSAGE_LOG_FORMAT",
+        value_enum,
+        default_value = "pretty",
+        global = true
+    )]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,

@@ -8,9 +8,9 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
+use crate::UsageEvent;
 use crate::cloudevents::cloudevent_from_object;
 use crate::validate::{ValidationErrors, native_from_object, parse_object};
-use crate::UsageEvent;
 
 /// The topic usage events are published to unless configured otherwise.
 pub const DEFAULT_TOPIC: &str = "tokenusage.usage.v1";
@@ -48,8 +48,17 @@ pub enum Encoding {
 }
 
 /// Decodes one Kafka record. `headers` are (name, value) pairs in record order.
-pub fn decode_kafka(payload: &[u8], headers: &[(&str, &[u8])], now: DateTime<Utc>) -> Result<(UsageEvent, Encoding), ValidationErrors> {
-    let header = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| *v);
+pub fn decode_kafka(
+    payload: &[u8],
+    headers: &[(&str, &[u8])],
+    now: DateTime<Utc>,
+) -> Result<(UsageEvent, Encoding), ValidationErrors> {
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
+    };
     if header("ce_specversion").is_some() {
         // Binary mode: attributes from headers, the payload is `data`.
         let mut obj = Map::new();
@@ -66,7 +75,8 @@ pub fn decode_kafka(payload: &[u8], headers: &[(&str, &[u8])], now: DateTime<Utc
         return cloudevent_from_object(&obj, now).map(|e| (e, Encoding::CloudEventBinary));
     }
     let obj = parse_object(payload)?;
-    let says_ce = header(header::CONTENT_TYPE).is_some_and(|ct| ct.starts_with(content_type::CLOUDEVENT.as_bytes()));
+    let says_ce = header(header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.starts_with(content_type::CLOUDEVENT.as_bytes()));
     if says_ce || obj.contains_key("specversion") {
         cloudevent_from_object(&obj, now).map(|e| (e, Encoding::CloudEventStructured))
     } else {

@@ -23,7 +23,10 @@ impl Format {
         let lower = path.to_ascii_lowercase();
         if lower.ends_with(".csv") {
             Some(Format::Csv)
-        } else if lower.ends_with(".ndjson") || lower.ends_with(".jsonl") || lower.ends_with(".json") {
+        } else if lower.ends_with(".ndjson")
+            || lower.ends_with(".jsonl")
+            || lower.ends_with(".json")
+        {
             Some(Format::Ndjson)
         } else {
             None
@@ -44,7 +47,13 @@ const NUMERIC: [&str; 2] = ["input_tokens", "output_tokens"];
 
 /// Reads every record of `reader`, validating each against `now`. Blank
 /// NDJSON lines are skipped; I/O errors stop the read and are returned.
-pub fn read_all(reader: impl BufRead, format: Format, default_source: &str, now: DateTime<Utc>, mut each: impl FnMut(Record)) -> std::io::Result<()> {
+pub fn read_all(
+    reader: impl BufRead,
+    format: Format,
+    default_source: &str,
+    now: DateTime<Utc>,
+    mut each: impl FnMut(Record),
+) -> std::io::Result<()> {
     match format {
         Format::Ndjson => {
             for (i, line) in reader.lines().enumerate() {
@@ -52,11 +61,17 @@ pub fn read_all(reader: impl BufRead, format: Format, default_source: &str, now:
                 if line.trim().is_empty() {
                     continue;
                 }
-                each(Record { line: i as u64 + 1, event: parse_native(line.as_bytes(), default_source, now) });
+                each(Record {
+                    line: i as u64 + 1,
+                    event: parse_native(line.as_bytes(), default_source, now),
+                });
             }
         }
         Format::Csv => {
-            let mut rdr = csv::ReaderBuilder::new().flexible(true).trim(csv::Trim::All).from_reader(reader);
+            let mut rdr = csv::ReaderBuilder::new()
+                .flexible(true)
+                .trim(csv::Trim::All)
+                .from_reader(reader);
             let headers = rdr.headers().map_err(std::io::Error::other)?.clone();
             for row in rdr.records() {
                 let row = match row {
@@ -66,14 +81,24 @@ pub fn read_all(reader: impl BufRead, format: Format, default_source: &str, now:
                         if e.is_io_error() {
                             return Err(std::io::Error::other(e));
                         }
-                        each(Record { line, event: Err(whole(format!("unreadable CSV row: {e}"))) });
+                        each(Record {
+                            line,
+                            event: Err(whole(format!("unreadable CSV row: {e}"))),
+                        });
                         continue;
                     }
                 };
                 let line = row.position().map_or(0, |p| p.line());
                 if row.len() != headers.len() {
-                    let msg = format!("row has {} cells but the header has {}", row.len(), headers.len());
-                    each(Record { line, event: Err(whole(msg)) });
+                    let msg = format!(
+                        "row has {} cells but the header has {}",
+                        row.len(),
+                        headers.len()
+                    );
+                    each(Record {
+                        line,
+                        event: Err(whole(msg)),
+                    });
                     continue;
                 }
                 let mut obj = Map::new();
@@ -83,14 +108,20 @@ pub fn read_all(reader: impl BufRead, format: Format, default_source: &str, now:
                     }
                     let value = if NUMERIC.contains(&h) {
                         // Keep non-integers as strings so validation names them.
-                        cell.parse::<i128>().ok().and_then(|n| serde_json::Number::from_i128(n).map(Value::Number)).unwrap_or_else(|| Value::String(cell.into()))
+                        cell.parse::<i128>()
+                            .ok()
+                            .and_then(|n| serde_json::Number::from_i128(n).map(Value::Number))
+                            .unwrap_or_else(|| Value::String(cell.into()))
                     } else {
                         Value::String(cell.into())
                     };
                     obj.insert(h.to_owned(), value);
                 }
                 let bytes = serde_json::to_vec(&obj).unwrap_or_default();
-                each(Record { line, event: parse_native(&bytes, default_source, now) });
+                each(Record {
+                    line,
+                    event: parse_native(&bytes, default_source, now),
+                });
             }
         }
     }
@@ -98,7 +129,10 @@ pub fn read_all(reader: impl BufRead, format: Format, default_source: &str, now:
 }
 
 fn whole(reason: String) -> ValidationErrors {
-    ValidationErrors(vec![tokenusage_contract::FieldError { field: String::new(), reason }])
+    ValidationErrors(vec![tokenusage_contract::FieldError {
+        field: String::new(),
+        reason,
+    }])
 }
 
 #[cfg(test)]
@@ -143,9 +177,19 @@ mod tests {
         assert_eq!(recs[0].event.as_ref().unwrap().input_tokens, 10);
         assert_eq!(recs[0].event.as_ref().unwrap().source, "cli");
         assert_eq!(recs[1].line, 3);
-        assert_eq!(recs[1].event.as_ref().unwrap_err().0[0].reason, "must be a whole number, got a string");
+        assert_eq!(
+            recs[1].event.as_ref().unwrap_err().0[0].reason,
+            "must be a whole number, got a string"
+        );
         assert_eq!(recs[2].line, 4);
-        assert!(recs[2].event.as_ref().unwrap_err().to_string().contains("4 cells but the header has 7"));
+        assert!(
+            recs[2]
+                .event
+                .as_ref()
+                .unwrap_err()
+                .to_string()
+                .contains("4 cells but the header has 7")
+        );
     }
 
     #[test]

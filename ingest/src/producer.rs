@@ -16,20 +16,36 @@ use tokenusage_plumbing::KafkaArgs;
 pub struct ProducerArgs {
     /// How long the producer keeps retrying one event before reporting it
     /// failed, in milliseconds (librdkafka `message.timeout.ms`).
-    #[arg(long = "kafka-delivery-timeout-ms", env = "TOKENUSAGE_KAFKA_DELIVERY_TIMEOUT_MS", default_value_t = 15_000)]
+    #[arg(
+        long = "kafka-delivery-timeout-ms",
+        env = "TOKENUSAGE_KAFKA_DELIVERY_TIMEOUT_MS",
+        default_value_t = 15_000
+    )]
     pub delivery_timeout_ms: u64,
     /// Most events waiting in the local producer queue. A full queue is
     /// back-pressure: callers wait or are told to retry, nothing is dropped.
-    #[arg(long = "kafka-queue-max-events", env = "TOKENUSAGE_KAFKA_QUEUE_MAX_EVENTS", default_value_t = 100_000)]
+    #[arg(
+        long = "kafka-queue-max-events",
+        env = "TOKENUSAGE_KAFKA_QUEUE_MAX_EVENTS",
+        default_value_t = 100_000
+    )]
     pub queue_max_events: u32,
     /// How long to batch events before sending, in milliseconds.
-    #[arg(long = "kafka-linger-ms", env = "TOKENUSAGE_KAFKA_LINGER_MS", default_value_t = 5)]
+    #[arg(
+        long = "kafka-linger-ms",
+        env = "TOKENUSAGE_KAFKA_LINGER_MS",
+        default_value_t = 5
+    )]
     pub linger_ms: u32,
 }
 
 impl Default for ProducerArgs {
     fn default() -> Self {
-        Self { delivery_timeout_ms: 15_000, queue_max_events: 100_000, linger_ms: 5 }
+        Self {
+            delivery_timeout_ms: 15_000,
+            queue_max_events: 100_000,
+            linger_ms: 5,
+        }
     }
 }
 
@@ -65,7 +81,9 @@ pub struct Publisher {
 
 impl std::fmt::Debug for Publisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Publisher").field("topic", &self.topic).finish_non_exhaustive()
+        f.debug_struct("Publisher")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
     }
 }
 
@@ -76,7 +94,10 @@ impl Publisher {
             .set("acks", "all")
             .set("linger.ms", args.linger_ms.to_string())
             .set("message.timeout.ms", args.delivery_timeout_ms.to_string())
-            .set("queue.buffering.max.messages", args.queue_max_events.to_string());
+            .set(
+                "queue.buffering.max.messages",
+                args.queue_max_events.to_string(),
+            );
         // Pass-through options win over our defaults, except the two that
         // carry the durability promise.
         for (k, v) in &kafka.options {
@@ -84,7 +105,10 @@ impl Publisher {
                 cfg.set(k, v);
             }
         }
-        Ok(Self { producer: cfg.create()?, topic: kafka.topic.clone() })
+        Ok(Self {
+            producer: cfg.create()?,
+            topic: kafka.topic.clone(),
+        })
     }
 
     pub fn topic(&self) -> &str {
@@ -93,13 +117,26 @@ impl Publisher {
 
     /// Publishes one event (native JSON, keyed by user) and waits for the
     /// broker's acknowledgement. Returns (partition, offset).
-    pub async fn publish(&self, event: &UsageEvent, request_id: Option<&str>) -> Result<(i32, i64), PublishError> {
+    pub async fn publish(
+        &self,
+        event: &UsageEvent,
+        request_id: Option<&str>,
+    ) -> Result<(i32, i64), PublishError> {
         let payload = event.to_native_json();
         let mut headers = OwnedHeaders::new_with_capacity(3)
-            .insert(Header { key: header::CONTENT_TYPE, value: Some(content_type::NATIVE) })
-            .insert(Header { key: header::SCHEMA, value: Some(SCHEMA_V1) });
+            .insert(Header {
+                key: header::CONTENT_TYPE,
+                value: Some(content_type::NATIVE),
+            })
+            .insert(Header {
+                key: header::SCHEMA,
+                value: Some(SCHEMA_V1),
+            });
         if let Some(id) = request_id {
-            headers = headers.insert(Header { key: header::REQUEST_ID, value: Some(id) });
+            headers = headers.insert(Header {
+                key: header::REQUEST_ID,
+                value: Some(id),
+            });
         }
         let record = FutureRecord::to(&self.topic)
             .key(event.user_id.as_bytes())
@@ -116,7 +153,12 @@ impl Publisher {
     /// Publishes and, on a full queue, waits and retries until `patience`
     /// runs out. For bulk callers (the CLI, the demo) that prefer waiting to
     /// failing.
-    pub async fn publish_patiently(&self, event: &UsageEvent, request_id: Option<&str>, patience: Duration) -> Result<(i32, i64), PublishError> {
+    pub async fn publish_patiently(
+        &self,
+        event: &UsageEvent,
+        request_id: Option<&str>,
+        patience: Duration,
+    ) -> Result<(i32, i64), PublishError> {
         let deadline = tokio::time::Instant::now() + patience;
         loop {
             match self.publish(event, request_id).await {

@@ -81,20 +81,33 @@ impl std::fmt::Display for Summary {
 #[derive(Debug, thiserror::Error)]
 pub enum PublishRunError {
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("input has more than {0} events; split it or raise --max-events")]
     TooLarge(u64),
 }
 
 /// Runs `publish`. Rejections and failures go to `report` (stderr in the
 /// CLI) as they happen; the summary is returned.
-pub async fn run(args: &PublishArgs, publisher: &Publisher, report: impl Fn(String) + Send + Sync) -> Result<Summary, PublishRunError> {
+pub async fn run(
+    args: &PublishArgs,
+    publisher: &Publisher,
+    report: impl Fn(String) + Send + Sync,
+) -> Result<Summary, PublishRunError> {
     let path = args.input.to_string_lossy().into_owned();
-    let format = args.format.or_else(|| Format::from_path(&path)).unwrap_or(Format::Ndjson);
+    let format = args
+        .format
+        .or_else(|| Format::from_path(&path))
+        .unwrap_or(Format::Ndjson);
     let reader: Box<dyn BufRead + Send> = if path == "-" {
         Box::new(BufReader::new(std::io::stdin()))
     } else {
-        let file = std::fs::File::open(&args.input).map_err(|source| PublishRunError::Read { path: path.clone(), source })?;
+        let file = std::fs::File::open(&args.input).map_err(|source| PublishRunError::Read {
+            path: path.clone(),
+            source,
+        })?;
         Box::new(BufReader::with_capacity(256 * 1024, file))
     };
 
@@ -102,9 +115,11 @@ pub async fn run(args: &PublishArgs, publisher: &Publisher, report: impl Fn(Stri
     // channel carries records to the async publishing loop.
     let (tx, mut rx) = mpsc::channel::<Record>(4096);
     let source = args.source.clone();
-    let reader_task = tokio::task::spawn_blocking(move || read_all(reader, format, &source, Utc::now(), |r| {
-        let _ = tx.blocking_send(r);
-    }));
+    let reader_task = tokio::task::spawn_blocking(move || {
+        read_all(reader, format, &source, Utc::now(), |r| {
+            let _ = tx.blocking_send(r);
+        })
+    });
 
     let progress = progress_bar();
     let started = Instant::now();
@@ -124,7 +139,11 @@ pub async fn run(args: &PublishArgs, publisher: &Publisher, report: impl Fn(Stri
             Err(errs) => {
                 summary.rejected += 1;
                 for e in &errs.0 {
-                    let field = if e.field.is_empty() { "(event)" } else { &e.field };
+                    let field = if e.field.is_empty() {
+                        "(event)"
+                    } else {
+                        &e.field
+                    };
                     report(format!("line {}: {field}: {}", rec.line, e.reason));
                 }
                 continue;
@@ -147,12 +166,20 @@ pub async fn run(args: &PublishArgs, publisher: &Publisher, report: impl Fn(Stri
         }
         progress.set_position(summary.accepted);
     }
-    let read_result = reader_task.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
-    read_result.map_err(|source| PublishRunError::Read { path: path.clone(), source })?;
+    let read_result = reader_task
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    read_result.map_err(|source| PublishRunError::Read {
+        path: path.clone(),
+        source,
+    })?;
 
     if args.all_or_nothing {
         if summary.rejected > 0 {
-            report(format!("--all-or-nothing: {} invalid line(s), nothing was published", summary.rejected));
+            report(format!(
+                "--all-or-nothing: {} invalid line(s), nothing was published",
+                summary.rejected
+            ));
             held.clear();
         }
         for event in held {
@@ -168,7 +195,10 @@ pub async fn run(args: &PublishArgs, publisher: &Publisher, report: impl Fn(Stri
     }
     progress.finish_and_clear();
     let secs = started.elapsed().as_secs_f64().max(1e-9);
-    report(format!("{summary} in {secs:.1}s ({:.0} events/s)", summary.accepted as f64 / secs));
+    report(format!(
+        "{summary} in {secs:.1}s ({:.0} events/s)",
+        summary.accepted as f64 / secs
+    ));
     Ok(summary)
 }
 
@@ -176,7 +206,9 @@ type Outcome = (UsageEvent, Result<(i32, i64), PublishError>);
 
 async fn send(publisher: &Publisher, event: UsageEvent) -> Outcome {
     // Bulk publishing waits out a full queue rather than failing.
-    let r = publisher.publish_patiently(&event, None, Duration::from_secs(60)).await;
+    let r = publisher
+        .publish_patiently(&event, None, Duration::from_secs(60))
+        .await;
     (event, r)
 }
 
@@ -185,7 +217,10 @@ fn settle(done: Option<Outcome>, summary: &mut Summary, report: &impl Fn(String)
         Some((_, Ok(_))) => summary.accepted += 1,
         Some((e, Err(err))) => {
             summary.failed += 1;
-            report(format!("event {} (user {}): not published: {err}", e.event_id, e.user_id));
+            report(format!(
+                "event {} (user {}): not published: {err}",
+                e.event_id, e.user_id
+            ));
         }
         None => {}
     }
@@ -194,8 +229,10 @@ fn settle(done: Option<Outcome>, summary: &mut Summary, report: &impl Fn(String)
 fn progress_bar() -> ProgressBar {
     let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(4));
     pb.set_style(
-        ProgressStyle::with_template("{spinner} {human_pos} events published, {per_sec}, {elapsed}")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        ProgressStyle::with_template(
+            "{spinner} {human_pos} events published, {per_sec}, {elapsed}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     pb.enable_steady_tick(Duration::from_millis(250));
     pb

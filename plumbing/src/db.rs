@@ -12,8 +12,12 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 pub struct DatabaseArgs {
     /// PostgreSQL connection URL. Put `sslmode=require` (or `verify-full`)
     /// in it for TLS. Never logged.
-    #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true,
-          default_value = "postgres://postgres@127.0.0.1:5432/tokenusage")]
+    #[arg(
+        long = "database-url",
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        default_value = "postgres://postgres@127.0.0.1:5432/tokenusage"
+    )]
     pub url: SecretString,
     /// Most connections this process opens to PostgreSQL.
     #[arg(long = "db-max-connections", env = "TOKENUSAGE_DB_MAX_CONNECTIONS", default_value_t = 16,
@@ -21,7 +25,11 @@ pub struct DatabaseArgs {
     pub max_connections: u32,
     /// How long to wait for a free connection (or a first connect) before
     /// failing, in seconds.
-    #[arg(long = "db-acquire-timeout-secs", env = "TOKENUSAGE_DB_ACQUIRE_TIMEOUT_SECS", default_value_t = 10)]
+    #[arg(
+        long = "db-acquire-timeout-secs",
+        env = "TOKENUSAGE_DB_ACQUIRE_TIMEOUT_SECS",
+        default_value_t = 10
+    )]
     pub acquire_timeout_secs: u64,
 }
 
@@ -40,7 +48,12 @@ impl DatabaseArgs {
     /// Host, port and database name, for messages; never the password.
     pub fn describe(&self) -> String {
         match PgConnectOptions::from_str(self.url.expose_secret()) {
-            Ok(o) => format!("{}:{}/{}", o.get_host(), o.get_port(), o.get_database().unwrap_or("(default)")),
+            Ok(o) => format!(
+                "{}:{}/{}",
+                o.get_host(),
+                o.get_port(),
+                o.get_database().unwrap_or("(default)")
+            ),
             Err(_) => "(unparseable URL)".into(),
         }
     }
@@ -59,7 +72,10 @@ impl DatabaseArgs {
             .acquire_timeout(Duration::from_secs(self.acquire_timeout_secs))
             .connect_with(self.connect_options()?)
             .await
-            .map_err(|source| DbError::Connect { target: self.describe(), source })?;
+            .map_err(|source| DbError::Connect {
+                target: self.describe(),
+                source,
+            })?;
         Ok(pool)
     }
 }

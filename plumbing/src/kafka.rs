@@ -6,7 +6,11 @@ use rdkafka::ClientConfig;
 #[derive(Debug, Clone, clap::Args)]
 pub struct KafkaArgs {
     /// Comma-separated `host:port` list of Kafka brokers.
-    #[arg(long = "kafka-brokers", env = "KAFKA_BOOTSTRAP_SERVERS", default_value = "127.0.0.1:19092")]
+    #[arg(
+        long = "kafka-brokers",
+        env = "KAFKA_BOOTSTRAP_SERVERS",
+        default_value = "127.0.0.1:19092"
+    )]
     pub bootstrap_servers: String,
     /// The topic usage events are published to and consumed from.
     #[arg(long = "kafka-topic", env = "TOKENUSAGE_TOPIC", default_value = tokenusage_contract::wire::DEFAULT_TOPIC)]

@@ -32,7 +32,10 @@ pub(crate) struct Claimant {
 #[derive(Debug)]
 pub(crate) enum Committed {
     /// Rows written: (new events, duplicates skipped by the database).
-    Done { new_events: usize, duplicates: usize },
+    Done {
+        new_events: usize,
+        duplicates: usize,
+    },
     /// These partitions were claimed by someone else since we claimed them;
     /// nothing was written.
     Fenced(Vec<i32>),
@@ -40,7 +43,11 @@ pub(crate) enum Committed {
 
 /// Claims `partition` for this process: bumps the epoch (so any previous
 /// owner's commits now fail) and returns (epoch, next offset to read).
-pub(crate) async fn claim(pool: &PgPool, who: &Claimant, partition: i32) -> Result<(i64, Option<i64>), sqlx::Error> {
+pub(crate) async fn claim(
+    pool: &PgPool,
+    who: &Claimant,
+    partition: i32,
+) -> Result<(i64, Option<i64>), sqlx::Error> {
     let row: (i64, i64, bool) = sqlx::query_as(
         r#"
         insert into projector_offsets as o (consumer_group, topic, partition, next_offset, epoch, owner)
@@ -62,7 +69,12 @@ pub(crate) async fn claim(pool: &PgPool, who: &Claimant, partition: i32) -> Resu
 }
 
 /// Writes `batch` atomically. `epochs` holds our claim on each partition.
-pub(crate) async fn commit(pool: &PgPool, who: &Claimant, epochs: &BTreeMap<i32, i64>, batch: &Batch) -> Result<Committed, sqlx::Error> {
+pub(crate) async fn commit(
+    pool: &PgPool,
+    who: &Claimant,
+    epochs: &BTreeMap<i32, i64>,
+    batch: &Batch,
+) -> Result<Committed, sqlx::Error> {
     let mut tx = pool.begin().await?;
 
     let mut fenced = Vec::new();
@@ -103,12 +115,18 @@ pub(crate) async fn commit(pool: &PgPool, who: &Claimant, epochs: &BTreeMap<i32,
     }
     notify(&mut tx, &fresh_events).await?;
     tx.commit().await?;
-    Ok(Committed::Done { new_events: fresh.len(), duplicates: batch.events.len() - fresh.len() })
+    Ok(Committed::Done {
+        new_events: fresh.len(),
+        duplicates: batch.events.len() - fresh.len(),
+    })
 }
 
 /// Inserts the (source, event_id) keys and returns the events whose key was
 /// new: the database, not the batch, decides what has been seen before.
-async fn insert_new_keys<'a>(tx: &mut Transaction<'_, Postgres>, events: &'a [Positioned]) -> Result<Vec<&'a Positioned>, sqlx::Error> {
+async fn insert_new_keys<'a>(
+    tx: &mut Transaction<'_, Postgres>,
+    events: &'a [Positioned],
+) -> Result<Vec<&'a Positioned>, sqlx::Error> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
@@ -135,16 +153,25 @@ async fn insert_new_keys<'a>(tx: &mut Transaction<'_, Postgres>, events: &'a [Po
         .collect())
 }
 
-async fn insert_events(tx: &mut Transaction<'_, Postgres>, events: &[&Positioned]) -> Result<(), sqlx::Error> {
+async fn insert_events(
+    tx: &mut Transaction<'_, Postgres>,
+    events: &[&Positioned],
+) -> Result<(), sqlx::Error> {
     if events.is_empty() {
         return Ok(());
     }
-    let col = |f: fn(&UsageEvent) -> &str| events.iter().map(|p| f(&p.event)).collect::<Vec<&str>>();
+    let col =
+        |f: fn(&UsageEvent) -> &str| events.iter().map(|p| f(&p.event)).collect::<Vec<&str>>();
     let times: Vec<DateTime<Utc>> = events.iter().map(|p| p.event.occurred_at).collect();
     let input: Vec<i64> = events.iter().map(|p| p.event.input_tokens as i64).collect();
-    let output: Vec<i64> = events.iter().map(|p| p.event.output_tokens as i64).collect();
-    let metadata: Vec<Option<serde_json::Value>> =
-        events.iter().map(|p| p.event.metadata.clone().map(serde_json::Value::Object)).collect();
+    let output: Vec<i64> = events
+        .iter()
+        .map(|p| p.event.output_tokens as i64)
+        .collect();
+    let metadata: Vec<Option<serde_json::Value>> = events
+        .iter()
+        .map(|p| p.event.metadata.clone().map(serde_json::Value::Object))
+        .collect();
     let partitions: Vec<i32> = events.iter().map(|p| p.partition).collect();
     let offsets: Vec<i64> = events.iter().map(|p| p.offset).collect();
     sqlx::query(
@@ -173,7 +200,11 @@ async fn insert_events(tx: &mut Transaction<'_, Postgres>, events: &[&Positioned
 }
 
 /// Adds the batch's sums to one grain's rollup table.
-pub(crate) async fn upsert_rollup(tx: &mut Transaction<'_, Postgres>, grain: Grain, events: &[&UsageEvent]) -> Result<(), sqlx::Error> {
+pub(crate) async fn upsert_rollup(
+    tx: &mut Transaction<'_, Postgres>,
+    grain: Grain,
+    events: &[&UsageEvent],
+) -> Result<(), sqlx::Error> {
     let rows = rollup(events.iter().copied(), grain);
     if rows.is_empty() {
         return Ok(());
@@ -210,10 +241,18 @@ pub(crate) async fn upsert_rollup(tx: &mut Transaction<'_, Postgres>, grain: Gra
     Ok(())
 }
 
-async fn insert_dead_letters(tx: &mut Transaction<'_, Postgres>, topic: &str, batch: &Batch) -> Result<(), sqlx::Error> {
+async fn insert_dead_letters(
+    tx: &mut Transaction<'_, Postgres>,
+    topic: &str,
+    batch: &Batch,
+) -> Result<(), sqlx::Error> {
     for d in &batch.dead {
-        let headers: Vec<(String, String)> =
-            d.record.headers.iter().map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned())).collect();
+        let headers: Vec<(String, String)> = d
+            .record
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+            .collect();
         sqlx::query(
             r#"
             insert into dead_letters (topic, partition, kafka_offset, record_key, payload, headers, error)
@@ -236,7 +275,10 @@ async fn insert_dead_letters(tx: &mut Transaction<'_, Postgres>, topic: &str, ba
 
 /// Tells listeners which users and which event-time range changed. Late
 /// events show up as a `from` in the past.
-async fn notify(tx: &mut Transaction<'_, Postgres>, events: &[&UsageEvent]) -> Result<(), sqlx::Error> {
+async fn notify(
+    tx: &mut Transaction<'_, Postgres>,
+    events: &[&UsageEvent],
+) -> Result<(), sqlx::Error> {
     if events.is_empty() {
         return Ok(());
     }

@@ -22,7 +22,12 @@ const EXIT_INCOMPLETE: u8 = 2;
 
 pub async fn run(a: PublishCmd) -> anyhow::Result<ExitCode> {
     let publisher = Publisher::new(&a.kafka, &a.producer)?;
-    let summary = tokenusage_ingest::publish::run(&a.publish, &publisher, |line| eprintln!("{line}")).await?;
+    let summary =
+        tokenusage_ingest::publish::run(&a.publish, &publisher, |line| eprintln!("{line}")).await?;
     publisher.flush(Duration::from_secs(10))?;
-    Ok(if summary.is_clean() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_INCOMPLETE) })
+    Ok(if summary.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_INCOMPLETE)
+    })
 }

@@ -29,7 +29,12 @@ pub struct ServeArgs {
     #[arg(long, env = "TOKENUSAGE_DEMO")]
     pub demo: bool,
     /// Password of the demo users (`demo`, a viewer, and `admin`).
-    #[arg(long, env = "TOKENUSAGE_DEMO_PASSWORD", default_value = "tokenusage-demo", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "TOKENUSAGE_DEMO_PASSWORD",
+        default_value = "tokenusage-demo",
+        hide_env_values = true
+    )]
     pub demo_password: String,
     /// Demo events per second in the live stream.
     #[arg(long, env = "TOKENUSAGE_DEMO_RATE", default_value_t = 2.0)]
@@ -42,21 +47,46 @@ pub struct ServeArgs {
 pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let pool = super::database(&a.db, !a.migrate.no_migrate).await?;
     let shutdown = tokenusage_plumbing::shutdown::on_signal();
+    // Created up front so the demo publisher never races the projector to it.
+    tokenusage_projector::topic::ensure_topic(
+        &a.kafka,
+        a.projector.topic_partitions,
+        a.projector.topic_replication,
+    )
+    .await?;
     let mut tasks: JoinSet<anyhow::Result<&'static str>> = JoinSet::new();
 
     let app = Application::build(a.api.clone(), pool.clone()).await?;
     let addr = app.local_addr();
     {
         let s = shutdown.clone();
-        tasks.spawn(async move { app.run_until_stopped(s).await.map(|()| "api").map_err(Into::into) });
+        tasks.spawn(async move {
+            app.run_until_stopped(s)
+                .await
+                .map(|()| "api")
+                .map_err(Into::into)
+        });
     }
     {
-        let (s, pool, kafka, args) = (shutdown.clone(), pool.clone(), a.kafka.clone(), a.projector.clone());
-        tasks.spawn(async move { tokenusage_projector::run(&args, &kafka, pool, s).await.map(|()| "projector").map_err(Into::into) });
+        let (s, pool, kafka, args) = (
+            shutdown.clone(),
+            pool.clone(),
+            a.kafka.clone(),
+            a.projector.clone(),
+        );
+        tasks.spawn(async move {
+            tokenusage_projector::run(&args, &kafka, pool, s)
+                .await
+                .map(|()| "projector")
+                .map_err(Into::into)
+        });
     }
 
     if a.demo {
-        for (user, role) in [(demo::DEMO_USER, Role::Viewer), (demo::DEMO_ADMIN, Role::Admin)] {
+        for (user, role) in [
+            (demo::DEMO_USER, Role::Viewer),
+            (demo::DEMO_ADMIN, Role::Admin),
+        ] {
             super::users::upsert_user(&pool, user, user, role, &a.demo_password).await?;
         }
         let publisher = Publisher::new(&a.kafka, &a.producer)?;
@@ -72,10 +102,19 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         });
     }
 
-    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        addr.ip().to_string()
+    };
     println!("tokenusage is running at http://{host}:{}/", addr.port());
     if a.demo {
-        println!("demo sign-in: user `{}` (or `{}` for the admin view), password `{}`", demo::DEMO_USER, demo::DEMO_ADMIN, a.demo_password);
+        println!(
+            "demo sign-in: user `{}` (or `{}` for the admin view), password `{}`",
+            demo::DEMO_USER,
+            demo::DEMO_ADMIN,
+            a.demo_password
+        );
     }
     println!("press Ctrl-C to stop");
 
@@ -92,11 +131,18 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     })
     .await;
     if drained.is_err() {
-        tracing::warn!(grace_secs = a.shutdown_grace_secs, "some tasks did not drain in time; stopping them");
+        tracing::warn!(
+            grace_secs = a.shutdown_grace_secs,
+            "some tasks did not drain in time; stopping them"
+        );
         tasks.abort_all();
         failed = true;
     }
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Logs how a task ended; true if it failed.

@@ -64,15 +64,24 @@ pub async fn run(cmd: UsersCmd) -> anyhow::Result<ExitCode> {
         UsersCmd::List { db } => {
             let pool = super::database(&db, true).await?;
             let rows: Vec<(String, String, String, bool)> =
-                sqlx::query_as("select id, display_name, role, disabled from users order by id").fetch_all(&pool).await?;
+                sqlx::query_as("select id, display_name, role, disabled from users order by id")
+                    .fetch_all(&pool)
+                    .await?;
             println!("{:<32} {:<8} {:<9} name", "id", "role", "status");
             for (id, name, role, disabled) in rows {
-                println!("{id:<32} {role:<8} {:<9} {name}", if disabled { "disabled" } else { "active" });
+                println!(
+                    "{id:<32} {role:<8} {:<9} {name}",
+                    if disabled { "disabled" } else { "active" }
+                );
             }
         }
         UsersCmd::Disable { id, db } => {
             let pool = super::database(&db, true).await?;
-            let n = sqlx::query("update users set disabled = true where id = $1").bind(&id).execute(&pool).await?.rows_affected();
+            let n = sqlx::query("update users set disabled = true where id = $1")
+                .bind(&id)
+                .execute(&pool)
+                .await?
+                .rows_affected();
             if n == 0 {
                 anyhow::bail!("no user {id}");
             }
@@ -80,7 +89,12 @@ pub async fn run(cmd: UsersCmd) -> anyhow::Result<ExitCode> {
         }
         UsersCmd::SetRole { id, role, db } => {
             let pool = super::database(&db, true).await?;
-            let n = sqlx::query("update users set role = $2 where id = $1").bind(&id).bind(&role).execute(&pool).await?.rows_affected();
+            let n = sqlx::query("update users set role = $2 where id = $1")
+                .bind(&id)
+                .bind(&role)
+                .execute(&pool)
+                .await?
+                .rows_affected();
             if n == 0 {
                 anyhow::bail!("no user {id}");
             }
@@ -92,7 +106,13 @@ pub async fn run(cmd: UsersCmd) -> anyhow::Result<ExitCode> {
 
 /// Creates or updates a user with an argon2id hash (computed off the
 /// async runtime).
-pub async fn upsert_user(pool: &sqlx::PgPool, id: &str, name: &str, role: Role, password: &str) -> anyhow::Result<()> {
+pub async fn upsert_user(
+    pool: &sqlx::PgPool,
+    id: &str,
+    name: &str,
+    role: Role,
+    password: &str,
+) -> anyhow::Result<()> {
     let pw = password.to_owned();
     let hash = tokio::task::spawn_blocking(move || hash_password(&pw)).await??;
     sqlx::query(

@@ -1,0 +1,237 @@
+//! Test harness: a fresh database and a fresh topic per test, against the
+//! real PostgreSQL and the real broker that `scripts/test.sh` starts, and the
+//! real services started in-process on port 0.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use sqlx::PgPool;
+use tokenusage_api::{ApiArgs, Application, Role};
+use tokenusage_plumbing::{DatabaseArgs, KafkaArgs};
+use tokenusage_projector::ProjectorArgs;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub fn kafka_brokers() -> String {
+    std::env::var("TOKENUSAGE_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:29092".into())
+}
+
+fn pg_base() -> String {
+    std::env::var("TOKENUSAGE_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// A database and a topic of this test's own.
+pub struct TestEnv {
+    pub db: DatabaseArgs,
+    pub kafka: KafkaArgs,
+    pub pool: PgPool,
+    db_name: String,
+}
+
+impl TestEnv {
+    pub async fn new() -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let db_name = format!("tu_test_{}", &id[..16]);
+        let admin = PgPool::connect(&format!("{}/postgres", pg_base()))
+            .await
+            .expect("PostgreSQL for tests (run scripts/test.sh)");
+        sqlx::query(&format!("create database {db_name}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin.close().await;
+        let db = DatabaseArgs {
+            url: SecretString::from(format!("{}/{db_name}", pg_base())),
+            max_connections: 8,
+            acquire_timeout_secs: 10,
+        };
+        let pool = db.connect().await.unwrap();
+        tokenusage_plumbing::db::migrate(&pool).await.unwrap();
+        let kafka = KafkaArgs {
+            bootstrap_servers: kafka_brokers(),
+            topic: format!("tu-test-{}", &id[..12]),
+            options: vec![("broker.address.family".into(), "v4".into())],
+        };
+        let env = Self {
+            db,
+            kafka,
+            pool,
+            db_name,
+        };
+        tokenusage_projector::topic::ensure_topic(&env.kafka, 3, 1)
+            .await
+            .expect("create the test topic");
+        env
+    }
+
+    pub fn projector_args(&self) -> ProjectorArgs {
+        ProjectorArgs {
+            group: format!("{}-projector", self.kafka.topic),
+            batch_max_events: 1000,
+            batch_max_wait_ms: 20,
+            topic_partitions: 3,
+            topic_replication: 1,
+            session_timeout_ms: 6000,
+        }
+    }
+
+    pub async fn add_user(&self, id: &str, role: Role, password: &str) {
+        tokenusage::commands::users::upsert_user(&self.pool, id, id, role, password)
+            .await
+            .unwrap();
+    }
+
+    /// Drops the database. Call at the end of a test; `scripts/test.sh`
+    /// sweeps any left by a failed test.
+    pub async fn cleanup(self) {
+        self.pool.close().await;
+        if let Ok(admin) = PgPool::connect(&format!("{}/postgres", pg_base())).await {
+            let _ = sqlx::query(&format!(
+                "drop database if exists {} with (force)",
+                self.db_name
+            ))
+            .execute(&admin)
+            .await;
+        }
+    }
+}
+
+/// The projector and the API running in this process.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl TestApp {
+    pub async fn spawn(env: &TestEnv) -> Self {
+        let shutdown = CancellationToken::new();
+        let mut api = ApiArgs::for_tests();
+        api.jwt_secret = Some(SecretString::from("test-secret-test-secret-test-secret!!"));
+        let app = Application::build(api, env.pool.clone()).await.unwrap();
+        let addr = app.local_addr();
+        let s = shutdown.clone();
+        let mut tasks = vec![tokio::spawn(async move {
+            app.run_until_stopped(s).await.unwrap();
+        })];
+        tasks.push(spawn_projector(env, shutdown.clone()));
+        Self {
+            addr,
+            http: reqwest::Client::new(),
+            shutdown,
+            tasks,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn login(&self, user: &str, password: &str) -> String {
+        let r = self
+            .http
+            .post(self.url("/api/v1/auth/login"))
+            .json(&serde_json::json!({"username": user, "password": password}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "login as {user}");
+        r.json::<serde_json::Value>().await.unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    pub async fn get(&self, token: &str, path: &str) -> (u16, serde_json::Value) {
+        let r = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(20), t).await;
+        }
+    }
+}
+
+pub fn spawn_projector(env: &TestEnv, shutdown: CancellationToken) -> JoinHandle<()> {
+    let (args, kafka, pool) = (env.projector_args(), env.kafka.clone(), env.pool.clone());
+    tokio::spawn(async move {
+        tokenusage_projector::run(&args, &kafka, pool, shutdown)
+            .await
+            .unwrap();
+    })
+}
+
+/// Polls `check` until it returns Some or `within` passes.
+pub async fn eventually<T, F, Fut>(within: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs the real `tokenusage` binary with the test's Kafka settings.
+pub fn tokenusage(env: &TestEnv, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    use std::io::Write;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tokenusage"));
+    cmd.args(args)
+        .env("KAFKA_BOOTSTRAP_SERVERS", &env.kafka.bootstrap_servers)
+        .env("TOKENUSAGE_TOPIC", &env.kafka.topic)
+        .env("KAFKA_OPTIONS", "broker.address.family=v4")
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("run tokenusage");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    } else {
+        drop(child.stdin.take());
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// One native-JSON event line.
+pub fn event_line(
+    id: &str,
+    user: &str,
+    at: &str,
+    activity: &str,
+    model: &str,
+    input: i64,
+    output: i64,
+) -> String {
+    serde_json::json!({
+        "event_id": id, "user_id": user, "occurred_at": at, "activity": activity,
+        "model": model, "input_tokens": input, "output_tokens": output
+    })
+    .to_string()
+}

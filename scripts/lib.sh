@@ -1,0 +1,116 @@
+# Shared by scripts/run.sh and scripts/test.sh: install what is missing,
+# start what is needed, and say clearly what failed. Sourced, not run.
+# Every step is idempotent and quick when things are already in place.
+
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="${TOKENUSAGE_CACHE:-$HOME/.cache/tokenusage}"
+TANSU_VERSION="0.6.0"
+TANSU_BIN="$CACHE/tansu-$TANSU_VERSION/bin/tansu"
+PG_HOST="${TOKENUSAGE_PG_HOST:-127.0.0.1}"
+PG_PORT="${TOKENUSAGE_PG_PORT:-5432}"
+PG_USER="${TOKENUSAGE_PG_USER:-postgres}"
+
+say()  { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
+die()  { printf '\033[31merror:\033[0m %s\n' "$*" >&2; exit 1; }
+
+need_apt_update=1
+apt_install() {
+  command -v apt-get >/dev/null || die "cannot install $*: no apt-get on this machine; install it by hand"
+  if [ "$need_apt_update" = 1 ]; then
+    apt-get update -qq >/dev/null || die "apt-get update failed"
+    need_apt_update=0
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null || die "apt-get install $* failed"
+}
+
+ensure_rust() {
+  command -v cargo >/dev/null || die "cargo is missing: install Rust 1.95+ (rustup) first"
+  if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    say "adding rustfmt and clippy"
+    rustup component add rustfmt clippy >/dev/null || die "cannot add rustfmt/clippy with rustup"
+  fi
+}
+
+# Tansu: a Kafka-protocol broker from crates.io. A cold build takes ~15 min
+# on 2 cores, so it is cached outside the checkout and reused.
+ensure_tansu() {
+  if [ -x "$TANSU_BIN" ]; then return; fi
+  say "installing the Tansu $TANSU_VERSION Kafka broker into $CACHE (first time only, ~15 min)"
+  mkdir -p "$CACHE"
+  cargo install "tansu@$TANSU_VERSION" --locked --features dynostore,libsql \
+      --root "$CACHE/tansu-$TANSU_VERSION" >"$CACHE/tansu-install.log" 2>&1 \
+    || { tail -20 "$CACHE/tansu-install.log" >&2; die "installing tansu failed (full log: $CACHE/tansu-install.log)"; }
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# start_broker PORT DATA_DIR PIDFILE: starts Tansu with durable SQLite
+# storage unless something already answers on PORT.
+start_broker() {
+  local port="$1" dir="$2" pidfile="$3"
+  if port_open "$port"; then say "a Kafka broker already answers on 127.0.0.1:$port"; return; fi
+  mkdir -p "$dir"
+  say "starting the Tansu broker on 127.0.0.1:$port (data in $dir)"
+  ( cd "$dir" && exec "$TANSU_BIN" broker \
+      --listener-url "tcp://127.0.0.1:$port" \
+      --advertised-listener-url "tcp://127.0.0.1:$port" \
+      --storage-engine "sqlite://tansu.db" ) >"$dir/broker.log" 2>&1 &
+  echo $! >"$pidfile"
+  for _ in $(seq 1 100); do
+    port_open "$port" && return
+    kill -0 "$(cat "$pidfile")" 2>/dev/null || { tail -20 "$dir/broker.log" >&2; die "the broker exited at start (log: $dir/broker.log)"; }
+    sleep 0.1
+  done
+  die "the broker did not open 127.0.0.1:$port within 10 s (log: $dir/broker.log)"
+}
+
+stop_pidfile() {
+  local pidfile="$1"
+  [ -f "$pidfile" ] || return 0
+  local pid; pid="$(cat "$pidfile")"
+  if kill -0 "$pid" 2>/dev/null; then
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$pidfile"
+}
+
+psql_admin() { psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d postgres -v ON_ERROR_STOP=1 -qtA "$@"; }
+
+ensure_postgres() {
+  if ! command -v psql >/dev/null || ! command -v pg_isready >/dev/null; then
+    say "installing PostgreSQL"
+    apt_install postgresql
+  fi
+  if ! pg_isready -q -h "$PG_HOST" -p "$PG_PORT"; then
+    say "starting PostgreSQL"
+    local v; v="$(ls /etc/postgresql 2>/dev/null | sort -n | tail -1)"
+    [ -n "$v" ] || die "PostgreSQL is installed but has no cluster in /etc/postgresql"
+    pg_ctlcluster --skip-systemctl-redirect "$v" main start 2>/dev/null || pg_ctlcluster "$v" main start \
+      || die "cannot start PostgreSQL $v (try: pg_ctlcluster $v main start)"
+    for _ in $(seq 1 50); do pg_isready -q -h "$PG_HOST" -p "$PG_PORT" && break; sleep 0.2; done
+    pg_isready -q -h "$PG_HOST" -p "$PG_PORT" || die "PostgreSQL did not come up on $PG_HOST:$PG_PORT"
+  fi
+  psql_admin -c 'select 1' >/dev/null 2>&1 \
+    || die "cannot connect to PostgreSQL as $PG_USER on $PG_HOST:$PG_PORT (trust or a ~/.pgpass entry is needed)"
+}
+
+ensure_database() {
+  local name="$1"
+  if [ "$(psql_admin -c "select 1 from pg_database where datname = '$name'")" != "1" ]; then
+    say "creating database $name"
+    psql_admin -c "create database \"$name\"" >/dev/null || die "cannot create database $name"
+  fi
+}
+
+ensure_web_assets() {
+  command -v npm >/dev/null || apt_install nodejs npm
+  if [ ! -f "$ROOT/web/node_modules/uplot/dist/uPlot.iife.min.js" ] \
+     || [ "$ROOT/web/package-lock.json" -nt "$ROOT/web/node_modules/.package-lock.json" ]; then
+    say "installing front-end assets (npm ci)"
+    npm ci --prefix "$ROOT/web" --no-audit --no-fund --loglevel=error >/dev/null || die "npm ci in web/ failed"
+  fi
+}
