@@ -28,6 +28,9 @@ export DATABASE_URL="${DATABASE_URL:-postgres://$PG_USER@$PG_HOST:$PG_PORT/token
 export KAFKA_BOOTSTRAP_SERVERS="${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$BROKER_PORT}"
 # Tansu speaks IPv4 only.
 export KAFKA_OPTIONS="${KAFKA_OPTIONS:-broker.address.family=v4}"
+# Tansu 0.6.0 panics when an idempotent producer outlives a broker restart;
+# de-duplication by event id keeps totals exact without it (docs/DECISIONS.md).
+export TOKENUSAGE_KAFKA_IDEMPOTENCE="${TOKENUSAGE_KAFKA_IDEMPOTENCE:-false}"
 export TOKENUSAGE_LISTEN="${TOKENUSAGE_LISTEN:-127.0.0.1:8080}"
 say "starting tokenusage (the broker keeps running; 'scripts/run.sh stop' stops it)"
 exec "$ROOT/target/release/tokenusage" serve --demo "$@"

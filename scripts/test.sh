@@ -31,10 +31,12 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings || die "clippy fou
 
 export TOKENUSAGE_TEST_KAFKA="127.0.0.1:$BROKER_PORT"
 export TOKENUSAGE_TEST_PG="postgres://$PG_USER@$PG_HOST:$PG_PORT"
+export TOKENUSAGE_TANSU_BIN="$TANSU_BIN"
 say "cargo test"
 cargo test --workspace --no-fail-fast 2>&1 | tee "$WORK/test.log"
 status=${PIPESTATUS[0]}
-passed=$(grep -Eo 'test result: [A-Za-z]+\. [0-9]+ passed' "$WORK/test.log" | awk '{s+=$4} END {print s+0}')
-failed=$(grep -Eo '[0-9]+ failed' "$WORK/test.log" | awk '{s+=$1} END {print s+0}')
+# Sum the per-binary "test result:" lines into one closing line.
+passed=$(grep -E '^test result: ' "$WORK/test.log" | sed -E 's/.* ([0-9]+) passed.*/\1/' | awk '{s+=$1} END {print s+0}')
+failed=$(grep -E '^test result: ' "$WORK/test.log" | sed -E 's/.* ([0-9]+) failed.*/\1/' | awk '{s+=$1} END {print s+0}')
 echo "tests: $passed passed, $failed failed"
 exit "$status"

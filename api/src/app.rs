@@ -17,7 +17,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::{self, TokenKeys};
 use crate::config::ApiArgs;
-use crate::{security, usage};
+use crate::{admin, security, usage};
 
 /// Shared state of every request.
 #[derive(Clone, Debug)]
@@ -41,57 +41,46 @@ pub struct Application {
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 impl Application {
-    /// Binds the listener and builds the routes.
-    pub async fn build(args: ApiArgs, pool: PgPool) -> anyhow::Result<Self> {
+    /// Binds the listener and builds the routes. `extra` is merged in: under
+    /// `serve` it carries HTTP ingest, so one port serves everything.
+    pub async fn build(args: ApiArgs, pool: PgPool, extra: Router) -> anyhow::Result<Self> {
         if !tokenusage_web::vendor_present() {
-            tracing::warn!(
-                "uPlot is not embedded (run `npm ci --prefix web` before building); charts will not draw"
-            );
+            tracing::warn!("uPlot is not embedded (run `npm ci --prefix web` before building); charts will not draw");
         }
         let listener = TcpListener::bind(args.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
-        let state = AppState {
-            pool,
-            keys: Arc::new(TokenKeys::from_args(&args)?),
-            config: Arc::new(args),
-        };
-        Ok(Self {
-            listener,
-            router: router(state),
-        })
+        let state = AppState { pool, keys: Arc::new(TokenKeys::from_args(&args)?), config: Arc::new(args) };
+        Ok(Self { listener, router: router(state, extra) })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.listener.local_addr().expect("a bound listener has an address")
     }
 
     /// Serves until `shutdown` fires, then finishes in-flight requests.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+        axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await
     }
 }
 
-fn router(state: AppState) -> Router {
+fn router(state: AppState, extra: Router) -> Router {
     let api = Router::new()
         .route("/auth/login", post(auth::login))
         .route("/me", get(auth::me))
         .route("/usage/series", get(usage::series))
-        .route("/usage/breakdown", get(usage::breakdown));
+        .route("/usage/breakdown", get(usage::breakdown))
+        .route("/admin/keys", get(admin::list_keys).post(admin::create_key))
+        .route("/admin/keys/{id}", axum::routing::delete(admin::revoke_key));
     let max_body = state.config.max_body_bytes;
     let mut app = Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(|| async { "ok" }))
         .merge(tokenusage_web::router())
-        .with_state(state);
+        .with_state(state)
+        .merge(extra);
     for layer in security::layers() {
         app = app.layer(layer);
     }

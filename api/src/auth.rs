@@ -74,9 +74,7 @@ pub(crate) struct TokenKeys {
 
 impl std::fmt::Debug for TokenKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenKeys")
-            .field("issuer", &self.issuer)
-            .finish_non_exhaustive()
+        f.debug_struct("TokenKeys").field("issuer", &self.issuer).finish_non_exhaustive()
     }
 }
 
@@ -163,27 +161,13 @@ impl AuthUser {
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or(ApiError::Unauthorized)?;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get(axum::http::header::AUTHORIZATION).ok_or(ApiError::Unauthorized)?;
         let value = header.to_str().map_err(|_| ApiError::Unauthorized)?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .ok_or(ApiError::Unauthorized)?;
-        let claims = state
-            .keys
-            .verify(token.trim())
-            .ok_or(ApiError::Unauthorized)?;
-        Ok(AuthUser {
-            id: claims.sub,
-            role: claims.role,
-        })
+        let token =
+            value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).ok_or(ApiError::Unauthorized)?;
+        let claims = state.keys.verify(token.trim()).ok_or(ApiError::Unauthorized)?;
+        Ok(AuthUser { id: claims.sub, role: claims.role })
     }
 }
 
@@ -201,17 +185,14 @@ pub fn hash_password(password: &str) -> anyhow::Result<String> {
 
 /// A valid hash of a random password, verified against when the user does
 /// not exist, so that "no such user" and "wrong password" take equally long.
-static DUMMY_HASH: LazyLock<String> =
-    LazyLock::new(|| hash_password("not-a-real-password").unwrap_or_default());
+static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| hash_password("not-a-real-password").unwrap_or_default());
 
 fn verify_password(hash: Option<&str>, password: &str) -> bool {
     let hash = hash.unwrap_or(DUMMY_HASH.as_str());
     let Ok(parsed) = PasswordHash::new(hash) else {
         return false;
     };
-    Argon2::default()
-        .verify_password(password.as_bytes(), &parsed)
-        .is_ok()
+    Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok()
 }
 
 #[derive(Debug, Deserialize)]
@@ -242,9 +223,7 @@ pub(crate) async fn login(
             .bind(&req.username)
             .fetch_optional(&state.pool)
             .await?;
-    let hash = row
-        .as_ref()
-        .and_then(|(h, _, disabled)| if *disabled { None } else { h.clone() });
+    let hash = row.as_ref().and_then(|(h, _, disabled)| if *disabled { None } else { h.clone() });
     let password = req.password;
     let ok = tokio::task::spawn_blocking(move || verify_password(hash.as_deref(), &password))
         .await
@@ -254,13 +233,7 @@ pub(crate) async fn login(
         (true, Some(role)) => {
             let (access_token, expires_in) = state.keys.issue(&req.username, role)?;
             tracing::info!(user = %req.username, "signed in");
-            Ok(Json(LoginResponse {
-                access_token,
-                token_type: "Bearer",
-                expires_in,
-                user: req.username,
-                role,
-            }))
+            Ok(Json(LoginResponse { access_token, token_type: "Bearer", expires_in, user: req.username, role }))
         }
         _ => {
             tracing::info!(user = %req.username, "sign-in refused");

@@ -8,34 +8,18 @@ use secrecy::SecretString;
 #[derive(Debug, Clone, clap::Args)]
 pub struct ApiArgs {
     /// Address the HTTP server listens on. Port 0 picks a free port.
-    #[arg(
-        long = "listen",
-        env = "TOKENUSAGE_LISTEN",
-        default_value = "127.0.0.1:8080"
-    )]
+    #[arg(long = "listen", env = "TOKENUSAGE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// Secret for signing access tokens (HS256), at least 32 bytes. When
     /// unset, a random one is generated at start: tokens then do not survive
     /// a restart and cannot be shared between API processes. Never logged.
-    #[arg(
-        long = "jwt-secret",
-        env = "TOKENUSAGE_JWT_SECRET",
-        hide_env_values = true
-    )]
+    #[arg(long = "jwt-secret", env = "TOKENUSAGE_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<SecretString>,
     /// `iss` of the access tokens we issue and require.
-    #[arg(
-        long = "jwt-issuer",
-        env = "TOKENUSAGE_JWT_ISSUER",
-        default_value = "tokenusage"
-    )]
+    #[arg(long = "jwt-issuer", env = "TOKENUSAGE_JWT_ISSUER", default_value = "tokenusage")]
     pub jwt_issuer: String,
     /// `aud` of the access tokens we issue and require.
-    #[arg(
-        long = "jwt-audience",
-        env = "TOKENUSAGE_JWT_AUDIENCE",
-        default_value = "tokenusage-api"
-    )]
+    #[arg(long = "jwt-audience", env = "TOKENUSAGE_JWT_AUDIENCE", default_value = "tokenusage-api")]
     pub jwt_audience: String,
     /// Lifetime of an access token, in seconds.
     #[arg(long = "access-token-ttl-secs", env = "TOKENUSAGE_ACCESS_TOKEN_TTL_SECS", default_value_t = 900,
@@ -45,11 +29,7 @@ pub struct ApiArgs {
     #[arg(long = "max-body-bytes", env = "TOKENUSAGE_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
     /// Most points (buckets) one series response may hold.
-    #[arg(
-        long = "max-points",
-        env = "TOKENUSAGE_MAX_POINTS",
-        default_value_t = 10_000
-    )]
+    #[arg(long = "max-points", env = "TOKENUSAGE_MAX_POINTS", default_value_t = 10_000)]
     pub max_points: usize,
 }
 

@@ -27,10 +27,7 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        ApiError::BadRequest {
-            code,
-            message: message.into(),
-        }
+        ApiError::BadRequest { code, message: message.into() }
     }
 }
 
@@ -43,20 +40,14 @@ impl From<sqlx::Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message) = match &self {
-            ApiError::BadRequest { code, message } => {
-                (StatusCode::BAD_REQUEST, *code, message.clone())
+            ApiError::BadRequest { code, message } => (StatusCode::BAD_REQUEST, *code, message.clone()),
+            ApiError::Unauthorized => {
+                (StatusCode::UNAUTHORIZED, "unauthorized", "a valid access token is required".to_owned())
             }
-            ApiError::Unauthorized => (
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "a valid access token is required".to_owned(),
-            ),
             ApiError::Forbidden(why) => (StatusCode::FORBIDDEN, "forbidden", (*why).to_owned()),
-            ApiError::TooManyRequests { .. } => (
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "too many requests; retry later".to_owned(),
-            ),
+            ApiError::TooManyRequests { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; retry later".to_owned())
+            }
             ApiError::Internal(e) => {
                 tracing::error!(error = ?e, "request failed");
                 (
@@ -66,21 +57,13 @@ impl IntoResponse for ApiError {
                 )
             }
         };
-        let mut resp = (
-            status,
-            Json(json!({ "error": { "code": code, "message": message } })),
-        )
-            .into_response();
+        let mut resp = (status, Json(json!({ "error": { "code": code, "message": message } }))).into_response();
         match self {
             ApiError::Unauthorized => {
-                resp.headers_mut().insert(
-                    "www-authenticate",
-                    axum::http::HeaderValue::from_static("Bearer"),
-                );
+                resp.headers_mut().insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
             }
             ApiError::TooManyRequests { retry_after_secs } => {
-                resp.headers_mut()
-                    .insert("retry-after", retry_after_secs.into());
+                resp.headers_mut().insert("retry-after", retry_after_secs.into());
             }
             _ => {}
         }

@@ -4,6 +4,7 @@
 //! their own rows, an admin sees everyone's), and the read queries over the
 //! rollup tables. It never writes usage data and never talks to Kafka.
 
+mod admin;
 mod app;
 mod auth;
 mod config;

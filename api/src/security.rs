@@ -7,10 +7,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 pub(crate) fn layers() -> Vec<SetResponseHeaderLayer<HeaderValue>> {
     let h = |name: &'static str, value: &'static str| {
-        SetResponseHeaderLayer::if_not_present(
-            HeaderName::from_static(name),
-            HeaderValue::from_static(value),
-        )
+        SetResponseHeaderLayer::if_not_present(HeaderName::from_static(name), HeaderValue::from_static(value))
     };
     vec![
         h(

@@ -86,12 +86,7 @@ fn parse_time(name: &'static str, v: Option<&str>) -> Result<DateTime<Utc>, ApiE
     })?;
     DateTime::parse_from_rfc3339(v)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| {
-            ApiError::bad_request(
-                "invalid_time",
-                format!("`{name}` is not an RFC 3339 timestamp: {e}"),
-            )
-        })
+        .map_err(|e| ApiError::bad_request("invalid_time", format!("`{name}` is not an RFC 3339 timestamp: {e}")))
 }
 
 /// Floors `t` to a multiple of `width` since the epoch.
@@ -113,10 +108,7 @@ pub(crate) async fn series(
     let from = floor(parse_time("from", q.from.as_deref())?, width);
     let to = parse_time("to", q.to.as_deref())?;
     if from >= to {
-        return Err(ApiError::bad_request(
-            "empty_range",
-            "`from` must be before `to`",
-        ));
+        return Err(ApiError::bad_request("empty_range", "`from` must be before `to`"));
     }
     let points = ((to - from).num_seconds() + width.num_seconds() - 1) / width.num_seconds();
     if points as usize > state.config.max_points {
@@ -139,12 +131,8 @@ pub(crate) async fn series(
         group by 1 order by 1
         "#
     );
-    let rows: Vec<(DateTime<Utc>, i64, i64, i64)> = sqlx::query_as(&sql)
-        .bind(&subject)
-        .bind(from)
-        .bind(to)
-        .fetch_all(&state.pool)
-        .await?;
+    let rows: Vec<(DateTime<Utc>, i64, i64, i64)> =
+        sqlx::query_as(&sql).bind(&subject).bind(from).bind(to).fetch_all(&state.pool).await?;
     let mut filled = Vec::with_capacity(points as usize);
     let mut rows = rows.into_iter().peekable();
     let mut total = Sums::default();
@@ -154,11 +142,7 @@ pub(crate) async fn series(
         if let Some((start, i, o, e)) = rows.peek().copied()
             && start == t
         {
-            sums = Sums {
-                input_tokens: i,
-                output_tokens: o,
-                events: e,
-            };
+            sums = Sums { input_tokens: i, output_tokens: o, events: e };
             rows.next();
         }
         total.input_tokens += sums.input_tokens;
@@ -167,15 +151,7 @@ pub(crate) async fn series(
         filled.push(Point { start: t, sums });
         t += width;
     }
-    Ok(Json(Series {
-        user: subject,
-        from,
-        to,
-        granularity,
-        timezone: "UTC",
-        points: filled,
-        total,
-    }))
+    Ok(Json(Series { user: subject, from, to, granularity, timezone: "UTC", points: filled, total }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -201,16 +177,10 @@ pub(crate) async fn breakdown(
     Query(q): Query<BreakdownQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let subject = user.subject_for(q.user.as_deref())?;
-    let from = floor(
-        parse_time("from", q.from.as_deref())?,
-        TimeDelta::minutes(1),
-    );
+    let from = floor(parse_time("from", q.from.as_deref())?, TimeDelta::minutes(1));
     let to = parse_time("to", q.to.as_deref())?;
     if from >= to {
-        return Err(ApiError::bad_request(
-            "empty_range",
-            "`from` must be before `to`",
-        ));
+        return Err(ApiError::bad_request("empty_range", "`from` must be before `to`"));
     }
     let rows: Vec<BreakdownRow> = sqlx::query_as(
         r#"
@@ -226,7 +196,5 @@ pub(crate) async fn breakdown(
     .bind(to)
     .fetch_all(&state.pool)
     .await?;
-    Ok(Json(
-        serde_json::json!({ "user": subject, "from": from, "to": to, "rows": rows }),
-    ))
+    Ok(Json(serde_json::json!({ "user": subject, "from": from, "to": to, "rows": rows })))
 }

@@ -31,27 +31,18 @@ fn event(rng: &mut impl Rng, user: &str, at: chrono::DateTime<Utc>) -> UsageEven
         activity: activity.into(),
         model: model.into(),
         input_tokens: rng.random_range(200..4000) * scale,
-        output_tokens: if activity == "embedding" {
-            0
-        } else {
-            rng.random_range(50..1500)
-        },
+        output_tokens: if activity == "embedding" { 0 } else { rng.random_range(50..1500) },
         metadata: None,
     }
 }
 
 /// Publishes `days` of history for the demo users (a few events an hour,
 /// busier in the daytime), unless it was published before.
-pub async fn backfill(
-    publisher: &Publisher,
-    pool: &sqlx::PgPool,
-    days: i64,
-) -> anyhow::Result<u64> {
-    let already: bool =
-        sqlx::query_scalar("select exists (select 1 from event_keys where source = $1)")
-            .bind(SOURCE)
-            .fetch_one(pool)
-            .await?;
+pub async fn backfill(publisher: &Publisher, pool: &sqlx::PgPool, days: i64) -> anyhow::Result<u64> {
+    let already: bool = sqlx::query_scalar("select exists (select 1 from event_keys where source = $1)")
+        .bind(SOURCE)
+        .fetch_one(pool)
+        .await?;
     if already {
         return Ok(0);
     }
@@ -76,9 +67,7 @@ pub async fn backfill(
     }
     let n = events.len() as u64;
     for chunk in events.chunks(500) {
-        let sends = chunk
-            .iter()
-            .map(|e| publisher.publish_patiently(e, None, Duration::from_secs(30)));
+        let sends = chunk.iter().map(|e| publisher.publish_patiently(e, None, Duration::from_secs(30)));
         for r in futures::future::join_all(sends).await {
             r?;
         }

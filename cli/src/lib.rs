@@ -18,13 +18,7 @@ use tokenusage_plumbing::telemetry::LogFormat;
 #[command(name = "tokenusage", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
     /// Log format.
-    #[arg(
-        long,
-        env = "TOKENUSAGE_LOG_FORMAT",
-        value_enum,
-        default_value = "pretty",
-        global = true
-    )]
+    #[arg(long, env = "TOKENUSAGE_LOG_FORMAT", value_enum, default_value = "pretty", global = true)]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
@@ -34,15 +28,20 @@ pub struct Cli {
 pub enum Command {
     /// Run everything in one process: projector, API and dashboard (and,
     /// with --demo, a demo user and a live demo event stream).
-    Serve(commands::serve::ServeArgs),
+    Serve(Box<commands::serve::ServeArgs>),
     /// Run only the projector (Kafka to PostgreSQL rollups).
     Projector(commands::projector::ProjectorCmd),
     /// Run only the HTTP API and dashboard.
     Api(commands::api::ApiCmd),
+    /// Run only the HTTP ingest endpoint (HTTP to Kafka).
+    Ingest(commands::ingest::IngestCmd),
     /// Apply database migrations (a no-op when the schema is current).
     Migrate(commands::migrate::MigrateCmd),
     /// Publish events from an NDJSON or CSV file (or stdin) to Kafka.
     Publish(commands::publish::PublishCmd),
+    /// Manage publisher API keys (ingest only).
+    #[command(subcommand)]
+    Keys(commands::keys::KeysCmd),
     /// Manage local dashboard users.
     #[command(subcommand)]
     Users(commands::users::UsersCmd),
@@ -52,11 +51,37 @@ pub enum Command {
 /// outcome is not simply success (e.g. `publish` with rejected lines).
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve(a) => commands::serve::run(a).await,
+        Command::Serve(a) => commands::serve::run(*a).await,
         Command::Projector(a) => commands::projector::run(a).await,
         Command::Api(a) => commands::api::run(a).await,
+        Command::Ingest(a) => commands::ingest::run(a).await,
+        Command::Keys(a) => commands::keys::run(a).await,
         Command::Migrate(a) => commands::migrate::run(a).await,
         Command::Publish(a) => commands::publish::run(a).await,
         Command::Users(a) => commands::users::run(a).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        // Catches clashing flag names or env vars between flattened groups.
+        super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_flag_of_serve_has_an_environment_variable() {
+        let cmd = super::Cli::command();
+        let serve = cmd.find_subcommand("serve").unwrap();
+        let missing: Vec<String> = serve
+            .get_arguments()
+            .filter(|a| a.get_long().is_some() && !matches!(a.get_id().as_str(), "help" | "version"))
+            .filter(|a| a.get_env().is_none())
+            .map(|a| a.get_id().to_string())
+            .collect();
+        assert!(missing.is_empty(), "flags without an env var: {missing:?}");
     }
 }

@@ -9,8 +9,7 @@ use serde_json::{Map, Value, json};
 
 use crate::event::{Limits, UsageEvent};
 use crate::validate::{
-    ACTIVITY_CHARS, FieldReader, MODEL_CHARS, ValidationErrors, activity_char, kind, model_char,
-    parse_object,
+    ACTIVITY_CHARS, FieldReader, MODEL_CHARS, ValidationErrors, activity_char, kind, model_char, parse_object,
 };
 
 /// The only CloudEvents version we speak.
@@ -46,6 +45,15 @@ pub fn parse_cloudevent(bytes: &[u8], now: DateTime<Utc>) -> Result<UsageEvent, 
     cloudevent_from_object(&parse_object(bytes)?, now)
 }
 
+/// Like [`parse_cloudevent`], for an already-parsed JSON value (one item of
+/// a CloudEvents batch).
+pub fn parse_cloudevent_value(value: &Value, now: DateTime<Utc>) -> Result<UsageEvent, ValidationErrors> {
+    match value {
+        Value::Object(obj) => cloudevent_from_object(obj, now),
+        other => Err(ValidationErrors::whole(format!("a CloudEvent must be a JSON object, got {}", kind(other)))),
+    }
+}
+
 pub(crate) fn cloudevent_from_object(
     obj: &Map<String, Value>,
     now: DateTime<Utc>,
@@ -53,14 +61,8 @@ pub(crate) fn cloudevent_from_object(
     let mut r = FieldReader::new(obj, "");
     match obj.get("specversion").and_then(Value::as_str) {
         Some(CE_SPEC_VERSION) => {}
-        Some(v) => r.fail(
-            "specversion",
-            format!("must be \"{CE_SPEC_VERSION}\", got \"{v}\""),
-        ),
-        None => r.fail(
-            "specversion",
-            format!("is required and must be \"{CE_SPEC_VERSION}\""),
-        ),
+        Some(v) => r.fail("specversion", format!("must be \"{CE_SPEC_VERSION}\", got \"{v}\"")),
+        None => r.fail("specversion", format!("is required and must be \"{CE_SPEC_VERSION}\"")),
     }
     match obj.get("type").and_then(Value::as_str) {
         Some(CE_TYPE) => {}
@@ -70,10 +72,7 @@ pub(crate) fn cloudevent_from_object(
     if let Some(ct) = obj.get("datacontenttype").and_then(Value::as_str)
         && !ct.starts_with("application/json")
     {
-        r.fail(
-            "datacontenttype",
-            format!("must be application/json, got \"{ct}\""),
-        );
+        r.fail("datacontenttype", format!("must be application/json, got \"{ct}\""));
     }
     let event_id = r.string("id", Limits::ID_MAX_CHARS, None);
     let source = r.string("source", Limits::SOURCE_MAX_CHARS, None);
@@ -84,16 +83,8 @@ pub(crate) fn cloudevent_from_object(
     match data {
         Some(Value::Object(d)) => {
             let mut dr = FieldReader::new(d, "data.");
-            let activity = dr.string(
-                "activity",
-                Limits::ACTIVITY_MAX_CHARS,
-                Some((ACTIVITY_CHARS, activity_char)),
-            );
-            let model = dr.string(
-                "model",
-                Limits::MODEL_MAX_CHARS,
-                Some((MODEL_CHARS, model_char)),
-            );
+            let activity = dr.string("activity", Limits::ACTIVITY_MAX_CHARS, Some((ACTIVITY_CHARS, activity_char)));
+            let model = dr.string("model", Limits::MODEL_MAX_CHARS, Some((MODEL_CHARS, model_char)));
             let input = dr.tokens("input_tokens");
             let output = dr.tokens("output_tokens");
             let metadata = dr.metadata("metadata");
@@ -109,21 +100,10 @@ pub(crate) fn cloudevent_from_object(
     for key in obj.keys() {
         let core = matches!(
             key.as_str(),
-            "specversion"
-                | "type"
-                | "datacontenttype"
-                | "dataschema"
-                | "id"
-                | "source"
-                | "subject"
-                | "time"
-                | "data"
+            "specversion" | "type" | "datacontenttype" | "dataschema" | "id" | "source" | "subject" | "time" | "data"
         );
-        let valid_ext = !key.is_empty()
-            && key.len() <= 20
-            && key
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        let valid_ext =
+            !key.is_empty() && key.len() <= 20 && key.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
         if !core && !valid_ext {
             r.fail(key, "is not a CloudEvents attribute (extension names are 1-20 lowercase letters or digits)");
         }
@@ -163,11 +143,7 @@ mod tests {
             model: "claude-sonnet-4".into(),
             input_tokens: 1000,
             output_tokens: 250,
-            metadata: Some(
-                [("team".to_string(), json!("search"))]
-                    .into_iter()
-                    .collect(),
-            ),
+            metadata: Some([("team".to_string(), json!("search"))].into_iter().collect()),
         }
     }
 
@@ -186,9 +162,7 @@ mod tests {
         ce["type"] = json!("com.example.other");
         ce["data"]["input_tokens"] = json!(-1);
         ce["Subject"] = json!("x");
-        let errs = parse_cloudevent(ce.to_string().as_bytes(), now())
-            .unwrap_err()
-            .0;
+        let errs = parse_cloudevent(ce.to_string().as_bytes(), now()).unwrap_err().0;
         let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["type", "data.input_tokens", "Subject"]);
     }

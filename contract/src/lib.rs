@@ -14,7 +14,7 @@ mod event;
 mod validate;
 pub mod wire;
 
-pub use cloudevents::{CE_SPEC_VERSION, CE_TYPE, parse_cloudevent, to_cloudevent};
+pub use cloudevents::{CE_SPEC_VERSION, CE_TYPE, parse_cloudevent, parse_cloudevent_value, to_cloudevent};
 pub use event::{Limits, UsageEvent};
-pub use validate::{FieldError, ValidationErrors, parse_native};
+pub use validate::{FieldError, ValidationErrors, parse_native, parse_native_value};
 pub use wire::{Encoding, decode_kafka};

@@ -39,11 +39,9 @@ impl fmt::Display for ValidationErrors {
 }
 
 impl ValidationErrors {
-    pub(crate) fn whole(reason: impl Into<String>) -> Self {
-        Self(vec![FieldError {
-            field: String::new(),
-            reason: reason.into(),
-        }])
+    /// An error about the event as a whole rather than one field.
+    pub fn whole(reason: impl Into<String>) -> Self {
+        Self(vec![FieldError { field: String::new(), reason: reason.into() }])
     }
 }
 
@@ -62,19 +60,11 @@ pub(crate) struct FieldReader<'a> {
 
 impl<'a> FieldReader<'a> {
     pub(crate) fn new(obj: &'a Map<String, Value>, prefix: &'static str) -> Self {
-        Self {
-            obj,
-            prefix,
-            seen: Vec::new(),
-            errors: Vec::new(),
-        }
+        Self { obj, prefix, seen: Vec::new(), errors: Vec::new() }
     }
 
     pub(crate) fn fail(&mut self, field: &str, reason: impl Into<String>) {
-        self.errors.push(FieldError {
-            field: format!("{}{field}", self.prefix),
-            reason: reason.into(),
-        });
+        self.errors.push(FieldError { field: format!("{}{field}", self.prefix), reason: reason.into() });
     }
 
     fn get(&mut self, field: &'static str) -> Option<&'a Value> {
@@ -87,12 +77,7 @@ impl<'a> FieldReader<'a> {
 
     /// A required string of 1..=max characters without control characters,
     /// and, if `allowed` is given, only of those characters.
-    pub(crate) fn string(
-        &mut self,
-        field: &'static str,
-        max: usize,
-        allowed: Option<Charset>,
-    ) -> Option<String> {
+    pub(crate) fn string(&mut self, field: &'static str, max: usize, allowed: Option<Charset>) -> Option<String> {
         let Some(v) = self.get(field) else {
             self.fail(field, "is required");
             return None;
@@ -104,22 +89,13 @@ impl<'a> FieldReader<'a> {
         self.check_str(field, s, max, allowed).then(|| s.to_owned())
     }
 
-    pub(crate) fn check_str(
-        &mut self,
-        field: &str,
-        s: &str,
-        max: usize,
-        allowed: Option<Charset>,
-    ) -> bool {
+    pub(crate) fn check_str(&mut self, field: &str, s: &str, max: usize, allowed: Option<Charset>) -> bool {
         let chars = s.chars().count();
         if chars == 0 || s.trim().is_empty() {
             self.fail(field, "must not be empty");
             false
         } else if chars > max {
-            self.fail(
-                field,
-                format!("must be at most {max} characters, got {chars}"),
-            );
+            self.fail(field, format!("must be at most {max} characters, got {chars}"));
             false
         } else if s.chars().any(char::is_control) {
             self.fail(field, "must not contain control characters");
@@ -134,11 +110,7 @@ impl<'a> FieldReader<'a> {
         }
     }
 
-    pub(crate) fn optional_string(
-        &mut self,
-        field: &'static str,
-        max: usize,
-    ) -> Option<Option<String>> {
+    pub(crate) fn optional_string(&mut self, field: &'static str, max: usize) -> Option<Option<String>> {
         match self.get(field) {
             None => Some(None),
             Some(Value::String(s)) => self.check_str(field, s, max, None).then(|| Some(s.clone())),
@@ -158,10 +130,7 @@ impl<'a> FieldReader<'a> {
             Value::Number(n) => {
                 if let Some(u) = n.as_u64() {
                     if u > Limits::MAX_TOKENS {
-                        self.fail(
-                            field,
-                            format!("must be at most {}, got {u}", Limits::MAX_TOKENS),
-                        );
+                        self.fail(field, format!("must be at most {}, got {u}", Limits::MAX_TOKENS));
                         None
                     } else {
                         Some(u)
@@ -175,24 +144,15 @@ impl<'a> FieldReader<'a> {
                 }
             }
             other => {
-                self.fail(
-                    field,
-                    format!("must be a whole number, got {}", kind(other)),
-                );
+                self.fail(field, format!("must be a whole number, got {}", kind(other)));
                 None
             }
         }
     }
 
-    pub(crate) fn time(
-        &mut self,
-        field: &'static str,
-        now: DateTime<Utc>,
-    ) -> Option<DateTime<Utc>> {
+    pub(crate) fn time(&mut self, field: &'static str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let s = self.string(field, 64, None)?;
-        check_time(&s, now)
-            .map_err(|reason| self.fail(field, reason))
-            .ok()
+        check_time(&s, now).map_err(|reason| self.fail(field, reason)).ok()
     }
 
     pub(crate) fn metadata(&mut self, field: &'static str) -> Option<Option<Map<String, Value>>> {
@@ -205,65 +165,33 @@ impl<'a> FieldReader<'a> {
         };
         let before = self.errors.len();
         if map.len() > Limits::METADATA_MAX_KEYS {
-            self.fail(
-                field,
-                format!(
-                    "may have at most {} keys, got {}",
-                    Limits::METADATA_MAX_KEYS,
-                    map.len()
-                ),
-            );
+            self.fail(field, format!("may have at most {} keys, got {}", Limits::METADATA_MAX_KEYS, map.len()));
         }
         for (k, v) in map {
             let path = format!("{field}.{k}");
             self.check_str(&path, k, Limits::METADATA_KEY_MAX_CHARS, None);
             match v {
                 Value::String(s) if s.chars().count() > Limits::METADATA_VALUE_MAX_CHARS => {
-                    self.fail(
-                        &path,
-                        format!(
-                            "must be at most {} characters",
-                            Limits::METADATA_VALUE_MAX_CHARS
-                        ),
-                    );
+                    self.fail(&path, format!("must be at most {} characters", Limits::METADATA_VALUE_MAX_CHARS));
                 }
                 Value::Array(_) | Value::Object(_) => {
-                    self.fail(
-                        &path,
-                        "must be a string, number, boolean or null (metadata is flat)",
-                    );
+                    self.fail(&path, "must be a string, number, boolean or null (metadata is flat)");
                 }
                 _ => {}
             }
         }
-        let bytes = serde_json::to_vec(map)
-            .map(|b| b.len())
-            .unwrap_or(usize::MAX);
+        let bytes = serde_json::to_vec(map).map(|b| b.len()).unwrap_or(usize::MAX);
         if bytes > Limits::METADATA_MAX_BYTES {
-            self.fail(
-                field,
-                format!(
-                    "must serialize to at most {} bytes, got {bytes}",
-                    Limits::METADATA_MAX_BYTES
-                ),
-            );
+            self.fail(field, format!("must serialize to at most {} bytes, got {bytes}", Limits::METADATA_MAX_BYTES));
         }
         (self.errors.len() == before).then(|| Some(map.clone()))
     }
 
     /// Reports keys that no `get` asked for. Call last.
     pub(crate) fn reject_unknown(&mut self) {
-        let unknown: Vec<String> = self
-            .obj
-            .keys()
-            .filter(|k| !self.seen.contains(&k.as_str()))
-            .cloned()
-            .collect();
+        let unknown: Vec<String> = self.obj.keys().filter(|k| !self.seen.contains(&k.as_str())).cloned().collect();
         for k in unknown {
-            self.fail(
-                &k,
-                "is not a field of this event (check the spelling against docs/EVENTS.md)",
-            );
+            self.fail(&k, "is not a field of this event (check the spelling against docs/EVENTS.md)");
         }
     }
 
@@ -279,15 +207,10 @@ impl<'a> FieldReader<'a> {
 /// RFC 3339 with an explicit offset; not before 2000, not too far ahead.
 fn check_time(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
     let t = DateTime::parse_from_rfc3339(s)
-        .map_err(|e| {
-            format!("must be an RFC 3339 timestamp with an offset, like 2026-11-27T09:30:00Z ({e})")
-        })?
+        .map_err(|e| format!("must be an RFC 3339 timestamp with an offset, like 2026-11-27T09:30:00Z ({e})"))?
         .with_timezone(&Utc);
     if t.year() < Limits::MIN_YEAR {
-        return Err(format!(
-            "must not be before {}-01-01, got {s}",
-            Limits::MIN_YEAR
-        ));
+        return Err(format!("must not be before {}-01-01, got {s}", Limits::MIN_YEAR));
     }
     if (t - now).num_seconds() > Limits::MAX_FUTURE_SECS {
         return Err(format!(
@@ -332,10 +255,7 @@ pub(crate) fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, Validatio
     }
     match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(other) => Err(ValidationErrors::whole(format!(
-            "event must be a JSON object, got {}",
-            kind(&other)
-        ))),
+        Ok(other) => Err(ValidationErrors::whole(format!("event must be a JSON object, got {}", kind(&other)))),
         Err(e) => Err(ValidationErrors::whole(format!("not valid JSON: {e}"))),
     }
 }
@@ -345,13 +265,22 @@ pub(crate) fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, Validatio
 /// `default_source` is used when the payload has no `source` (direct Kafka
 /// producers may omit it); `now` is the clock the future-time bound is
 /// checked against.
-pub fn parse_native(
-    bytes: &[u8],
+pub fn parse_native(bytes: &[u8], default_source: &str, now: DateTime<Utc>) -> Result<UsageEvent, ValidationErrors> {
+    let obj = parse_object(bytes)?;
+    native_from_object(&obj, default_source, now)
+}
+
+/// Like [`parse_native`], for an already-parsed JSON value (one item of a
+/// batch).
+pub fn parse_native_value(
+    value: &Value,
     default_source: &str,
     now: DateTime<Utc>,
 ) -> Result<UsageEvent, ValidationErrors> {
-    let obj = parse_object(bytes)?;
-    native_from_object(&obj, default_source, now)
+    match value {
+        Value::Object(obj) => native_from_object(obj, default_source, now),
+        other => Err(ValidationErrors::whole(format!("event must be a JSON object, got {}", kind(other)))),
+    }
 }
 
 pub(crate) fn native_from_object(
@@ -363,25 +292,14 @@ pub(crate) fn native_from_object(
     if let Some(v) = r.get("schema_version")
         && v.as_u64() != Some(1)
     {
-        r.fail(
-            "schema_version",
-            format!("must be 1 for this contract, got {v}"),
-        );
+        r.fail("schema_version", format!("must be 1 for this contract, got {v}"));
     }
     let source = r.optional_string("source", Limits::SOURCE_MAX_CHARS);
     let event_id = r.string("event_id", Limits::ID_MAX_CHARS, None);
     let user_id = r.string("user_id", Limits::ID_MAX_CHARS, None);
     let occurred_at = r.time("occurred_at", now);
-    let activity = r.string(
-        "activity",
-        Limits::ACTIVITY_MAX_CHARS,
-        Some((ACTIVITY_CHARS, activity_char)),
-    );
-    let model = r.string(
-        "model",
-        Limits::MODEL_MAX_CHARS,
-        Some((MODEL_CHARS, model_char)),
-    );
+    let activity = r.string("activity", Limits::ACTIVITY_MAX_CHARS, Some((ACTIVITY_CHARS, activity_char)));
+    let model = r.string("model", Limits::MODEL_MAX_CHARS, Some((MODEL_CHARS, model_char)));
     let input_tokens = r.tokens("input_tokens");
     let output_tokens = r.tokens("output_tokens");
     let metadata = r.metadata("metadata");
@@ -445,16 +363,7 @@ mod tests {
         v["extra"] = json!(1);
         let errs = errors(v);
         let fields: Vec<&str> = errs.iter().map(|(f, _)| f.as_str()).collect();
-        assert_eq!(
-            fields,
-            [
-                "activity",
-                "model",
-                "input_tokens",
-                "output_tokens",
-                "extra"
-            ]
-        );
+        assert_eq!(fields, ["activity", "model", "input_tokens", "output_tokens", "extra"]);
         assert_eq!(errs[2].1, "must not be negative, got -5");
         assert_eq!(errs[1].1, "is required");
         assert!(errs[0].1.contains("lowercase"), "{}", errs[0].1);
@@ -479,20 +388,8 @@ mod tests {
         v["input_tokens"] = json!(Limits::MAX_TOKENS + 1);
         v["output_tokens"] = json!("12");
         let errs = errors(v);
-        assert_eq!(
-            errs[0],
-            (
-                "input_tokens".into(),
-                "must be at most 1000000000, got 1000000001".into()
-            )
-        );
-        assert_eq!(
-            errs[1],
-            (
-                "output_tokens".into(),
-                "must be a whole number, got a string".into()
-            )
-        );
+        assert_eq!(errs[0], ("input_tokens".into(), "must be at most 1000000000, got 1000000001".into()));
+        assert_eq!(errs[1], ("output_tokens".into(), "must be a whole number, got a string".into()));
     }
 
     #[test]
@@ -507,17 +404,7 @@ mod tests {
 
     #[test]
     fn non_objects_and_broken_json_are_explained() {
-        assert!(
-            parse_native(b"[1]", "d", now())
-                .unwrap_err()
-                .to_string()
-                .contains("JSON object")
-        );
-        assert!(
-            parse_native(b"{", "d", now())
-                .unwrap_err()
-                .to_string()
-                .contains("not valid JSON")
-        );
+        assert!(parse_native(b"[1]", "d", now()).unwrap_err().to_string().contains("JSON object"));
+        assert!(parse_native(b"{", "d", now()).unwrap_err().to_string().contains("not valid JSON"));
     }
 }

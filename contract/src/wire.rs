@@ -53,12 +53,7 @@ pub fn decode_kafka(
     headers: &[(&str, &[u8])],
     now: DateTime<Utc>,
 ) -> Result<(UsageEvent, Encoding), ValidationErrors> {
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| *v)
-    };
+    let header = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| *v);
     if header("ce_specversion").is_some() {
         // Binary mode: attributes from headers, the payload is `data`.
         let mut obj = Map::new();
@@ -75,8 +70,7 @@ pub fn decode_kafka(
         return cloudevent_from_object(&obj, now).map(|e| (e, Encoding::CloudEventBinary));
     }
     let obj = parse_object(payload)?;
-    let says_ce = header(header::CONTENT_TYPE)
-        .is_some_and(|ct| ct.starts_with(content_type::CLOUDEVENT.as_bytes()));
+    let says_ce = header(header::CONTENT_TYPE).is_some_and(|ct| ct.starts_with(content_type::CLOUDEVENT.as_bytes()));
     if says_ce || obj.contains_key("specversion") {
         cloudevent_from_object(&obj, now).map(|e| (e, Encoding::CloudEventStructured))
     } else {

@@ -23,10 +23,7 @@ impl Format {
         let lower = path.to_ascii_lowercase();
         if lower.ends_with(".csv") {
             Some(Format::Csv)
-        } else if lower.ends_with(".ndjson")
-            || lower.ends_with(".jsonl")
-            || lower.ends_with(".json")
-        {
+        } else if lower.ends_with(".ndjson") || lower.ends_with(".jsonl") || lower.ends_with(".json") {
             Some(Format::Ndjson)
         } else {
             None
@@ -61,17 +58,11 @@ pub fn read_all(
                 if line.trim().is_empty() {
                     continue;
                 }
-                each(Record {
-                    line: i as u64 + 1,
-                    event: parse_native(line.as_bytes(), default_source, now),
-                });
+                each(Record { line: i as u64 + 1, event: parse_native(line.as_bytes(), default_source, now) });
             }
         }
         Format::Csv => {
-            let mut rdr = csv::ReaderBuilder::new()
-                .flexible(true)
-                .trim(csv::Trim::All)
-                .from_reader(reader);
+            let mut rdr = csv::ReaderBuilder::new().flexible(true).trim(csv::Trim::All).from_reader(reader);
             let headers = rdr.headers().map_err(std::io::Error::other)?.clone();
             for row in rdr.records() {
                 let row = match row {
@@ -81,24 +72,14 @@ pub fn read_all(
                         if e.is_io_error() {
                             return Err(std::io::Error::other(e));
                         }
-                        each(Record {
-                            line,
-                            event: Err(whole(format!("unreadable CSV row: {e}"))),
-                        });
+                        each(Record { line, event: Err(ValidationErrors::whole(format!("unreadable CSV row: {e}"))) });
                         continue;
                     }
                 };
                 let line = row.position().map_or(0, |p| p.line());
                 if row.len() != headers.len() {
-                    let msg = format!(
-                        "row has {} cells but the header has {}",
-                        row.len(),
-                        headers.len()
-                    );
-                    each(Record {
-                        line,
-                        event: Err(whole(msg)),
-                    });
+                    let msg = format!("row has {} cells but the header has {}", row.len(), headers.len());
+                    each(Record { line, event: Err(ValidationErrors::whole(msg)) });
                     continue;
                 }
                 let mut obj = Map::new();
@@ -118,21 +99,11 @@ pub fn read_all(
                     obj.insert(h.to_owned(), value);
                 }
                 let bytes = serde_json::to_vec(&obj).unwrap_or_default();
-                each(Record {
-                    line,
-                    event: parse_native(&bytes, default_source, now),
-                });
+                each(Record { line, event: parse_native(&bytes, default_source, now) });
             }
         }
     }
     Ok(())
-}
-
-fn whole(reason: String) -> ValidationErrors {
-    ValidationErrors(vec![tokenusage_contract::FieldError {
-        field: String::new(),
-        reason,
-    }])
 }
 
 #[cfg(test)]
@@ -177,19 +148,9 @@ mod tests {
         assert_eq!(recs[0].event.as_ref().unwrap().input_tokens, 10);
         assert_eq!(recs[0].event.as_ref().unwrap().source, "cli");
         assert_eq!(recs[1].line, 3);
-        assert_eq!(
-            recs[1].event.as_ref().unwrap_err().0[0].reason,
-            "must be a whole number, got a string"
-        );
+        assert_eq!(recs[1].event.as_ref().unwrap_err().0[0].reason, "must be a whole number, got a string");
         assert_eq!(recs[2].line, 4);
-        assert!(
-            recs[2]
-                .event
-                .as_ref()
-                .unwrap_err()
-                .to_string()
-                .contains("4 cells but the header has 7")
-        );
+        assert!(recs[2].event.as_ref().unwrap_err().to_string().contains("4 cells but the header has 7"));
     }
 
     #[test]

@@ -1,11 +1,14 @@
 //! Getting usage events into Kafka, durably.
 //!
-//! This crate owns the producer (idempotent, `acks=all`, bounded queue) and
-//! the `publish` command's reading of NDJSON and CSV files. It never touches
-//! PostgreSQL: an event is "accepted" here only when Kafka has acknowledged
-//! it, and everything after that is the projector's job.
+//! This crate owns the producer (idempotent, `acks=all`, bounded queue),
+//! HTTP ingest with publisher API keys, and the `publish` command's reading
+//! of NDJSON and CSV files. An event is "accepted" here only once Kafka has
+//! acknowledged it; everything after that is the projector's job. Of
+//! PostgreSQL it touches only the `api_keys` table.
 
+pub mod http;
 pub mod input;
+pub mod keys;
 pub mod producer;
 pub mod publish;
 

@@ -2,11 +2,13 @@
 //! has acknowledged it with `acks=all`; until then nothing may tell the
 //! publisher "accepted".
 
-use std::time::Duration;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
+use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokenusage_contract::UsageEvent;
 use tokenusage_contract::wire::{SCHEMA_V1, content_type, header};
 use tokenusage_plumbing::KafkaArgs;
@@ -16,36 +18,27 @@ use tokenusage_plumbing::KafkaArgs;
 pub struct ProducerArgs {
     /// How long the producer keeps retrying one event before reporting it
     /// failed, in milliseconds (librdkafka `message.timeout.ms`).
-    #[arg(
-        long = "kafka-delivery-timeout-ms",
-        env = "TOKENUSAGE_KAFKA_DELIVERY_TIMEOUT_MS",
-        default_value_t = 15_000
-    )]
+    #[arg(long = "kafka-delivery-timeout-ms", env = "TOKENUSAGE_KAFKA_DELIVERY_TIMEOUT_MS", default_value_t = 15_000)]
     pub delivery_timeout_ms: u64,
     /// Most events waiting in the local producer queue. A full queue is
     /// back-pressure: callers wait or are told to retry, nothing is dropped.
-    #[arg(
-        long = "kafka-queue-max-events",
-        env = "TOKENUSAGE_KAFKA_QUEUE_MAX_EVENTS",
-        default_value_t = 100_000
-    )]
+    #[arg(long = "kafka-queue-max-events", env = "TOKENUSAGE_KAFKA_QUEUE_MAX_EVENTS", default_value_t = 100_000)]
     pub queue_max_events: u32,
     /// How long to batch events before sending, in milliseconds.
-    #[arg(
-        long = "kafka-linger-ms",
-        env = "TOKENUSAGE_KAFKA_LINGER_MS",
-        default_value_t = 5
-    )]
+    #[arg(long = "kafka-linger-ms", env = "TOKENUSAGE_KAFKA_LINGER_MS", default_value_t = 5)]
     pub linger_ms: u32,
+    /// Use Kafka's idempotent producer (no duplicates or reordering from
+    /// producer retries). Keep it on with Apache Kafka. Tansu 0.6.0's SQLite
+    /// engine panics when an idempotent producer resumes after a broker
+    /// restart, so the dev stack turns it off; totals stay exact either way
+    /// because the projector de-duplicates by (source, event id).
+    #[arg(long = "kafka-idempotence", env = "TOKENUSAGE_KAFKA_IDEMPOTENCE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub idempotence: bool,
 }
 
 impl Default for ProducerArgs {
     fn default() -> Self {
-        Self {
-            delivery_timeout_ms: 15_000,
-            queue_max_events: 100_000,
-            linger_ms: 5,
-        }
+        Self { delivery_timeout_ms: 15_000, queue_max_events: 100_000, linger_ms: 5, idempotence: true }
     }
 }
 
@@ -73,31 +66,36 @@ impl PublishError {
 }
 
 /// A cheap-to-clone handle on one idempotent producer.
+///
+/// The producer is replaced when it gets stuck: after a message times out
+/// while the broker is down, librdkafka's idempotent producer must bump its
+/// epoch, and a broker that does not support that answers every later
+/// produce with an error (seen with Tansu). A fresh producer recovers; the
+/// event ids make any resend harmless downstream.
 #[derive(Clone)]
 pub struct Publisher {
-    producer: FutureProducer,
+    producer: Arc<RwLock<(Arc<FutureProducer>, Instant)>>,
+    config: ClientConfig,
     topic: String,
 }
 
+/// The least time between two producer replacements.
+const RECYCLE_EVERY: Duration = Duration::from_secs(5);
+
 impl std::fmt::Debug for Publisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Publisher")
-            .field("topic", &self.topic)
-            .finish_non_exhaustive()
+        f.debug_struct("Publisher").field("topic", &self.topic).finish_non_exhaustive()
     }
 }
 
 impl Publisher {
     pub fn new(kafka: &KafkaArgs, args: &ProducerArgs) -> Result<Self, KafkaError> {
         let mut cfg = kafka.client_config();
-        cfg.set("enable.idempotence", "true")
+        cfg.set("enable.idempotence", args.idempotence.to_string())
             .set("acks", "all")
             .set("linger.ms", args.linger_ms.to_string())
             .set("message.timeout.ms", args.delivery_timeout_ms.to_string())
-            .set(
-                "queue.buffering.max.messages",
-                args.queue_max_events.to_string(),
-            );
+            .set("queue.buffering.max.messages", args.queue_max_events.to_string());
         // Pass-through options win over our defaults, except the two that
         // carry the durability promise.
         for (k, v) in &kafka.options {
@@ -105,10 +103,33 @@ impl Publisher {
                 cfg.set(k, v);
             }
         }
+        let producer: FutureProducer = cfg.create()?;
         Ok(Self {
-            producer: cfg.create()?,
+            producer: Arc::new(RwLock::new((Arc::new(producer), Instant::now()))),
+            config: cfg,
             topic: kafka.topic.clone(),
         })
+    }
+
+    fn current(&self) -> Arc<FutureProducer> {
+        self.producer.read().unwrap_or_else(PoisonError::into_inner).0.clone()
+    }
+
+    /// Replaces a producer that answers with broker errors it should not get
+    /// (see the type's docs). Rate-limited; in-flight sends on the old one
+    /// finish on their own.
+    fn recycle(&self, why: &KafkaError) {
+        let mut guard = self.producer.write().unwrap_or_else(PoisonError::into_inner);
+        if guard.1.elapsed() < RECYCLE_EVERY {
+            return;
+        }
+        match self.config.create::<FutureProducer>() {
+            Ok(p) => {
+                tracing::warn!(error = %why, "replacing the Kafka producer after a broker error");
+                *guard = (Arc::new(p), Instant::now());
+            }
+            Err(e) => tracing::error!(error = %e, "cannot create a new Kafka producer"),
+        }
     }
 
     pub fn topic(&self) -> &str {
@@ -117,36 +138,26 @@ impl Publisher {
 
     /// Publishes one event (native JSON, keyed by user) and waits for the
     /// broker's acknowledgement. Returns (partition, offset).
-    pub async fn publish(
-        &self,
-        event: &UsageEvent,
-        request_id: Option<&str>,
-    ) -> Result<(i32, i64), PublishError> {
+    pub async fn publish(&self, event: &UsageEvent, request_id: Option<&str>) -> Result<(i32, i64), PublishError> {
         let payload = event.to_native_json();
         let mut headers = OwnedHeaders::new_with_capacity(3)
-            .insert(Header {
-                key: header::CONTENT_TYPE,
-                value: Some(content_type::NATIVE),
-            })
-            .insert(Header {
-                key: header::SCHEMA,
-                value: Some(SCHEMA_V1),
-            });
+            .insert(Header { key: header::CONTENT_TYPE, value: Some(content_type::NATIVE) })
+            .insert(Header { key: header::SCHEMA, value: Some(SCHEMA_V1) });
         if let Some(id) = request_id {
-            headers = headers.insert(Header {
-                key: header::REQUEST_ID,
-                value: Some(id),
-            });
+            headers = headers.insert(Header { key: header::REQUEST_ID, value: Some(id) });
         }
-        let record = FutureRecord::to(&self.topic)
-            .key(event.user_id.as_bytes())
-            .payload(&payload)
-            .headers(headers);
+        let record = FutureRecord::to(&self.topic).key(event.user_id.as_bytes()).payload(&payload).headers(headers);
         // Zero queue timeout: a full queue is reported at once as
         // back-pressure instead of parking the caller.
-        match self.producer.send(record, Duration::ZERO).await {
+        let producer = self.current();
+        match producer.send(record, Duration::ZERO).await {
             Ok(delivery) => Ok((delivery.partition, delivery.offset)),
-            Err((e, _)) => Err(classify(e)),
+            Err((e, _)) => {
+                if needs_new_producer(&e, &producer) {
+                    self.recycle(&e);
+                }
+                Err(classify(e))
+            }
         }
     }
 
@@ -173,9 +184,25 @@ impl Publisher {
     /// Waits until everything queued has been acknowledged or `timeout`
     /// passes. Call before exiting.
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
-        use rdkafka::producer::Producer;
-        self.producer.flush(timeout)
+        self.current().flush(timeout)
     }
+}
+
+/// Errors that a healthy producer talking to a healthy broker does not
+/// get: a fatal producer state, or a broker error code librdkafka does not
+/// know. Timeouts and transport errors are ordinary outages, not this.
+fn needs_new_producer(e: &KafkaError, producer: &FutureProducer) -> bool {
+    producer.client().fatal_error().is_some()
+        || matches!(
+            e.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::Unknown
+                    | RDKafkaErrorCode::UnknownProducerId
+                    | RDKafkaErrorCode::OutOfOrderSequenceNumber
+                    | RDKafkaErrorCode::InvalidProducerEpoch
+                    | RDKafkaErrorCode::Fatal
+            )
+        )
 }
 
 fn classify(e: KafkaError) -> PublishError {

@@ -81,10 +81,7 @@ impl std::fmt::Display for Summary {
 #[derive(Debug, thiserror::Error)]
 pub enum PublishRunError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("input has more than {0} events; split it or raise --max-events")]
     TooLarge(u64),
 }
@@ -97,17 +94,12 @@ pub async fn run(
     report: impl Fn(String) + Send + Sync,
 ) -> Result<Summary, PublishRunError> {
     let path = args.input.to_string_lossy().into_owned();
-    let format = args
-        .format
-        .or_else(|| Format::from_path(&path))
-        .unwrap_or(Format::Ndjson);
+    let format = args.format.or_else(|| Format::from_path(&path)).unwrap_or(Format::Ndjson);
     let reader: Box<dyn BufRead + Send> = if path == "-" {
         Box::new(BufReader::new(std::io::stdin()))
     } else {
-        let file = std::fs::File::open(&args.input).map_err(|source| PublishRunError::Read {
-            path: path.clone(),
-            source,
-        })?;
+        let file =
+            std::fs::File::open(&args.input).map_err(|source| PublishRunError::Read { path: path.clone(), source })?;
         Box::new(BufReader::with_capacity(256 * 1024, file))
     };
 
@@ -139,11 +131,7 @@ pub async fn run(
             Err(errs) => {
                 summary.rejected += 1;
                 for e in &errs.0 {
-                    let field = if e.field.is_empty() {
-                        "(event)"
-                    } else {
-                        &e.field
-                    };
+                    let field = if e.field.is_empty() { "(event)" } else { &e.field };
                     report(format!("line {}: {field}: {}", rec.line, e.reason));
                 }
                 continue;
@@ -166,20 +154,12 @@ pub async fn run(
         }
         progress.set_position(summary.accepted);
     }
-    let read_result = reader_task
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-    read_result.map_err(|source| PublishRunError::Read {
-        path: path.clone(),
-        source,
-    })?;
+    let read_result = reader_task.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    read_result.map_err(|source| PublishRunError::Read { path: path.clone(), source })?;
 
     if args.all_or_nothing {
         if summary.rejected > 0 {
-            report(format!(
-                "--all-or-nothing: {} invalid line(s), nothing was published",
-                summary.rejected
-            ));
+            report(format!("--all-or-nothing: {} invalid line(s), nothing was published", summary.rejected));
             held.clear();
         }
         for event in held {
@@ -195,10 +175,7 @@ pub async fn run(
     }
     progress.finish_and_clear();
     let secs = started.elapsed().as_secs_f64().max(1e-9);
-    report(format!(
-        "{summary} in {secs:.1}s ({:.0} events/s)",
-        summary.accepted as f64 / secs
-    ));
+    report(format!("{summary} in {secs:.1}s ({:.0} events/s)", summary.accepted as f64 / secs));
     Ok(summary)
 }
 
@@ -206,9 +183,7 @@ type Outcome = (UsageEvent, Result<(i32, i64), PublishError>);
 
 async fn send(publisher: &Publisher, event: UsageEvent) -> Outcome {
     // Bulk publishing waits out a full queue rather than failing.
-    let r = publisher
-        .publish_patiently(&event, None, Duration::from_secs(60))
-        .await;
+    let r = publisher.publish_patiently(&event, None, Duration::from_secs(60)).await;
     (event, r)
 }
 
@@ -217,10 +192,7 @@ fn settle(done: Option<Outcome>, summary: &mut Summary, report: &impl Fn(String)
         Some((_, Ok(_))) => summary.accepted += 1,
         Some((e, Err(err))) => {
             summary.failed += 1;
-            report(format!(
-                "event {} (user {}): not published: {err}",
-                e.event_id, e.user_id
-            ));
+            report(format!("event {} (user {}): not published: {err}", e.event_id, e.user_id));
         }
         None => {}
     }
@@ -229,10 +201,8 @@ fn settle(done: Option<Outcome>, summary: &mut Summary, report: &impl Fn(String)
 fn progress_bar() -> ProgressBar {
     let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(4));
     pb.set_style(
-        ProgressStyle::with_template(
-            "{spinner} {human_pos} events published, {per_sec}, {elapsed}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        ProgressStyle::with_template("{spinner} {human_pos} events published, {per_sec}, {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     pb.enable_steady_tick(Duration::from_millis(250));
     pb

@@ -25,11 +25,7 @@ pub struct DatabaseArgs {
     pub max_connections: u32,
     /// How long to wait for a free connection (or a first connect) before
     /// failing, in seconds.
-    #[arg(
-        long = "db-acquire-timeout-secs",
-        env = "TOKENUSAGE_DB_ACQUIRE_TIMEOUT_SECS",
-        default_value_t = 10
-    )]
+    #[arg(long = "db-acquire-timeout-secs", env = "TOKENUSAGE_DB_ACQUIRE_TIMEOUT_SECS", default_value_t = 10)]
     pub acquire_timeout_secs: u64,
 }
 
@@ -48,12 +44,7 @@ impl DatabaseArgs {
     /// Host, port and database name, for messages; never the password.
     pub fn describe(&self) -> String {
         match PgConnectOptions::from_str(self.url.expose_secret()) {
-            Ok(o) => format!(
-                "{}:{}/{}",
-                o.get_host(),
-                o.get_port(),
-                o.get_database().unwrap_or("(default)")
-            ),
+            Ok(o) => format!("{}:{}/{}", o.get_host(), o.get_port(), o.get_database().unwrap_or("(default)")),
             Err(_) => "(unparseable URL)".into(),
         }
     }
@@ -72,10 +63,7 @@ impl DatabaseArgs {
             .acquire_timeout(Duration::from_secs(self.acquire_timeout_secs))
             .connect_with(self.connect_options()?)
             .await
-            .map_err(|source| DbError::Connect {
-                target: self.describe(),
-                source,
-            })?;
+            .map_err(|source| DbError::Connect { target: self.describe(), source })?;
         Ok(pool)
     }
 }
@@ -92,7 +80,5 @@ pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
 
 /// True when the TimescaleDB extension is installed in this database.
 pub async fn has_timescaledb(pool: &PgPool) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("select exists (select 1 from pg_extension where extname = 'timescaledb')")
-        .fetch_one(pool)
-        .await
+    sqlx::query_scalar("select exists (select 1 from pg_extension where extname = 'timescaledb')").fetch_one(pool).await
 }

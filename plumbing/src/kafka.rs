@@ -6,11 +6,7 @@ use rdkafka::ClientConfig;
 #[derive(Debug, Clone, clap::Args)]
 pub struct KafkaArgs {
     /// Comma-separated `host:port` list of Kafka brokers.
-    #[arg(
-        long = "kafka-brokers",
-        env = "KAFKA_BOOTSTRAP_SERVERS",
-        default_value = "127.0.0.1:19092"
-    )]
+    #[arg(long = "kafka-brokers", env = "KAFKA_BOOTSTRAP_SERVERS", default_value = "127.0.0.1:19092")]
     pub bootstrap_servers: String,
     /// The topic usage events are published to and consumed from.
     #[arg(long = "kafka-topic", env = "TOKENUSAGE_TOPIC", default_value = tokenusage_contract::wire::DEFAULT_TOPIC)]
@@ -22,12 +18,19 @@ pub struct KafkaArgs {
     /// logged, since they may hold SASL passwords.
     #[arg(long = "kafka-option", env = "KAFKA_OPTIONS", value_delimiter = ',', value_parser = parse_kv, hide_env_values = true)]
     pub options: Vec<(String, String)>,
+    /// Partitions of the events topic when tokenusage creates it (it is
+    /// created when absent; an existing topic is never changed).
+    #[arg(long = "topic-partitions", env = "TOKENUSAGE_TOPIC_PARTITIONS", default_value_t = 6,
+          value_parser = clap::value_parser!(i32).range(1..=10_000))]
+    pub topic_partitions: i32,
+    /// Replication factor of the events topic when tokenusage creates it.
+    #[arg(long = "topic-replication", env = "TOKENUSAGE_TOPIC_REPLICATION", default_value_t = 1,
+          value_parser = clap::value_parser!(i32).range(1..=100))]
+    pub topic_replication: i32,
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s
-        .split_once('=')
-        .ok_or_else(|| format!("expected key=value, got {s:?}"))?;
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("expected key=value, got {s:?}"))?;
     let k = k.trim();
     if k.is_empty() {
         return Err(format!("empty key in {s:?}"));

@@ -10,6 +10,7 @@ pub mod db;
 pub mod kafka;
 pub mod shutdown;
 pub mod telemetry;
+pub mod topic;
 
 pub use db::{DatabaseArgs, DbError};
 pub use kafka::KafkaArgs;

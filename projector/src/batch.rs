@@ -58,30 +58,16 @@ impl Batch {
     /// Decodes and adds one record; an invalid record becomes a dead letter.
     pub fn push(&mut self, record: Record, now: DateTime<Utc>) {
         self.records += 1;
-        self.next_offsets
-            .insert(record.partition, record.offset + 1);
-        let headers: Vec<(&str, &[u8])> = record
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_slice()))
-            .collect();
+        self.next_offsets.insert(record.partition, record.offset + 1);
+        let headers: Vec<(&str, &[u8])> = record.headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
         let decoded = match record.payload.as_deref() {
             None => Err("record has no value (tombstone); expected a usage event".to_owned()),
-            Some(p) => decode_kafka(p, &headers, now)
-                .map(|(e, _)| e)
-                .map_err(|e| e.to_string()),
+            Some(p) => decode_kafka(p, &headers, now).map(|(e, _)| e).map_err(|e| e.to_string()),
         };
         match decoded {
             Ok(event) => {
-                if self
-                    .keys
-                    .insert((event.source.clone(), event.event_id.clone()))
-                {
-                    self.events.push(Positioned {
-                        event,
-                        partition: record.partition,
-                        offset: record.offset,
-                    });
+                if self.keys.insert((event.source.clone(), event.event_id.clone())) {
+                    self.events.push(Positioned { event, partition: record.partition, offset: record.offset });
                 } else {
                     self.in_batch_duplicates += 1;
                 }
@@ -97,16 +83,11 @@ impl Batch {
             return;
         }
         self.events.retain(|p| !partitions.contains(&p.partition));
-        self.dead
-            .retain(|d| !partitions.contains(&d.record.partition));
+        self.dead.retain(|d| !partitions.contains(&d.record.partition));
         for p in partitions {
             self.next_offsets.remove(p);
         }
-        self.keys = self
-            .events
-            .iter()
-            .map(|p| (p.event.source.clone(), p.event.event_id.clone()))
-            .collect();
+        self.keys = self.events.iter().map(|p| (p.event.source.clone(), p.event.event_id.clone())).collect();
     }
 }
 
@@ -130,10 +111,7 @@ pub struct Sums {
 /// Sums events into rollup rows of one grain. The map is ordered, so every
 /// writer locks rows in the same order and concurrent projectors cannot
 /// deadlock on shared rows.
-pub fn rollup<'a>(
-    events: impl IntoIterator<Item = &'a UsageEvent>,
-    grain: Grain,
-) -> BTreeMap<RollupKey, Sums> {
+pub fn rollup<'a>(events: impl IntoIterator<Item = &'a UsageEvent>, grain: Grain) -> BTreeMap<RollupKey, Sums> {
     let mut out: BTreeMap<RollupKey, Sums> = BTreeMap::new();
     for e in events {
         let key = RollupKey {
@@ -205,11 +183,7 @@ mod tests {
         assert_eq!(b.events.len(), 1);
         assert!(!b.next_offsets.contains_key(&1));
         b.push(rec(0, 2, "b", 1, 1), now());
-        assert_eq!(
-            b.events.len(),
-            2,
-            "b is no longer a duplicate once partition 1 is dropped"
-        );
+        assert_eq!(b.events.len(), 2, "b is no longer a duplicate once partition 1 is dropped");
     }
 
     #[test]
@@ -224,10 +198,7 @@ mod tests {
         let hour = rollup(evs.iter().copied(), Grain::Hour);
         assert_eq!((minute.len(), quarter.len(), hour.len()), (4, 3, 1));
         let total = |m: &BTreeMap<RollupKey, Sums>| m.values().map(|s| s.input_tokens).sum::<i64>();
-        assert_eq!(
-            (total(&minute), total(&quarter), total(&hour)),
-            (50, 50, 50)
-        );
+        assert_eq!((total(&minute), total(&quarter), total(&hour)), (50, 50, 50));
         assert_eq!(hour.values().next().unwrap().events, 5);
     }
 }

@@ -6,9 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::Utc;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
-};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::types::RDKafkaRespErr;
@@ -25,44 +23,18 @@ use crate::store::{self, Claimant, Committed};
 #[derive(Debug, Clone, clap::Args)]
 pub struct ProjectorArgs {
     /// Kafka consumer group shared by all projector processes.
-    #[arg(
-        long = "consumer-group",
-        env = "TOKENUSAGE_CONSUMER_GROUP",
-        default_value = "tokenusage-projector"
-    )]
+    #[arg(long = "consumer-group", env = "TOKENUSAGE_CONSUMER_GROUP", default_value = "tokenusage-projector")]
     pub group: String,
     /// Most records in one database transaction.
     #[arg(long = "batch-max-events", env = "TOKENUSAGE_BATCH_MAX_EVENTS", default_value_t = 5000,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch_max_events: u32,
     /// Longest a record waits in memory before its batch is committed, in ms.
-    #[arg(
-        long = "batch-max-wait-ms",
-        env = "TOKENUSAGE_BATCH_MAX_WAIT_MS",
-        default_value_t = 50
-    )]
+    #[arg(long = "batch-max-wait-ms", env = "TOKENUSAGE_BATCH_MAX_WAIT_MS", default_value_t = 50)]
     pub batch_max_wait_ms: u64,
-    /// Partitions of the events topic when the projector creates it.
-    #[arg(
-        long = "topic-partitions",
-        env = "TOKENUSAGE_TOPIC_PARTITIONS",
-        default_value_t = 6
-    )]
-    pub topic_partitions: i32,
-    /// Replication factor of the events topic when the projector creates it.
-    #[arg(
-        long = "topic-replication",
-        env = "TOKENUSAGE_TOPIC_REPLICATION",
-        default_value_t = 1
-    )]
-    pub topic_replication: i32,
     /// Kafka group session timeout in ms: how fast a dead projector's
     /// partitions move to a live one.
-    #[arg(
-        long = "kafka-session-timeout-ms",
-        env = "TOKENUSAGE_KAFKA_SESSION_TIMEOUT_MS",
-        default_value_t = 10_000
-    )]
+    #[arg(long = "kafka-session-timeout-ms", env = "TOKENUSAGE_KAFKA_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
     pub session_timeout_ms: u32,
 }
 
@@ -100,23 +72,12 @@ impl ConsumerContext for Ctx {
     /// offset. The claim is a short database round trip; it runs on this
     /// worker thread via `block_in_place`, since librdkafka expects the
     /// assignment to be settled before the callback returns.
-    fn rebalance(
-        &self,
-        base: &BaseConsumer<Self>,
-        err: RDKafkaRespErr,
-        tpl: &mut TopicPartitionList,
-    ) {
+    fn rebalance(&self, base: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
         let cooperative = matches!(base.rebalance_protocol(), RebalanceProtocol::Cooperative);
-        let partitions: Vec<i32> = tpl
-            .elements_for_topic(&self.who.topic)
-            .iter()
-            .map(|e| e.partition())
-            .collect();
+        let partitions: Vec<i32> = tpl.elements_for_topic(&self.who.topic).iter().map(|e| e.partition()).collect();
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let claims = tokio::task::block_in_place(|| {
-                    self.runtime.block_on(self.claim_all(&partitions))
-                });
+                let claims = tokio::task::block_in_place(|| self.runtime.block_on(self.claim_all(&partitions)));
                 for (p, (_, next)) in &claims {
                     let offset = next.map_or(Offset::Beginning, Offset::Offset);
                     if let Err(e) = tpl.set_partition_offset(&self.who.topic, *p, offset) {
@@ -130,36 +91,23 @@ impl ConsumerContext for Ctx {
                         st.revoked.retain(|r| r != p);
                     }
                 }
-                let r = if cooperative {
-                    base.incremental_assign(tpl)
-                } else {
-                    base.assign(tpl)
-                };
+                let r = if cooperative { base.incremental_assign(tpl) } else { base.assign(tpl) };
                 if let Err(e) = r {
                     tracing::error!(error = %e, "assigning partitions failed");
                 }
                 tracing::info!(partitions = ?partitions, "partitions assigned and claimed");
             }
             _ => {
-                let all =
-                    err != RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS || !cooperative;
+                let all = err != RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS || !cooperative;
                 {
                     let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-                    let gone: Vec<i32> = if all {
-                        st.epochs.keys().copied().collect()
-                    } else {
-                        partitions.clone()
-                    };
+                    let gone: Vec<i32> = if all { st.epochs.keys().copied().collect() } else { partitions.clone() };
                     for p in &gone {
                         st.epochs.remove(p);
                     }
                     st.revoked.extend(gone);
                 }
-                let r = if all {
-                    base.unassign()
-                } else {
-                    base.incremental_unassign(tpl)
-                };
+                let r = if all { base.unassign() } else { base.incremental_unassign(tpl) };
                 if let Err(e) = r {
                     tracing::error!(error = %e, "unassigning partitions failed");
                 }
@@ -205,7 +153,7 @@ pub async fn run(
     pool: PgPool,
     shutdown: CancellationToken,
 ) -> Result<(), ProjectorError> {
-    crate::topic::ensure_topic(kafka, args.topic_partitions, args.topic_replication).await?;
+    tokenusage_plumbing::topic::ensure_topic(kafka).await?;
     let who = Claimant {
         group: args.group.clone(),
         topic: kafka.topic.clone(),
@@ -225,10 +173,7 @@ pub async fn run(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", args.session_timeout_ms.to_string())
-        .set(
-            "heartbeat.interval.ms",
-            (args.session_timeout_ms / 4).max(100).to_string(),
-        );
+        .set("heartbeat.interval.ms", (args.session_timeout_ms / 4).max(100).to_string());
     for (k, v) in &kafka.options {
         cfg.set(k, v);
     }
@@ -240,9 +185,7 @@ pub async fn run(
     let mut batch = Batch::default();
     let mut deadline: Option<Instant> = None;
     loop {
-        let wait = deadline.map_or(Duration::from_millis(500), |d| {
-            d.saturating_duration_since(Instant::now())
-        });
+        let wait = deadline.map_or(Duration::from_millis(500), |d| d.saturating_duration_since(Instant::now()));
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
@@ -280,16 +223,7 @@ fn drop_revoked(state: &Mutex<Assignment>, batch: &mut Batch) {
 fn to_record(msg: &impl Message) -> Record {
     let headers = msg
         .headers()
-        .map(|hs| {
-            hs.iter()
-                .map(|h| {
-                    (
-                        h.key.to_owned(),
-                        h.value.map(<[u8]>::to_vec).unwrap_or_default(),
-                    )
-                })
-                .collect()
-        })
+        .map(|hs| hs.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec).unwrap_or_default())).collect())
         .unwrap_or_default();
     Record {
         partition: msg.partition(),
@@ -317,16 +251,9 @@ async fn flush(
     let started = Instant::now();
     let mut backoff = Duration::from_millis(50);
     while !batch.is_empty() {
-        let epochs = state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .epochs
-            .clone();
+        let epochs = state.lock().unwrap_or_else(PoisonError::into_inner).epochs.clone();
         match store::commit(pool, who, &epochs, batch).await {
-            Ok(Committed::Done {
-                new_events,
-                duplicates,
-            }) => {
+            Ok(Committed::Done { new_events, duplicates }) => {
                 tracing::debug!(
                     records = batch.records,
                     new_events,
@@ -336,10 +263,7 @@ async fn flush(
                     "batch committed"
                 );
                 if !batch.dead.is_empty() {
-                    tracing::warn!(
-                        count = batch.dead.len(),
-                        "records sent to the dead-letter table"
-                    );
+                    tracing::warn!(count = batch.dead.len(), "records sent to the dead-letter table");
                 }
                 // Best effort: mirror the durable offsets into Kafka so
                 // standard lag tooling sees progress. PostgreSQL stays the

@@ -37,8 +37,7 @@ impl Grain {
     pub fn bucket(self, t: DateTime<Utc>) -> DateTime<Utc> {
         // Truncation by a positive width of at most an hour cannot overflow
         // for timestamps the contract accepts (years 2000 onwards).
-        t.duration_trunc(self.width())
-            .expect("bucket truncation in range")
+        t.duration_trunc(self.width()).expect("bucket truncation in range")
     }
 }
 
@@ -49,17 +48,8 @@ mod tests {
     #[test]
     fn buckets_truncate_to_the_grain() {
         let t: DateTime<Utc> = "2026-11-27T10:47:31.5Z".parse().unwrap();
-        assert_eq!(
-            Grain::Minute.bucket(t).to_rfc3339(),
-            "2026-11-27T10:47:00+00:00"
-        );
-        assert_eq!(
-            Grain::QuarterHour.bucket(t).to_rfc3339(),
-            "2026-11-27T10:45:00+00:00"
-        );
-        assert_eq!(
-            Grain::Hour.bucket(t).to_rfc3339(),
-            "2026-11-27T10:00:00+00:00"
-        );
+        assert_eq!(Grain::Minute.bucket(t).to_rfc3339(), "2026-11-27T10:47:00+00:00");
+        assert_eq!(Grain::QuarterHour.bucket(t).to_rfc3339(), "2026-11-27T10:45:00+00:00");
+        assert_eq!(Grain::Hour.bucket(t).to_rfc3339(), "2026-11-27T10:00:00+00:00");
     }
 }

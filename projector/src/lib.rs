@@ -11,7 +11,6 @@ pub mod batch;
 mod consumer;
 pub mod grain;
 mod store;
-pub mod topic;
 
 pub use consumer::{ProjectorArgs, ProjectorError, run};
 pub use store::NOTIFY_CHANNEL;

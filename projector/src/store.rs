@@ -32,10 +32,7 @@ pub(crate) struct Claimant {
 #[derive(Debug)]
 pub(crate) enum Committed {
     /// Rows written: (new events, duplicates skipped by the database).
-    Done {
-        new_events: usize,
-        duplicates: usize,
-    },
+    Done { new_events: usize, duplicates: usize },
     /// These partitions were claimed by someone else since we claimed them;
     /// nothing was written.
     Fenced(Vec<i32>),
@@ -43,11 +40,7 @@ pub(crate) enum Committed {
 
 /// Claims `partition` for this process: bumps the epoch (so any previous
 /// owner's commits now fail) and returns (epoch, next offset to read).
-pub(crate) async fn claim(
-    pool: &PgPool,
-    who: &Claimant,
-    partition: i32,
-) -> Result<(i64, Option<i64>), sqlx::Error> {
+pub(crate) async fn claim(pool: &PgPool, who: &Claimant, partition: i32) -> Result<(i64, Option<i64>), sqlx::Error> {
     let row: (i64, i64, bool) = sqlx::query_as(
         r#"
         insert into projector_offsets as o (consumer_group, topic, partition, next_offset, epoch, owner)
@@ -115,10 +108,7 @@ pub(crate) async fn commit(
     }
     notify(&mut tx, &fresh_events).await?;
     tx.commit().await?;
-    Ok(Committed::Done {
-        new_events: fresh.len(),
-        duplicates: batch.events.len() - fresh.len(),
-    })
+    Ok(Committed::Done { new_events: fresh.len(), duplicates: batch.events.len() - fresh.len() })
 }
 
 /// Inserts the (source, event_id) keys and returns the events whose key was
@@ -147,31 +137,19 @@ async fn insert_new_keys<'a>(
     .fetch_all(&mut **tx)
     .await?;
     let new: std::collections::HashSet<(String, String)> = inserted.into_iter().collect();
-    Ok(events
-        .iter()
-        .filter(|p| new.contains(&(p.event.source.clone(), p.event.event_id.clone())))
-        .collect())
+    Ok(events.iter().filter(|p| new.contains(&(p.event.source.clone(), p.event.event_id.clone()))).collect())
 }
 
-async fn insert_events(
-    tx: &mut Transaction<'_, Postgres>,
-    events: &[&Positioned],
-) -> Result<(), sqlx::Error> {
+async fn insert_events(tx: &mut Transaction<'_, Postgres>, events: &[&Positioned]) -> Result<(), sqlx::Error> {
     if events.is_empty() {
         return Ok(());
     }
-    let col =
-        |f: fn(&UsageEvent) -> &str| events.iter().map(|p| f(&p.event)).collect::<Vec<&str>>();
+    let col = |f: fn(&UsageEvent) -> &str| events.iter().map(|p| f(&p.event)).collect::<Vec<&str>>();
     let times: Vec<DateTime<Utc>> = events.iter().map(|p| p.event.occurred_at).collect();
     let input: Vec<i64> = events.iter().map(|p| p.event.input_tokens as i64).collect();
-    let output: Vec<i64> = events
-        .iter()
-        .map(|p| p.event.output_tokens as i64)
-        .collect();
-    let metadata: Vec<Option<serde_json::Value>> = events
-        .iter()
-        .map(|p| p.event.metadata.clone().map(serde_json::Value::Object))
-        .collect();
+    let output: Vec<i64> = events.iter().map(|p| p.event.output_tokens as i64).collect();
+    let metadata: Vec<Option<serde_json::Value>> =
+        events.iter().map(|p| p.event.metadata.clone().map(serde_json::Value::Object)).collect();
     let partitions: Vec<i32> = events.iter().map(|p| p.partition).collect();
     let offsets: Vec<i64> = events.iter().map(|p| p.offset).collect();
     sqlx::query(
@@ -247,12 +225,8 @@ async fn insert_dead_letters(
     batch: &Batch,
 ) -> Result<(), sqlx::Error> {
     for d in &batch.dead {
-        let headers: Vec<(String, String)> = d
-            .record
-            .headers
-            .iter()
-            .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
-            .collect();
+        let headers: Vec<(String, String)> =
+            d.record.headers.iter().map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned())).collect();
         sqlx::query(
             r#"
             insert into dead_letters (topic, partition, kafka_offset, record_key, payload, headers, error)
@@ -275,10 +249,7 @@ async fn insert_dead_letters(
 
 /// Tells listeners which users and which event-time range changed. Late
 /// events show up as a `from` in the past.
-async fn notify(
-    tx: &mut Transaction<'_, Postgres>,
-    events: &[&UsageEvent],
-) -> Result<(), sqlx::Error> {
+async fn notify(tx: &mut Transaction<'_, Postgres>, events: &[&UsageEvent]) -> Result<(), sqlx::Error> {
     if events.is_empty() {
         return Ok(());
     }
@@ -292,10 +263,6 @@ async fn notify(
     } else {
         json!({ "users": users, "from": from, "to": to })
     };
-    sqlx::query("select pg_notify($1, $2)")
-        .bind(NOTIFY_CHANNEL)
-        .bind(payload.to_string())
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query("select pg_notify($1, $2)").bind(NOTIFY_CHANNEL).bind(payload.to_string()).execute(&mut **tx).await?;
     Ok(())
 }

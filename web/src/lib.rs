@@ -34,21 +34,14 @@ pub fn vendor_present() -> bool {
 /// Routes: `/` (the page) and `/assets/{file}`, `/vendor/{file}`.
 pub fn router<S: Clone + Send + Sync + 'static>() -> axum::Router<S> {
     axum::Router::new()
-        .route(
-            "/",
-            get(|headers: HeaderMap| async move { serve::<Own>("index.html", &headers) }),
-        )
+        .route("/", get(|headers: HeaderMap| async move { serve::<Own>("index.html", &headers) }))
         .route(
             "/assets/{*file}",
-            get(|Path(file): Path<String>, headers: HeaderMap| async move {
-                serve::<Own>(&file, &headers)
-            }),
+            get(|Path(file): Path<String>, headers: HeaderMap| async move { serve::<Own>(&file, &headers) }),
         )
         .route(
             "/vendor/{*file}",
-            get(|Path(file): Path<String>, headers: HeaderMap| async move {
-                serve::<Vendor>(&file, &headers)
-            }),
+            get(|Path(file): Path<String>, headers: HeaderMap| async move { serve::<Vendor>(&file, &headers) }),
         )
 }
 
@@ -59,10 +52,7 @@ fn serve<E: RustEmbed>(path: &str, headers: &HeaderMap) -> Response {
     // A strong ETag from the content hash: revalidation costs one round trip
     // and no body when nothing changed.
     let etag = format!("\"{}\"", hex(&file.metadata.sha256_hash()[..16]));
-    if headers
-        .get(header::IF_NONE_MATCH)
-        .is_some_and(|v| v.as_bytes() == etag.as_bytes())
-    {
+    if headers.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == etag.as_bytes()) {
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
     }
     let mime = file.metadata.mimetype().to_owned();

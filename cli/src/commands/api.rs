@@ -18,7 +18,7 @@ pub struct ApiCmd {
 pub async fn run(a: ApiCmd) -> anyhow::Result<ExitCode> {
     let pool = super::database(&a.db, !a.migrate.no_migrate).await?;
     let shutdown = tokenusage_plumbing::shutdown::on_signal();
-    let app = Application::build(a.api, pool).await?;
+    let app = Application::build(a.api, pool, axum::Router::new()).await?;
     tracing::info!(addr = %app.local_addr(), "API listening");
     app.run_until_stopped(shutdown).await?;
     Ok(ExitCode::SUCCESS)

@@ -16,11 +16,7 @@ pub async fn run(a: MigrateCmd) -> anyhow::Result<ExitCode> {
     println!(
         "database {} is migrated ({})",
         a.db.describe(),
-        if timescale {
-            "TimescaleDB hypertables"
-        } else {
-            "plain PostgreSQL tables; TimescaleDB not available"
-        }
+        if timescale { "TimescaleDB hypertables" } else { "plain PostgreSQL tables; TimescaleDB not available" }
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -2,6 +2,8 @@
 //! the libraries together, and returns an exit code.
 
 pub mod api;
+pub mod ingest;
+pub mod keys;
 pub mod migrate;
 pub mod projector;
 pub mod publish;

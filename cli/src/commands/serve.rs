@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use tokenusage_api::{ApiArgs, Application, Role};
+use tokenusage_ingest::http::IngestArgs;
 use tokenusage_ingest::{ProducerArgs, Publisher};
 use tokenusage_plumbing::{DatabaseArgs, KafkaArgs};
 use tokenusage_projector::ProjectorArgs;
@@ -24,17 +25,14 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub producer: ProducerArgs,
     #[command(flatten)]
+    pub ingest: IngestArgs,
+    #[command(flatten)]
     pub migrate: super::MigrateFlag,
     /// Create demo users and publish a live stream of demo events.
     #[arg(long, env = "TOKENUSAGE_DEMO")]
     pub demo: bool,
     /// Password of the demo users (`demo`, a viewer, and `admin`).
-    #[arg(
-        long,
-        env = "TOKENUSAGE_DEMO_PASSWORD",
-        default_value = "tokenusage-demo",
-        hide_env_values = true
-    )]
+    #[arg(long, env = "TOKENUSAGE_DEMO_PASSWORD", default_value = "tokenusage-demo", hide_env_values = true)]
     pub demo_password: String,
     /// Demo events per second in the live stream.
     #[arg(long, env = "TOKENUSAGE_DEMO_RATE", default_value_t = 2.0)]
@@ -48,45 +46,26 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let pool = super::database(&a.db, !a.migrate.no_migrate).await?;
     let shutdown = tokenusage_plumbing::shutdown::on_signal();
     // Created up front so the demo publisher never races the projector to it.
-    tokenusage_projector::topic::ensure_topic(
-        &a.kafka,
-        a.projector.topic_partitions,
-        a.projector.topic_replication,
-    )
-    .await?;
+    tokenusage_plumbing::topic::ensure_topic(&a.kafka).await?;
     let mut tasks: JoinSet<anyhow::Result<&'static str>> = JoinSet::new();
 
-    let app = Application::build(a.api.clone(), pool.clone()).await?;
+    let ingest_publisher = Publisher::new(&a.kafka, &a.producer)?;
+    let ingest = tokenusage_ingest::http::router(&a.ingest, ingest_publisher, pool.clone());
+    let app = Application::build(a.api.clone(), pool.clone(), ingest).await?;
     let addr = app.local_addr();
     {
         let s = shutdown.clone();
-        tasks.spawn(async move {
-            app.run_until_stopped(s)
-                .await
-                .map(|()| "api")
-                .map_err(Into::into)
-        });
+        tasks.spawn(async move { app.run_until_stopped(s).await.map(|()| "api").map_err(Into::into) });
     }
     {
-        let (s, pool, kafka, args) = (
-            shutdown.clone(),
-            pool.clone(),
-            a.kafka.clone(),
-            a.projector.clone(),
-        );
+        let (s, pool, kafka, args) = (shutdown.clone(), pool.clone(), a.kafka.clone(), a.projector.clone());
         tasks.spawn(async move {
-            tokenusage_projector::run(&args, &kafka, pool, s)
-                .await
-                .map(|()| "projector")
-                .map_err(Into::into)
+            tokenusage_projector::run(&args, &kafka, pool, s).await.map(|()| "projector").map_err(Into::into)
         });
     }
 
     if a.demo {
-        for (user, role) in [
-            (demo::DEMO_USER, Role::Viewer),
-            (demo::DEMO_ADMIN, Role::Admin),
-        ] {
+        for (user, role) in [(demo::DEMO_USER, Role::Viewer), (demo::DEMO_ADMIN, Role::Admin)] {
             super::users::upsert_user(&pool, user, user, role, &a.demo_password).await?;
         }
         let publisher = Publisher::new(&a.kafka, &a.producer)?;
@@ -102,11 +81,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         });
     }
 
-    let host = if addr.ip().is_unspecified() {
-        "127.0.0.1".to_owned()
-    } else {
-        addr.ip().to_string()
-    };
+    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
     println!("tokenusage is running at http://{host}:{}/", addr.port());
     if a.demo {
         println!(
@@ -131,18 +106,11 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     })
     .await;
     if drained.is_err() {
-        tracing::warn!(
-            grace_secs = a.shutdown_grace_secs,
-            "some tasks did not drain in time; stopping them"
-        );
+        tracing::warn!(grace_secs = a.shutdown_grace_secs, "some tasks did not drain in time; stopping them");
         tasks.abort_all();
         failed = true;
     }
-    Ok(if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 /// Logs how a task ended; true if it failed.

@@ -69,10 +69,7 @@ pub async fn run(cmd: UsersCmd) -> anyhow::Result<ExitCode> {
                     .await?;
             println!("{:<32} {:<8} {:<9} name", "id", "role", "status");
             for (id, name, role, disabled) in rows {
-                println!(
-                    "{id:<32} {role:<8} {:<9} {name}",
-                    if disabled { "disabled" } else { "active" }
-                );
+                println!("{id:<32} {role:<8} {:<9} {name}", if disabled { "disabled" } else { "active" });
             }
         }
         UsersCmd::Disable { id, db } => {
@@ -106,13 +103,7 @@ pub async fn run(cmd: UsersCmd) -> anyhow::Result<ExitCode> {
 
 /// Creates or updates a user with an argon2id hash (computed off the
 /// async runtime).
-pub async fn upsert_user(
-    pool: &sqlx::PgPool,
-    id: &str,
-    name: &str,
-    role: Role,
-    password: &str,
-) -> anyhow::Result<()> {
+pub async fn upsert_user(pool: &sqlx::PgPool, id: &str, name: &str, role: Role, password: &str) -> anyhow::Result<()> {
     let pw = password.to_owned();
     let hash = tokio::task::spawn_blocking(move || hash_password(&pw)).await??;
     sqlx::query(

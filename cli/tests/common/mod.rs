@@ -19,8 +19,7 @@ pub fn kafka_brokers() -> String {
 }
 
 fn pg_base() -> String {
-    std::env::var("TOKENUSAGE_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+    std::env::var("TOKENUSAGE_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
 /// A database and a topic of this test's own.
@@ -33,15 +32,18 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub async fn new() -> Self {
+        Self::with_brokers(kafka_brokers()).await
+    }
+
+    pub async fn with_brokers(brokers: String) -> Self {
+        // Logs show with --nocapture; RUST_LOG filters.
+        tokenusage_plumbing::telemetry::init(tokenusage_plumbing::telemetry::LogFormat::Pretty);
         let id = uuid::Uuid::new_v4().simple().to_string();
         let db_name = format!("tu_test_{}", &id[..16]);
         let admin = PgPool::connect(&format!("{}/postgres", pg_base()))
             .await
             .expect("PostgreSQL for tests (run scripts/test.sh)");
-        sqlx::query(&format!("create database {db_name}"))
-            .execute(&admin)
-            .await
-            .unwrap();
+        sqlx::query(&format!("create database {db_name}")).execute(&admin).await.unwrap();
         admin.close().await;
         let db = DatabaseArgs {
             url: SecretString::from(format!("{}/{db_name}", pg_base())),
@@ -51,19 +53,14 @@ impl TestEnv {
         let pool = db.connect().await.unwrap();
         tokenusage_plumbing::db::migrate(&pool).await.unwrap();
         let kafka = KafkaArgs {
-            bootstrap_servers: kafka_brokers(),
+            bootstrap_servers: brokers,
             topic: format!("tu-test-{}", &id[..12]),
             options: vec![("broker.address.family".into(), "v4".into())],
+            topic_partitions: 3,
+            topic_replication: 1,
         };
-        let env = Self {
-            db,
-            kafka,
-            pool,
-            db_name,
-        };
-        tokenusage_projector::topic::ensure_topic(&env.kafka, 3, 1)
-            .await
-            .expect("create the test topic");
+        let env = Self { db, kafka, pool, db_name };
+        tokenusage_plumbing::topic::ensure_topic(&env.kafka).await.expect("create the test topic");
         env
     }
 
@@ -72,16 +69,12 @@ impl TestEnv {
             group: format!("{}-projector", self.kafka.topic),
             batch_max_events: 1000,
             batch_max_wait_ms: 20,
-            topic_partitions: 3,
-            topic_replication: 1,
             session_timeout_ms: 6000,
         }
     }
 
     pub async fn add_user(&self, id: &str, role: Role, password: &str) {
-        tokenusage::commands::users::upsert_user(&self.pool, id, id, role, password)
-            .await
-            .unwrap();
+        tokenusage::commands::users::upsert_user(&self.pool, id, id, role, password).await.unwrap();
     }
 
     /// Drops the database. Call at the end of a test; `scripts/test.sh`
@@ -89,12 +82,8 @@ impl TestEnv {
     pub async fn cleanup(self) {
         self.pool.close().await;
         if let Ok(admin) = PgPool::connect(&format!("{}/postgres", pg_base())).await {
-            let _ = sqlx::query(&format!(
-                "drop database if exists {} with (force)",
-                self.db_name
-            ))
-            .execute(&admin)
-            .await;
+            let _ =
+                sqlx::query(&format!("drop database if exists {} with (force)", self.db_name)).execute(&admin).await;
         }
     }
 }
@@ -109,22 +98,39 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn(env: &TestEnv) -> Self {
+        Self::spawn_with(env, true, true).await
+    }
+
+    /// The API and ingest only, with a non-idempotent producer (see the
+    /// broker-outage test); start a projector later with [`spawn_projector`].
+    pub async fn spawn_without_projector_non_idempotent(env: &TestEnv) -> Self {
+        Self::spawn_with(env, false, false).await
+    }
+
+    async fn spawn_with(env: &TestEnv, projector: bool, idempotence: bool) -> Self {
         let shutdown = CancellationToken::new();
         let mut api = ApiArgs::for_tests();
         api.jwt_secret = Some(SecretString::from("test-secret-test-secret-test-secret!!"));
-        let app = Application::build(api, env.pool.clone()).await.unwrap();
+        let publisher = tokenusage_ingest::Publisher::new(
+            &env.kafka,
+            &tokenusage_ingest::ProducerArgs { idempotence, ..test_producer() },
+        )
+        .unwrap();
+        let ingest = tokenusage_ingest::http::router(
+            &tokenusage_ingest::http::IngestArgs::default(),
+            publisher,
+            env.pool.clone(),
+        );
+        let app = Application::build(api, env.pool.clone(), ingest).await.unwrap();
         let addr = app.local_addr();
         let s = shutdown.clone();
         let mut tasks = vec![tokio::spawn(async move {
             app.run_until_stopped(s).await.unwrap();
         })];
-        tasks.push(spawn_projector(env, shutdown.clone()));
-        Self {
-            addr,
-            http: reqwest::Client::new(),
-            shutdown,
-            tasks,
+        if projector {
+            tasks.push(spawn_projector(env, shutdown.clone()));
         }
+        Self { addr, http: reqwest::Client::new(), shutdown, tasks }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -140,22 +146,17 @@ impl TestApp {
             .await
             .unwrap();
         assert_eq!(r.status(), 200, "login as {user}");
-        r.json::<serde_json::Value>().await.unwrap()["access_token"]
-            .as_str()
-            .unwrap()
-            .to_owned()
+        r.json::<serde_json::Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned()
     }
 
     pub async fn get(&self, token: &str, path: &str) -> (u16, serde_json::Value) {
-        let r = self
-            .http
-            .get(self.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
+        let r = self.http.get(self.url(path)).bearer_auth(token).send().await.unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
     }
 
     pub async fn stop(self) {
@@ -169,9 +170,7 @@ impl TestApp {
 pub fn spawn_projector(env: &TestEnv, shutdown: CancellationToken) -> JoinHandle<()> {
     let (args, kafka, pool) = (env.projector_args(), env.kafka.clone(), env.pool.clone());
     tokio::spawn(async move {
-        tokenusage_projector::run(&args, &kafka, pool, shutdown)
-            .await
-            .unwrap();
+        tokenusage_projector::run(&args, &kafka, pool, shutdown).await.unwrap();
     })
 }
 
@@ -207,12 +206,7 @@ pub fn tokenusage(env: &TestEnv, args: &[&str], stdin: Option<&str>) -> std::pro
         .stderr(std::process::Stdio::piped());
     let mut child = cmd.spawn().expect("run tokenusage");
     if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     } else {
         drop(child.stdin.take());
     }
@@ -220,18 +214,85 @@ pub fn tokenusage(env: &TestEnv, args: &[&str], stdin: Option<&str>) -> std::pro
 }
 
 /// One native-JSON event line.
-pub fn event_line(
-    id: &str,
-    user: &str,
-    at: &str,
-    activity: &str,
-    model: &str,
-    input: i64,
-    output: i64,
-) -> String {
+pub fn event_line(id: &str, user: &str, at: &str, activity: &str, model: &str, input: i64, output: i64) -> String {
     serde_json::json!({
         "event_id": id, "user_id": user, "occurred_at": at, "activity": activity,
         "model": model, "input_tokens": input, "output_tokens": output
     })
     .to_string()
+}
+
+/// Producer settings for tests: a short delivery timeout so "broker down"
+/// shows up in seconds.
+pub fn test_producer() -> tokenusage_ingest::ProducerArgs {
+    tokenusage_ingest::ProducerArgs { delivery_timeout_ms: 5000, ..Default::default() }
+}
+
+/// A Tansu broker of the test's own (durable SQLite storage), for tests
+/// that stop and restart the broker. The binary comes from `scripts/test.sh`.
+pub struct OwnBroker {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl OwnBroker {
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = std::env::temp_dir().join(format!("tu-broker-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut b = Self { port, dir, child: None };
+        b.restart();
+        b
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) on the same port and storage; waits until it listens.
+    pub fn restart(&mut self) {
+        let bin = std::env::var("TOKENUSAGE_TANSU_BIN").expect("TOKENUSAGE_TANSU_BIN (set by scripts/test.sh)");
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let child = std::process::Command::new(bin)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "sqlite://tansu.db",
+            ])
+            .current_dir(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("broker.log")).unwrap())
+            .spawn()
+            .expect("start tansu");
+        self.child = Some(child);
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("tansu did not listen on {}", self.port);
+    }
+
+    /// SIGKILL, like a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.kill();
+        if std::env::var_os("TU_KEEP_BROKER").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
 }

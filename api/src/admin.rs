@@ -1,0 +1,71 @@
+//! Admin-only routes: publisher API keys.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use tokenusage_ingest::keys;
+
+use crate::app::AppState;
+use crate::auth::{AuthUser, Role};
+use crate::error::ApiError;
+
+fn require_admin(user: &AuthUser) -> Result<(), ApiError> {
+    if user.role == Role::Admin { Ok(()) } else { Err(ApiError::Forbidden("admins only")) }
+}
+
+/// `GET /api/v1/admin/keys`
+pub(crate) async fn list_keys(
+    State(st): State<AppState>,
+    user: AuthUser,
+) -> Result<Json<Vec<keys::KeyInfo>>, ApiError> {
+    require_admin(&user)?;
+    Ok(Json(keys::list(&st.pool).await?))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct CreateKey {
+    name: String,
+    /// Defaults to the name.
+    source: Option<String>,
+    rate_per_sec: Option<i32>,
+}
+
+/// `POST /api/v1/admin/keys`: the response holds the key, once.
+pub(crate) async fn create_key(
+    State(st): State<AppState>,
+    user: AuthUser,
+    Json(req): Json<CreateKey>,
+) -> Result<(StatusCode, Json<keys::NewKey>), ApiError> {
+    require_admin(&user)?;
+    let name = req.name.trim();
+    if name.is_empty() || name.len() > 128 {
+        return Err(ApiError::bad_request("invalid_name", "`name` must be 1 to 128 characters"));
+    }
+    let source = req.source.as_deref().map_or(name, str::trim);
+    if source.is_empty() || source.len() > tokenusage_contract::Limits::SOURCE_MAX_CHARS {
+        return Err(ApiError::bad_request("invalid_source", "`source` must be 1 to 256 characters"));
+    }
+    let rate = req.rate_per_sec.unwrap_or(5000);
+    if !(1..=1_000_000).contains(&rate) {
+        return Err(ApiError::bad_request("invalid_rate", "`rate_per_sec` must be between 1 and 1000000"));
+    }
+    let key = keys::create(&st.pool, name, source, rate).await?;
+    tracing::info!(admin = %user.id, key = %key.info.key_prefix, "API key created");
+    Ok((StatusCode::CREATED, Json(key)))
+}
+
+/// `DELETE /api/v1/admin/keys/{id}`: revoke by id or prefix.
+pub(crate) async fn revoke_key(
+    State(st): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    require_admin(&user)?;
+    if keys::revoke(&st.pool, &id).await? {
+        tracing::info!(admin = %user.id, key = %id, "API key revoked");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::bad_request("unknown_key", format!("no active key {id}")))
+    }
+}

@@ -1,0 +1,288 @@
+//! HTTP ingest: `POST /api/v1/events`, one event or a batch, native JSON or
+//! CloudEvents (structured and batch). Answers 202 only once Kafka has
+//! acknowledged every accepted event.
+//!
+//! Status codes: 202 all accepted; 207 some accepted, some rejected (per-item
+//! results say which and why); 400 nothing valid; 401 bad key; 413 body too
+//! large; 415 unknown content type; 429 rate limited or producer queue full;
+//! 503 Kafka did not acknowledge (retry: events are de-duplicated by id).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use bytes::Bytes;
+use chrono::Utc;
+use serde::Serialize;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokenusage_contract::wire::content_type;
+use tokenusage_contract::{FieldError, UsageEvent, ValidationErrors, parse_cloudevent_value, parse_native_value};
+
+use crate::keys::KeyCache;
+use crate::{PublishError, Publisher};
+
+/// HTTP ingest settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct IngestArgs {
+    /// Address of the standalone ingest server (`tokenusage ingest`); under
+    /// `serve` the endpoint shares the API's address.
+    #[arg(long = "ingest-listen", env = "TOKENUSAGE_INGEST_LISTEN", default_value = "127.0.0.1:8081")]
+    pub ingest_listen: std::net::SocketAddr,
+    /// Most events in one request.
+    #[arg(long = "ingest-max-batch", env = "TOKENUSAGE_INGEST_MAX_BATCH", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub ingest_max_batch: u32,
+    /// Largest ingest request body, in bytes.
+    #[arg(long = "ingest-max-body-bytes", env = "TOKENUSAGE_INGEST_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub ingest_max_body_bytes: usize,
+    /// How long a key lookup is cached, in seconds: a revoked key stops
+    /// working within this time.
+    #[arg(long = "ingest-key-cache-secs", env = "TOKENUSAGE_INGEST_KEY_CACHE_SECS", default_value_t = 30)]
+    pub ingest_key_cache_secs: u64,
+}
+
+impl Default for IngestArgs {
+    fn default() -> Self {
+        Self {
+            ingest_listen: ([127, 0, 0, 1], 8081).into(),
+            ingest_max_batch: 1000,
+            ingest_max_body_bytes: 4 * 1024 * 1024,
+            ingest_key_cache_secs: 30,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct IngestState {
+    publisher: Publisher,
+    pool: PgPool,
+    keys: Arc<KeyCache>,
+    max_batch: usize,
+}
+
+/// The ingest routes, ready to merge into a server.
+pub fn router(args: &IngestArgs, publisher: Publisher, pool: PgPool) -> axum::Router {
+    let state = IngestState {
+        publisher,
+        pool,
+        keys: Arc::new(KeyCache::new(Duration::from_secs(args.ingest_key_cache_secs))),
+        max_batch: args.ingest_max_batch as usize,
+    };
+    axum::Router::new()
+        .route("/api/v1/events", post(ingest))
+        .layer(DefaultBodyLimit::max(args.ingest_max_body_bytes))
+        .with_state(state)
+}
+
+/// What happened to one item of a request.
+#[derive(Debug, Serialize)]
+struct ItemResult {
+    index: usize,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_id: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    errors: Vec<FieldError>,
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": { "code": code, "message": message.into() } }))).into_response()
+}
+
+fn with_retry_after(mut r: Response, secs: u64) -> Response {
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    r
+}
+
+enum Shape {
+    Native,
+    CloudEvent,
+    CloudEventBatch,
+}
+
+async fn ingest(State(st): State<IngestState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+    // Authenticate first: an anonymous caller learns nothing about the body.
+    let key = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(key) = key else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send a publisher API key as `Authorization: Bearer tu_...`",
+        );
+    };
+    let publisher = match st.keys.lookup(&st.pool, key).await {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            return error(StatusCode::UNAUTHORIZED, "unauthorized", "unknown or revoked API key");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "API key lookup failed");
+            return with_retry_after(
+                error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "cannot check the API key right now; retry"),
+                2,
+            );
+        }
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(rej) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "the request body exceeds the ingest limit; send smaller batches",
+            );
+        }
+        Err(rej) => return error(StatusCode::BAD_REQUEST, "unreadable_body", rej.body_text()),
+    };
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or(content_type::NATIVE);
+    let mime = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let shape = match mime.as_str() {
+        content_type::NATIVE => Shape::Native,
+        content_type::CLOUDEVENT => Shape::CloudEvent,
+        content_type::CLOUDEVENT_BATCH => Shape::CloudEventBatch,
+        other => {
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!(
+                    "content type `{other}` is not accepted; use application/json, application/cloudevents+json or application/cloudevents-batch+json"
+                ),
+            );
+        }
+    };
+    let value: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return error(StatusCode::BAD_REQUEST, "invalid_json", format!("the body is not valid JSON: {e}"));
+        }
+    };
+    let (items, is_batch): (Vec<Value>, bool) = match (shape, value) {
+        (Shape::CloudEventBatch, Value::Array(a)) => (a, true),
+        (Shape::CloudEventBatch, _) => {
+            return error(StatusCode::BAD_REQUEST, "invalid_batch", "a CloudEvents batch must be a JSON array");
+        }
+        (Shape::Native, Value::Array(a)) => (a, true),
+        (_, v) => (vec![v], false),
+    };
+    if items.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "empty_batch", "the batch holds no events");
+    }
+    if items.len() > st.max_batch {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch_too_large",
+            format!("the batch holds {} events; the limit is {}", items.len(), st.max_batch),
+        );
+    }
+    let cloud = matches!(mime.as_str(), content_type::CLOUDEVENT | content_type::CLOUDEVENT_BATCH);
+    let now = Utc::now();
+    let parsed: Vec<Result<UsageEvent, ValidationErrors>> = items
+        .iter()
+        .map(|v| {
+            let r = if cloud { parse_cloudevent_value(v, now) } else { parse_native_value(v, &publisher.source, now) };
+            // The key decides the source: no publisher can write, or
+            // de-duplicate away, another's events.
+            r.map(|mut e| {
+                e.source.clone_from(&publisher.source);
+                e
+            })
+        })
+        .collect();
+    let valid = parsed.iter().filter(|r| r.is_ok()).count() as u32;
+    if let Some(n) = std::num::NonZeroU32::new(valid) {
+        match publisher.limiter.check_n(n) {
+            Ok(Ok(())) => {}
+            Ok(Err(not_until)) => {
+                let wait =
+                    not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+                return with_retry_after(
+                    error(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "rate_limited",
+                        format!("key {} is over its rate limit; retry later", publisher.prefix),
+                    ),
+                    wait.as_secs() + 1,
+                );
+            }
+            Err(_) => {
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "batch_exceeds_rate",
+                    format!(
+                        "{valid} events exceed the one-second allowance of key {}; send smaller batches",
+                        publisher.prefix
+                    ),
+                );
+            }
+        }
+    }
+
+    let request_id = headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let sends = parsed.iter().map(|r| {
+        let (publisher, request_id) = (&st.publisher, request_id.as_deref());
+        async move {
+            match r {
+                Ok(e) => Some(publisher.publish(e, request_id).await),
+                Err(_) => None,
+            }
+        }
+    });
+    let outcomes = futures::future::join_all(sends).await;
+
+    let (mut accepted, mut rejected, mut unavailable, mut queue_full) = (0usize, 0usize, 0usize, 0usize);
+    let mut results = Vec::with_capacity(items.len());
+    for (index, (parsed, outcome)) in parsed.into_iter().zip(outcomes).enumerate() {
+        let (status, event_id, errors) = match (parsed, outcome) {
+            (Ok(e), Some(Ok(_))) => {
+                accepted += 1;
+                ("accepted", Some(e.event_id), vec![])
+            }
+            (Ok(e), Some(Err(err))) => {
+                let reason = err.to_string();
+                match err {
+                    PublishError::QueueFull => queue_full += 1,
+                    PublishError::Unavailable(_) => unavailable += 1,
+                    PublishError::Refused(_) => rejected += 1,
+                }
+                tracing::warn!(error = %reason, "event not acknowledged by Kafka");
+                ("failed", Some(e.event_id), vec![FieldError { field: String::new(), reason }])
+            }
+            (Err(errs), _) => {
+                rejected += 1;
+                ("rejected", None, errs.0)
+            }
+            (Ok(_), None) => unreachable!("every valid event is sent"),
+        };
+        results.push(ItemResult { index, status, event_id, errors });
+    }
+
+    let status = if unavailable > 0 {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else if queue_full > 0 {
+        StatusCode::TOO_MANY_REQUESTS
+    } else if rejected == 0 {
+        StatusCode::ACCEPTED
+    } else if accepted == 0 {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::MULTI_STATUS
+    };
+    let body = if is_batch {
+        json!({ "accepted": accepted, "rejected": rejected, "failed": unavailable + queue_full, "results": results })
+    } else {
+        let r = &results[0];
+        json!({ "status": r.status, "event_id": r.event_id, "errors": r.errors })
+    };
+    let resp = (status, Json(body)).into_response();
+    if unavailable + queue_full > 0 { with_retry_after(resp, if unavailable > 0 { 5 } else { 1 }) } else { resp }
+}
