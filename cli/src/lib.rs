@@ -85,3 +85,28 @@ mod tests {
         assert!(missing.is_empty(), "flags without an env var: {missing:?}");
     }
 }
+
+/// Every environment variable the CLI reads, with its help text and
+/// default, across all subcommands (used by the docs tests).
+pub fn env_vars() -> Vec<(String, String, Option<String>)> {
+    use clap::CommandFactory;
+    fn walk(cmd: &clap::Command, out: &mut Vec<(String, String, Option<String>)>) {
+        for a in cmd.get_arguments() {
+            if let Some(env) = a.get_env() {
+                let name = env.to_string_lossy().into_owned();
+                if !out.iter().any(|(n, _, _)| *n == name) {
+                    let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+                    let default = a.get_default_values().first().map(|d| d.to_string_lossy().into_owned());
+                    out.push((name, help, default));
+                }
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            walk(sub, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(&Cli::command(), &mut out);
+    out.sort();
+    out
+}

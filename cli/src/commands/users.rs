@@ -9,8 +9,12 @@ use tokenusage_plumbing::DatabaseArgs;
 #[derive(Debug, clap::Subcommand)]
 pub enum UsersCmd {
     /// Create a user, or reset the password of an existing one. The password
-    /// is read from TOKENUSAGE_NEW_PASSWORD or, if unset, the first line of stdin.
+    /// comes from TOKENUSAGE_NEW_PASSWORD or, if unset, the first line of stdin.
     Add {
+        /// The new password. Prefer the environment variable or stdin: a
+        /// command-line flag is visible to other users in `ps`.
+        #[arg(long, env = "TOKENUSAGE_NEW_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
         /// The user id: the same string events carry in `user_id`.
         id: String,
         /// Display name (defaults to the id).
@@ -44,10 +48,10 @@ pub enum UsersCmd {
 
 pub async fn run(cmd: UsersCmd) -> anyhow::Result<ExitCode> {
     match cmd {
-        UsersCmd::Add { id, name, role, db } => {
-            let password = match std::env::var("TOKENUSAGE_NEW_PASSWORD") {
-                Ok(p) => p,
-                Err(_) => {
+        UsersCmd::Add { id, name, role, db, password } => {
+            let password = match password {
+                Some(p) => p,
+                None => {
                     let mut line = String::new();
                     std::io::stdin().lock().read_line(&mut line)?;
                     line.trim_end_matches(['\r', '\n']).to_owned()

@@ -1,0 +1,61 @@
+//! The documentation and deployment files agree with the binary: every
+//! setting it reads is documented, and every setting docker-compose.yml
+//! passes to it is one it accepts.
+
+use std::collections::BTreeSet;
+
+fn repo_file(path: &str) -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::fs::read_to_string(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn known_env() -> BTreeSet<String> {
+    tokenusage::env_vars().into_iter().map(|(n, _, _)| n).collect()
+}
+
+#[test]
+fn every_setting_is_in_the_readme_table_and_env_example() {
+    let readme = repo_file("README.md");
+    let example = repo_file(".env.example");
+    for name in known_env() {
+        assert!(readme.contains(&format!("| `{name}` |")), "README.md's table lacks {name}");
+        assert!(example.contains(&format!("{name}=")), ".env.example lacks {name}");
+    }
+}
+
+#[test]
+fn docker_compose_passes_only_settings_tokenusage_accepts() {
+    let compose: serde_yaml::Value = serde_yaml::from_str(&repo_file("docker-compose.yml")).unwrap();
+    let svc = &compose["services"]["tokenusage"];
+    let env = svc["environment"].as_mapping().expect("tokenusage has an environment map");
+    let known = known_env();
+    assert!(!env.is_empty());
+    for (k, v) in env {
+        let k = k.as_str().unwrap();
+        assert!(known.contains(k), "docker-compose.yml sets {k}, which tokenusage does not read");
+        assert!(v.is_string(), "{k} should be quoted as a string in docker-compose.yml");
+    }
+    // The command line parses, with the compose environment applied.
+    let mut args = vec!["tokenusage".to_owned()];
+    args.extend(svc["command"].as_sequence().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()));
+    use clap::Parser;
+    let parsed = tokenusage::Cli::try_parse_from(&args);
+    assert!(parsed.is_ok(), "compose command {args:?} does not parse: {:?}", parsed.err());
+    // Services it depends on exist and have health checks.
+    for dep in svc["depends_on"].as_mapping().unwrap().keys() {
+        let name = dep.as_str().unwrap();
+        assert!(compose["services"][name]["healthcheck"].is_mapping(), "{name} has no healthcheck");
+    }
+    assert!(svc["healthcheck"].is_mapping());
+}
+
+#[test]
+fn the_json_schema_is_valid_json_and_names_every_required_field() {
+    let schema: serde_json::Value = serde_json::from_str(&repo_file("docs/schema/usage-event-v1.schema.json")).unwrap();
+    let required: Vec<&str> = schema["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(required, ["event_id", "user_id", "occurred_at", "activity", "model", "input_tokens", "output_tokens"]);
+    // The schema's example is accepted by the real validator.
+    let example = &schema["examples"][0];
+    let now = chrono::Utc::now();
+    tokenusage_contract::parse_native(example.to_string().as_bytes(), "docs", now).expect("schema example validates");
+}
