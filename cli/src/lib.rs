@@ -62,30 +62,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use clap::CommandFactory;
-
-    #[test]
-    fn the_command_line_definition_is_consistent() {
-        // Catches clashing flag names or env vars between flattened groups.
-        super::Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn every_flag_of_serve_has_an_environment_variable() {
-        let cmd = super::Cli::command();
-        let serve = cmd.find_subcommand("serve").unwrap();
-        let missing: Vec<String> = serve
-            .get_arguments()
-            .filter(|a| a.get_long().is_some() && !matches!(a.get_id().as_str(), "help" | "version"))
-            .filter(|a| a.get_env().is_none())
-            .map(|a| a.get_id().to_string())
-            .collect();
-        assert!(missing.is_empty(), "flags without an env var: {missing:?}");
-    }
-}
-
 /// Every environment variable the CLI reads, with its help text and
 /// default, across all subcommands (used by the docs tests).
 pub fn env_vars() -> Vec<(String, String, Option<String>)> {
@@ -109,4 +85,28 @@ pub fn env_vars() -> Vec<(String, String, Option<String>)> {
     walk(&Cli::command(), &mut out);
     out.sort();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        // Catches clashing flag names or env vars between flattened groups.
+        super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_flag_of_serve_has_an_environment_variable() {
+        let cmd = super::Cli::command();
+        let serve = cmd.find_subcommand("serve").unwrap();
+        let missing: Vec<String> = serve
+            .get_arguments()
+            .filter(|a| a.get_long().is_some() && !matches!(a.get_id().as_str(), "help" | "version"))
+            .filter(|a| a.get_env().is_none())
+            .map(|a| a.get_id().to_string())
+            .collect();
+        assert!(missing.is_empty(), "flags without an env var: {missing:?}");
+    }
 }
