@@ -75,17 +75,25 @@ fn router(state: AppState, extra: Router) -> Router {
         .route("/admin/keys", get(admin::list_keys).post(admin::create_key))
         .route("/admin/keys/{id}", axum::routing::delete(admin::revoke_key));
     let max_body = state.config.max_body_bytes;
-    let mut app = Router::new()
+    let app = Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(|| async { "ok" }))
         .merge(tokenusage_web::router())
         .with_state(state)
         .merge(extra);
+    let app = app.layer(axum::extract::DefaultBodyLimit::max(max_body));
+    with_common_layers(app)
+}
+
+/// The layers every HTTP surface of tokenusage shares: security headers,
+/// a request timeout, request ids (set, logged, returned), a trace span per
+/// request that logs the path but never the query, and redaction of
+/// credentials in logged headers. `tokenusage ingest` uses it too.
+pub fn with_common_layers(mut app: Router) -> Router {
     for layer in security::layers() {
         app = app.layer(layer);
     }
-    app.layer(axum::extract::DefaultBodyLimit::max(max_body))
-        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30)))
+    app.layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30)))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
             // Path only: a query string could carry something sensitive.

@@ -12,7 +12,7 @@ mod error;
 mod security;
 mod usage;
 
-pub use app::{AppState, Application};
+pub use app::{AppState, Application, with_common_layers};
 pub use auth::{Role, hash_password};
 pub use config::ApiArgs;
 pub use error::ApiError;

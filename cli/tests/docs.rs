@@ -59,3 +59,17 @@ fn the_json_schema_is_valid_json_and_names_every_required_field() {
     let now = chrono::Utc::now();
     tokenusage_contract::parse_native(example.to_string().as_bytes(), "docs", now).expect("schema example validates");
 }
+
+#[test]
+fn the_asyncapi_document_names_the_topic_key_and_headers_we_use() {
+    let doc: serde_yaml::Value = serde_yaml::from_str(&repo_file("docs/asyncapi.yaml")).unwrap();
+    assert_eq!(doc["asyncapi"].as_str(), Some("3.0.0"));
+    assert_eq!(doc["channels"]["usage"]["address"].as_str(), Some(tokenusage_contract::wire::DEFAULT_TOPIC));
+    let native = &doc["components"]["messages"]["native"]["headers"]["properties"];
+    use tokenusage_contract::wire::header;
+    for h in [header::CONTENT_TYPE, header::SCHEMA, header::REQUEST_ID] {
+        assert!(native[h].is_mapping(), "asyncapi.yaml lacks header {h}");
+    }
+    let binary = &doc["components"]["messages"]["cloudEventBinary"]["headers"]["properties"]["ce_type"]["const"];
+    assert_eq!(binary.as_str(), Some(tokenusage_contract::CE_TYPE));
+}

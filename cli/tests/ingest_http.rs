@@ -220,3 +220,51 @@ async fn a_broker_outage_gets_503_never_a_false_202_and_recovers() {
     let _ = projector.await;
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_over_http_reports_server_rejections_and_the_docs_examples_work() {
+    let env = TestEnv::new().await;
+    let app = TestApp::spawn(&env).await;
+    let key = keys::create(&env.pool, "cli", "cli-http", 100_000).await.unwrap().key;
+    let base = app.url("");
+
+    // A file over HTTP: good lines accepted, a locally invalid line reported
+    // with its number, exit 2.
+    let good = common::event_line("h1", "carol", "2026-11-20T10:00:00Z", "chat", "m", 3, 4);
+    let bad = common::event_line("h2", "carol", "2026-11-20T10:00:00Z", "Chat", "m", 3, 4);
+    let out =
+        common::tokenusage(&env, &["publish", "-", "--http", &base, "--key", &key], Some(&format!("{good}\n{bad}\n")));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("line 2: activity: may only contain lowercase letters"), "{stderr}");
+    assert!(stderr.contains("1 accepted, 1 rejected"), "{stderr}");
+    let out = common::tokenusage(&env, &["publish", "-", "--http", &base, "--key", "tu_bad_key"], Some(&good));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HTTP 401"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // docs/examples/publish_http.py and .mjs, as a publisher would run them.
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples");
+    for (prog, file) in [("python3", "publish_http.py"), ("node", "publish_http.mjs")] {
+        let out = std::process::Command::new(prog)
+            .arg(examples.join(file))
+            .env("TOKENUSAGE_URL", &base)
+            .env("TOKENUSAGE_KEY", &key)
+            .env("TOKENUSAGE_USER", "dave")
+            .output()
+            .unwrap_or_else(|e| panic!("{prog} is needed for the docs examples: {e}"));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{file}: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.starts_with("202 "), "{file}: {stdout}");
+    }
+    let counted = eventually(Duration::from_secs(60), || async {
+        let n: i64 =
+            sqlx::query_scalar("select count(*) from usage_events where user_id = 'dave' and source = 'cli-http'")
+                .fetch_one(&env.pool)
+                .await
+                .unwrap();
+        (n == 4).then_some(n)
+    })
+    .await;
+    assert_eq!(counted, Some(4), "the four example events reach the rollups under the key's source");
+    app.stop().await;
+    env.cleanup().await;
+}

@@ -18,8 +18,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokenusage_contract::UsageEvent;
 use tokio::sync::mpsc;
 
+use crate::Publisher;
 use crate::input::{Format, Record, read_all};
-use crate::{PublishError, Publisher};
 
 /// Arguments of `tokenusage publish`.
 #[derive(Debug, Clone, clap::Args)]
@@ -43,9 +43,19 @@ pub struct PublishArgs {
     /// --all-or-nothing and the duplicate check).
     #[arg(long, default_value_t = 5_000_000)]
     pub max_events: u64,
-    /// Most events awaiting Kafka's acknowledgement at once.
+    /// Most events awaiting acknowledgement at once.
     #[arg(long, default_value_t = 10_000)]
     pub max_in_flight: usize,
+    /// Publish over HTTP ingest at this base URL (e.g. http://127.0.0.1:8080)
+    /// instead of straight to Kafka. Needs --key.
+    #[arg(long, requires = "key")]
+    pub http: Option<String>,
+    /// Publisher API key for --http.
+    #[arg(long, env = "TOKENUSAGE_KEY", hide_env_values = true)]
+    pub key: Option<String>,
+    /// Events per HTTP request with --http.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub http_batch: u32,
 }
 
 /// What happened to the input, printed at the end.
@@ -90,7 +100,7 @@ pub enum PublishRunError {
 /// CLI) as they happen; the summary is returned.
 pub async fn run(
     args: &PublishArgs,
-    publisher: &Publisher,
+    sink: &Sink,
     report: impl Fn(String) + Send + Sync,
 ) -> Result<Summary, PublishRunError> {
     let path = args.input.to_string_lossy().into_owned();
@@ -120,6 +130,9 @@ pub async fn run(
     let mut held: Vec<UsageEvent> = Vec::new();
     let mut in_flight = FuturesUnordered::new();
     let mut count = 0u64;
+    let chunk_size = sink.chunk_size(args);
+    let max_chunks = (args.max_in_flight / chunk_size).max(1);
+    let mut chunk: Vec<UsageEvent> = Vec::with_capacity(chunk_size);
 
     while let Some(rec) = rx.recv().await {
         count += 1;
@@ -145,14 +158,17 @@ pub async fn run(
             held.push(event);
             continue;
         }
-        while in_flight.len() >= args.max_in_flight {
-            settle(in_flight.next().await, &mut summary, &report);
+        chunk.push(event);
+        if chunk.len() >= chunk_size {
+            while in_flight.len() >= max_chunks {
+                settle(in_flight.next().await, &mut summary, &report);
+            }
+            in_flight.push(sink.send(std::mem::take(&mut chunk)));
+            while let Some(Some(done)) = futures::FutureExt::now_or_never(in_flight.next()) {
+                settle(Some(done), &mut summary, &report);
+            }
+            progress.set_position(summary.accepted);
         }
-        in_flight.push(send(publisher, event));
-        while let Some(Some(done)) = futures::FutureExt::now_or_never(in_flight.next()) {
-            settle(Some(done), &mut summary, &report);
-        }
-        progress.set_position(summary.accepted);
     }
     let read_result = reader_task.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
     read_result.map_err(|source| PublishRunError::Read { path: path.clone(), source })?;
@@ -162,12 +178,13 @@ pub async fn run(
             report(format!("--all-or-nothing: {} invalid line(s), nothing was published", summary.rejected));
             held.clear();
         }
-        for event in held {
-            while in_flight.len() >= args.max_in_flight {
-                settle(in_flight.next().await, &mut summary, &report);
-            }
-            in_flight.push(send(publisher, event));
+        chunk.append(&mut held);
+    }
+    for part in chunk.chunks(chunk_size) {
+        while in_flight.len() >= max_chunks {
+            settle(in_flight.next().await, &mut summary, &report);
         }
+        in_flight.push(sink.send(part.to_vec()));
     }
     while let Some(done) = in_flight.next().await {
         settle(Some(done), &mut summary, &report);
@@ -179,22 +196,150 @@ pub async fn run(
     Ok(summary)
 }
 
-type Outcome = (UsageEvent, Result<(i32, i64), PublishError>);
+/// Where `publish` sends events.
+#[derive(Debug)]
+pub enum Sink {
+    /// Straight to Kafka.
+    Kafka(Publisher),
+    /// Over HTTP ingest with a publisher key.
+    Http { client: reqwest::Client, url: String, key: String },
+}
 
-async fn send(publisher: &Publisher, event: UsageEvent) -> Outcome {
-    // Bulk publishing waits out a full queue rather than failing.
-    let r = publisher.publish_patiently(&event, None, Duration::from_secs(60)).await;
-    (event, r)
+/// What happened to one event.
+#[derive(Debug)]
+enum Sent {
+    Accepted,
+    /// The server refused it (HTTP only): fixing the event is needed.
+    Rejected(String),
+    /// Not acknowledged; resending is safe.
+    Failed(String),
+}
+
+type Outcome = Vec<(UsageEvent, Sent)>;
+
+/// Attempts per HTTP batch answered 429 or 503 before giving up.
+const HTTP_ATTEMPTS: u32 = 6;
+
+impl Sink {
+    fn chunk_size(&self, args: &PublishArgs) -> usize {
+        match self {
+            Sink::Kafka(_) => 1000,
+            Sink::Http { .. } => args.http_batch as usize,
+        }
+    }
+
+    async fn send(&self, events: Vec<UsageEvent>) -> Outcome {
+        match self {
+            Sink::Kafka(p) => {
+                // Bulk publishing waits out a full queue rather than failing.
+                let results = futures::future::join_all(
+                    events.iter().map(|e| p.publish_patiently(e, None, Duration::from_secs(60))),
+                )
+                .await;
+                events
+                    .into_iter()
+                    .zip(results)
+                    .map(|(e, r)| (e, r.map_or_else(|err| Sent::Failed(err.to_string()), |_| Sent::Accepted)))
+                    .collect()
+            }
+            Sink::Http { client, url, key } => http_send(client, url, key, events).await,
+        }
+    }
+}
+
+async fn http_send(client: &reqwest::Client, url: &str, key: &str, events: Vec<UsageEvent>) -> Outcome {
+    let endpoint = format!("{}/api/v1/events", url.trim_end_matches('/'));
+    // The key decides the source over HTTP, so the body leaves it out.
+    let body: Vec<serde_json::Value> = events
+        .iter()
+        .map(|e| {
+            let mut v = serde_json::to_value(e).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.remove("source");
+            }
+            v
+        })
+        .collect();
+    let mut last_error = String::new();
+    for attempt in 0..HTTP_ATTEMPTS {
+        match client.post(&endpoint).bearer_auth(key).json(&body).send().await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let retry_after = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(1)
+                    .min(30);
+                let answer: serde_json::Value = resp.json().await.unwrap_or_default();
+                match status {
+                    202 | 207 | 400 if answer["results"].is_array() => return per_item(events, &answer),
+                    429 | 503 => {
+                        last_error =
+                            format!("HTTP {status}: {}", answer["error"]["message"].as_str().unwrap_or("retry later"));
+                        tokio::time::sleep(Duration::from_secs(retry_after)).await;
+                    }
+                    _ => {
+                        let msg = answer["error"]["message"].as_str().unwrap_or("unexpected answer").to_owned();
+                        let why = format!("HTTP {status}: {msg}");
+                        return events.into_iter().map(|e| (e, Sent::Failed(why.clone()))).collect();
+                    }
+                }
+            }
+            Err(e) => {
+                last_error = format!("request failed: {e}");
+                tokio::time::sleep(Duration::from_millis(500 << attempt.min(5))).await;
+            }
+        }
+    }
+    events.into_iter().map(|e| (e, Sent::Failed(last_error.clone()))).collect()
+}
+
+/// Maps a batch answer's per-item results back onto the events.
+fn per_item(events: Vec<UsageEvent>, answer: &serde_json::Value) -> Outcome {
+    let results = answer["results"].as_array().cloned().unwrap_or_default();
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let r = &results.get(i).cloned().unwrap_or_default();
+            let reasons = || {
+                r["errors"]
+                    .as_array()
+                    .map(|errs| {
+                        errs.iter()
+                            .map(|x| {
+                                format!("{}: {}", x["field"].as_str().unwrap_or(""), x["reason"].as_str().unwrap_or(""))
+                            })
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    })
+                    .unwrap_or_default()
+            };
+            let sent = match r["status"].as_str() {
+                Some("accepted") => Sent::Accepted,
+                Some("rejected") => Sent::Rejected(reasons()),
+                _ => Sent::Failed(reasons()),
+            };
+            (e, sent)
+        })
+        .collect()
 }
 
 fn settle(done: Option<Outcome>, summary: &mut Summary, report: &impl Fn(String)) {
-    match done {
-        Some((_, Ok(_))) => summary.accepted += 1,
-        Some((e, Err(err))) => {
-            summary.failed += 1;
-            report(format!("event {} (user {}): not published: {err}", e.event_id, e.user_id));
+    for (e, sent) in done.unwrap_or_default() {
+        match sent {
+            Sent::Accepted => summary.accepted += 1,
+            Sent::Rejected(why) => {
+                summary.rejected += 1;
+                report(format!("event {} (user {}): rejected by the server: {why}", e.event_id, e.user_id));
+            }
+            Sent::Failed(why) => {
+                summary.failed += 1;
+                report(format!("event {} (user {}): not published: {why}", e.event_id, e.user_id));
+            }
         }
-        None => {}
     }
 }
 

@@ -19,6 +19,16 @@ pub struct Record {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
+impl Record {
+    /// The `request-id` header set by HTTP ingest, if any.
+    pub fn request_id(&self) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == tokenusage_contract::wire::header::REQUEST_ID)
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+}
+
 /// A record that could not become an event, kept with its raw bytes.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
@@ -32,6 +42,8 @@ pub struct Positioned {
     pub event: UsageEvent,
     pub partition: i32,
     pub offset: i64,
+    /// The HTTP request that carried it, for tracing one event end to end.
+    pub request_id: Option<String>,
 }
 
 /// Everything read since the last commit.
@@ -67,7 +79,13 @@ impl Batch {
         match decoded {
             Ok(event) => {
                 if self.keys.insert((event.source.clone(), event.event_id.clone())) {
-                    self.events.push(Positioned { event, partition: record.partition, offset: record.offset });
+                    let request_id = record.request_id().map(str::to_owned);
+                    self.events.push(Positioned {
+                        event,
+                        partition: record.partition,
+                        offset: record.offset,
+                        request_id,
+                    });
                 } else {
                     self.in_batch_duplicates += 1;
                 }

@@ -262,8 +262,25 @@ async fn flush(
                     commit_ms = started.elapsed().as_millis() as u64,
                     "batch committed"
                 );
-                if !batch.dead.is_empty() {
-                    tracing::warn!(count = batch.dead.len(), "records sent to the dead-letter table");
+                for d in &batch.dead {
+                    tracing::warn!(
+                        partition = d.record.partition,
+                        offset = d.record.offset,
+                        request_id = d.record.request_id().unwrap_or("-"),
+                        error = %d.error,
+                        "record sent to the dead-letter table"
+                    );
+                }
+                if tracing::enabled!(tracing::Level::TRACE) {
+                    for p in &batch.events {
+                        tracing::trace!(
+                            partition = p.partition,
+                            offset = p.offset,
+                            request_id = p.request_id.as_deref().unwrap_or("-"),
+                            event_id = %p.event.event_id,
+                            "event projected"
+                        );
+                    }
                 }
                 // Best effort: mirror the durable offsets into Kafka so
                 // standard lag tooling sees progress. PostgreSQL stays the
