@@ -46,17 +46,18 @@ ensure_tansu() {
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# start_broker PORT DATA_DIR PIDFILE: starts Tansu with durable SQLite
-# storage unless something already answers on PORT.
+# start_broker PORT DATA_DIR PIDFILE [ENGINE]: starts Tansu unless something
+# already answers on PORT. ENGINE is `sqlite` (durable, the default) or
+# `memory` (several times faster; loses everything on restart).
 start_broker() {
-  local port="$1" dir="$2" pidfile="$3"
+  local port="$1" dir="$2" pidfile="$3" engine="${4:-sqlite}"
   if port_open "$port"; then say "a Kafka broker already answers on 127.0.0.1:$port"; return; fi
   mkdir -p "$dir"
   say "starting the Tansu broker on 127.0.0.1:$port (data in $dir)"
   ( cd "$dir" && exec "$TANSU_BIN" broker \
       --listener-url "tcp://127.0.0.1:$port" \
       --advertised-listener-url "tcp://127.0.0.1:$port" \
-      --storage-engine "sqlite://tansu.db" ) >"$dir/broker.log" 2>&1 &
+      --storage-engine "$([ "$engine" = memory ] && echo memory://tansu/ || echo sqlite://tansu.db)" ) >"$dir/broker.log" 2>&1 &
   echo $! >"$pidfile"
   for _ in $(seq 1 100); do
     port_open "$port" && return

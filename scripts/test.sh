@@ -21,7 +21,9 @@ ensure_rust
 ensure_postgres
 ensure_web_assets
 ensure_tansu
-start_broker "$BROKER_PORT" "$WORK/tansu" "$WORK/broker.pid"
+# The shared test broker never restarts, so the fast memory engine serves;
+# tests that restart a broker start their own with SQLite storage.
+start_broker "$BROKER_PORT" "$WORK/tansu" "$WORK/broker.pid" memory
 
 cd "$ROOT"
 say "cargo fmt --check"

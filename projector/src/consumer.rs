@@ -36,6 +36,13 @@ pub struct ProjectorArgs {
     /// partitions move to a live one.
     #[arg(long = "kafka-session-timeout-ms", env = "TOKENUSAGE_KAFKA_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
     pub session_timeout_ms: u32,
+    /// Read these partitions (`all`, or a comma-separated list like `0,2`)
+    /// without joining a consumer group. For fixed deployments (one process
+    /// per partition set) and for brokers whose group coordinator does not
+    /// evict crashed members. Each partition must be assigned to exactly one
+    /// process; the epoch fence still stops two from committing.
+    #[arg(long = "assign-partitions", env = "TOKENUSAGE_ASSIGN_PARTITIONS")]
+    pub assign_partitions: Option<String>,
 }
 
 /// Why the projector stopped.
@@ -43,6 +50,8 @@ pub struct ProjectorArgs {
 pub enum ProjectorError {
     #[error("Kafka client error: {0}")]
     Kafka(#[from] KafkaError),
+    #[error("--assign-partitions must be `all` or a comma-separated list of partition numbers, got {0:?}")]
+    BadPartitions(String),
     #[error("the database stayed unavailable while draining: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -178,7 +187,10 @@ pub async fn run(
         cfg.set(k, v);
     }
     let consumer: StreamConsumer<Ctx> = cfg.create_with_context(ctx)?;
-    consumer.subscribe(&[&kafka.topic])?;
+    match &args.assign_partitions {
+        None => consumer.subscribe(&[&kafka.topic])?,
+        Some(spec) => assign_manually(&consumer, &who.topic, spec, &state).await?,
+    }
     tracing::info!(topic = %kafka.topic, group = %args.group, owner = %who.owner, "projector started");
 
     let max_wait = Duration::from_millis(args.batch_max_wait_ms);
@@ -210,8 +222,41 @@ pub async fn run(
     }
     drop_revoked(&state, &mut batch);
     flush(&pool, &who, &state, &consumer, &mut batch, &shutdown).await?;
-    consumer.unsubscribe();
-    tracing::info!("projector drained and left the group");
+    if args.assign_partitions.is_none() {
+        consumer.unsubscribe();
+    }
+    tracing::info!("projector drained and stopped");
+    Ok(())
+}
+
+/// Claims and assigns a fixed set of partitions, with no group membership.
+async fn assign_manually(
+    consumer: &StreamConsumer<Ctx>,
+    topic: &str,
+    spec: &str,
+    state: &Mutex<Assignment>,
+) -> Result<(), ProjectorError> {
+    let partitions: Vec<i32> = if spec.trim() == "all" {
+        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        md.topics().iter().filter(|t| t.name() == topic).flat_map(|t| t.partitions().iter().map(|p| p.id())).collect()
+    } else {
+        spec.split(',')
+            .map(|p| p.trim().parse::<i32>().map_err(|_| ProjectorError::BadPartitions(spec.to_owned())))
+            .collect::<Result<_, _>>()?
+    };
+    if partitions.is_empty() {
+        return Err(ProjectorError::BadPartitions(spec.to_owned()));
+    }
+    let claims = consumer.client().context().claim_all(&partitions).await;
+    let mut tpl = TopicPartitionList::new();
+    let mut st = state.lock().unwrap_or_else(PoisonError::into_inner);
+    for (p, (epoch, next)) in claims {
+        tpl.add_partition_offset(topic, p, next.map_or(Offset::Beginning, Offset::Offset))?;
+        st.epochs.insert(p, epoch);
+    }
+    drop(st);
+    consumer.assign(&tpl)?;
+    tracing::info!(?partitions, "partitions claimed and assigned manually");
     Ok(())
 }
 

@@ -64,12 +64,19 @@ impl TestEnv {
         env
     }
 
+    /// Another handle on the same database and topic (the pool is shared);
+    /// `cleanup` must be called on the original only.
+    pub fn shallow_clone(&self) -> Self {
+        Self { db: self.db.clone(), kafka: self.kafka.clone(), pool: self.pool.clone(), db_name: String::new() }
+    }
+
     pub fn projector_args(&self) -> ProjectorArgs {
         ProjectorArgs {
             group: format!("{}-projector", self.kafka.topic),
             batch_max_events: 1000,
             batch_max_wait_ms: 20,
             session_timeout_ms: 6000,
+            assign_partitions: None,
         }
     }
 
@@ -295,4 +302,72 @@ impl Drop for OwnBroker {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// Makes `n` distinct events for `users` users spread over a day, with
+/// deterministic token counts (so expected totals are easy to compute).
+pub fn synthetic_events(prefix: &str, n: usize, users: usize) -> Vec<tokenusage_contract::UsageEvent> {
+    let base: chrono::DateTime<chrono::Utc> = "2026-11-20T00:00:00Z".parse().unwrap();
+    (0..n)
+        .map(|i| tokenusage_contract::UsageEvent {
+            source: "synthetic".into(),
+            event_id: format!("{prefix}-{i}"),
+            user_id: format!("u{}", i % users.max(1)),
+            occurred_at: base + chrono::TimeDelta::seconds(((i * 7919) % 86_400) as i64),
+            activity: ["chat", "embedding", "agent-run"][i % 3].into(),
+            model: ["m-a", "m-b"][i % 2].into(),
+            input_tokens: (i % 97) as u64 + 1,
+            output_tokens: (i % 13) as u64,
+            metadata: None,
+        })
+        .collect()
+}
+
+/// Publishes events straight to Kafka and waits for every acknowledgement.
+pub async fn produce(env: &TestEnv, events: &[tokenusage_contract::UsageEvent]) {
+    let args = tokenusage_ingest::ProducerArgs { delivery_timeout_ms: 60_000, ..Default::default() };
+    let p = tokenusage_ingest::Publisher::new(&env.kafka, &args).unwrap();
+    for chunk in events.chunks(2000) {
+        let rs = futures::future::join_all(chunk.iter().map(|e| p.publish_patiently(e, None, Duration::from_secs(30))))
+            .await;
+        for r in rs {
+            r.expect("event acknowledged");
+        }
+    }
+}
+
+/// (input, output, events) summed over one rollup table, optionally one user.
+pub async fn rollup_totals(pool: &PgPool, table: &str, user: Option<&str>) -> (i64, i64, i64) {
+    let sql = format!(
+        "select coalesce(sum(input_tokens),0)::int8, coalesce(sum(output_tokens),0)::int8, coalesce(sum(events),0)::int8 \
+         from {table} where ($1::text is null or user_id = $1)"
+    );
+    sqlx::query_as(&sql).bind(user).fetch_one(pool).await.unwrap()
+}
+
+pub fn expected_totals(events: &[tokenusage_contract::UsageEvent]) -> (i64, i64, i64) {
+    let mut seen = std::collections::HashSet::new();
+    let mut t = (0i64, 0i64, 0i64);
+    for e in events {
+        if seen.insert((&e.source, &e.event_id)) {
+            t.0 += e.input_tokens as i64;
+            t.1 += e.output_tokens as i64;
+            t.2 += 1;
+        }
+    }
+    t
+}
+
+/// Waits until every rollup grain holds `want`, or `within` passes.
+pub async fn wait_for_totals(pool: &PgPool, want: (i64, i64, i64), within: Duration) -> bool {
+    eventually(within, || async {
+        for t in ["usage_minute", "usage_quarter_hour", "usage_hour"] {
+            if rollup_totals(pool, t, None).await != want {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await
+    .is_some()
 }
