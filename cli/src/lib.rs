@@ -39,6 +39,10 @@ pub enum Command {
     Migrate(commands::migrate::MigrateCmd),
     /// Publish events from an NDJSON or CSV file (or stdin) to Kafka.
     Publish(commands::publish::PublishCmd),
+    /// Rebuild the rollups of a date range from the stored raw events.
+    Replay(commands::rebuild::ReplayCmd),
+    /// Compare the rollups with the raw events and report any drift.
+    Verify(commands::rebuild::VerifyCmd),
     /// Manage publisher API keys (ingest only).
     #[command(subcommand)]
     Keys(commands::keys::KeysCmd),
@@ -56,6 +60,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Api(a) => commands::api::run(a).await,
         Command::Ingest(a) => commands::ingest::run(a).await,
         Command::Keys(a) => commands::keys::run(a).await,
+        Command::Replay(a) => commands::rebuild::replay(a).await,
+        Command::Verify(a) => commands::rebuild::verify(a).await,
         Command::Migrate(a) => commands::migrate::run(a).await,
         Command::Publish(a) => commands::publish::run(a).await,
         Command::Users(a) => commands::users::run(a).await,

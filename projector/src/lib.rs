@@ -10,6 +10,7 @@
 pub mod batch;
 mod consumer;
 pub mod grain;
+pub mod rebuild;
 mod store;
 
 pub use consumer::{ProjectorArgs, ProjectorError, run};

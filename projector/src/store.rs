@@ -69,6 +69,8 @@ pub(crate) async fn commit(
     batch: &Batch,
 ) -> Result<Committed, sqlx::Error> {
     let mut tx = pool.begin().await?;
+    // Shared with other commits, exclusive against a replay rebuilding rollups.
+    sqlx::query("select pg_advisory_xact_lock_shared($1)").bind(crate::rebuild::REBUILD_LOCK).execute(&mut *tx).await?;
 
     let mut fenced = Vec::new();
     for (&partition, &next) in &batch.next_offsets {

@@ -7,6 +7,7 @@ pub mod keys;
 pub mod migrate;
 pub mod projector;
 pub mod publish;
+pub mod rebuild;
 pub mod serve;
 pub mod users;
 
