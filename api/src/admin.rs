@@ -69,3 +69,39 @@ pub(crate) async fn revoke_key(
         Err(ApiError::bad_request("unknown_key", format!("no active key {id}")))
     }
 }
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct DeadLetterQuery {
+    limit: Option<i64>,
+    all: Option<bool>,
+}
+
+/// `GET /api/v1/admin/dead-letters`
+pub(crate) async fn list_dead_letters(
+    State(st): State<AppState>,
+    user: AuthUser,
+    axum::extract::Query(q): axum::extract::Query<DeadLetterQuery>,
+) -> Result<Json<Vec<tokenusage_projector::deadletters::DeadLetter>>, ApiError> {
+    require_admin(&user)?;
+    let rows =
+        tokenusage_projector::deadletters::list(&st.pool, q.limit.unwrap_or(100), !q.all.unwrap_or(false)).await?;
+    Ok(Json(rows))
+}
+
+/// `POST /api/v1/admin/dead-letters/{id}/redrive`: asks the projector to
+/// count it again (picked up within seconds). 202: requested.
+pub(crate) async fn redrive_dead_letter(
+    State(st): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, ApiError> {
+    require_admin(&user)?;
+    if tokenusage_projector::deadletters::request_redrive(&st.pool, Some(id), None).await? == 0 {
+        return Err(ApiError::bad_request(
+            "unknown_dead_letter",
+            format!("no dead letter {id} waiting for a re-drive"),
+        ));
+    }
+    tracing::info!(admin = %user.id, dead_letter = id, "re-drive requested");
+    Ok(StatusCode::ACCEPTED)
+}

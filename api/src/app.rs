@@ -73,7 +73,9 @@ fn router(state: AppState, extra: Router) -> Router {
         .route("/usage/series", get(usage::series))
         .route("/usage/breakdown", get(usage::breakdown))
         .route("/admin/keys", get(admin::list_keys).post(admin::create_key))
-        .route("/admin/keys/{id}", axum::routing::delete(admin::revoke_key));
+        .route("/admin/keys/{id}", axum::routing::delete(admin::revoke_key))
+        .route("/admin/dead-letters", get(admin::list_dead_letters))
+        .route("/admin/dead-letters/{id}/redrive", post(admin::redrive_dead_letter));
     let max_body = state.config.max_body_bytes;
     let app = Router::new()
         .nest("/api/v1", api)

@@ -43,6 +43,9 @@ pub enum Command {
     Replay(commands::rebuild::ReplayCmd),
     /// Compare the rollups with the raw events and report any drift.
     Verify(commands::rebuild::VerifyCmd),
+    /// List and re-drive records the projector could not count.
+    #[command(subcommand, name = "dead-letters")]
+    DeadLetters(commands::deadletters::DeadLettersCmd),
     /// Manage publisher API keys (ingest only).
     #[command(subcommand)]
     Keys(commands::keys::KeysCmd),
@@ -62,6 +65,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys(a) => commands::keys::run(a).await,
         Command::Replay(a) => commands::rebuild::replay(a).await,
         Command::Verify(a) => commands::rebuild::verify(a).await,
+        Command::DeadLetters(a) => commands::deadletters::run(a).await,
         Command::Migrate(a) => commands::migrate::run(a).await,
         Command::Publish(a) => commands::publish::run(a).await,
         Command::Users(a) => commands::users::run(a).await,

@@ -274,3 +274,105 @@ async fn replay_of_a_range_gives_exactly_the_live_rollups_and_verify_finds_drift
     assert_eq!(code, 1, "u4 was not part of the replay");
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_for_admins_and_redriven_once_fixed() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use tokenusage_api::Role;
+    let env = TestEnv::new().await;
+    env.add_user("root", Role::Admin, "root-password").await;
+    env.add_user("viewer", Role::Viewer, "viewer-password").await;
+    let app = common::TestApp::spawn(&env).await;
+    let raw: FutureProducer = env.kafka.client_config().create().unwrap();
+    let mut e = synthetic_events("dl", 2, 1);
+    e[0].occurred_at = "2026-11-20T10:00:00Z".parse().unwrap();
+    let mut late = serde_json::to_value(&e[0]).unwrap();
+    late["activity"] = serde_json::json!("Chat!"); // invalid: fixable by editing
+    let garbage = b"\xff\xfe not even utf-8";
+    raw.send(FutureRecord::to(&env.kafka.topic).key("u0").payload(&late.to_string()), Duration::from_secs(5))
+        .await
+        .unwrap();
+    raw.send(FutureRecord::to(&env.kafka.topic).key("u0").payload(&garbage[..]), Duration::from_secs(5)).await.unwrap();
+    let got = common::eventually(Duration::from_secs(60), || async {
+        let n: i64 = sqlx::query_scalar("select count(*) from dead_letters").fetch_one(&env.pool).await.unwrap();
+        (n == 2).then_some(n)
+    })
+    .await;
+    assert_eq!(got, Some(2));
+
+    // Admins list them over the API; viewers may not.
+    let admin = app.login("root", "root-password").await;
+    let (status, list) = app.get(&admin, "/api/v1/admin/dead-letters").await;
+    assert_eq!(status, 200);
+    let rows = list.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    let viewer = app.login("viewer", "viewer-password").await;
+    assert_eq!(app.get(&viewer, "/api/v1/admin/dead-letters").await.0, 403);
+
+    // Fix the first one's payload and re-drive it from the CLI: counted.
+    let id_late: i64 = sqlx::query_scalar("select id from dead_letters order by kafka_offset limit 1")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    let fixed = std::env::temp_dir().join(format!("{}.json", env.kafka.topic));
+    std::fs::write(&fixed, serde_json::to_vec(&e[0]).unwrap()).unwrap();
+    let (code, out) =
+        cli(&env, &["dead-letters", "redrive", &id_late.to_string(), "--payload", fixed.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("1 counted, 0 still invalid"), "{out}");
+    assert_eq!(
+        rollup_totals(&env.pool, "usage_minute", Some("u0")).await,
+        (e[0].input_tokens as i64, e[0].output_tokens as i64, 1)
+    );
+
+    // The garbage one, re-driven over the API as it is, stays a dead letter
+    // with the reason; the projector picks the request up by itself.
+    let id_garbage: i64 =
+        sqlx::query_scalar("select id from dead_letters where redriven_at is null").fetch_one(&env.pool).await.unwrap();
+    let r = app
+        .http
+        .post(app.url(&format!("/api/v1/admin/dead-letters/{id_garbage}/redrive")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let reason = common::eventually(Duration::from_secs(30), || async {
+        let r: (Option<String>, Option<chrono::DateTime<chrono::Utc>>) =
+            sqlx::query_as("select redrive_error, redrive_requested_at from dead_letters where id = $1")
+                .bind(id_garbage)
+                .fetch_one(&env.pool)
+                .await
+                .unwrap();
+        r.1.is_none().then_some(r.0)
+    })
+    .await
+    .flatten();
+    assert!(reason.unwrap_or_default().contains("not valid JSON"));
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_drops_old_raw_events_but_keeps_rollups() {
+    let env = TestEnv::new().await;
+    sqlx::query(
+        "insert into usage_events (occurred_at, source, event_id, user_id, activity, model, input_tokens, output_tokens, kafka_partition, kafka_offset) \
+         values (now() - interval '500 days', 's', 'old', 'u', 'chat', 'm', 1, 1, 0, 0), (now() - interval '1 day', 's', 'new', 'u', 'chat', 'm', 1, 1, 0, 1)",
+    )
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "insert into usage_hour values ('u', date_trunc('hour', now() - interval '500 days'), 'chat', 'm', 1, 1, 1)",
+    )
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    let removed = tokenusage_projector::maintenance::apply_retention(&env.pool, 400).await.unwrap();
+    assert_eq!(removed, 1);
+    let left: Vec<(String,)> = sqlx::query_as("select event_id from usage_events").fetch_all(&env.pool).await.unwrap();
+    assert_eq!(left, vec![("new".to_owned(),)]);
+    assert_eq!(rollup_totals(&env.pool, "usage_hour", None).await, (1, 1, 1), "rollups are kept");
+    env.cleanup().await;
+}

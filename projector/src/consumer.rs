@@ -43,6 +43,11 @@ pub struct ProjectorArgs {
     /// process; the epoch fence still stops two from committing.
     #[arg(long = "assign-partitions", env = "TOKENUSAGE_ASSIGN_PARTITIONS")]
     pub assign_partitions: Option<String>,
+    /// Days raw events are kept (for `replay` and `verify`); rollups are
+    /// kept forever. A duplicate arriving later than this is counted again.
+    #[arg(long = "raw-retention-days", env = "TOKENUSAGE_RAW_RETENTION_DAYS", default_value_t = 400,
+          value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub raw_retention_days: u32,
 }
 
 /// Why the projector stopped.
@@ -193,6 +198,7 @@ pub async fn run(
     }
     tracing::info!(topic = %kafka.topic, group = %args.group, owner = %who.owner, "projector started");
 
+    let upkeep = tokio::spawn(crate::maintenance::run(pool.clone(), args.raw_retention_days, shutdown.child_token()));
     let max_wait = Duration::from_millis(args.batch_max_wait_ms);
     let mut batch = Batch::default();
     let mut deadline: Option<Instant> = None;
@@ -225,6 +231,7 @@ pub async fn run(
     if args.assign_partitions.is_none() {
         consumer.unsubscribe();
     }
+    let _ = upkeep.await;
     tracing::info!("projector drained and stopped");
     Ok(())
 }

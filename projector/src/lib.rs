@@ -9,7 +9,9 @@
 
 pub mod batch;
 mod consumer;
+pub mod deadletters;
 pub mod grain;
+pub mod maintenance;
 pub mod rebuild;
 mod store;
 

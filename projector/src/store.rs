@@ -102,15 +102,26 @@ pub(crate) async fn commit(
     }
 
     insert_dead_letters(&mut tx, &who.topic, batch).await?;
-    let fresh = insert_new_keys(&mut tx, &batch.events).await?;
-    insert_events(&mut tx, &fresh).await?;
+    let new_events = write_events(&mut tx, &batch.events).await?;
+    tx.commit().await?;
+    Ok(Committed::Done { new_events, duplicates: batch.events.len() - new_events })
+}
+
+/// Counts `events` inside `tx`: keeps those whose (source, event_id) is
+/// new, stores them, adds them to every rollup grain and notifies. Returns
+/// how many were new. The one path by which events become numbers.
+pub(crate) async fn write_events(
+    tx: &mut Transaction<'_, Postgres>,
+    events: &[Positioned],
+) -> Result<usize, sqlx::Error> {
+    let fresh = insert_new_keys(tx, events).await?;
+    insert_events(tx, &fresh).await?;
     let fresh_events: Vec<&UsageEvent> = fresh.iter().map(|p| &p.event).collect();
     for grain in Grain::ALL {
-        upsert_rollup(&mut tx, grain, &fresh_events).await?;
+        upsert_rollup(tx, grain, &fresh_events).await?;
     }
-    notify(&mut tx, &fresh_events).await?;
-    tx.commit().await?;
-    Ok(Committed::Done { new_events: fresh.len(), duplicates: batch.events.len() - fresh.len() })
+    notify(tx, &fresh_events).await?;
+    Ok(fresh.len())
 }
 
 /// Inserts the (source, event_id) keys and returns the events whose key was

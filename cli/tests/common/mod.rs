@@ -77,6 +77,7 @@ impl TestEnv {
             batch_max_wait_ms: 20,
             session_timeout_ms: 6000,
             assign_partitions: None,
+            raw_retention_days: 400,
         }
     }
 
