@@ -84,15 +84,17 @@ pub struct Redriven {
     pub still_invalid: u64,
 }
 
+/// A dead letter's stored record: id, partition, offset, key, value, headers.
+type StoredRecord = (i64, i32, i64, Option<Vec<u8>>, Option<Vec<u8>>, sqlx::types::Json<Vec<(String, String)>>);
+
 /// Processes every requested re-drive, each in its own transaction.
 pub async fn process_requested(pool: &PgPool) -> Result<Redriven, sqlx::Error> {
-    let rows: Vec<(i64, i32, i64, Option<Vec<u8>>, Option<Vec<u8>>, sqlx::types::Json<Vec<(String, String)>>)> =
-        sqlx::query_as(
-            "select id, partition, kafka_offset, record_key, payload, headers from dead_letters \
+    let rows: Vec<StoredRecord> = sqlx::query_as(
+        "select id, partition, kafka_offset, record_key, payload, headers from dead_letters \
          where redrive_requested_at is not null and redriven_at is null order by id limit 10000",
-        )
-        .fetch_all(pool)
-        .await?;
+    )
+    .fetch_all(pool)
+    .await?;
     let mut out = Redriven::default();
     for (id, partition, offset, key, payload, headers) in rows {
         let record = Record {
