@@ -80,6 +80,7 @@ fn router(state: AppState, extra: Router) -> Router {
     let app = Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(|| async { tokenusage_plumbing::metrics::recorder().render() }))
         .merge(tokenusage_web::router())
         .with_state(state)
         .merge(extra);

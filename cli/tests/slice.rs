@@ -62,6 +62,12 @@ async fn published_events_reach_the_api_as_per_user_rollups() {
     let (status, _) = app.get("not-a-token", &format!("/api/v1/usage/series?from={FROM}&to={TO}")).await;
     assert_eq!(status, 401);
 
+    // The projector's work shows in /metrics, with no user ids as labels.
+    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("tokenusage_projector_events_counted_total"), "{metrics}");
+    assert!(metrics.contains("tokenusage_projector_commit_seconds"), "{metrics}");
+    assert!(!metrics.contains("alice"), "user ids must never be metric labels");
+
     app.stop().await;
     env.cleanup().await;
 }

@@ -8,6 +8,7 @@
 
 pub mod db;
 pub mod kafka;
+pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;
 pub mod topic;

@@ -78,7 +78,20 @@ struct Ctx {
     shutdown: CancellationToken,
 }
 
-impl ClientContext for Ctx {}
+impl ClientContext for Ctx {
+    /// librdkafka's periodic statistics: we keep only the consumer lag of
+    /// each assigned partition (a bounded label set).
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        if let Some(topic) = statistics.topics.get(&self.who.topic) {
+            for (id, p) in &topic.partitions {
+                if *id >= 0 && p.consumer_lag >= 0 {
+                    metrics::gauge!("tokenusage_projector_lag_records", "partition" => id.to_string())
+                        .set(p.consumer_lag as f64);
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for Ctx {
     /// Our own rebalance: on assignment, claim each partition in PostgreSQL
@@ -187,7 +200,8 @@ pub async fn run(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", args.session_timeout_ms.to_string())
-        .set("heartbeat.interval.ms", (args.session_timeout_ms / 4).max(100).to_string());
+        .set("heartbeat.interval.ms", (args.session_timeout_ms / 4).max(100).to_string())
+        .set("statistics.interval.ms", "5000");
     for (k, v) in &kafka.options {
         cfg.set(k, v);
     }
@@ -286,6 +300,18 @@ fn to_record(msg: &impl Message) -> Record {
     }
 }
 
+/// Records a committed batch: sizes, outcomes and commit latency. Lag per
+/// partition comes from librdkafka's statistics (see `Ctx::stats`).
+fn record_metrics(batch: &Batch, new_events: usize, duplicates: usize, took: Duration) {
+    metrics::histogram!("tokenusage_projector_batch_records").record(batch.records as f64);
+    metrics::histogram!("tokenusage_projector_commit_seconds").record(took.as_secs_f64());
+    metrics::counter!("tokenusage_projector_records_total").increment(batch.records as u64);
+    metrics::counter!("tokenusage_projector_events_counted_total").increment(new_events as u64);
+    metrics::counter!("tokenusage_projector_duplicates_skipped_total")
+        .increment((duplicates + batch.in_batch_duplicates) as u64);
+    metrics::counter!("tokenusage_projector_dead_letters_total").increment(batch.dead.len() as u64);
+}
+
 /// How long a draining projector keeps retrying an unavailable database
 /// before giving up (uncommitted work is simply re-read by the next owner).
 const DRAIN_PATIENCE: Duration = Duration::from_secs(10);
@@ -306,6 +332,7 @@ async fn flush(
         let epochs = state.lock().unwrap_or_else(PoisonError::into_inner).epochs.clone();
         match store::commit(pool, who, &epochs, batch).await {
             Ok(Committed::Done { new_events, duplicates }) => {
+                record_metrics(batch, new_events, duplicates, started.elapsed());
                 tracing::debug!(
                     records = batch.records,
                     new_events,

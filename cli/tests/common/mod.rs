@@ -116,6 +116,7 @@ impl TestApp {
     }
 
     async fn spawn_with(env: &TestEnv, projector: bool, idempotence: bool) -> Self {
+        tokenusage_plumbing::metrics::recorder();
         let shutdown = CancellationToken::new();
         let mut api = ApiArgs::for_tests();
         api.jwt_secret = Some(SecretString::from("test-secret-test-secret-test-secret!!"));
