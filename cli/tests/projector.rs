@@ -70,6 +70,9 @@ async fn kill_dash_nine_mid_batch_repeatedly_loses_and_doubles_nothing() {
     let ok = wait_for_totals(&env.pool, want, Duration::from_secs(120)).await;
     last.kill().unwrap();
     last.wait().unwrap();
+    if !ok {
+        diagnose(&env).await;
+    }
     assert!(
         ok,
         "after {kills} kills: minute rollups {:?}, want {want:?}",
@@ -78,6 +81,43 @@ async fn kill_dash_nine_mid_batch_repeatedly_loses_and_doubles_nothing() {
     let keys: i64 = sqlx::query_scalar("select count(*) from event_keys").fetch_one(&env.pool).await.unwrap();
     assert_eq!(keys, want.2);
     env.cleanup().await;
+}
+
+/// On failure: which produced events are missing from the rollups, and
+/// where they sit in the topic relative to the stored offsets.
+async fn diagnose(env: &TestEnv) {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::{Message, Offset, TopicPartitionList};
+    let mut cfg = env.kafka.client_config();
+    cfg.set("group.id", "diagnose").set("enable.auto.commit", "false");
+    let c: StreamConsumer = cfg.create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..3 {
+        tpl.add_partition_offset(&env.kafka.topic, p, Offset::Beginning).unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let counted: std::collections::HashSet<String> =
+        sqlx::query_scalar("select event_id from event_keys").fetch_all(&env.pool).await.unwrap().into_iter().collect();
+    let mut missing = Vec::new();
+    let mut total = 0;
+    while let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(5), c.recv()).await {
+        total += 1;
+        let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap_or_default()).unwrap_or_default();
+        let id = v["event_id"].as_str().unwrap_or("").to_owned();
+        if !counted.contains(&id) {
+            missing.push((m.partition(), m.offset(), id));
+        }
+    }
+    let offsets: Vec<(i32, i64, i64)> =
+        sqlx::query_as("select partition, next_offset, epoch from projector_offsets order by 1")
+            .fetch_all(&env.pool)
+            .await
+            .unwrap();
+    eprintln!(
+        "DIAG topic records {total}, missing {} (first: {:?}), stored offsets {offsets:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

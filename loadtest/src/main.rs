@@ -47,6 +47,12 @@ enum Scenario {
         #[command(flatten)]
         producer: ProducerArgs,
     },
+    /// Read the topic from the beginning and discard: the bare consume rate
+    /// the projector is compared against.
+    Consume {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+    },
     /// POST batches to HTTP ingest.
     Http {
         /// Base URL of the server.
@@ -127,6 +133,34 @@ async fn main() -> anyhow::Result<()> {
                 if r.is_ok() { acked += 1 } else { failed += 1 }
             }
         }
+        Scenario::Consume { kafka } => {
+            use rdkafka::consumer::{Consumer, StreamConsumer};
+            use rdkafka::{Offset, TopicPartitionList};
+            let mut cfg = kafka.client_config();
+            cfg.set("group.id", format!("bare-{}", uuid::Uuid::new_v4())).set("enable.auto.commit", "false");
+            let consumer: StreamConsumer = cfg.create()?;
+            let md = consumer.fetch_metadata(Some(&kafka.topic), Duration::from_secs(10))?;
+            let mut tpl = TopicPartitionList::new();
+            for t in md.topics().iter().filter(|t| t.name() == kafka.topic) {
+                for p in t.partitions() {
+                    tpl.add_partition_offset(&kafka.topic, p.id(), Offset::Beginning)?;
+                }
+            }
+            consumer.assign(&tpl)?;
+            let mut bytes = 0usize;
+            while acked < cli.events && Instant::now() < deadline {
+                match tokio::time::timeout(Duration::from_secs(10), consumer.recv()).await {
+                    Ok(Ok(m)) => {
+                        use rdkafka::Message;
+                        bytes += m.payload().map_or(0, <[u8]>::len);
+                        acked += 1;
+                    }
+                    Ok(Err(_)) => failed += 1,
+                    Err(_) => break,
+                }
+            }
+            println!("bytes read:          {bytes}");
+        }
         Scenario::Http { url, key, batch, concurrency } => {
             let client = reqwest::Client::new();
             let endpoint = format!("{}/api/v1/events", url.trim_end_matches('/'));
@@ -170,7 +204,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let secs = start.elapsed().as_secs_f64();
     latencies.sort();
-    println!("events acknowledged: {acked}");
+    println!("events acknowledged: {acked} (consumed, for `consume`)");
     println!("events failed:       {failed}");
     println!("elapsed:             {secs:.2} s");
     println!(

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::{Batch, Record};
+use crate::gapguard::Verdict;
 use crate::store::{self, Claimant, Committed};
 
 /// Projector settings.
@@ -26,7 +27,7 @@ pub struct ProjectorArgs {
     #[arg(long = "consumer-group", env = "TOKENUSAGE_CONSUMER_GROUP", default_value = "tokenusage-projector")]
     pub group: String,
     /// Most records in one database transaction.
-    #[arg(long = "batch-max-events", env = "TOKENUSAGE_BATCH_MAX_EVENTS", default_value_t = 5000,
+    #[arg(long = "batch-max-events", env = "TOKENUSAGE_BATCH_MAX_EVENTS", default_value_t = 20_000,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch_max_events: u32,
     /// Longest a record waits in memory before its batch is committed, in ms.
@@ -68,6 +69,7 @@ pub enum ProjectorError {
 struct Assignment {
     epochs: BTreeMap<i32, i64>,
     revoked: Vec<i32>,
+    gaps: crate::gapguard::GapGuard,
 }
 
 struct Ctx {
@@ -113,7 +115,8 @@ impl ConsumerContext for Ctx {
                 }
                 {
                     let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-                    for (p, (epoch, _)) in &claims {
+                    for (p, (epoch, next)) in &claims {
+                        st.gaps.start(*p, *next);
                         st.epochs.insert(*p, *epoch);
                         st.revoked.retain(|r| r != p);
                     }
@@ -131,6 +134,7 @@ impl ConsumerContext for Ctx {
                     let gone: Vec<i32> = if all { st.epochs.keys().copied().collect() } else { partitions.clone() };
                     for p in &gone {
                         st.epochs.remove(p);
+                        st.gaps.forget(*p);
                     }
                     st.revoked.extend(gone);
                 }
@@ -215,16 +219,35 @@ pub async fn run(
     let upkeep = tokio::spawn(crate::maintenance::run(pool.clone(), args.raw_retention_days, shutdown.child_token()));
     let max_wait = Duration::from_millis(args.batch_max_wait_ms);
     let mut batch = Batch::default();
+    let mut in_flight: Option<InFlight> = None;
     let mut deadline: Option<Instant> = None;
     loop {
-        let wait = deadline.map_or(Duration::from_millis(500), |d| d.saturating_duration_since(Instant::now()));
+        // Past the deadline (writer still busy), poll briefly rather than spin.
+        let wait = deadline
+            .map_or(Duration::from_millis(500), |d| d.saturating_duration_since(Instant::now()))
+            .max(Duration::from_millis(2));
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
             r = tokio::time::timeout(wait, consumer.recv()) => match r {
                 Ok(Ok(msg)) => {
                     drop_revoked(&state, &mut batch);
-                    batch.push(to_record(&msg), Utc::now());
+                    let (p, o) = (msg.partition(), msg.offset());
+                    let verdict = state.lock().unwrap_or_else(PoisonError::into_inner).gaps.check(p, o);
+                    match verdict {
+                        Verdict::Accept => batch.push(to_record(&msg), Utc::now()),
+                        Verdict::Skip => {}
+                        Verdict::Rewind(from) => {
+                            tracing::warn!(partition = p, offset = o, rewind_to = from, "records arrived past the expected offset; rewinding the partition");
+                            if let Err(e) = consumer.seek(&who.topic, p, Offset::Offset(from), Duration::from_secs(5)) {
+                                tracing::error!(partition = p, error = %e, "cannot rewind the partition");
+                            }
+                        }
+                        Verdict::AcceptGap { missing_from } => {
+                            tracing::error!(partition = p, missing_from, missing_to = o - 1, "records are missing from Kafka (expired?); they cannot be counted");
+                            batch.push(to_record(&msg), Utc::now());
+                        }
+                    }
                     deadline.get_or_insert_with(|| Instant::now() + max_wait);
                 }
                 Ok(Err(e)) => tracing::warn!(error = %e, "Kafka reported an error; continuing"),
@@ -233,15 +256,24 @@ pub async fn run(
         }
         drop_revoked(&state, &mut batch);
         let due = deadline.is_some_and(|d| Instant::now() >= d);
-        if batch.records >= args.batch_max_events as usize || (due && !batch.is_empty()) {
-            flush(&pool, &who, &state, &consumer, &mut batch, &shutdown).await?;
+        // Adaptive batching: a due batch is handed over as soon as the
+        // previous write finished; while it is still being written, reading
+        // goes on and the next batch grows (up to the count limit), so batch
+        // size follows database latency under load and stays small when idle.
+        let writer_idle = in_flight.as_ref().is_none_or(tokio::task::JoinHandle::is_finished);
+        if batch.records >= args.batch_max_events as usize || (due && !batch.is_empty() && writer_idle) {
+            settle(&mut in_flight, &consumer, &who.topic).await?;
+            let full = std::mem::take(&mut batch);
+            in_flight = Some(tokio::spawn(flush(pool.clone(), who.clone(), state.clone(), full, shutdown.clone())));
             deadline = None;
         } else if batch.is_empty() {
             deadline = None;
         }
     }
     drop_revoked(&state, &mut batch);
-    flush(&pool, &who, &state, &consumer, &mut batch, &shutdown).await?;
+    settle(&mut in_flight, &consumer, &who.topic).await?;
+    in_flight = Some(tokio::spawn(flush(pool.clone(), who.clone(), state.clone(), batch, shutdown.clone())));
+    settle(&mut in_flight, &consumer, &who.topic).await?;
     if args.assign_partitions.is_none() {
         consumer.unsubscribe();
     }
@@ -272,6 +304,7 @@ async fn assign_manually(
     let mut tpl = TopicPartitionList::new();
     let mut st = state.lock().unwrap_or_else(PoisonError::into_inner);
     for (p, (epoch, next)) in claims {
+        st.gaps.start(p, next);
         tpl.add_partition_offset(topic, p, next.map_or(Offset::Beginning, Offset::Offset))?;
         st.epochs.insert(p, epoch);
     }
@@ -317,22 +350,23 @@ fn record_metrics(batch: &Batch, new_events: usize, duplicates: usize, took: Dur
 const DRAIN_PATIENCE: Duration = Duration::from_secs(10);
 
 /// Commits `batch`, retrying transient database errors; fenced partitions
-/// are dropped from it. On return the batch is empty.
+/// are dropped from it. Returns the next offset of every partition it
+/// committed, for mirroring to Kafka. Runs as its own task so the next batch
+/// is read while this one is written (commits stay strictly sequential).
 async fn flush(
-    pool: &PgPool,
-    who: &Claimant,
-    state: &Mutex<Assignment>,
-    consumer: &StreamConsumer<Ctx>,
-    batch: &mut Batch,
-    shutdown: &CancellationToken,
-) -> Result<(), ProjectorError> {
+    pool: PgPool,
+    who: Claimant,
+    state: Arc<Mutex<Assignment>>,
+    mut batch: Batch,
+    shutdown: CancellationToken,
+) -> Result<BTreeMap<i32, i64>, ProjectorError> {
     let started = Instant::now();
     let mut backoff = Duration::from_millis(50);
-    while !batch.is_empty() {
+    while !batch.is_empty() && !batch.next_offsets.is_empty() {
         let epochs = state.lock().unwrap_or_else(PoisonError::into_inner).epochs.clone();
-        match store::commit(pool, who, &epochs, batch).await {
+        match store::commit(&pool, &who, &epochs, &batch).await {
             Ok(Committed::Done { new_events, duplicates }) => {
-                record_metrics(batch, new_events, duplicates, started.elapsed());
+                record_metrics(&batch, new_events, duplicates, started.elapsed());
                 tracing::debug!(
                     records = batch.records,
                     new_events,
@@ -361,33 +395,24 @@ async fn flush(
                         );
                     }
                 }
-                // Best effort: mirror the durable offsets into Kafka so
-                // standard lag tooling sees progress. PostgreSQL stays the
-                // source of truth on assignment.
-                let mut tpl = TopicPartitionList::new();
-                for (&p, &next) in &batch.next_offsets {
-                    let _ = tpl.add_partition_offset(&who.topic, p, Offset::Offset(next));
-                }
-                if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
-                    tracing::debug!(error = %e, "mirroring offsets to Kafka failed");
-                }
-                *batch = Batch::default();
+                return Ok(batch.next_offsets);
             }
             Ok(Committed::Fenced(partitions)) => {
                 tracing::warn!(
                     ?partitions,
-                    "another projector claimed these partitions; dropping their uncommitted records"
+                    "another claim superseded ours on these partitions; dropping their uncommitted records"
                 );
                 {
+                    // Forget our claim only if it is still the one we used: a
+                    // newer claim of our own (re-assignment) stays.
                     let mut st = state.lock().unwrap_or_else(PoisonError::into_inner);
                     for p in &partitions {
-                        st.epochs.remove(p);
+                        if st.epochs.get(p) == epochs.get(p) {
+                            st.epochs.remove(p);
+                        }
                     }
                 }
                 batch.drop_partitions(&partitions);
-                if batch.next_offsets.is_empty() {
-                    *batch = Batch::default();
-                }
             }
             Err(e) => {
                 if shutdown.is_cancelled() && started.elapsed() > DRAIN_PATIENCE {
@@ -398,6 +423,34 @@ async fn flush(
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
+    }
+    Ok(BTreeMap::new())
+}
+
+type InFlight = tokio::task::JoinHandle<Result<BTreeMap<i32, i64>, ProjectorError>>;
+
+/// Waits for the batch being written, then mirrors its offsets to Kafka
+/// (best effort, so standard lag tooling sees progress; PostgreSQL stays the
+/// source of truth on assignment).
+async fn settle(
+    in_flight: &mut Option<InFlight>,
+    consumer: &StreamConsumer<Ctx>,
+    topic: &str,
+) -> Result<(), ProjectorError> {
+    let Some(handle) = in_flight.take() else { return Ok(()) };
+    let offsets = match handle.await {
+        Ok(r) => r?,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    };
+    if offsets.is_empty() {
+        return Ok(());
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (p, next) in offsets {
+        let _ = tpl.add_partition_offset(topic, p, Offset::Offset(next));
+    }
+    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+        tracing::debug!(error = %e, "mirroring offsets to Kafka failed");
     }
     Ok(())
 }
