@@ -20,45 +20,39 @@ const DELETE_BATCH: i64 = 10_000;
 /// number of raw rows (or chunks) removed.
 pub async fn apply_retention(pool: &PgPool, days: u32) -> Result<u64, sqlx::Error> {
     let cutoff = chrono::Utc::now() - chrono::TimeDelta::days(i64::from(days));
-    let mut removed = 0u64;
-    if tokenusage_plumbing::db::has_timescaledb(pool).await? {
+    let removed = if tokenusage_plumbing::db::has_timescaledb(pool).await? {
         let chunks: Vec<(String,)> = sqlx::query_as("select drop_chunks('usage_events', older_than => $1)::text")
             .bind(cutoff)
             .fetch_all(pool)
             .await?;
-        removed += chunks.len() as u64;
+        chunks.len() as u64
     } else {
-        loop {
-            let n = sqlx::query(
-                "delete from usage_events where ctid in (select ctid from usage_events where occurred_at < $1 limit $2)",
-            )
-            .bind(cutoff)
-            .bind(DELETE_BATCH)
-            .execute(pool)
-            .await?
-            .rows_affected();
-            removed += n;
-            if n < DELETE_BATCH as u64 {
-                break;
-            }
-        }
-    }
+        delete_in_batches(pool, "usage_events", "occurred_at", cutoff).await?
+    };
     // A key older than the raw retention can go: a duplicate arriving that
     // late would be counted again, which is the documented horizon.
+    delete_in_batches(pool, "event_keys", "first_seen", cutoff).await?;
+    Ok(removed)
+}
+
+/// Deletes rows of `table` whose `column` is before `cutoff`, at most
+/// `DELETE_BATCH` per statement. Table and column are fixed identifiers from
+/// this module, never input.
+async fn delete_in_batches(
+    pool: &PgPool,
+    table: &str,
+    column: &str,
+    cutoff: chrono::DateTime<chrono::Utc>,
+) -> Result<u64, sqlx::Error> {
+    let sql = format!("delete from {table} where ctid in (select ctid from {table} where {column} < $1 limit $2)");
+    let mut removed = 0;
     loop {
-        let n = sqlx::query(
-            "delete from event_keys where ctid in (select ctid from event_keys where first_seen < $1 limit $2)",
-        )
-        .bind(cutoff)
-        .bind(DELETE_BATCH)
-        .execute(pool)
-        .await?
-        .rows_affected();
+        let n = sqlx::query(&sql).bind(cutoff).bind(DELETE_BATCH).execute(pool).await?.rows_affected();
+        removed += n;
         if n < DELETE_BATCH as u64 {
-            break;
+            return Ok(removed);
         }
     }
-    Ok(removed)
 }
 
 /// Runs upkeep until `shutdown`. Errors are logged and retried next tick.
