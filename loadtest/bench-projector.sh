@@ -4,18 +4,7 @@
 #   bash loadtest/bench-projector.sh [EVENTS]
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 EVENTS="${1:-500000}"
-PORT=39400; DB=tu_bench_projector; TOPIC=bench.projector
-WORK="$(mktemp -d)"
-cleanup() { stop_pidfile "$WORK/projector.pid"; stop_pidfile "$WORK/broker.pid"; psql_admin -c "drop database if exists $DB with (force)" >/dev/null 2>&1; rm -rf "$WORK"; }
-trap cleanup EXIT
-ensure_postgres; ensure_tansu; ensure_web_assets
-cargo build --release -q -p tokenusage -p tokenusage-loadtest --manifest-path "$ROOT/Cargo.toml"
-psql_admin -c "drop database if exists $DB with (force)" >/dev/null; psql_admin -c "create database $DB" >/dev/null
-start_broker "$PORT" "$WORK/tansu" "$WORK/broker.pid" memory
-export DATABASE_URL="postgres://$PG_USER@$PG_HOST:$PG_PORT/$DB" KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:$PORT" \
-       KAFKA_OPTIONS=broker.address.family=v4 TOKENUSAGE_TOPIC="$TOPIC" RUST_LOG=warn
-BIN="$ROOT/target/release"
-"$BIN/tokenusage" migrate >/dev/null
+bench_setup tu_bench_projector 39400 bench.projector
 
 say "producing $EVENTS events (1000 users, 5 activities x 6 models)"
 "$BIN/tokenusage-loadtest" --events "$EVENTS" --users 1000 kafka | grep -E "achieved|failed"
@@ -27,7 +16,7 @@ say "projector: $EVENTS events into PostgreSQL (de-dup, raw events, 3 rollup gra
 start=$(date +%s.%N); first=""; first_n=0
 "$BIN/tokenusage" projector --assign-partitions all >"$WORK/projector.log" 2>&1 & echo $! >"$WORK/projector.pid"
 while :; do
-  n=$(psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d "$DB" -qtA -c "select coalesce(sum(events),0) from usage_hour")
+  n=$(psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d "$BENCH_DB" -qtA -c "select coalesce(sum(events),0) from usage_hour")
   if [ -z "$first" ] && [ "$n" -gt 0 ]; then first=$(date +%s.%N); first_n=$n; fi
   [ "$n" -ge "$EVENTS" ] && break
   kill -0 "$(cat "$WORK/projector.pid")" || { tail "$WORK/projector.log"; die "projector exited"; }

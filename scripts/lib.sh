@@ -115,3 +115,20 @@ ensure_web_assets() {
     npm ci --prefix "$ROOT/web" --no-audit --no-fund --loglevel=error >/dev/null || die "npm ci in web/ failed"
   fi
 }
+
+# bench_setup DB PORT TOPIC: everything a benchmark in loadtest/ needs: a
+# release build, an empty database DB, a memory-engine broker on PORT, the
+# environment pointing at both, and a trap that removes it all on exit
+# (plus any pid files the caller adds to $WORK). Sets WORK and BIN.
+bench_setup() {
+  local db="$1" port="$2" topic="$3"
+  WORK="$(mktemp -d)"; BIN="$ROOT/target/release"; BENCH_DB="$db"
+  trap 'for p in "$WORK"/*.pid; do stop_pidfile "$p"; done; psql_admin -c "drop database if exists $BENCH_DB with (force)" >/dev/null 2>&1; rm -rf "$WORK"' EXIT
+  ensure_postgres; ensure_tansu; ensure_web_assets
+  cargo build --release -q -p tokenusage -p tokenusage-loadtest --manifest-path "$ROOT/Cargo.toml" || die "the release build failed"
+  psql_admin -c "drop database if exists $db with (force)" >/dev/null; psql_admin -c "create database $db" >/dev/null
+  start_broker "$port" "$WORK/tansu" "$WORK/broker.pid" memory
+  export DATABASE_URL="postgres://$PG_USER@$PG_HOST:$PG_PORT/$db" KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:$port" \
+         KAFKA_OPTIONS=broker.address.family=v4 TOKENUSAGE_TOPIC="$topic" RUST_LOG=warn
+  "$BIN/tokenusage" migrate >/dev/null
+}
