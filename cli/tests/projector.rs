@@ -416,3 +416,47 @@ async fn retention_drops_old_raw_events_but_keeps_rollups() {
     assert_eq!(rollup_totals(&env.pool, "usage_hour", None).await, (1, 1, 1), "rollups are kept");
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projector_whose_claim_was_superseded_can_no_longer_commit() {
+    let env = TestEnv::new().await;
+    let mut fixed = env.projector_args();
+    fixed.assign_partitions = Some("all".into());
+    let spawn = |stop: CancellationToken| {
+        let (args, kafka, pool) = (fixed.clone(), env.kafka.clone(), env.pool.clone());
+        tokio::spawn(async move { tokenusage_projector::run(&args, &kafka, pool, stop).await.unwrap() })
+    };
+    let first = synthetic_events("f1", 3000, 10);
+    let (a_stop, b_stop) = (CancellationToken::new(), CancellationToken::new());
+    let a = spawn(a_stop.clone());
+    produce(&env, &first).await;
+    assert!(wait_for_totals(&env.pool, expected_totals(&first), Duration::from_secs(60)).await);
+
+    // B claims the same partitions: every epoch moves on, A is fenced.
+    let b = spawn(b_stop.clone());
+    let epochs = common::eventually(Duration::from_secs(30), || async {
+        let e: Vec<i64> = sqlx::query_scalar("select epoch from projector_offsets").fetch_all(&env.pool).await.unwrap();
+        (e.len() == 3 && e.iter().all(|x| *x == 2)).then_some(e)
+    })
+    .await;
+    assert!(epochs.is_some(), "B's claim did not bump every epoch");
+    let second = synthetic_events("f2", 3000, 10);
+    produce(&env, &second).await;
+    let both: Vec<_> = first.iter().chain(&second).cloned().collect();
+    assert!(wait_for_totals(&env.pool, expected_totals(&both), Duration::from_secs(60)).await);
+
+    // With B gone, A still reads but every commit it tries is refused.
+    b_stop.cancel();
+    b.await.unwrap();
+    let third = synthetic_events("f3", 1000, 10);
+    produce(&env, &third).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        rollup_totals(&env.pool, "usage_minute", None).await,
+        expected_totals(&both),
+        "a fenced projector committed"
+    );
+    a_stop.cancel();
+    a.await.unwrap();
+    env.cleanup().await;
+}
