@@ -90,19 +90,18 @@ impl std::fmt::Debug for Publisher {
 
 impl Publisher {
     pub fn new(kafka: &KafkaArgs, args: &ProducerArgs) -> Result<Self, KafkaError> {
-        let mut cfg = kafka.client_config();
-        cfg.set("enable.idempotence", args.idempotence.to_string())
-            .set("acks", "all")
-            .set("linger.ms", args.linger_ms.to_string())
-            .set("message.timeout.ms", args.delivery_timeout_ms.to_string())
-            .set("queue.buffering.max.messages", args.queue_max_events.to_string());
-        // Pass-through options win over our defaults, except the two that
-        // carry the durability promise.
-        for (k, v) in &kafka.options {
-            if k != "acks" && k != "enable.idempotence" {
-                cfg.set(k, v);
-            }
-        }
+        // `acks` and idempotence carry the durability promise: their own
+        // flags set them, pass-through options cannot.
+        let cfg = kafka.client_config_for(
+            &[
+                ("enable.idempotence", args.idempotence.to_string()),
+                ("acks", "all".into()),
+                ("linger.ms", args.linger_ms.to_string()),
+                ("message.timeout.ms", args.delivery_timeout_ms.to_string()),
+                ("queue.buffering.max.messages", args.queue_max_events.to_string()),
+            ],
+            &["acks", "enable.idempotence"],
+        );
         let producer: FutureProducer = cfg.create()?;
         Ok(Self {
             producer: Arc::new(RwLock::new((Arc::new(producer), Instant::now()))),

@@ -198,17 +198,20 @@ pub async fn run(
         runtime: tokio::runtime::Handle::current(),
         shutdown: shutdown.clone(),
     };
-    let mut cfg = kafka.client_config();
-    cfg.set("group.id", &args.group)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", args.session_timeout_ms.to_string())
-        .set("heartbeat.interval.ms", (args.session_timeout_ms / 4).max(100).to_string())
-        .set("statistics.interval.ms", "5000");
-    for (k, v) in &kafka.options {
-        cfg.set(k, v);
-    }
+    // Offsets live in PostgreSQL: Kafka must never commit or store them on
+    // its own, whatever the pass-through options say.
+    let cfg = kafka.client_config_for(
+        &[
+            ("group.id", args.group.clone()),
+            ("enable.auto.commit", "false".into()),
+            ("enable.auto.offset.store", "false".into()),
+            ("auto.offset.reset", "earliest".into()),
+            ("session.timeout.ms", args.session_timeout_ms.to_string()),
+            ("heartbeat.interval.ms", (args.session_timeout_ms / 4).max(100).to_string()),
+            ("statistics.interval.ms", "5000".into()),
+        ],
+        &["group.id", "enable.auto.commit", "enable.auto.offset.store"],
+    );
     let consumer: StreamConsumer<Ctx> = cfg.create_with_context(ctx)?;
     match &args.assign_partitions {
         None => consumer.subscribe(&[&kafka.topic])?,

@@ -51,7 +51,7 @@ fn serve<E: RustEmbed>(path: &str, headers: &HeaderMap) -> Response {
     };
     // A strong ETag from the content hash: revalidation costs one round trip
     // and no body when nothing changed.
-    let etag = format!("\"{}\"", hex(&file.metadata.sha256_hash()[..16]));
+    let etag = format!("\"{}\"", hex::encode(&file.metadata.sha256_hash()[..16]));
     if headers.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == etag.as_bytes()) {
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
     }
@@ -66,8 +66,4 @@ fn serve<E: RustEmbed>(path: &str, headers: &HeaderMap) -> Response {
     }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     resp
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
