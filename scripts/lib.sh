@@ -31,6 +31,17 @@ ensure_rust() {
     say "adding rustfmt and clippy"
     rustup component add rustfmt clippy >/dev/null || die "cannot add rustfmt/clippy with rustup"
   fi
+  # librdkafka is built with OpenSSL (Kafka TLS and SASL): it needs the
+  # headers and pkg-config, plus a C toolchain.
+  local missing=()
+  command -v pkg-config >/dev/null || missing+=(pkg-config)
+  command -v cc >/dev/null || missing+=(build-essential)
+  command -v make >/dev/null || missing+=(make)
+  pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    say "installing build dependencies: ${missing[*]}"
+    apt_install "${missing[@]}"
+  fi
 }
 
 # Tansu: a Kafka-protocol broker from crates.io. A cold build takes ~15 min

@@ -1,33 +1,38 @@
-//! Authentication: password sign-in, and strict validation of the access
-//! tokens (JWTs) we issue.
+//! Who is calling: roles, password hashing, and the [`AuthUser`] extractor
+//! that every data route takes.
 //!
-//! Tokens travel only in the `Authorization: Bearer` header, never in a URL.
-//! Validation pins the algorithm and requires `exp`, `nbf`, `iss`, `aud` and
-//! `sub`, with a small leeway; anything else is a 401, never a 5xx.
+//! A credential travels only in the `Authorization: Bearer` header, never in
+//! a URL. A bearer token is one of ours (HS256, `kid` we hold) or, when an
+//! OIDC issuer is configured, the identity provider's. Anything else, or a
+//! token that fails validation, is a 401, never a 5xx. Local users are
+//! re-checked against the database (cached for a few seconds), so a
+//! disabled user or a changed role takes effect without waiting for the
+//! token to expire.
 
-use std::sync::LazyLock;
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use axum::Json;
-use axum::extract::{FromRequestParts, State};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
-use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
 
 use crate::app::AppState;
-use crate::config::ApiArgs;
+use crate::audit::AuditSlot;
 use crate::error::ApiError;
 
-/// What a signed-in person may do.
+/// What a signed-in person may do. Publishers are not users: they hold API
+/// keys, which only the ingest endpoint accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Sees their own usage.
     Viewer,
-    /// Sees everyone's usage and manages users.
+    /// Sees everyone's usage, manages users and keys, reads the audit log.
     Admin,
 }
 
@@ -48,106 +53,29 @@ impl Role {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct Claims {
-    sub: String,
-    iss: String,
-    aud: String,
-    exp: u64,
-    nbf: u64,
-    iat: u64,
-    role: Role,
+/// How a caller proved who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Issuer {
+    /// A token we issued at sign-in.
+    Local,
+    /// A token of the configured OpenID Connect provider.
+    Oidc,
 }
 
-/// Seconds of clock skew tolerated on `exp` and `nbf`.
-const LEEWAY_SECS: u64 = 5;
-
-/// Signing and verification keys with the validation rules.
-pub(crate) struct TokenKeys {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
-    validation: Validation,
-    issuer: String,
-    audience: String,
-    ttl_secs: u64,
-}
-
-impl std::fmt::Debug for TokenKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenKeys").field("issuer", &self.issuer).finish_non_exhaustive()
-    }
-}
-
-impl TokenKeys {
-    pub(crate) fn from_args(args: &ApiArgs) -> anyhow::Result<Self> {
-        let secret: Vec<u8> = match &args.jwt_secret {
-            Some(s) if s.expose_secret().len() >= 32 => s.expose_secret().as_bytes().to_vec(),
-            Some(_) => anyhow::bail!("TOKENUSAGE_JWT_SECRET must be at least 32 bytes"),
-            None => {
-                tracing::warn!(
-                    "no TOKENUSAGE_JWT_SECRET set: using a random one; sign-ins end when this process stops"
-                );
-                let mut b = vec![0u8; 32];
-                rand::rng().fill_bytes(&mut b);
-                b
-            }
-        };
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.algorithms = vec![Algorithm::HS256];
-        validation.leeway = LEEWAY_SECS;
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
-        validation.set_issuer(&[&args.jwt_issuer]);
-        validation.set_audience(&[&args.jwt_audience]);
-        Ok(Self {
-            encoding: EncodingKey::from_secret(&secret),
-            decoding: DecodingKey::from_secret(&secret),
-            validation,
-            issuer: args.jwt_issuer.clone(),
-            audience: args.jwt_audience.clone(),
-            ttl_secs: args.access_token_ttl_secs,
-        })
-    }
-
-    pub(crate) fn issue(&self, user: &str, role: Role) -> anyhow::Result<(String, u64)> {
-        let now = jsonwebtoken::get_current_timestamp();
-        let claims = Claims {
-            sub: user.to_owned(),
-            iss: self.issuer.clone(),
-            aud: self.audience.clone(),
-            exp: now + self.ttl_secs,
-            nbf: now,
-            iat: now,
-            role,
-        };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?;
-        Ok((token, self.ttl_secs))
-    }
-
-    fn verify(&self, token: &str) -> Option<Claims> {
-        match jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation) {
-            Ok(data) if !data.claims.sub.is_empty() => Some(data.claims),
-            Ok(_) => None,
-            Err(e) => {
-                // The reason helps operators; the token itself is never logged.
-                tracing::debug!(reason = %e, "access token rejected");
-                None
-            }
-        }
-    }
-}
-
-/// The authenticated caller, from a valid bearer token.
+/// The authenticated caller.
 #[derive(Debug, Clone)]
 pub struct AuthUser {
     pub id: String,
     pub role: Role,
+    pub issuer: Issuer,
+    /// When the credential expires (Unix seconds), for long-lived sockets.
+    pub expires_at: u64,
 }
 
 impl AuthUser {
     /// The user whose data this request may read: the caller, or for an
-    /// admin, whoever they ask for.
+    /// admin, whoever they ask for. The user never comes from the request
+    /// for anyone else.
     pub fn subject_for(&self, requested: Option<&str>) -> Result<String, ApiError> {
         match requested {
             None => Ok(self.id.clone()),
@@ -156,18 +84,91 @@ impl AuthUser {
             Some(_) => Err(ApiError::Forbidden("viewers can only see their own usage")),
         }
     }
+
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.role == Role::Admin { Ok(()) } else { Err(ApiError::Forbidden("admins only")) }
+    }
+}
+
+/// The bearer token of a request, if it has one.
+pub(crate) fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Validates a bearer token from any accepted issuer.
+pub(crate) async fn authenticate(state: &AppState, token: &str) -> Result<AuthUser, ApiError> {
+    let header = jsonwebtoken::decode_header(token).map_err(|_| ApiError::Unauthorized)?;
+    let kid = header.kid.ok_or(ApiError::Unauthorized)?;
+    let (id, role, issuer, exp) = if state.keys.holds(&kid) {
+        let c = state.keys.verify(&kid, token).ok_or(ApiError::Unauthorized)?;
+        (c.sub, c.role, Issuer::Local, c.exp)
+    } else if let Some(oidc) = &state.oidc {
+        let ident = oidc.verify(&kid, token).await.ok_or(ApiError::Unauthorized)?;
+        (ident.user, ident.role, Issuer::Oidc, ident.exp)
+    } else {
+        return Err(ApiError::Unauthorized);
+    };
+    // The database has the last word on local accounts; a provider's user
+    // without a local row is fine, a disabled local row is not.
+    let role = match (state.users.status(&state.pool, &id).await?, issuer) {
+        (Some(UserStatus { disabled: true, .. }), _) => return Err(ApiError::Unauthorized),
+        (Some(UserStatus { role: db_role, .. }), Issuer::Local) => db_role,
+        (None, Issuer::Local) => return Err(ApiError::Unauthorized),
+        (_, Issuer::Oidc) => role,
+    };
+    Ok(AuthUser { id, role, issuer, expires_at: exp })
 }
 
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let header = parts.headers.get(axum::http::header::AUTHORIZATION).ok_or(ApiError::Unauthorized)?;
-        let value = header.to_str().map_err(|_| ApiError::Unauthorized)?;
-        let token =
-            value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).ok_or(ApiError::Unauthorized)?;
-        let claims = state.keys.verify(token.trim()).ok_or(ApiError::Unauthorized)?;
-        Ok(AuthUser { id: claims.sub, role: claims.role })
+        let token = bearer(parts).ok_or(ApiError::Unauthorized)?;
+        let user = authenticate(state, token).await?;
+        if let Some(slot) = parts.extensions.get::<AuditSlot>() {
+            slot.set_actor(&user.id, Some(user.role));
+        }
+        Ok(user)
+    }
+}
+
+/// A local account's standing.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UserStatus {
+    pub role: Role,
+    pub disabled: bool,
+}
+
+/// How long a looked-up account status is trusted.
+const STATUS_TTL: Duration = Duration::from_secs(10);
+/// Entries kept at most; the cache is cleared when it would grow past this.
+const STATUS_CAPACITY: usize = 50_000;
+
+/// Account status by user id, cached briefly so each request does not cost
+/// a query, and bounded so a flood of distinct ids cannot grow it.
+#[derive(Debug, Default)]
+pub(crate) struct UserDirectory {
+    cache: Mutex<HashMap<String, (Instant, Option<UserStatus>)>>,
+}
+
+impl UserDirectory {
+    pub(crate) async fn status(&self, pool: &PgPool, id: &str) -> Result<Option<UserStatus>, ApiError> {
+        if let Some((at, s)) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(id)
+            && at.elapsed() < STATUS_TTL
+        {
+            return Ok(*s);
+        }
+        let row: Option<(String, bool)> =
+            sqlx::query_as("select role, disabled from users where id = $1").bind(id).fetch_optional(pool).await?;
+        let status = row.map(|(r, disabled)| UserStatus { role: Role::parse(&r).unwrap_or(Role::Viewer), disabled });
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= STATUS_CAPACITY {
+            cache.clear();
+        }
+        cache.insert(id.to_owned(), (Instant::now(), status));
+        Ok(status)
     }
 }
 
@@ -187,62 +188,10 @@ pub fn hash_password(password: &str) -> anyhow::Result<String> {
 /// not exist, so that "no such user" and "wrong password" take equally long.
 static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| hash_password("not-a-real-password").unwrap_or_default());
 
-fn verify_password(hash: Option<&str>, password: &str) -> bool {
+pub(crate) fn verify_password(hash: Option<&str>, password: &str) -> bool {
     let hash = hash.unwrap_or(DUMMY_HASH.as_str());
     let Ok(parsed) = PasswordHash::new(hash) else {
         return false;
     };
     Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok()
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct LoginRequest {
-    username: String,
-    password: String,
-}
-
-#[derive(Debug, Serialize)]
-pub(crate) struct LoginResponse {
-    access_token: String,
-    token_type: &'static str,
-    expires_in: u64,
-    user: String,
-    role: Role,
-}
-
-/// `POST /api/v1/auth/login`: username and password for an access token.
-pub(crate) async fn login(
-    State(state): State<AppState>,
-    Json(req): Json<LoginRequest>,
-) -> Result<Json<LoginResponse>, ApiError> {
-    if req.username.is_empty() || req.username.len() > 128 || req.password.len() > 1024 {
-        return Err(ApiError::Unauthorized);
-    }
-    let row: Option<(Option<String>, String, bool)> =
-        sqlx::query_as("select password_hash, role, disabled from users where id = $1")
-            .bind(&req.username)
-            .fetch_optional(&state.pool)
-            .await?;
-    let hash = row.as_ref().and_then(|(h, _, disabled)| if *disabled { None } else { h.clone() });
-    let password = req.password;
-    let ok = tokio::task::spawn_blocking(move || verify_password(hash.as_deref(), &password))
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
-    let role = row.as_ref().and_then(|(_, r, _)| Role::parse(r));
-    match (ok, role) {
-        (true, Some(role)) => {
-            let (access_token, expires_in) = state.keys.issue(&req.username, role)?;
-            tracing::info!(user = %req.username, "signed in");
-            Ok(Json(LoginResponse { access_token, token_type: "Bearer", expires_in, user: req.username, role }))
-        }
-        _ => {
-            tracing::info!(user = %req.username, "sign-in refused");
-            Err(ApiError::Unauthorized)
-        }
-    }
-}
-
-/// `GET /api/v1/me`: who the token belongs to.
-pub(crate) async fn me(user: AuthUser) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "user": user.id, "role": user.role }))
 }

@@ -20,6 +20,9 @@ pub enum ApiError {
     /// Too many attempts; retry after the given seconds.
     #[error("too many requests")]
     TooManyRequests { retry_after_secs: u64 },
+    /// The audit trail cannot be written, so nothing is served (fail closed).
+    #[error("audit trail unavailable")]
+    AuditUnavailable,
     /// Anything else. The cause is logged here, once.
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
@@ -48,6 +51,12 @@ impl IntoResponse for ApiError {
             ApiError::TooManyRequests { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; retry later".to_owned())
             }
+            ApiError::AuditUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "audit_unavailable",
+                "the request cannot be recorded in the audit trail right now, so it is not served; retry shortly"
+                    .to_owned(),
+            ),
             ApiError::Internal(e) => {
                 tracing::error!(error = ?e, "request failed");
                 (
@@ -64,6 +73,9 @@ impl IntoResponse for ApiError {
             }
             ApiError::TooManyRequests { retry_after_secs } => {
                 resp.headers_mut().insert("retry-after", retry_after_secs.into());
+            }
+            ApiError::AuditUnavailable => {
+                resp.headers_mut().insert("retry-after", 5.into());
             }
             _ => {}
         }

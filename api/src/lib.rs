@@ -1,18 +1,25 @@
-//! The HTTP API: sign-in, usage history, health, and the embedded dashboard.
+//! The HTTP API: sign-in, usage history, audit, health, and the embedded
+//! dashboard.
 //!
-//! It owns authentication (strict JWTs), authorization (a viewer sees only
-//! their own rows, an admin sees everyone's), and the read queries over the
-//! rollup tables. It never writes usage data and never talks to Kafka.
+//! It owns authentication (strict JWTs, ours or an OIDC provider's),
+//! authorization (a viewer sees only their own rows, an admin sees
+//! everyone's), the audit trail (one hash-chained entry per request), and
+//! the read queries over the rollup tables. It never writes usage data and
+//! never talks to Kafka.
 
 mod admin;
 mod app;
+pub mod audit;
 mod auth;
 mod config;
 mod error;
+mod oidc;
 mod security;
+mod session;
+mod tokens;
 mod usage;
 
-pub use app::{AppState, Application, with_common_layers};
+pub use app::{AppState, Application, install_crypto_provider, with_common_layers};
 pub use auth::{Role, hash_password};
 pub use config::ApiArgs;
 pub use error::ApiError;

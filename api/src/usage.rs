@@ -8,6 +8,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
+use crate::audit::AuditSlot;
 use crate::auth::AuthUser;
 use crate::error::ApiError;
 
@@ -99,6 +100,7 @@ fn floor(t: DateTime<Utc>, width: TimeDelta) -> DateTime<Utc> {
 /// `GET /api/v1/usage/series`: token sums per bucket over `[from, to)`.
 pub(crate) async fn series(
     State(state): State<AppState>,
+    axum::Extension(slot): axum::Extension<AuditSlot>,
     user: AuthUser,
     Query(q): Query<SeriesQuery>,
 ) -> Result<Json<Series>, ApiError> {
@@ -151,6 +153,12 @@ pub(crate) async fn series(
         filled.push(Point { start: t, sums });
         t += width;
     }
+    slot.set_detail(
+        "usage.series",
+        Some(&subject),
+        serde_json::json!({ "from": from, "to": to, "granularity": granularity }),
+        Some(filled.len() as i64),
+    );
     Ok(Json(Series { user: subject, from, to, granularity, timezone: "UTC", points: filled, total }))
 }
 
@@ -173,6 +181,7 @@ pub(crate) struct BreakdownRow {
 /// `GET /api/v1/usage/breakdown`: sums per activity and model over `[from, to)`.
 pub(crate) async fn breakdown(
     State(state): State<AppState>,
+    axum::Extension(slot): axum::Extension<AuditSlot>,
     user: AuthUser,
     Query(q): Query<BreakdownQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -196,5 +205,11 @@ pub(crate) async fn breakdown(
     .bind(to)
     .fetch_all(&state.pool)
     .await?;
+    slot.set_detail(
+        "usage.breakdown",
+        Some(&subject),
+        serde_json::json!({ "from": from, "to": to }),
+        Some(rows.len() as i64),
+    );
     Ok(Json(serde_json::json!({ "user": subject, "from": from, "to": to, "rows": rows })))
 }

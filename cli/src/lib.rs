@@ -49,6 +49,9 @@ pub enum Command {
     /// Manage publisher API keys (ingest only).
     #[command(subcommand)]
     Keys(commands::keys::KeysCmd),
+    /// Check the audit trail's hash chain for edits, deletions and reordering.
+    #[command(subcommand)]
+    Audit(commands::audit::AuditCmd),
     /// Manage local dashboard users.
     #[command(subcommand)]
     Users(commands::users::UsersCmd),
@@ -69,6 +72,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate(a) => commands::migrate::run(a).await,
         Command::Publish(a) => commands::publish::run(a).await,
         Command::Users(a) => commands::users::run(a).await,
+        Command::Audit(a) => commands::audit::run(a).await,
     }
 }
 

@@ -16,6 +16,7 @@ pub struct ApiCmd {
 }
 
 pub async fn run(a: ApiCmd) -> anyhow::Result<ExitCode> {
+    a.api.check_transport()?;
     tokenusage_plumbing::metrics::recorder();
     let pool = super::database(&a.db, !a.migrate.no_migrate).await?;
     let shutdown = tokenusage_plumbing::shutdown::on_signal();

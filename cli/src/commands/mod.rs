@@ -2,6 +2,7 @@
 //! the libraries together, and returns an exit code.
 
 pub mod api;
+pub mod audit;
 pub mod deadletters;
 pub mod ingest;
 pub mod keys;

@@ -43,6 +43,9 @@ pub struct ServeArgs {
 }
 
 pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
+    // Before touching anything else: a misconfigured listener is the
+    // mistake to report first.
+    a.api.check_transport()?;
     tokenusage_plumbing::metrics::recorder();
     let pool = super::database(&a.db, !a.migrate.no_migrate).await?;
     let shutdown = tokenusage_plumbing::shutdown::on_signal();
@@ -54,6 +57,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let ingest = tokenusage_ingest::http::router(&a.ingest, ingest_publisher, pool.clone());
     let app = Application::build(a.api.clone(), pool.clone(), ingest).await?;
     let addr = app.local_addr();
+    let scheme = app.scheme();
     {
         let s = shutdown.clone();
         tasks.spawn(async move { app.run_until_stopped(s).await.map(|()| "api").map_err(Into::into) });
@@ -83,7 +87,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     }
 
     let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
-    println!("tokenusage is running at http://{host}:{}/", addr.port());
+    println!("tokenusage is running at {scheme}://{host}:{}/", addr.port());
     if a.demo {
         println!(
             "demo sign-in: user `{}` (or `{}` for the admin view), password `{}`",

@@ -30,7 +30,8 @@ pub enum UsersCmd {
         #[command(flatten)]
         db: DatabaseArgs,
     },
-    /// Disable a user: they can no longer sign in.
+    /// Disable a user: they can no longer sign in, their sessions end, and
+    /// their access tokens stop working within seconds.
     Disable {
         id: String,
         #[command(flatten)]
@@ -78,15 +79,24 @@ pub async fn run(cmd: UsersCmd) -> anyhow::Result<ExitCode> {
         }
         UsersCmd::Disable { id, db } => {
             let pool = super::database(&db, true).await?;
+            let mut tx = pool.begin().await?;
             let n = sqlx::query("update users set disabled = true where id = $1")
                 .bind(&id)
-                .execute(&pool)
+                .execute(&mut *tx)
                 .await?
                 .rows_affected();
             if n == 0 {
                 anyhow::bail!("no user {id}");
             }
-            println!("user {id} is disabled");
+            let sessions = sqlx::query(
+                "update refresh_tokens set revoked_at = now() where user_id = $1 and revoked_at is null and rotated_at is null",
+            )
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+            println!("user {id} is disabled ({sessions} open session(s) ended)");
         }
         UsersCmd::SetRole { id, role, db } => {
             let pool = super::database(&db, true).await?;

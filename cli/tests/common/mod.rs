@@ -35,7 +35,17 @@ impl TestEnv {
         Self::with_brokers(kafka_brokers()).await
     }
 
+    /// A database of its own; the topic is named but not created (for
+    /// tests that never touch Kafka).
+    pub async fn database_only() -> Self {
+        Self::create(kafka_brokers(), false).await
+    }
+
     pub async fn with_brokers(brokers: String) -> Self {
+        Self::create(brokers, true).await
+    }
+
+    async fn create(brokers: String, with_topic: bool) -> Self {
         // Logs show with --nocapture; RUST_LOG filters.
         tokenusage_plumbing::telemetry::init(tokenusage_plumbing::telemetry::LogFormat::Pretty);
         let id = uuid::Uuid::new_v4().simple().to_string();
@@ -60,7 +70,9 @@ impl TestEnv {
             topic_replication: 1,
         };
         let env = Self { db, kafka, pool, db_name };
-        tokenusage_plumbing::topic::ensure_topic(&env.kafka).await.expect("create the test topic");
+        if with_topic {
+            tokenusage_plumbing::topic::ensure_topic(&env.kafka).await.expect("create the test topic");
+        }
         env
     }
 
@@ -115,11 +127,18 @@ impl TestApp {
         Self::spawn_with(env, false, false).await
     }
 
+    /// The API and ingest with these API settings, and no projector.
+    pub async fn spawn_api(env: &TestEnv, api: ApiArgs) -> Self {
+        Self::spawn_full(env, false, true, api).await
+    }
+
     async fn spawn_with(env: &TestEnv, projector: bool, idempotence: bool) -> Self {
+        Self::spawn_full(env, projector, idempotence, test_api_args()).await
+    }
+
+    async fn spawn_full(env: &TestEnv, projector: bool, idempotence: bool, api: ApiArgs) -> Self {
         tokenusage_plumbing::metrics::recorder();
         let shutdown = CancellationToken::new();
-        let mut api = ApiArgs::for_tests();
-        api.jwt_secret = Some(SecretString::from("test-secret-test-secret-test-secret!!"));
         let publisher = tokenusage_ingest::Publisher::new(
             &env.kafka,
             &tokenusage_ingest::ProducerArgs { idempotence, ..test_producer() },
@@ -176,6 +195,16 @@ impl TestApp {
     }
 }
 
+/// The signing secret of test servers (tests forge tokens with it).
+pub const TEST_JWT_SECRET: &str = "test-secret-test-secret-test-secret!!";
+
+/// API settings of test servers.
+pub fn test_api_args() -> ApiArgs {
+    let mut api = ApiArgs::for_tests();
+    api.jwt_secret = Some(SecretString::from(TEST_JWT_SECRET));
+    api
+}
+
 pub fn spawn_projector(env: &TestEnv, shutdown: CancellationToken) -> JoinHandle<()> {
     let (args, kafka, pool) = (env.projector_args(), env.kafka.clone(), env.pool.clone());
     tokio::spawn(async move {
@@ -209,6 +238,7 @@ pub fn tokenusage(env: &TestEnv, args: &[&str], stdin: Option<&str>) -> std::pro
         .env("KAFKA_BOOTSTRAP_SERVERS", &env.kafka.bootstrap_servers)
         .env("TOKENUSAGE_TOPIC", &env.kafka.topic)
         .env("KAFKA_OPTIONS", "broker.address.family=v4")
+        .env("DATABASE_URL", secrecy::ExposeSecret::expose_secret(&env.db.url))
         .env("RUST_LOG", "warn")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

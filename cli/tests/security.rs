@@ -1,0 +1,707 @@
+//! Identity, access control and audit, against the real database: the JWT
+//! negative suite, the cross-user matrix (with one audit entry per
+//! request), the hash chain under tampering, fail-closed auditing,
+//! sessions, sign-in rate limiting, OIDC, and TLS.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use common::{TEST_JWT_SECRET, TestApp, TestEnv, eventually, test_api_args};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokenusage_api::Role;
+
+fn now() -> u64 {
+    jsonwebtoken::get_current_timestamp()
+}
+
+/// The `kid` the server derives from a secret (see api/src/tokens.rs).
+fn kid_of(secret: &str) -> String {
+    let d = Sha256::digest([b"tokenusage-kid:".as_slice(), secret.as_bytes()].concat());
+    format!("tu-{}", hex::encode(&d[..8]))
+}
+
+fn good_claims(sub: &str) -> Value {
+    let n = now();
+    json!({"sub": sub, "iss": "tokenusage", "aud": "tokenusage-api", "exp": n + 300, "nbf": n - 1, "iat": n, "role": "viewer"})
+}
+
+fn sign(alg: Algorithm, kid: Option<&str>, claims: &Value, secret: &[u8]) -> String {
+    let mut h = Header::new(alg);
+    h.kid = kid.map(str::to_owned);
+    jsonwebtoken::encode(&h, claims, &EncodingKey::from_secret(secret)).unwrap()
+}
+
+fn hs256(claims: &Value) -> String {
+    sign(Algorithm::HS256, Some(&kid_of(TEST_JWT_SECRET)), claims, TEST_JWT_SECRET.as_bytes())
+}
+
+fn without(claim: &str) -> Value {
+    let mut c = good_claims("alice");
+    c.as_object_mut().unwrap().remove(claim);
+    c
+}
+
+fn with(claim: &str, v: Value) -> Value {
+    let mut c = good_claims("alice");
+    c[claim] = v;
+    c
+}
+
+/// A token with a hand-made header and a given signature part.
+fn raw_token(header: Value, claims: &Value, signature: &str) -> String {
+    format!("{}.{}.{signature}", B64.encode(header.to_string()), B64.encode(claims.to_string()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_expired_and_malformed_tokens_are_401_never_5xx() {
+    let env = TestEnv::database_only().await;
+    env.add_user("alice", Role::Viewer, "alice-password").await;
+    let app = TestApp::spawn_api(&env, test_api_args()).await;
+    let kid = kid_of(TEST_JWT_SECRET);
+
+    // The suite means something only if a correctly forged token passes.
+    let (status, body) = app.get(&hs256(&good_claims("alice")), "/api/v1/me").await;
+    assert_eq!((status, body["user"].as_str()), (200, Some("alice")));
+
+    let valid = hs256(&good_claims("alice"));
+    let (h, rest) = valid.split_once('.').unwrap();
+    let (_, sig) = rest.split_once('.').unwrap();
+    let admin_claims = with("role", json!("admin"));
+    let cases: Vec<(&str, String)> = vec![
+        ("alg none", raw_token(json!({"alg": "none", "typ": "JWT", "kid": kid}), &good_claims("alice"), "")),
+        ("alg none, signature kept", raw_token(json!({"alg": "none", "kid": kid}), &good_claims("alice"), sig)),
+        (
+            "HS512 instead of HS256",
+            sign(Algorithm::HS512, Some(&kid), &good_claims("alice"), TEST_JWT_SECRET.as_bytes()),
+        ),
+        (
+            "RS256 header over an HMAC signature",
+            raw_token(json!({"alg": "RS256", "kid": kid}), &good_claims("alice"), sig),
+        ),
+        (
+            "payload tampered (role admin), signature kept",
+            format!("{h}.{}.{sig}", B64.encode(admin_claims.to_string())),
+        ),
+        (
+            "signed with another secret",
+            sign(Algorithm::HS256, Some(&kid), &good_claims("alice"), b"another-secret-another-secret-another!"),
+        ),
+        ("expired", hs256(&with("exp", json!(now() - 60)))),
+        ("not yet valid", hs256(&with("nbf", json!(now() + 120)))),
+        ("no exp", hs256(&without("exp"))),
+        ("no nbf", hs256(&without("nbf"))),
+        ("no iss", hs256(&without("iss"))),
+        ("no aud", hs256(&without("aud"))),
+        ("no sub", hs256(&without("sub"))),
+        ("empty sub", hs256(&with("sub", json!("")))),
+        ("wrong iss", hs256(&with("iss", json!("someone-else")))),
+        ("wrong aud", hs256(&with("aud", json!("another-api")))),
+        ("unknown user", hs256(&with("sub", json!("mallory")))),
+        ("no kid", sign(Algorithm::HS256, None, &good_claims("alice"), TEST_JWT_SECRET.as_bytes())),
+        (
+            "unknown kid",
+            sign(Algorithm::HS256, Some("tu-0000000000000000"), &good_claims("alice"), TEST_JWT_SECRET.as_bytes()),
+        ),
+        ("garbage", "not.a.jwt".into()),
+        ("two parts", "eyJhbGciOiJIUzI1NiJ9.e30".into()),
+        ("empty", String::new()),
+        ("an API key", "tuk_0123456789abcdef0123456789abcdef".into()),
+    ];
+    for (what, token) in &cases {
+        let r = app
+            .http
+            .get(app.url("/api/v1/usage/series?from=2026-11-20T00:00:00Z&to=2026-11-21T00:00:00Z"))
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{what}: expected 401");
+        assert_eq!(r.headers()["www-authenticate"], "Bearer", "{what}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "unauthorized", "{what}");
+    }
+    // A token offered in the URL is not a credential.
+    let r = app.http.get(app.url(&format!("/api/v1/me?access_token={valid}"))).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    // A role claimed in the token does not beat the database's.
+    let (status, body) = app.get(&hs256(&admin_claims), "/api/v1/me").await;
+    assert_eq!((status, body["role"].as_str()), (200, Some("viewer")));
+
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_rotate_by_kid() {
+    let env = TestEnv::database_only().await;
+    env.add_user("alice", Role::Viewer, "alice-password").await;
+    let old = "the-previous-secret-the-previous-secret!";
+    let retired = "a-long-retired-secret-a-long-retired-secret";
+    let mut args = test_api_args();
+    args.jwt_previous_secrets = vec![SecretString::from(old)];
+    let app = TestApp::spawn_api(&env, args).await;
+
+    let by_old = sign(Algorithm::HS256, Some(&kid_of(old)), &good_claims("alice"), old.as_bytes());
+    assert_eq!(app.get(&by_old, "/api/v1/me").await.0, 200, "a token of the previous key is still honoured");
+    let by_retired = sign(Algorithm::HS256, Some(&kid_of(retired)), &good_claims("alice"), retired.as_bytes());
+    assert_eq!(app.get(&by_retired, "/api/v1/me").await.0, 401, "a key no longer configured is not");
+    // The previous key's kid with the current secret's signature: refused.
+    let mixed = sign(Algorithm::HS256, Some(&kid_of(old)), &good_claims("alice"), TEST_JWT_SECRET.as_bytes());
+    assert_eq!(app.get(&mixed, "/api/v1/me").await.0, 401);
+    // New tokens are signed with the current key.
+    let issued = app.login("alice", "alice-password").await;
+    assert_eq!(jsonwebtoken::decode_header(&issued).unwrap().kid, Some(kid_of(TEST_JWT_SECRET)));
+
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Caller {
+    Anonymous,
+    Publisher,
+    Alice,
+    Admin,
+}
+
+async fn audit_count(env: &TestEnv) -> i64 {
+    sqlx::query_scalar("select count(*) from audit_log").fetch_one(&env.pool).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_by_every_role_sees_only_what_it_may_and_leaves_one_audit_entry() {
+    let env = TestEnv::database_only().await;
+    env.add_user("alice", Role::Viewer, "alice-password").await;
+    env.add_user("bob", Role::Viewer, "bob-password").await;
+    env.add_user("root", Role::Admin, "root-password").await;
+    // Bob has usage; Alice has some too.
+    sqlx::query(
+        "insert into usage_hour (user_id, activity, model, bucket, input_tokens, output_tokens, events) values
+         ('alice', 'chat', 'm1', '2026-11-20T09:00:00Z', 10, 1, 1), ('bob', 'chat', 'm1', '2026-11-20T10:00:00Z', 500, 50, 2)",
+    )
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "insert into usage_minute (user_id, activity, model, bucket, input_tokens, output_tokens, events) values
+         ('alice', 'chat', 'm1', '2026-11-20T09:00:00Z', 10, 1, 1), ('bob', 'chat', 'm1', '2026-11-20T10:00:00Z', 500, 50, 2)",
+    )
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    let app = TestApp::spawn_api(&env, test_api_args()).await;
+    let alice = app.login("alice", "alice-password").await;
+    let admin = app.login("root", "root-password").await;
+    let publisher_key = tokenusage_ingest::keys::create(&env.pool, "pub", "pub", 100).await.unwrap().key;
+
+    const RANGE: &str = "from=2026-11-20T00:00:00Z&to=2026-11-21T00:00:00Z";
+    let series_own = format!("/api/v1/usage/series?{RANGE}&granularity=hour");
+    let series_bob = format!("/api/v1/usage/series?{RANGE}&granularity=hour&user=bob");
+    let breakdown_own = format!("/api/v1/usage/breakdown?{RANGE}");
+    let breakdown_bob = format!("/api/v1/usage/breakdown?{RANGE}&user=bob");
+    // (method, path, body, expected for [anonymous, publisher, alice, admin])
+    let matrix: Vec<(&str, String, Option<Value>, [u16; 4])> = vec![
+        ("GET", "/api/v1/me".into(), None, [401, 401, 200, 200]),
+        ("GET", series_own.clone(), None, [401, 401, 200, 200]),
+        ("GET", series_bob.clone(), None, [401, 401, 403, 200]),
+        ("GET", breakdown_own.clone(), None, [401, 401, 200, 200]),
+        ("GET", breakdown_bob.clone(), None, [401, 401, 403, 200]),
+        ("GET", "/api/v1/audit/views".into(), None, [401, 401, 200, 200]),
+        ("GET", "/api/v1/admin/audit".into(), None, [401, 401, 403, 200]),
+        ("GET", "/api/v1/admin/audit?subject=bob".into(), None, [401, 401, 403, 200]),
+        ("GET", "/api/v1/admin/keys".into(), None, [401, 401, 403, 200]),
+        ("POST", "/api/v1/admin/keys".into(), Some(json!({"name": "k"})), [401, 401, 403, 201]),
+        ("DELETE", "/api/v1/admin/keys/tuk_nope".into(), None, [401, 401, 403, 400]),
+        ("GET", "/api/v1/admin/dead-letters".into(), None, [401, 401, 403, 200]),
+        ("POST", "/api/v1/admin/dead-letters/999999/redrive".into(), None, [401, 401, 403, 400]),
+    ];
+    for (method, path, body, expected) in &matrix {
+        for (i, caller) in [Caller::Anonymous, Caller::Publisher, Caller::Alice, Caller::Admin].into_iter().enumerate()
+        {
+            let before = audit_count(&env).await;
+            let mut req = app.http.request(method.parse().unwrap(), app.url(path));
+            req = match caller {
+                Caller::Anonymous => req,
+                Caller::Publisher => req.bearer_auth(&publisher_key),
+                Caller::Alice => req.bearer_auth(&alice),
+                Caller::Admin => req.bearer_auth(&admin),
+            };
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+            let text = resp.text().await.unwrap();
+            assert_eq!(status, expected[i], "{caller:?} {method} {path}: {text}");
+            // Whatever a viewer gets back is theirs alone.
+            if matches!(caller, Caller::Alice) && status == 200 {
+                assert!(!text.contains("bob"), "{method} {path} leaked Bob's data to Alice: {text}");
+            }
+            // Exactly one audit entry, for this very request, with its outcome.
+            assert_eq!(audit_count(&env).await, before + 1, "{caller:?} {method} {path}: one audit entry");
+            let (actor, outcome, st): (Option<String>, String, i32) =
+                sqlx::query_as("select actor, outcome, status from audit_log where request_id = $1")
+                    .bind(&request_id)
+                    .fetch_one(&env.pool)
+                    .await
+                    .unwrap();
+            assert_eq!(st as u16, status);
+            let expected_actor = match caller {
+                Caller::Alice => Some("alice"),
+                Caller::Admin => Some("root"),
+                _ => None,
+            };
+            assert_eq!(actor.as_deref(), expected_actor, "{caller:?} {method} {path}");
+            let expected_outcome = match status {
+                200 | 201 | 202 | 204 => "ok",
+                401 => "unauthenticated",
+                403 => "denied",
+                _ => "rejected",
+            };
+            assert_eq!(outcome, expected_outcome);
+        }
+    }
+
+    // The numbers: Alice sees her 10 tokens, the admin sees Bob's 500.
+    let (_, s) = app.get(&alice, &series_own).await;
+    assert_eq!((s["user"].as_str(), s["total"]["input_tokens"].as_i64()), (Some("alice"), Some(10)));
+    let (_, s) = app.get(&admin, &series_bob).await;
+    assert_eq!((s["user"].as_str(), s["total"]["input_tokens"].as_i64()), (Some("bob"), Some(500)));
+    // The data retrieval is on the record with whose data, what was asked and how many rows.
+    let (subject, params, rows): (Option<String>, String, Option<i64>) = sqlx::query_as(
+        "select subject, params, rows from audit_log where action = 'usage.series' and actor = 'root' order by seq desc limit 1",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(subject.as_deref(), Some("bob"));
+    assert!(params.contains("\"granularity\":\"hour\""), "{params}");
+    assert_eq!(rows, Some(24));
+    // And Bob can see that the admin looked at his usage; Alice never did.
+    let bob = app.login("bob", "bob-password").await;
+    let (status, views) = app.get(&bob, "/api/v1/audit/views").await;
+    assert_eq!(status, 200);
+    let viewers: Vec<&str> = views.as_array().unwrap().iter().filter_map(|v| v["actor"].as_str()).collect();
+    assert!(viewers.contains(&"root") && !viewers.contains(&"alice") && !viewers.contains(&"bob"), "{viewers:?}");
+
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_chain_detects_edits_deletions_and_reordering_and_rows_cannot_be_changed() {
+    let env = TestEnv::database_only().await;
+    env.add_user("alice", Role::Viewer, "alice-password").await;
+    let app = TestApp::spawn_api(&env, test_api_args()).await;
+    let token = app.login("alice", "alice-password").await;
+    for _ in 0..9 {
+        assert_eq!(app.get(&token, "/api/v1/me").await.0, 200);
+    }
+    let report = tokenusage_api::audit::verify(&env.pool).await.unwrap();
+    assert_eq!(report.entries, 10);
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let out = common::tokenusage(&env, &["audit", "verify"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("the chain is intact"));
+
+    // The application's connection cannot change or remove entries.
+    for sql in [
+        "update audit_log set actor = 'nobody' where seq = 3",
+        "delete from audit_log where seq = 3",
+        "truncate audit_log",
+    ] {
+        let err = sqlx::query(sql).execute(&env.pool).await.unwrap_err().to_string();
+        assert!(err.contains("append-only"), "{sql}: {err}");
+    }
+
+    // Someone with the power to switch the guard off edits, deletes and reorders.
+    let tamper = |sql: &'static str| {
+        let pool = env.pool.clone();
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            sqlx::query("alter table audit_log disable trigger user").execute(&mut *tx).await.unwrap();
+            sqlx::raw_sql(sql).execute(&mut *tx).await.unwrap();
+            sqlx::query("alter table audit_log enable trigger user").execute(&mut *tx).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+    };
+    tamper("update audit_log set params = '{\"from\":\"elsewhere\"}' where seq = 3").await;
+    let r = tokenusage_api::audit::verify(&env.pool).await.unwrap();
+    assert!(r.problems.iter().any(|p| p.contains("entry 3: its contents were edited")), "{:?}", r.problems);
+
+    tamper("delete from audit_log where seq = 6").await;
+    let r = tokenusage_api::audit::verify(&env.pool).await.unwrap();
+    assert!(r.problems.iter().any(|p| p.contains("entries 6..6 are missing")), "{:?}", r.problems);
+
+    // Swap entries 8 and 9 (their seq numbers), keeping every row's own hash.
+    tamper(
+        "update audit_log set seq = -8 where seq = 8; update audit_log set seq = 8 where seq = 9;
+         update audit_log set seq = 9 where seq = -8",
+    )
+    .await;
+    let r = tokenusage_api::audit::verify(&env.pool).await.unwrap();
+    assert!(r.problems.iter().any(|p| p.contains("entry 8: does not follow")), "{:?}", r.problems);
+    let out = common::tokenusage(&env, &["audit", "verify"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("BROKEN"));
+
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_is_not_served_when_the_audit_entry_cannot_be_written() {
+    let env = TestEnv::database_only().await;
+    env.add_user("alice", Role::Viewer, "alice-password").await;
+    sqlx::query(
+        "insert into usage_hour (user_id, activity, model, bucket, input_tokens, output_tokens, events)
+         values ('alice', 'chat', 'm1', '2026-11-20T09:00:00Z', 12345, 1, 1)",
+    )
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    let app = TestApp::spawn_api(&env, test_api_args()).await;
+    let token = app.login("alice", "alice-password").await;
+    let path = "/api/v1/usage/series?from=2026-11-20T00:00:00Z&to=2026-11-21T00:00:00Z";
+    assert_eq!(app.get(&token, path).await.0, 200);
+
+    sqlx::query("alter table audit_log rename to audit_log_away").execute(&env.pool).await.unwrap();
+    let r = app.http.get(app.url(path)).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let body = r.text().await.unwrap();
+    assert!(body.contains("audit_unavailable") && !body.contains("12345"), "{body}");
+    // Sign-in is audited too, so it fails closed as well.
+    let r = app
+        .http
+        .post(app.url("/api/v1/auth/login"))
+        .json(&json!({"username": "alice", "password": "alice-password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+
+    sqlx::query("alter table audit_log_away rename to audit_log").execute(&env.pool).await.unwrap();
+    let (status, body) = app.get(&token, path).await;
+    assert_eq!((status, body["total"]["input_tokens"].as_i64()), (200, Some(12345)));
+    assert!(tokenusage_api::audit::verify(&env.pool).await.unwrap().problems.is_empty());
+
+    app.stop().await;
+    env.cleanup().await;
+}
+
+/// The session cookie's value from a response.
+fn session_cookie(resp: &reqwest::Response) -> Option<(String, String)> {
+    resp.headers().get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).find_map(|c| {
+        let value = c.strip_prefix("tu_refresh=")?.split(';').next()?.to_owned();
+        Some((value, c.to_owned()))
+    })
+}
+
+async fn refresh(app: &TestApp, cookie: &str) -> reqwest::Response {
+    app.http
+        .post(app.url("/api/v1/auth/refresh"))
+        .header("cookie", format!("tu_refresh={cookie}"))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_rotate_end_on_logout_and_reuse_and_disabling_locks_out() {
+    let env = TestEnv::database_only().await;
+    env.add_user("alice", Role::Viewer, "alice-password").await;
+    let app = TestApp::spawn_api(&env, test_api_args()).await;
+
+    let login = app
+        .http
+        .post(app.url("/api/v1/auth/login"))
+        .json(&json!({"username": "alice", "password": "alice-password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let (first, raw) = session_cookie(&login).expect("a session cookie");
+    for attr in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/api/v1/auth"] {
+        assert!(raw.contains(attr), "cookie lacks {attr}: {raw}");
+    }
+    let body: Value = login.json().await.unwrap();
+    assert!(body["expires_in"].as_u64().unwrap() <= 3600, "access tokens are short-lived");
+    // Only a hash of the refresh token is stored.
+    let stored: i64 = sqlx::query_scalar("select count(*) from refresh_tokens where token_hash = $1")
+        .bind(Sha256::digest(first.as_bytes()).to_vec())
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 1);
+
+    // Refresh: a new access token and a rotated cookie.
+    let r = refresh(&app, &first).await;
+    assert_eq!(r.status(), 200);
+    let (second, _) = session_cookie(&r).unwrap();
+    assert_ne!(first, second);
+    let token: Value = r.json().await.unwrap();
+    assert_eq!(app.get(token["access_token"].as_str().unwrap(), "/api/v1/me").await.0, 200);
+
+    // Another site cannot drive the refresh.
+    let r = app
+        .http
+        .post(app.url("/api/v1/auth/refresh"))
+        .header("cookie", format!("tu_refresh={second}"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
+    // The first cookie comes back well after it was rotated: a copy is in
+    // someone else's hands, so the whole session ends.
+    sqlx::query("update refresh_tokens set rotated_at = now() - interval '1 minute' where rotated_at is not null")
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(refresh(&app, &first).await.status(), 401);
+    assert_eq!(refresh(&app, &second).await.status(), 401, "the session was revoked");
+
+    // Logout ends a session.
+    let again = app
+        .http
+        .post(app.url("/api/v1/auth/login"))
+        .json(&json!({"username": "alice", "password": "alice-password"}))
+        .send()
+        .await
+        .unwrap();
+    let (third, _) = session_cookie(&again).unwrap();
+    let access: Value = again.json().await.unwrap();
+    let access = access["access_token"].as_str().unwrap().to_owned();
+    let r = app
+        .http
+        .post(app.url("/api/v1/auth/logout"))
+        .header("cookie", format!("tu_refresh={third}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(refresh(&app, &third).await.status(), 401);
+
+    // Disabling the user locks out a still-valid access token within seconds.
+    assert_eq!(app.get(&access, "/api/v1/me").await.0, 200);
+    let out = common::tokenusage(&env, &["users", "disable", "alice"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let locked =
+        eventually(Duration::from_secs(20), || async { (app.get(&access, "/api/v1/me").await.0 == 401).then_some(()) })
+            .await;
+    assert!(locked.is_some(), "a disabled user's token kept working");
+    let r = app
+        .http
+        .post(app.url("/api/v1/auth/login"))
+        .json(&json!({"username": "alice", "password": "alice-password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_guessing_is_rate_limited_and_audited() {
+    let env = TestEnv::database_only().await;
+    env.add_user("alice", Role::Viewer, "alice-password").await;
+    let mut args = test_api_args();
+    args.login_attempts_per_minute = 5;
+    let app = TestApp::spawn_api(&env, args).await;
+    let attempt = |pw: &'static str| {
+        app.http.post(app.url("/api/v1/auth/login")).json(&json!({"username": "alice", "password": pw})).send()
+    };
+    for _ in 0..5 {
+        assert_eq!(attempt("wrong").await.unwrap().status(), 401);
+    }
+    let r = attempt("alice-password").await.unwrap();
+    assert_eq!(r.status(), 429, "the right password does not help once the budget is spent");
+    assert!(r.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    let (failures, limited): (i64, i64) = sqlx::query_as(
+        "select count(*) filter (where outcome = 'unauthenticated'), count(*) filter (where outcome = 'rate_limited')
+         from audit_log where action = 'auth.login' and actor = 'alice'",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!((failures, limited), (5, 1));
+    // The password is never on the record.
+    let leaked: i64 =
+        sqlx::query_scalar("select count(*) from audit_log where params like '%password%' or params like '%wrong%'")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(leaked, 0);
+
+    app.stop().await;
+    env.cleanup().await;
+}
+
+/// A minimal OpenID provider: discovery and a JWKS holding one ES256 key.
+struct MockIdp {
+    issuer: String,
+    jwks_hits: Arc<AtomicUsize>,
+    key: EncodingKey,
+    kid: &'static str,
+}
+
+impl MockIdp {
+    async fn start() -> Self {
+        let pem = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/oidc-test-es256.pem")).unwrap();
+        let key = EncodingKey::from_ec_pem(&pem).unwrap();
+        let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, Algorithm::ES256).unwrap();
+        jwk.common.key_id = Some("idp-key-1".into());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer = format!("http://{}", listener.local_addr().unwrap());
+        let jwks_hits = Arc::new(AtomicUsize::new(0));
+        let (hits, iss) = (jwks_hits.clone(), issuer.clone());
+        let jwks = json!({ "keys": [jwk] });
+        let app = axum::Router::new()
+            .route(
+                "/.well-known/openid-configuration",
+                axum::routing::get(move || {
+                    let iss = iss.clone();
+                    async move { axum::Json(json!({"issuer": iss, "jwks_uri": format!("{iss}/jwks")})) }
+                }),
+            )
+            .route(
+                "/jwks",
+                axum::routing::get(move || {
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    let jwks = jwks.clone();
+                    async move { axum::Json(jwks) }
+                }),
+            );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { issuer, jwks_hits, key, kid: "idp-key-1" }
+    }
+
+    fn claims(&self, sub: &str, roles: Value) -> Value {
+        let n = now();
+        json!({"sub": sub, "iss": self.issuer, "aud": "tokenusage", "exp": n + 300, "nbf": n - 1, "iat": n, "groups": roles})
+    }
+
+    fn token(&self, kid: &str, claims: &Value) -> String {
+        let mut h = Header::new(Algorithm::ES256);
+        h.kid = Some(kid.into());
+        jsonwebtoken::encode(&h, claims, &self.key).unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_of_the_configured_identity_provider_are_validated_against_its_jwks() {
+    let env = TestEnv::database_only().await;
+    let idp = MockIdp::start().await;
+    let mut args = test_api_args();
+    args.oidc_issuer = Some(idp.issuer.clone());
+    args.oidc_role_claim = "groups".into();
+    args.oidc_admin_values = vec!["usage-admins".into()];
+    args.oidc_jwks_min_refetch_secs = 3600;
+    let app = TestApp::spawn_api(&env, args).await;
+
+    let viewer = idp.token(idp.kid, &idp.claims("carol", json!(["staff"])));
+    let (status, me) = app.get(&viewer, "/api/v1/me").await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(
+        (me["user"].as_str(), me["role"].as_str(), me["issuer"].as_str()),
+        (Some("carol"), Some("viewer"), Some("oidc"))
+    );
+    let admin = idp.token(idp.kid, &idp.claims("dave", json!(["staff", "usage-admins"])));
+    assert_eq!(app.get(&admin, "/api/v1/me").await.1["role"], "admin");
+    // Claim-to-role mapping decides; a viewer cannot read others.
+    assert_eq!(
+        app.get(&viewer, "/api/v1/usage/series?from=2026-11-20T00:00:00Z&to=2026-11-21T00:00:00Z&user=dave").await.0,
+        403
+    );
+    assert_eq!(idp.jwks_hits.load(Ordering::SeqCst), 1, "keys are cached");
+
+    let mut wrong_aud = idp.claims("carol", json!([]));
+    wrong_aud["aud"] = json!("another-app");
+    let mut wrong_iss = idp.claims("carol", json!([]));
+    wrong_iss["iss"] = json!("https://evil.example");
+    let mut expired = idp.claims("carol", json!([]));
+    expired["exp"] = json!(now() - 60);
+    // Key confusion: HS256 with the provider's public key as the HMAC secret.
+    let public_jwk =
+        serde_json::to_vec(&jsonwebtoken::jwk::Jwk::from_encoding_key(&idp.key, Algorithm::ES256).unwrap()).unwrap();
+    let confused = sign(Algorithm::HS256, Some(idp.kid), &idp.claims("carol", json!(["usage-admins"])), &public_jwk);
+    for (what, token) in [
+        ("wrong audience", idp.token(idp.kid, &wrong_aud)),
+        ("wrong issuer", idp.token(idp.kid, &wrong_iss)),
+        ("expired", idp.token(idp.kid, &expired)),
+        ("HS256 with the public key", confused),
+    ] {
+        assert_eq!(app.get(&token, "/api/v1/me").await.0, 401, "{what}");
+    }
+    // Unknown kids trigger at most one refetch within the window.
+    for i in 0..5 {
+        let t = idp.token(&format!("rotated-{i}"), &idp.claims("carol", json!([])));
+        assert_eq!(app.get(&t, "/api/v1/me").await.0, 401);
+    }
+    assert_eq!(idp.jwks_hits.load(Ordering::SeqCst), 2, "unknown kids refetch, rate-limited");
+
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_built_in_tls_listener_serves_https_with_hsts() {
+    let env = TestEnv::database_only().await;
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let dir = std::env::temp_dir().join(format!("tu-tls-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), cert.key_pair.serialize_pem()).unwrap();
+    let mut args = test_api_args();
+    args.tls_cert = Some(dir.join("cert.pem"));
+    args.tls_key = Some(dir.join("key.pem"));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let server = tokenusage_api::Application::build(args, env.pool.clone(), axum::Router::new()).await.unwrap();
+    assert_eq!(server.scheme(), "https");
+    let port = server.local_addr().port();
+    let s = shutdown.clone();
+    let task = tokio::spawn(async move { server.run_until_stopped(s).await });
+
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let r = client.get(format!("https://localhost:{port}/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["strict-transport-security"].to_str().unwrap().starts_with("max-age="));
+    assert!(r.headers()["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"));
+    // Plain HTTP to the TLS port gets nothing.
+    let plain = reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success());
+
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(35), task).await;
+    let _ = std::fs::remove_dir_all(dir);
+    env.cleanup().await;
+}
+
+#[test]
+fn serve_refuses_plain_http_on_a_reachable_address() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tokenusage"))
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("refusing to serve plain HTTP on 0.0.0.0:0"), "{stderr}");
+    assert!(stderr.contains("--behind-tls-proxy"), "{stderr}");
+}
