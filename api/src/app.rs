@@ -1,7 +1,8 @@
 //! Building and running the HTTP server: state, routes, layers, shutdown.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -19,10 +20,11 @@ use tower_http::trace::TraceLayer;
 use crate::audit::{self, AuditLog};
 use crate::auth::UserDirectory;
 use crate::config::ApiArgs;
+use crate::history::routes as history;
 use crate::oidc::Oidc;
 use crate::session::{self, LoginLimiter};
 use crate::tokens::LocalKeys;
-use crate::{admin, security, usage};
+use crate::{admin, security};
 
 /// Shared state of every request.
 #[derive(Clone, Debug)]
@@ -38,6 +40,8 @@ pub struct AppState {
     /// The audit trail writer.
     pub(crate) audit: AuditLog,
     pub(crate) login_limiter: Arc<LoginLimiter>,
+    /// What `/readyz` reports on beyond the database.
+    pub(crate) readiness: Arc<Readiness>,
     /// The settings the server was started with.
     pub(crate) config: Arc<ApiArgs>,
 }
@@ -50,6 +54,25 @@ pub struct Application {
     router: Router,
     tls: Option<axum_server::tls_rustls::RustlsConfig>,
     state: AppState,
+}
+
+/// Readiness beyond the database: whether the process is draining and,
+/// when it runs one, whether its projector is running.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    draining: AtomicBool,
+    consumer: Mutex<Option<Arc<AtomicBool>>>,
+}
+
+impl Readiness {
+    /// Reports on a consumer in this process: `running` is true while it runs.
+    pub fn watch_consumer(&self, running: Arc<AtomicBool>) {
+        *self.consumer.lock().unwrap_or_else(|e| e.into_inner()) = Some(running);
+    }
+
+    fn consumer_running(&self) -> Option<bool> {
+        self.consumer.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|c| c.load(Ordering::Relaxed))
+    }
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -86,6 +109,7 @@ impl Application {
             users: Arc::new(UserDirectory::default()),
             audit: AuditLog::spawn(pool.clone()),
             login_limiter: Arc::new(LoginLimiter::new(args.login_attempts_per_minute)),
+            readiness: Arc::new(Readiness::default()),
             pool,
             config: Arc::new(args),
         };
@@ -96,6 +120,11 @@ impl Application {
         self.listener.local_addr().expect("a bound listener has an address")
     }
 
+    /// The readiness handle, to register a consumer running beside the API.
+    pub fn readiness(&self) -> Arc<Readiness> {
+        self.state.readiness.clone()
+    }
+
     /// `https` when the built-in TLS listener is on.
     pub fn scheme(&self) -> &'static str {
         if self.tls.is_some() { "https" } else { "http" }
@@ -104,6 +133,11 @@ impl Application {
     /// Serves until `shutdown` fires, then finishes in-flight requests.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let housekeeping = tokio::spawn(housekeeping(self.state.clone(), shutdown.clone()));
+        let (readiness, s) = (self.state.readiness.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            s.cancelled().await;
+            readiness.draining.store(true, Ordering::Relaxed);
+        });
         let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
         let result = match self.tls {
             None => {
@@ -124,6 +158,39 @@ impl Application {
         housekeeping.abort();
         result
     }
+}
+
+/// `GET /readyz`: 200 when this process should get traffic: the database
+/// answers, its schema is current, the projector (if any) runs, and we are
+/// not draining. 503 with the failing checks otherwise.
+async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let database = tokio::time::timeout(Duration::from_secs(2), sqlx::query("select 1").execute(&state.pool)).await;
+    let database_ok = matches!(database, Ok(Ok(_)));
+    let want = tokenusage_plumbing::db::MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    let have: Option<i64> = if database_ok {
+        sqlx::query_scalar("select max(version) from _sqlx_migrations where success")
+            .fetch_one(&state.pool)
+            .await
+            .ok()
+            .flatten()
+    } else {
+        None
+    };
+    let consumer = state.readiness.consumer_running();
+    let draining = state.readiness.draining.load(Ordering::Relaxed);
+    let ready = database_ok && have == Some(want) && consumer != Some(false) && !draining;
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "checks": {
+            "database": if database_ok { "ok" } else { "unreachable" },
+            "migrations": match have { Some(v) if v == want => "current".to_owned(), Some(v) => format!("at {v}, need {want}"), None => "unknown".to_owned() },
+            "consumer": match consumer { None => "not in this process", Some(true) => "running", Some(false) => "stopped" },
+            "draining": draining,
+        }
+    });
+    let status = if ready { axum::http::StatusCode::OK } else { axum::http::StatusCode::SERVICE_UNAVAILABLE };
+    (status, axum::Json(body)).into_response()
 }
 
 /// Bounded memory and tables: prunes the sign-in limiter, purges ended sessions.
@@ -148,8 +215,12 @@ fn router(state: AppState, extra: Router) -> Router {
         .route("/auth/refresh", post(session::refresh))
         .route("/auth/logout", post(session::logout))
         .route("/me", get(session::me))
-        .route("/usage/series", get(usage::series))
-        .route("/usage/breakdown", get(usage::breakdown))
+        .route("/usage/series", get(history::series))
+        .route("/usage/summary", get(history::summary))
+        .route("/usage/breakdown", get(history::breakdown))
+        .route("/usage/dimensions", get(history::dimensions))
+        .route("/usage/export.csv", get(history::export_csv))
+        .route("/admin/usage/top-users", get(history::top_users))
         .route("/audit/views", get(audit::views_of_me))
         .route("/admin/audit", get(audit::admin_search))
         .route("/admin/keys", get(admin::list_keys).post(admin::create_key))
@@ -162,6 +233,8 @@ fn router(state: AppState, extra: Router) -> Router {
     let mut app = Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", crate::openapi::document()))
         .route("/metrics", get(|| async { tokenusage_plumbing::metrics::recorder().render() }))
         .merge(tokenusage_web::router())
         .with_state(state)

@@ -245,7 +245,7 @@ pub async fn verify(pool: &PgPool) -> anyhow::Result<VerifyReport> {
 const COLUMNS: &str = "seq, at, actor, actor_role, action, method, endpoint, subject, params, rows, outcome, status, \
                        ip, user_agent, request_id";
 
-#[derive(Debug, sqlx::FromRow, Serialize)]
+#[derive(Debug, sqlx::FromRow, Serialize, utoipa::ToSchema)]
 pub(crate) struct AuditRow {
     seq: i64,
     at: DateTime<Utc>,
@@ -455,7 +455,8 @@ pub(crate) async fn audit_requests(State(state): State<AppState>, req: Request, 
 }
 
 /// Filters of an audit search.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct AuditQuery {
     actor: Option<String>,
     subject: Option<String>,
@@ -493,7 +494,10 @@ pub(crate) async fn search(pool: &PgPool, q: &AuditQuery, only_views_of: Option<
     qb.build_query_as().fetch_all(pool).await
 }
 
-/// `GET /api/v1/admin/audit`: search the trail (admins).
+/// Search the audit trail, newest first (admins).
+#[utoipa::path(get, path = "/api/v1/admin/audit", tag = "audit", params(AuditQuery), security(("bearer" = [])),
+    responses((status = 200, body = Vec<AuditRow>), (status = 401, body = crate::error::ErrorBody),
+        (status = 403, body = crate::error::ErrorBody)))]
 pub(crate) async fn admin_search(
     State(state): State<AppState>,
     axum::Extension(slot): axum::Extension<AuditSlot>,
@@ -506,7 +510,9 @@ pub(crate) async fn admin_search(
     Ok(axum::Json(rows))
 }
 
-/// `GET /api/v1/audit/views`: who looked at the caller's usage.
+/// Who else looked at the caller's usage, newest first.
+#[utoipa::path(get, path = "/api/v1/audit/views", tag = "audit", params(AuditQuery), security(("bearer" = [])),
+    responses((status = 200, body = Vec<AuditRow>), (status = 401, body = crate::error::ErrorBody)))]
 pub(crate) async fn views_of_me(
     State(state): State<AppState>,
     axum::Extension(slot): axum::Extension<AuditSlot>,

@@ -27,7 +27,7 @@ use crate::error::ApiError;
 
 /// What a signed-in person may do. Publishers are not users: they hold API
 /// keys, which only the ingest endpoint accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Sees their own usage.

@@ -85,9 +85,29 @@ pub struct ApiArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long = "max-body-bytes", env = "TOKENUSAGE_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// First day of the week for weekly buckets (a request can override it
+    /// with `week_start`).
+    #[arg(long = "week-start", env = "TOKENUSAGE_WEEK_START", value_enum, default_value = "monday")]
+    pub week_start: WeekStart,
     /// Most points (buckets) one series response may hold.
     #[arg(long = "max-points", env = "TOKENUSAGE_MAX_POINTS", default_value_t = 10_000)]
     pub max_points: usize,
+}
+
+/// The day weeks start on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WeekStart {
+    Monday,
+    Sunday,
+}
+
+impl WeekStart {
+    pub fn weekday(self) -> chrono::Weekday {
+        match self {
+            WeekStart::Monday => chrono::Weekday::Mon,
+            WeekStart::Sunday => chrono::Weekday::Sun,
+        }
+    }
 }
 
 impl ApiArgs {
@@ -112,6 +132,7 @@ impl ApiArgs {
             oidc_admin_values: vec!["tokenusage-admin".into()],
             oidc_jwks_min_refetch_secs: 30,
             max_body_bytes: 1024 * 1024,
+            week_start: WeekStart::Monday,
             max_points: 10_000,
         }
     }

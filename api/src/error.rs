@@ -4,7 +4,20 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+
+/// The body of every error response.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: `empty_range`, `unknown_timezone`, `too_many_points`, `unauthorized`, ...
+    pub code: String,
+    /// For people: what was wrong and how to fix it.
+    pub message: String,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -66,7 +79,8 @@ impl IntoResponse for ApiError {
                 )
             }
         };
-        let mut resp = (status, Json(json!({ "error": { "code": code, "message": message } }))).into_response();
+        let body = ErrorBody { error: ErrorDetail { code: code.to_owned(), message } };
+        let mut resp = (status, Json(body)).into_response();
         match self {
             ApiError::Unauthorized => {
                 resp.headers_mut().insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));

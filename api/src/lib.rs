@@ -13,13 +13,14 @@ pub mod audit;
 mod auth;
 mod config;
 mod error;
+pub mod history;
 mod oidc;
+pub mod openapi;
 mod security;
 mod session;
 mod tokens;
-mod usage;
 
-pub use app::{AppState, Application, install_crypto_provider, with_common_layers};
+pub use app::{AppState, Application, Readiness, install_crypto_provider, with_common_layers};
 pub use auth::{Role, hash_password};
 pub use config::ApiArgs;
 pub use error::ApiError;

@@ -76,13 +76,13 @@ impl LoginLimiter {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct LoginRequest {
     username: String,
     password: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct TokenResponse {
     access_token: String,
     token_type: &'static str,
@@ -134,8 +134,11 @@ pub(crate) fn require_same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// `POST /api/v1/auth/login`: user name and password for an access token
-/// and a session cookie.
+/// User name and password for an access token and a session cookie
+/// (`tu_refresh`, HttpOnly). Rate-limited per user name and address.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
+    responses((status = 200, body = TokenResponse, description = "Signed in; sets the `tu_refresh` cookie"),
+        (status = 401, body = crate::error::ErrorBody), (status = 429, body = crate::error::ErrorBody)))]
 pub(crate) async fn login(
     State(state): State<AppState>,
     Extension(slot): Extension<AuditSlot>,
@@ -186,8 +189,10 @@ pub(crate) async fn login(
 
 type RefreshRow = (String, uuid::Uuid, DateTime<Utc>, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
 
-/// `POST /api/v1/auth/refresh`: a new access token for a live session
-/// cookie, which is rotated.
+/// A new access token for the session cookie, which is rotated.
+#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth",
+    responses((status = 200, body = TokenResponse), (status = 401, body = crate::error::ErrorBody),
+        (status = 403, body = crate::error::ErrorBody, description = "Cross-origin request")))]
 pub(crate) async fn refresh(
     State(state): State<AppState>,
     Extension(slot): Extension<AuditSlot>,
@@ -266,7 +271,8 @@ async fn revoke_family(state: &AppState, family: uuid::Uuid) -> Result<(), ApiEr
     Ok(())
 }
 
-/// `POST /api/v1/auth/logout`: ends the session of the cookie (idempotent).
+/// Ends the session of the cookie (idempotent).
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", responses((status = 204, description = "Signed out")))]
 pub(crate) async fn logout(
     State(state): State<AppState>,
     Extension(slot): Extension<AuditSlot>,
@@ -297,7 +303,9 @@ pub(crate) async fn purge_expired(pool: &sqlx::PgPool) -> sqlx::Result<u64> {
         .rows_affected())
 }
 
-/// `GET /api/v1/me`: who the token belongs to.
+/// Who the access token belongs to.
+#[utoipa::path(get, path = "/api/v1/me", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, description = "`{user, role, expires_at, issuer}`"), (status = 401, body = crate::error::ErrorBody)))]
 pub(crate) async fn me(Extension(slot): Extension<AuditSlot>, user: AuthUser) -> Json<serde_json::Value> {
     slot.set_detail("auth.me", Some(&user.id), serde_json::json!({}), None);
     Json(serde_json::json!({

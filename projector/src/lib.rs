@@ -18,3 +18,19 @@ mod store;
 
 pub use consumer::{ProjectorArgs, ProjectorError, run};
 pub use store::NOTIFY_CHANNEL;
+
+/// Counts events that did not come through Kafka (imports, tests and
+/// benchmark seeding) by the same path the consumer uses: de-duplicated by
+/// (source, event id), stored, added to every rollup grain and notified,
+/// in one transaction. Partition and offset are recorded as -1. Returns how
+/// many were new.
+pub async fn count_events(pool: &sqlx::PgPool, events: Vec<tokenusage_contract::UsageEvent>) -> sqlx::Result<usize> {
+    let positioned: Vec<batch::Positioned> = events
+        .into_iter()
+        .map(|event| batch::Positioned { event, partition: -1, offset: -1, request_id: None })
+        .collect();
+    let mut tx = pool.begin().await?;
+    let n = store::write_events(&mut tx, &positioned).await?;
+    tx.commit().await?;
+    Ok(n)
+}

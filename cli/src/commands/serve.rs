@@ -58,14 +58,19 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let app = Application::build(a.api.clone(), pool.clone(), ingest).await?;
     let addr = app.local_addr();
     let scheme = app.scheme();
+    let readiness = app.readiness();
     {
         let s = shutdown.clone();
         tasks.spawn(async move { app.run_until_stopped(s).await.map(|()| "api").map_err(Into::into) });
     }
     {
         let (s, pool, kafka, args) = (shutdown.clone(), pool.clone(), a.kafka.clone(), a.projector.clone());
+        let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        readiness.watch_consumer(running.clone());
         tasks.spawn(async move {
-            tokenusage_projector::run(&args, &kafka, pool, s).await.map(|()| "projector").map_err(Into::into)
+            let r = tokenusage_projector::run(&args, &kafka, pool, s).await;
+            running.store(false, std::sync::atomic::Ordering::Relaxed);
+            r.map(|()| "projector").map_err(Into::into)
         });
     }
 

@@ -1,0 +1,434 @@
+//! Query planning, with no I/O: a view (range, granularity, timezone,
+//! grouping, filters) becomes bucket edges in UTC and the rollup table to
+//! read.
+//!
+//! Buckets are calendar units in the viewer's zone: a "day" in
+//! America/New_York is 23 or 25 hours long around DST changes, and an
+//! "hour" in Asia/Kathmandu starts at :15 UTC. The rollups are minute,
+//! quarter-hour and hour buckets in UTC; every real-world UTC offset is a
+//! multiple of 15 minutes (since 1972), so the coarsest rollup whose
+//! buckets all edges fall on is chosen per request, and summing whole
+//! rollup rows into buckets is exact.
+
+use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Timelike, Utc, Weekday};
+use chrono_tz::Tz;
+use serde::Serialize;
+
+/// Bucket widths a view can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Granularity {
+    Minute,
+    Hour,
+    Day,
+    Week,
+    Month,
+}
+
+impl Granularity {
+    pub const ALL: [Granularity; 5] =
+        [Granularity::Minute, Granularity::Hour, Granularity::Day, Granularity::Week, Granularity::Month];
+
+    pub fn parse(s: &str) -> Option<Option<Granularity>> {
+        Some(Some(match s {
+            "minute" => Granularity::Minute,
+            "hour" => Granularity::Hour,
+            "day" => Granularity::Day,
+            "week" => Granularity::Week,
+            "month" => Granularity::Month,
+            "auto" => return Some(None),
+            _ => return None,
+        }))
+    }
+
+    /// A typical width, for estimating point counts before building edges.
+    fn nominal_secs(self) -> i64 {
+        match self {
+            Granularity::Minute => 60,
+            Granularity::Hour => 3600,
+            Granularity::Day => 86_400,
+            Granularity::Week => 7 * 86_400,
+            Granularity::Month => 28 * 86_400,
+        }
+    }
+}
+
+/// What a series is split by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupBy {
+    None,
+    Activity,
+    Model,
+}
+
+impl GroupBy {
+    pub fn parse(s: &str) -> Option<GroupBy> {
+        match s {
+            "none" | "" => Some(GroupBy::None),
+            "activity" => Some(GroupBy::Activity),
+            "model" => Some(GroupBy::Model),
+            _ => None,
+        }
+    }
+
+    /// The SQL expression of the group key (fixed strings, never input).
+    pub fn column(self) -> &'static str {
+        match self {
+            GroupBy::None => "''",
+            GroupBy::Activity => "activity",
+            GroupBy::Model => "model",
+        }
+    }
+}
+
+/// A rollup table and the width its buckets tile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Rollup {
+    UsageMinute,
+    UsageQuarterHour,
+    UsageHour,
+}
+
+impl Rollup {
+    pub fn table(self) -> &'static str {
+        match self {
+            Rollup::UsageMinute => "usage_minute",
+            Rollup::UsageQuarterHour => "usage_quarter_hour",
+            Rollup::UsageHour => "usage_hour",
+        }
+    }
+
+    fn secs(self) -> i64 {
+        match self {
+            Rollup::UsageMinute => 60,
+            Rollup::UsageQuarterHour => 900,
+            Rollup::UsageHour => 3600,
+        }
+    }
+
+    /// The coarsest rollup on whose bucket starts every instant falls.
+    pub fn coarsest_for(instants: impl IntoIterator<Item = DateTime<Utc>>) -> Rollup {
+        let mut best = Rollup::UsageHour;
+        for t in instants {
+            while best != Rollup::UsageMinute && t.timestamp().rem_euclid(best.secs()) != 0 {
+                best = match best {
+                    Rollup::UsageHour => Rollup::UsageQuarterHour,
+                    _ => Rollup::UsageMinute,
+                };
+            }
+        }
+        best
+    }
+}
+
+/// Earliest and latest instants a view may touch.
+pub fn earliest() -> DateTime<Utc> {
+    DateTime::from_timestamp(0, 0).unwrap_or_default()
+}
+pub fn latest() -> DateTime<Utc> {
+    // 2200-01-01: far enough for anyone, near enough to keep arithmetic safe.
+    DateTime::from_timestamp(7_258_118_400, 0).unwrap_or_default()
+}
+
+/// A planned view: the bucket edges and where to read.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub granularity: Granularity,
+    /// Bucket starts, strictly increasing; bucket i is `[edges[i], edges[i+1])`
+    /// and the last one ends at `end`.
+    pub edges: Vec<DateTime<Utc>>,
+    pub end: DateTime<Utc>,
+    pub rollup: Rollup,
+}
+
+impl Plan {
+    pub fn start(&self) -> DateTime<Utc> {
+        self.edges[0]
+    }
+
+    pub fn bucket_end(&self, i: usize) -> DateTime<Utc> {
+        self.edges.get(i + 1).copied().unwrap_or(self.end)
+    }
+}
+
+/// Why a view cannot be planned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanError {
+    EmptyRange,
+    OutOfRange,
+    TooManyPoints { granularity: Granularity, points: usize, max: usize },
+}
+
+/// The instant local midnight of `date` begins (the first valid instant if
+/// a DST change skips midnight).
+fn local_midnight(tz: &Tz, date: NaiveDate) -> DateTime<Utc> {
+    local_instant(tz, date.and_time(NaiveTime::MIN))
+}
+
+/// The instant a local wall-clock time begins: the earlier of two when the
+/// clock falls back, the first existing minute after it when it springs
+/// forward past it.
+fn local_instant(tz: &Tz, mut naive: NaiveDateTime) -> DateTime<Utc> {
+    for _ in 0..=180 {
+        if let Some(t) = tz.from_local_datetime(&naive).earliest() {
+            return t.with_timezone(&Utc);
+        }
+        naive += Duration::minutes(1);
+    }
+    Utc.from_utc_datetime(&naive)
+}
+
+/// The start of the bucket holding `t`.
+fn floor(g: Granularity, tz: &Tz, week_start: Weekday, t: DateTime<Utc>) -> DateTime<Utc> {
+    let local = t.with_timezone(tz).naive_local();
+    match g {
+        Granularity::Minute => DateTime::from_timestamp(t.timestamp().div_euclid(60) * 60, 0).unwrap_or(t),
+        // A real hour that starts on a local :00 (a repeated wall-clock
+        // hour is two buckets, a skipped one none).
+        Granularity::Hour => t - Duration::seconds(i64::from(local.minute() * 60 + local.second())),
+        Granularity::Day => local_midnight(tz, local.date()),
+        Granularity::Week => {
+            let back = (local.weekday().num_days_from_monday() + 7 - week_start.num_days_from_monday()) % 7;
+            local_midnight(tz, local.date() - Duration::days(i64::from(back)))
+        }
+        Granularity::Month => local_midnight(tz, local.date().with_day(1).unwrap_or(local.date())),
+    }
+}
+
+/// The start of the bucket after the one starting at `start`.
+fn next(g: Granularity, tz: &Tz, start: DateTime<Utc>) -> DateTime<Utc> {
+    let local = start.with_timezone(tz).naive_local();
+    let candidate = match g {
+        Granularity::Minute => return start + Duration::minutes(1),
+        Granularity::Hour => {
+            // One hour on, pulled back to a local :00 if the offset moved
+            // by a fraction of an hour in between (Lord Howe's 30 min DST).
+            let c = start + Duration::hours(1);
+            let m = c.with_timezone(tz).minute();
+            if m != 0 && c - Duration::minutes(i64::from(m)) > start { c - Duration::minutes(i64::from(m)) } else { c }
+        }
+        Granularity::Day => local_midnight(tz, local.date() + Duration::days(1)),
+        Granularity::Week => local_midnight(tz, local.date() + Duration::days(7)),
+        Granularity::Month => {
+            let d = local.date();
+            let (y, m) = if d.month() == 12 { (d.year() + 1, 1) } else { (d.year(), d.month() + 1) };
+            local_midnight(tz, NaiveDate::from_ymd_opt(y, m, 1).unwrap_or(d))
+        }
+    };
+    // Wall-clock arithmetic can stand still across a fall-back (01:00 EDT +
+    // 1 h of wall clock = 01:00 EST's hour); always move forward.
+    if candidate <= start { start + Duration::hours(1) } else { candidate }
+}
+
+/// Bucket edges covering `[from, to)`: from the start of the bucket holding
+/// `from` to the end of the bucket holding the last instant before `to`.
+/// `None` if there would be more than `max` buckets.
+fn edges(
+    g: Granularity,
+    tz: &Tz,
+    week_start: Weekday,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    max: usize,
+) -> Option<(Vec<DateTime<Utc>>, DateTime<Utc>)> {
+    let mut t = floor(g, tz, week_start, from);
+    let mut out = Vec::new();
+    while t < to {
+        if out.len() == max {
+            return None;
+        }
+        out.push(t);
+        t = next(g, tz, t);
+    }
+    Some((out, t))
+}
+
+/// The finest granularity `auto` picks has at most this many buckets.
+pub const AUTO_TARGET_POINTS: usize = 1000;
+
+/// Plans a view. `granularity: None` is `auto`: the finest granularity with
+/// at most [`AUTO_TARGET_POINTS`] (and `max`) buckets.
+pub fn plan(
+    granularity: Option<Granularity>,
+    tz: &Tz,
+    week_start: Weekday,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    max: usize,
+) -> Result<Plan, PlanError> {
+    if from >= to {
+        return Err(PlanError::EmptyRange);
+    }
+    if from < earliest() || to > latest() {
+        return Err(PlanError::OutOfRange);
+    }
+    let (granularity, (edges, end)) = match granularity {
+        Some(g) => {
+            let estimate = ((to - from).num_seconds() / g.nominal_secs()) as usize;
+            let built = if estimate > max.saturating_mul(2) { None } else { edges(g, tz, week_start, from, to, max) };
+            match built {
+                Some(e) => (g, e),
+                None => {
+                    let points = estimate.max(max + 1);
+                    return Err(PlanError::TooManyPoints { granularity: g, points, max });
+                }
+            }
+        }
+        None => {
+            let cap = AUTO_TARGET_POINTS.min(max);
+            Granularity::ALL
+                .into_iter()
+                .filter(|g| ((to - from).num_seconds() / g.nominal_secs()) as usize <= cap.saturating_mul(2))
+                .find_map(|g| edges(g, tz, week_start, from, to, cap).map(|e| (g, e)))
+                .ok_or(PlanError::TooManyPoints { granularity: Granularity::Month, points: cap + 1, max: cap })?
+        }
+    };
+    let rollup = if granularity == Granularity::Minute {
+        Rollup::UsageMinute
+    } else {
+        Rollup::coarsest_for(edges.iter().copied().chain([end]))
+    };
+    Ok(Plan { granularity, edges, end, rollup })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn tz(name: &str) -> Tz {
+        name.parse().unwrap()
+    }
+
+    fn plan_of(g: Granularity, zone: &str, from: &str, to: &str) -> Plan {
+        plan(Some(g), &tz(zone), Weekday::Mon, t(from), t(to), 10_000).unwrap()
+    }
+
+    fn local(p: &Plan, zone: &str) -> Vec<String> {
+        p.edges.iter().map(|e| e.with_timezone(&tz(zone)).to_rfc3339()).collect()
+    }
+
+    #[test]
+    fn new_york_days_are_23_and_25_hours_long_around_dst() {
+        // Spring forward: Sunday 2026-03-08.
+        let p = plan_of(Granularity::Day, "America/New_York", "2026-03-07T05:00:00Z", "2026-03-10T04:00:00Z");
+        let lens: Vec<i64> = (0..p.edges.len()).map(|i| (p.bucket_end(i) - p.edges[i]).num_hours()).collect();
+        assert_eq!(lens, vec![24, 23, 24]);
+        assert_eq!(local(&p, "America/New_York")[1], "2026-03-08T00:00:00-05:00");
+        // Fall back: Sunday 2026-11-01.
+        let p = plan_of(Granularity::Day, "America/New_York", "2026-10-31T04:00:00Z", "2026-11-03T05:00:00Z");
+        let lens: Vec<i64> = (0..p.edges.len()).map(|i| (p.bucket_end(i) - p.edges[i]).num_hours()).collect();
+        assert_eq!(lens, vec![24, 25, 24]);
+        assert_eq!(p.rollup, Rollup::UsageHour);
+    }
+
+    #[test]
+    fn berlin_hours_skip_and_repeat_at_dst_changes() {
+        // 2026-03-29 02:00 CET does not exist; 2026-10-25 02:00-03:00 happens twice.
+        let p = plan_of(Granularity::Hour, "Europe/Berlin", "2026-03-29T00:00:00Z", "2026-03-29T03:00:00Z");
+        assert_eq!(
+            local(&p, "Europe/Berlin"),
+            vec!["2026-03-29T01:00:00+01:00", "2026-03-29T03:00:00+02:00", "2026-03-29T04:00:00+02:00"]
+        );
+        let p = plan_of(Granularity::Hour, "Europe/Berlin", "2026-10-24T23:00:00Z", "2026-10-25T03:00:00Z");
+        assert_eq!(p.edges.len(), 4, "{:?}", local(&p, "Europe/Berlin"));
+        assert!(p.edges.windows(2).all(|w| w[1] - w[0] == Duration::hours(1)), "every UTC hour is its own bucket");
+    }
+
+    #[test]
+    fn half_and_quarter_hour_offsets_read_the_quarter_hour_rollup() {
+        let p = plan_of(Granularity::Day, "Asia/Kolkata", "2026-11-20T00:00:00Z", "2026-11-23T00:00:00Z");
+        assert_eq!(local(&p, "Asia/Kolkata")[0], "2026-11-20T00:00:00+05:30");
+        assert_eq!(p.edges[0], t("2026-11-19T18:30:00Z"));
+        assert_eq!(p.rollup, Rollup::UsageQuarterHour);
+        let p = plan_of(Granularity::Hour, "Asia/Kathmandu", "2026-11-20T00:00:00Z", "2026-11-20T03:00:00Z");
+        assert_eq!(p.edges[0], t("2026-11-19T23:15:00Z"));
+        assert_eq!(p.rollup, Rollup::UsageQuarterHour);
+        let p = plan_of(Granularity::Day, "UTC", "2026-11-20T00:00:00Z", "2026-11-23T00:00:00Z");
+        assert_eq!(p.rollup, Rollup::UsageHour);
+        let p = plan_of(Granularity::Minute, "Asia/Kathmandu", "2026-11-20T00:00:00Z", "2026-11-20T00:05:00Z");
+        assert_eq!((p.rollup, p.edges.len()), (Rollup::UsageMinute, 5));
+    }
+
+    #[test]
+    fn weeks_start_on_the_configured_day_and_months_and_years_roll_over() {
+        // 2026-12-31 is a Thursday.
+        let p = plan_of(Granularity::Week, "UTC", "2026-12-31T12:00:00Z", "2027-01-12T00:00:00Z");
+        assert_eq!(
+            local(&p, "UTC"),
+            vec!["2026-12-28T00:00:00+00:00", "2027-01-04T00:00:00+00:00", "2027-01-11T00:00:00+00:00"]
+        );
+        let sunday = plan(
+            Some(Granularity::Week),
+            &tz("UTC"),
+            Weekday::Sun,
+            t("2026-12-31T12:00:00Z"),
+            t("2027-01-05T00:00:00Z"),
+            100,
+        )
+        .unwrap();
+        assert_eq!(sunday.edges[0], t("2026-12-27T00:00:00Z"));
+        let p = plan_of(Granularity::Month, "Europe/Berlin", "2026-11-15T00:00:00Z", "2027-02-01T00:00:00Z");
+        assert_eq!(
+            local(&p, "Europe/Berlin"),
+            vec![
+                "2026-11-01T00:00:00+01:00",
+                "2026-12-01T00:00:00+01:00",
+                "2027-01-01T00:00:00+01:00",
+                "2027-02-01T00:00:00+01:00"
+            ]
+        );
+        assert_eq!(p.end.with_timezone(&tz("Europe/Berlin")).to_rfc3339(), "2027-03-01T00:00:00+01:00");
+    }
+
+    #[test]
+    fn explicit_granularities_over_the_cap_are_refused_and_auto_stays_under() {
+        let err = plan(
+            Some(Granularity::Minute),
+            &tz("UTC"),
+            Weekday::Mon,
+            t("2026-01-01T00:00:00Z"),
+            t("2026-12-31T00:00:00Z"),
+            10_000,
+        );
+        assert!(matches!(err, Err(PlanError::TooManyPoints { granularity: Granularity::Minute, .. })));
+        let p =
+            plan(None, &tz("UTC"), Weekday::Mon, t("2026-01-01T00:00:00Z"), t("2026-12-31T00:00:00Z"), 10_000).unwrap();
+        assert_eq!(p.granularity, Granularity::Day);
+        let p =
+            plan(None, &tz("UTC"), Weekday::Mon, t("2026-11-27T00:00:00Z"), t("2026-11-27T06:00:00Z"), 10_000).unwrap();
+        assert_eq!(p.granularity, Granularity::Minute);
+        assert_eq!(
+            plan(None, &tz("UTC"), Weekday::Mon, t("2026-01-02T00:00:00Z"), t("2026-01-01T00:00:00Z"), 10).unwrap_err(),
+            PlanError::EmptyRange
+        );
+    }
+
+    proptest::proptest! {
+        /// Buckets tile the range with no gap or overlap, each edge sits on
+        /// the chosen rollup's grid, and every instant of [from, to) falls
+        /// in exactly one bucket.
+        #[test]
+        fn buckets_tile_the_range_on_the_rollup_grid(
+            from in 1_700_000_000i64..1_800_000_000,
+            len in 60i64..40_000_000,
+            g in 0usize..5,
+            zone in proptest::sample::select(vec!["UTC", "America/New_York", "Europe/Berlin", "Asia/Kolkata",
+                "Asia/Kathmandu", "Australia/Lord_Howe", "America/St_Johns", "Pacific/Chatham"]),
+        ) {
+            let (from, to) = (DateTime::from_timestamp(from, 0).unwrap(), DateTime::from_timestamp(from + len, 0).unwrap());
+            let Ok(p) = plan(Some(Granularity::ALL[g]), &tz(zone), Weekday::Mon, from, to, 10_000) else { return Ok(()) };
+            proptest::prop_assert!(p.edges[0] <= from && p.end >= to);
+            proptest::prop_assert!(p.edges.windows(2).all(|w| w[0] < w[1]));
+            proptest::prop_assert!(p.edges.last().copied().unwrap() < p.end);
+            for e in p.edges.iter().chain([&p.end]) {
+                proptest::prop_assert_eq!(e.timestamp().rem_euclid(p.rollup.secs()), 0);
+            }
+        }
+    }
+}

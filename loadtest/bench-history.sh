@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Benchmark: history API latency over a year of minute-level traffic
+# (525,600 events, 30 activity x model series, one user), day/week/month
+# series for the whole year at 50 concurrent requests, against aggregating
+# the raw events on read for the same views, in the same run.
+#   bash loadtest/bench-history.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
+bench_setup tu_bench_history 39500 bench.history
+cargo build --release -q -p tokenusage-loadtest --bin history-bench --manifest-path "$ROOT/Cargo.toml" || die "build failed"
+export BENCH_PASSWORD=bench-password-123 TOKENUSAGE_NEW_PASSWORD=bench-password-123
+"$BIN/tokenusage" users add bench-user >/dev/null
+PORT=39580
+TOKENUSAGE_LISTEN="127.0.0.1:$PORT" TOKENUSAGE_LOGIN_ATTEMPTS_PER_MINUTE=1000 \
+  "$BIN/tokenusage" api --no-migrate >"$WORK/api.log" 2>&1 & echo $! >"$WORK/api.pid"
+for _ in $(seq 1 100); do port_open "$PORT" && break; sleep 0.1; done
+"$BIN/history-bench" --seed --url "http://127.0.0.1:$PORT" "$@"

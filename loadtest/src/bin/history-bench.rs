@@ -1,0 +1,180 @@
+//! `history-bench`: latency of the history API over a year of minute-level
+//! traffic, against aggregating the raw events on read for the same views.
+//!
+//! 1. `--seed`: one user, one event per minute for a year (525,600 events)
+//!    across 30 activity x model series, counted through the projector's
+//!    own write path (de-dup, raw events, rollups).
+//! 2. Day, week and month series for the whole year through the running
+//!    API (`--url`), `--concurrency` requests in flight, `--requests` each.
+//! 3. The same views computed from `usage_events` on read, in the same run.
+//!
+//! Totals of both paths are compared before any timing counts.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use clap::Parser;
+use futures::StreamExt;
+use tokenusage_api::history::plan::{self, Granularity};
+use tokenusage_contract::UsageEvent;
+
+#[derive(Debug, Parser)]
+#[command(name = "history-bench", about = "History API latency vs raw aggregation on read")]
+struct Args {
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+    /// Base URL of the running API.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    #[arg(long, default_value = "bench-user")]
+    user: String,
+    #[arg(long, env = "BENCH_PASSWORD", hide_env_values = true)]
+    password: String,
+    /// Seed the year of events first.
+    #[arg(long)]
+    seed: bool,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 50)]
+    concurrency: usize,
+    /// Requests per granularity through the API.
+    #[arg(long, default_value_t = 2000)]
+    requests: usize,
+    /// Requests per granularity for raw aggregation (it is slow).
+    #[arg(long, default_value_t = 100)]
+    raw_requests: usize,
+}
+
+const ACTIVITIES: [&str; 5] = ["chat", "embedding", "agent-run", "summarize", "classify"];
+const MODELS: [&str; 6] =
+    ["gpt-4o-mini", "gpt-4o", "claude-sonnet-4", "claude-haiku-4", "llama-3.1-70b", "mistral-large"];
+const FROM: &str = "2025-01-01T00:00:00Z";
+const TO: &str = "2026-01-01T00:00:00Z";
+
+fn t(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).unwrap_or_default()
+}
+
+async fn seed(pool: &sqlx::PgPool, user: &str) -> anyhow::Result<()> {
+    let (from, to) = (t(FROM), t(TO));
+    let minutes = (to - from).num_minutes();
+    let started = Instant::now();
+    let mut batch = Vec::with_capacity(20_000);
+    for m in 0..minutes {
+        let series = (m % 30) as usize;
+        batch.push(UsageEvent {
+            source: "history-bench".into(),
+            event_id: format!("m{m}"),
+            user_id: user.into(),
+            occurred_at: from + chrono::Duration::minutes(m) + chrono::Duration::seconds(m % 60),
+            activity: ACTIVITIES[series / 6].into(),
+            model: MODELS[series % 6].into(),
+            input_tokens: 100 + (m % 997) as u64,
+            output_tokens: (m % 331) as u64,
+            metadata: None,
+        });
+        if batch.len() == 20_000 || m == minutes - 1 {
+            tokenusage_projector::count_events(pool, std::mem::take(&mut batch)).await?;
+            eprint!("\rseeded {}/{minutes} events", m + 1);
+        }
+    }
+    eprintln!(" in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    sorted.get(((sorted.len().max(1) - 1) as f64 * p).round() as usize).map_or(0.0, |d| d.as_secs_f64() * 1e3)
+}
+
+/// Runs `n` calls of `f` with `concurrency` in flight; returns sorted latencies.
+async fn run<F, Fut>(n: usize, concurrency: usize, f: F) -> anyhow::Result<Vec<Duration>>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let mut lat: Vec<Duration> = futures::stream::iter(0..n)
+        .map(|_| {
+            let fut = f();
+            async move {
+                let s = Instant::now();
+                fut.await.map(|()| s.elapsed())
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()?;
+    lat.sort();
+    Ok(lat)
+}
+
+async fn raw_total(pool: &sqlx::PgPool, user: &str, g: Granularity) -> anyhow::Result<i64> {
+    let p = plan::plan(Some(g), &chrono_tz::UTC, chrono::Weekday::Mon, t(FROM), t(TO), 10_000)
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let rows: Vec<(i32, i64, i64, i64)> = sqlx::query_as(
+        "select width_bucket(occurred_at, $1)::int4, sum(input_tokens)::int8, sum(output_tokens)::int8, count(*)::int8 \
+         from usage_events where user_id = $2 and occurred_at >= $3 and occurred_at < $4 group by 1",
+    )
+    .bind(&p.edges)
+    .bind(user)
+    .bind(p.start())
+    .bind(p.end)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.iter().map(|r| r.1 + r.2).sum())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    let pool =
+        sqlx::postgres::PgPoolOptions::new().max_connections(a.concurrency as u32).connect(&a.database_url).await?;
+    if a.seed {
+        seed(&pool, &a.user).await?;
+    }
+    let http = reqwest::Client::builder().pool_max_idle_per_host(a.concurrency).build()?;
+    let base = a.url.trim_end_matches('/').to_owned();
+    let login: serde_json::Value = http
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&serde_json::json!({"username": a.user, "password": a.password}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let token = login["access_token"].as_str().unwrap_or_default().to_owned();
+    println!("| view | buckets | rollups p50 / p99 (ms) | raw on read p50 / p99 (ms) | p50 ratio |");
+    println!("|---|---|---|---|---|");
+    for g in [Granularity::Day, Granularity::Week, Granularity::Month] {
+        let name = serde_json::to_value(g)?.as_str().unwrap_or_default().to_owned();
+        let url = format!("{base}/api/v1/usage/series?from={FROM}&to={TO}&granularity={name}");
+        let body: serde_json::Value =
+            http.get(&url).bearer_auth(&token).send().await?.error_for_status()?.json().await?;
+        let api_total = body["total"]["total_tokens"].as_i64().unwrap_or(-1);
+        let raw = raw_total(&pool, &a.user, g).await?;
+        anyhow::ensure!(api_total == raw, "{name}: the API says {api_total} tokens, the raw events {raw}");
+        let buckets = body["points"].as_array().map_or(0, Vec::len);
+        let api = run(a.requests, a.concurrency, || {
+            let req = http.get(&url).bearer_auth(&token);
+            async move {
+                req.send().await?.error_for_status()?.bytes().await?;
+                Ok(())
+            }
+        })
+        .await?;
+        let rawl = run(a.raw_requests, a.concurrency, || {
+            let (pool, user) = (&pool, &a.user);
+            async move { raw_total(pool, user, g).await.map(|_| ()) }
+        })
+        .await?;
+        println!(
+            "| {name} series, whole year | {buckets} | {:.1} / {:.1} | {:.1} / {:.1} | {:.0}x |",
+            pct(&api, 0.5),
+            pct(&api, 0.99),
+            pct(&rawl, 0.5),
+            pct(&rawl, 0.99),
+            pct(&rawl, 0.5) / pct(&api, 0.5).max(1e-9)
+        );
+    }
+    Ok(())
+}
