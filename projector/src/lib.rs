@@ -10,6 +10,7 @@
 pub mod batch;
 mod consumer;
 pub mod deadletters;
+mod freshness;
 mod gapguard;
 pub mod grain;
 pub mod maintenance;
