@@ -40,6 +40,12 @@ pub struct AppState {
     /// The audit trail writer.
     pub(crate) audit: AuditLog,
     pub(crate) login_limiter: Arc<LoginLimiter>,
+    /// Live views: the change hub and socket bookkeeping.
+    pub(crate) live: Arc<crate::live::Live>,
+    /// Cancelled when the server stops: live sockets close with 1001.
+    pub(crate) shutdown: CancellationToken,
+    /// Live socket tasks, awaited on shutdown (axum does not track them).
+    pub(crate) sockets: tokio_util::task::TaskTracker,
     /// What `/readyz` reports on beyond the database.
     pub(crate) readiness: Arc<Readiness>,
     /// The settings the server was started with.
@@ -110,6 +116,9 @@ impl Application {
             audit: AuditLog::spawn(pool.clone()),
             login_limiter: Arc::new(LoginLimiter::new(args.login_attempts_per_minute)),
             readiness: Arc::new(Readiness::default()),
+            live: Arc::new(crate::live::Live::new()),
+            shutdown: CancellationToken::new(),
+            sockets: tokio_util::task::TaskTracker::new(),
             pool,
             config: Arc::new(args),
         };
@@ -133,11 +142,14 @@ impl Application {
     /// Serves until `shutdown` fires, then finishes in-flight requests.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let housekeeping = tokio::spawn(housekeeping(self.state.clone(), shutdown.clone()));
-        let (readiness, s) = (self.state.readiness.clone(), shutdown.clone());
+        let (readiness, s, inner) = (self.state.readiness.clone(), shutdown.clone(), self.state.shutdown.clone());
         tokio::spawn(async move {
             s.cancelled().await;
             readiness.draining.store(true, Ordering::Relaxed);
+            inner.cancel();
         });
+        self.state.live.spawn_hub(self.state.pool.clone(), self.state.shutdown.clone());
+        let sockets = self.state.sockets.clone();
         let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
         let result = match self.tls {
             None => {
@@ -156,6 +168,9 @@ impl Application {
             }
         };
         housekeeping.abort();
+        // Live sockets were told to close (1001); give them a moment to say so.
+        sockets.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), sockets.wait()).await;
         result
     }
 }
@@ -215,6 +230,7 @@ fn router(state: AppState, extra: Router) -> Router {
         .route("/auth/refresh", post(session::refresh))
         .route("/auth/logout", post(session::logout))
         .route("/me", get(session::me))
+        .route("/live", get(crate::live::upgrade))
         .route("/usage/series", get(history::series))
         .route("/usage/summary", get(history::summary))
         .route("/usage/breakdown", get(history::breakdown))

@@ -379,6 +379,7 @@ impl FromRequestParts<AppState> for ClientIp {
 }
 
 /// Facts about the request itself, gathered before the handler runs.
+#[derive(Debug, Clone)]
 pub(crate) struct RequestFacts {
     pub method: String,
     pub endpoint: String,
@@ -403,6 +404,36 @@ impl RequestFacts {
             request_id: header("x-request-id"),
         }
     }
+}
+
+impl FromRequestParts<AppState> for RequestFacts {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(RequestFacts::of(parts, state.config.behind_tls_proxy))
+    }
+}
+
+/// Records an audited action outside an HTTP request's own entry (a live
+/// subscription), with the facts of the request that opened the socket.
+pub(crate) async fn record_action(
+    state: &AppState,
+    facts: &RequestFacts,
+    actor: (&str, Role),
+    action: &'static str,
+    subject: Option<&str>,
+    params: serde_json::Value,
+    rows: Option<i64>,
+) -> Result<i64, AuditUnavailable> {
+    let detail = Detail {
+        actor: Some(actor.0.to_owned()),
+        actor_role: Some(actor.1),
+        action: Some(action),
+        subject: subject.map(str::to_owned),
+        params: Some(params),
+        rows,
+    };
+    state.audit.record(entry_for(facts.clone(), detail, 200)).await
 }
 
 fn outcome(status: u16) -> &'static str {

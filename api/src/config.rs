@@ -89,6 +89,21 @@ pub struct ApiArgs {
     /// with `week_start`).
     #[arg(long = "week-start", env = "TOKENUSAGE_WEEK_START", value_enum, default_value = "monday")]
     pub week_start: WeekStart,
+    /// Live updates sent per subscription per second at most (coalesced).
+    #[arg(long = "live-updates-per-sec", env = "TOKENUSAGE_LIVE_UPDATES_PER_SEC", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=50))]
+    pub live_updates_per_sec: u32,
+    /// Live sockets one user may hold open at once.
+    #[arg(long = "live-max-sockets-per-user", env = "TOKENUSAGE_LIVE_MAX_SOCKETS_PER_USER", default_value_t = 10)]
+    pub live_max_sockets_per_user: usize,
+    /// A live socket whose client sends nothing (not even a pong) for this
+    /// long is closed, in seconds.
+    #[arg(long = "live-idle-secs", env = "TOKENUSAGE_LIVE_IDLE_SECS", default_value_t = 120)]
+    pub live_idle_secs: u64,
+    /// Origins besides the server's own that may open live sockets
+    /// (comma-separated, e.g. https://dash.example.com).
+    #[arg(long = "live-allowed-origins", env = "TOKENUSAGE_LIVE_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub live_allowed_origins: Vec<String>,
     /// Most points (buckets) one series response may hold.
     #[arg(long = "max-points", env = "TOKENUSAGE_MAX_POINTS", default_value_t = 10_000)]
     pub max_points: usize,
@@ -133,6 +148,10 @@ impl ApiArgs {
             oidc_jwks_min_refetch_secs: 30,
             max_body_bytes: 1024 * 1024,
             week_start: WeekStart::Monday,
+            live_updates_per_sec: 4,
+            live_max_sockets_per_user: 10,
+            live_idle_secs: 120,
+            live_allowed_origins: Vec::new(),
             max_points: 10_000,
         }
     }

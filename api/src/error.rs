@@ -47,6 +47,27 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The stable code and the client-facing message (logs internal causes).
+    pub fn code_and_message(&self) -> (&'static str, String) {
+        match self {
+            ApiError::BadRequest { code, message } => (code, message.clone()),
+            ApiError::Unauthorized => ("unauthorized", "a valid access token is required".to_owned()),
+            ApiError::Forbidden(why) => ("forbidden", (*why).to_owned()),
+            ApiError::TooManyRequests { .. } => ("rate_limited", "too many requests; retry later".to_owned()),
+            ApiError::AuditUnavailable => (
+                "audit_unavailable",
+                "the request cannot be recorded in the audit trail right now, so it is not served; retry shortly"
+                    .to_owned(),
+            ),
+            ApiError::Internal(e) => {
+                tracing::error!(error = ?e, "request failed");
+                ("internal", "something went wrong on our side; it has been logged".to_owned())
+            }
+        }
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         ApiError::Internal(anyhow::Error::new(e).context("database query failed"))
@@ -55,30 +76,15 @@ impl From<sqlx::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code, message) = match &self {
-            ApiError::BadRequest { code, message } => (StatusCode::BAD_REQUEST, *code, message.clone()),
-            ApiError::Unauthorized => {
-                (StatusCode::UNAUTHORIZED, "unauthorized", "a valid access token is required".to_owned())
-            }
-            ApiError::Forbidden(why) => (StatusCode::FORBIDDEN, "forbidden", (*why).to_owned()),
-            ApiError::TooManyRequests { .. } => {
-                (StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; retry later".to_owned())
-            }
-            ApiError::AuditUnavailable => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "audit_unavailable",
-                "the request cannot be recorded in the audit trail right now, so it is not served; retry shortly"
-                    .to_owned(),
-            ),
-            ApiError::Internal(e) => {
-                tracing::error!(error = ?e, "request failed");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "something went wrong on our side; it has been logged".to_owned(),
-                )
-            }
+        let status = match &self {
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
+        let (code, message) = self.code_and_message();
         let body = ErrorBody { error: ErrorDetail { code: code.to_owned(), message } };
         let mut resp = (status, Json(body)).into_response();
         match self {

@@ -14,6 +14,7 @@ mod auth;
 mod config;
 mod error;
 pub mod history;
+pub mod live;
 mod oidc;
 pub mod openapi;
 mod security;

@@ -220,7 +220,8 @@ pub async fn run(
     tracing::info!(topic = %kafka.topic, group = %args.group, owner = %who.owner, "projector started");
 
     let upkeep = tokio::spawn(crate::maintenance::run(pool.clone(), args.raw_retention_days, shutdown.child_token()));
-    let probe = tokio::spawn(crate::freshness::run(pool.clone(), kafka.clone(), args.group.clone(), shutdown.child_token()));
+    let probe =
+        tokio::spawn(crate::freshness::run(pool.clone(), kafka.clone(), args.group.clone(), shutdown.child_token()));
     let max_wait = Duration::from_millis(args.batch_max_wait_ms);
     let mut batch = Batch::default();
     let mut in_flight: Option<InFlight> = None;

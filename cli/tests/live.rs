@@ -1,0 +1,394 @@
+//! Live views over WebSocket against the real database (and, where the
+//! stream matters, the real broker and projector): isolation between users,
+//! handshake security, token expiry, a slow client, WebSocket = REST after a
+//! shuffled stream with duplicates and late events, and resubscribing after
+//! a restart.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use common::{TEST_JWT_SECRET, TestApp, TestEnv, eventually, test_api_args};
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokenusage_api::Role;
+use tokenusage_contract::UsageEvent;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+fn t(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+fn ev(id: &str, user: &str, at: &str, activity: &str, input: u64) -> UsageEvent {
+    let line = common::event_line(id, user, at, activity, "m1", input as i64, 1);
+    tokenusage_contract::parse_native(line.as_bytes(), "live-test", t("2027-01-01T00:00:00Z")).unwrap()
+}
+
+/// Opens a socket with the given credential and Origin; `Err(status)` if
+/// the handshake is refused.
+async fn connect(app: &TestApp, token: Option<&str>, origin: Option<&str>) -> Result<Ws, u16> {
+    let mut req = format!("ws://{}/api/v1/live", app.addr).into_client_request().unwrap();
+    let mut protocols = "tokenusage.v1".to_owned();
+    if let Some(t) = token {
+        protocols.push_str(&format!(", bearer.{t}"));
+    }
+    req.headers_mut().insert("sec-websocket-protocol", protocols.parse().unwrap());
+    if let Some(o) = origin {
+        req.headers_mut().insert("origin", o.parse().unwrap());
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((ws, resp)) => {
+            assert_eq!(resp.headers()["sec-websocket-protocol"], "tokenusage.v1", "the protocol is echoed");
+            Ok(ws)
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+        Err(e) => panic!("handshake failed: {e}"),
+    }
+}
+
+async fn send(ws: &mut Ws, v: Value) {
+    ws.send(Message::Text(v.to_string().into())).await.unwrap();
+}
+
+/// The next JSON message of one of `types`, skipping others, within `within`.
+async fn next_of(ws: &mut Ws, types: &[&str], within: Duration) -> Option<Value> {
+    tokio::time::timeout(within, async {
+        while let Some(Ok(m)) = ws.next().await {
+            if let Message::Text(t) = m {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if types.contains(&v["type"].as_str().unwrap_or_default()) {
+                    return Some(v);
+                }
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// A client-side copy of one subscription: snapshot, then deltas applied.
+#[derive(Default, Debug)]
+struct Mirror {
+    starts: Vec<String>,
+    totals: Vec<i64>,
+    /// End of the last snapshot's range (open-ended views grow).
+    to: String,
+}
+
+impl Mirror {
+    fn apply(&mut self, msg: &Value) {
+        match msg["type"].as_str() {
+            Some("snapshot") => {
+                let points = msg["series"]["points"].as_array().unwrap();
+                self.starts = points.iter().map(|p| p["start"].as_str().unwrap().to_owned()).collect();
+                self.totals = points.iter().map(|p| p["total_tokens"].as_i64().unwrap()).collect();
+                self.to = msg["series"]["to"].as_str().unwrap().to_owned();
+            }
+            Some("delta") => {
+                for b in msg["buckets"].as_array().unwrap() {
+                    let i = b["index"].as_u64().unwrap() as usize;
+                    assert_eq!(self.starts[i], b["start"].as_str().unwrap(), "a delta names its bucket");
+                    self.totals[i] = b["total_tokens"].as_i64().unwrap();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn sum(&self) -> i64 {
+        self.totals.iter().sum()
+    }
+}
+
+/// Applies updates until the mirror's total is `expected` or time runs out.
+async fn follow(ws: &mut Ws, mirror: &mut Mirror, expected: i64, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while mirror.sum() != expected && tokio::time::Instant::now() < deadline {
+        if let Some(msg) = next_of(ws, &["delta", "snapshot"], Duration::from_millis(500)).await {
+            mirror.apply(&msg);
+        }
+    }
+    mirror.sum() == expected
+}
+
+async fn setup(env: &TestEnv) -> (TestApp, String, String) {
+    env.add_user("alice", Role::Viewer, "alice-password").await;
+    env.add_user("bob", Role::Viewer, "bob-password").await;
+    let app = TestApp::spawn_api(env, test_api_args()).await;
+    let alice = app.login("alice", "alice-password").await;
+    let bob = app.login("bob", "bob-password").await;
+    (app, alice, bob)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_user_receives_only_their_own_deltas() {
+    let env = TestEnv::database_only().await;
+    let (app, alice, bob) = setup(&env).await;
+    let mut a = connect(&app, Some(&alice), None).await.unwrap();
+    let mut b = connect(&app, Some(&bob), None).await.unwrap();
+    let view = json!({"from": "2026-11-20", "to": "2026-11-21", "granularity": "hour"});
+    for ws in [&mut a, &mut b] {
+        send(ws, json!({"type": "subscribe", "id": "s1", "view": view})).await;
+        let snap = next_of(ws, &["snapshot"], Duration::from_secs(5)).await.unwrap();
+        assert_eq!(snap["series"]["total"]["total_tokens"], 0);
+    }
+    // Alice cannot subscribe to Bob's usage.
+    send(&mut a, json!({"type": "subscribe", "id": "s2", "view": {"from": "2026-11-20", "user": "bob"}})).await;
+    let err = next_of(&mut a, &["error"], Duration::from_secs(5)).await.unwrap();
+    assert_eq!((err["id"].as_str(), err["code"].as_str()), (Some("s2"), Some("forbidden")));
+
+    tokenusage_projector::count_events(&env.pool, vec![ev("a1", "alice", "2026-11-20T09:30:00Z", "chat", 500)])
+        .await
+        .unwrap();
+    let d = next_of(&mut a, &["delta"], Duration::from_secs(5)).await.expect("alice gets her delta");
+    assert_eq!(d["buckets"][0]["index"], 9);
+    assert_eq!(d["buckets"][0]["total_tokens"], 501);
+    assert_eq!(d["total"]["total_tokens"], 501);
+    assert!(d["freshness"].is_object());
+    assert!(
+        next_of(&mut b, &["delta", "snapshot"], Duration::from_secs(2)).await.is_none(),
+        "bob gets nothing of alice's"
+    );
+
+    tokenusage_projector::count_events(&env.pool, vec![ev("b1", "bob", "2026-11-20T10:00:00Z", "chat", 7)])
+        .await
+        .unwrap();
+    let d = next_of(&mut b, &["delta"], Duration::from_secs(5)).await.expect("bob gets his");
+    assert_eq!(d["total"]["total_tokens"], 8);
+    assert!(next_of(&mut a, &["delta"], Duration::from_secs(2)).await.is_none());
+
+    // Every subscription is on the record.
+    let subs: i64 =
+        sqlx::query_scalar("select count(*) from audit_log where action = 'live.subscribe' and outcome = 'ok'")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(subs, 2);
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshakes_without_a_valid_credential_or_from_another_site_are_refused() {
+    let env = TestEnv::database_only().await;
+    let (app, alice, _) = setup(&env).await;
+    let own_origin = format!("http://{}", app.addr);
+    assert!(connect(&app, Some(&alice), Some(&own_origin)).await.is_ok(), "same origin is fine");
+    assert_eq!(connect(&app, Some(&alice), Some("https://evil.example")).await.err(), Some(403));
+    assert_eq!(connect(&app, None, None).await.err(), Some(401));
+    assert_eq!(connect(&app, Some("not-a-token"), None).await.err(), Some(401));
+    let mut tampered = alice.clone();
+    tampered.pop();
+    assert_eq!(connect(&app, Some(&tampered), None).await.err(), Some(401));
+    // The refusals are audited like any request.
+    let refused: i64 = sqlx::query_scalar(
+        "select count(*) from audit_log where endpoint = '/api/v1/live' and outcome in ('denied', 'unauthenticated')",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(refused, 4);
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_socket_closes_when_the_token_expires_unless_renewed() {
+    let env = TestEnv::database_only().await;
+    let (app, alice, _) = setup(&env).await;
+    let now = jsonwebtoken::get_current_timestamp();
+    let kid = {
+        use sha2::Digest;
+        let d = sha2::Sha256::digest([b"tokenusage-kid:".as_slice(), TEST_JWT_SECRET.as_bytes()].concat());
+        format!("tu-{}", hex::encode(&d[..8]))
+    };
+    let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    h.kid = Some(kid);
+    let claims = json!({"sub": "alice", "iss": "tokenusage", "aud": "tokenusage-api", "exp": now + 2, "nbf": now - 1, "iat": now, "role": "viewer"});
+    let short =
+        jsonwebtoken::encode(&h, &claims, &jsonwebtoken::EncodingKey::from_secret(TEST_JWT_SECRET.as_bytes())).unwrap();
+
+    let mut ws = connect(&app, Some(&short), None).await.unwrap();
+    let closing = next_of(&mut ws, &["closing"], Duration::from_secs(10)).await.expect("a closing message");
+    assert_eq!(closing["code"], 4001);
+    let code = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(m)) = ws.next().await {
+            if let Message::Close(Some(f)) = m {
+                return Some(u16::from(f.code));
+            }
+        }
+        None
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(4001));
+
+    // Renewing over the socket keeps it open past the first expiry.
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = json!({"sub": "alice", "iss": "tokenusage", "aud": "tokenusage-api", "exp": now + 3, "nbf": now - 1, "iat": now, "role": "viewer"});
+    let short =
+        jsonwebtoken::encode(&h, &claims, &jsonwebtoken::EncodingKey::from_secret(TEST_JWT_SECRET.as_bytes())).unwrap();
+    let mut ws = connect(&app, Some(&short), None).await.unwrap();
+    send(&mut ws, json!({"type": "auth", "token": alice})).await;
+    let ok = next_of(&mut ws, &["authenticated"], Duration::from_secs(5)).await.unwrap();
+    assert!(ok["expires_at"].as_u64().unwrap() > now + 60);
+    assert!(next_of(&mut ws, &["closing"], Duration::from_secs(4)).await.is_none(), "still open after the old expiry");
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_off_while_others_keep_receiving() {
+    let env = TestEnv::database_only().await;
+    let (app, alice, _) = setup(&env).await;
+    // Big views: each change re-sends many buckets.
+    let view = json!({"from": "2026-11-20T00:00:00Z", "to": "2026-11-26T00:00:00Z", "granularity": "minute"});
+    let mut slow = connect(&app, Some(&alice), None).await.unwrap();
+    for i in 0..10 {
+        send(&mut slow, json!({"type": "subscribe", "id": format!("s{i}"), "view": view})).await;
+    }
+    let mut fast = connect(&app, Some(&alice), None).await.unwrap();
+    send(&mut fast, json!({"type": "subscribe", "id": "f", "view": {"from": "2026-11-20", "to": "2026-11-27", "granularity": "day"}}))
+        .await;
+    let mut mirror = Mirror::default();
+    mirror.apply(&next_of(&mut fast, &["snapshot"], Duration::from_secs(10)).await.unwrap());
+
+    // Keep changing every minute of the range; the slow socket never reads.
+    let pool = env.pool.clone();
+    let writer = tokio::spawn(async move {
+        let mut n = 0u64;
+        let mut expected = 0i64;
+        for round in 0..60 {
+            let events: Vec<UsageEvent> = (0..8640)
+                .step_by(3)
+                .map(|m| {
+                    n += 1;
+                    let at = t("2026-11-20T00:00:00Z") + chrono::Duration::minutes(m);
+                    ev(&format!("r{round}-{m}"), "alice", &at.to_rfc3339(), "chat", 1)
+                })
+                .collect();
+            expected += events.len() as i64 * 2;
+            tokenusage_projector::count_events(&pool, events).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        (n, expected)
+    });
+    // The fast client sees the totals climb while the slow one is stuck.
+    let mut deltas = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(25);
+    while tokio::time::Instant::now() < deadline {
+        if let Some(m) = next_of(&mut fast, &["delta", "snapshot"], Duration::from_secs(5)).await {
+            mirror.apply(&m);
+            deltas += 1;
+        }
+    }
+    assert!(deltas >= 10, "the fast client kept receiving ({deltas} updates)");
+    let (_, expected) = writer.await.unwrap();
+    // The fast client ends on the truth.
+    assert!(
+        follow(&mut fast, &mut mirror, expected, Duration::from_secs(20)).await,
+        "fast client: {} of {expected}",
+        mirror.sum()
+    );
+    // The slow socket was cut off as too slow, not left to buffer forever
+    // (it cannot be sent a close frame it does not read).
+    let cut = eventually(Duration::from_secs(60), || async {
+        let m = app.http.get(app.url("/metrics")).send().await.ok()?.text().await.ok()?;
+        m.lines().any(|l| l.starts_with("tokenusage_live_sockets_closed_total{reason=\"too_slow\"}")).then_some(())
+    })
+    .await;
+    assert!(cut.is_some(), "the stuck client was not cut off");
+    // Reading now, the slow client finds the connection gone.
+    let ended =
+        tokio::time::timeout(Duration::from_secs(30), async { while let Some(Ok(_)) = slow.next().await {} }).await;
+    assert!(ended.is_ok(), "the slow client's connection was closed");
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_equals_rest_after_shuffled_duplicated_and_late_events_and_after_a_restart() {
+    let env = TestEnv::new().await;
+    env.add_user("alice", Role::Viewer, "alice-password").await;
+    let app = TestApp::spawn(&env).await;
+    let token = app.login("alice", "alice-password").await;
+    let view = json!({"from": "2026-11-20", "granularity": "hour", "tz": "Asia/Kathmandu", "group": "activity"});
+    let mut ws = connect(&app, Some(&token), None).await.unwrap();
+    send(&mut ws, json!({"type": "subscribe", "id": "v", "view": view})).await;
+    let mut mirror = Mirror::default();
+    let snap = next_of(&mut ws, &["snapshot"], Duration::from_secs(10)).await.unwrap();
+    assert_eq!(snap["live"], true);
+    mirror.apply(&snap);
+
+    // 300 events over the first day, shuffled, a third of them sent twice,
+    // and the earliest hours sent last ("late").
+    let mut events: Vec<UsageEvent> = (0..300)
+        .map(|i| {
+            let at = t("2026-11-19T18:15:00Z") + chrono::Duration::minutes(i * 4);
+            ev(&format!("w{i}"), "alice", &at.to_rfc3339(), if i % 2 == 0 { "chat" } else { "embed" }, 10 + i as u64)
+        })
+        .collect();
+    let expected: i64 = events.iter().map(|e| (e.input_tokens + e.output_tokens) as i64).sum();
+    let dups: Vec<UsageEvent> = events.iter().step_by(3).cloned().collect();
+    let late: Vec<UsageEvent> = events.drain(..40).collect();
+    use rand::seq::SliceRandom;
+    events.extend(dups);
+    events.shuffle(&mut rand::rng());
+    common::produce(&env, &events).await;
+    common::produce(&env, &late).await;
+
+    assert!(
+        follow(&mut ws, &mut mirror, expected, Duration::from_secs(60)).await,
+        "live total {} never reached {expected}",
+        mirror.sum()
+    );
+    let rest = rest_totals(&app, &token, &mirror.to).await;
+    assert_eq!(mirror.starts, rest.0, "same buckets");
+    assert_eq!(mirror.totals, rest.1, "WebSocket equals REST, bucket by bucket");
+
+    // Restart the server: the socket is told (1001), and a new subscription
+    // to the new process starts from the truth.
+    let stopping = tokio::spawn(async move {
+        while let Some(Ok(m)) = ws.next().await {
+            if let Message::Close(Some(f)) = m {
+                return Some(u16::from(f.code));
+            }
+        }
+        None
+    });
+    app.stop().await;
+    assert_eq!(stopping.await.unwrap(), Some(1001));
+    let app = TestApp::spawn(&env).await;
+    let token = app.login("alice", "alice-password").await;
+    let mut ws = connect(&app, Some(&token), None).await.unwrap();
+    send(&mut ws, json!({"type": "subscribe", "id": "v", "view": view})).await;
+    let mut again = Mirror::default();
+    again.apply(&next_of(&mut ws, &["snapshot"], Duration::from_secs(10)).await.unwrap());
+    let rest = rest_totals(&app, &token, &again.to).await;
+    assert_eq!(again.sum(), expected);
+    assert_eq!(again.totals, rest.1);
+    app.stop().await;
+    env.cleanup().await;
+}
+
+async fn rest_totals(app: &TestApp, token: &str, to: &str) -> (Vec<String>, Vec<i64>) {
+    let to = to.replace('+', "%2B");
+    let (status, body) = app
+        .get(
+            token,
+            &format!("/api/v1/usage/series?from=2026-11-20&to={to}&granularity=hour&tz=Asia/Kathmandu&group=activity"),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let points = body["points"].as_array().unwrap();
+    (
+        points.iter().map(|p| p["start"].as_str().unwrap().to_owned()).collect(),
+        points.iter().map(|p| p["total_tokens"].as_i64().unwrap()).collect(),
+    )
+}
