@@ -127,6 +127,13 @@ ensure_web_assets() {
   fi
 }
 
+# The browser tests drive Debian's Chromium (playwright cannot download one here).
+ensure_chromium() {
+  [ -x "${CHROMIUM:-/usr/bin/chromium}" ] && return
+  say "installing Chromium for the browser tests"
+  apt_install chromium
+}
+
 # bench_setup DB PORT TOPIC: everything a benchmark in loadtest/ needs: a
 # release build, an empty database DB, a memory-engine broker on PORT, the
 # environment pointing at both, and a trap that removes it all on exit

@@ -13,6 +13,7 @@ cleanup() {
   for db in $(psql_admin -c "select datname from pg_database where datname like 'tu\_test\_%'" 2>/dev/null); do
     psql_admin -c "drop database if exists \"$db\" with (force)" >/dev/null 2>&1 || true
   done
+  psql_admin -c "drop database if exists tu_e2e with (force)" >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT INT TERM
@@ -20,6 +21,7 @@ trap cleanup EXIT INT TERM
 ensure_rust
 ensure_postgres
 ensure_web_assets
+ensure_chromium
 ensure_tansu
 # The shared test broker never restarts, so the fast memory engine serves;
 # tests that restart a broker start their own with SQLite storage.
@@ -37,8 +39,26 @@ export TOKENUSAGE_TANSU_BIN="$TANSU_BIN"
 say "cargo test"
 cargo test --workspace --no-fail-fast 2>&1 | tee "$WORK/test.log"
 status=${PIPESTATUS[0]}
-# Sum the per-binary "test result:" lines into one closing line.
+
+# Browser end-to-end tests: the real binary (built by cargo test above)
+# serving a fresh database and topic, driven through Chromium.
+say "browser end-to-end tests (playwright-core + Chromium + axe-core)"
+psql_admin -c "drop database if exists tu_e2e with (force)" >/dev/null
+psql_admin -c "create database tu_e2e" >/dev/null
+DATABASE_URL="postgres://$PG_USER@$PG_HOST:$PG_PORT/tu_e2e" KAFKA_BOOTSTRAP_SERVERS="$TOKENUSAGE_TEST_KAFKA" \
+  KAFKA_OPTIONS=broker.address.family=v4 TOKENUSAGE_TOPIC="e2e-$(date +%s)" TOKENUSAGE_KAFKA_IDEMPOTENCE=false \
+  "$ROOT/target/debug/tokenusage" migrate >/dev/null
+DATABASE_URL="postgres://$PG_USER@$PG_HOST:$PG_PORT/tu_e2e" KAFKA_BOOTSTRAP_SERVERS="$TOKENUSAGE_TEST_KAFKA" \
+  KAFKA_OPTIONS=broker.address.family=v4 TOKENUSAGE_TOPIC="e2e-$(date +%s)" TOKENUSAGE_KAFKA_IDEMPOTENCE=false \
+  node "$ROOT/web/tests/e2e.mjs" 2>&1 | tee "$WORK/e2e.log"
+e2e_status=${PIPESTATUS[0]}
+[ "$e2e_status" = 0 ] || status=1
+
+# Sum the per-binary "test result:" lines (and the browser tests) into one closing line.
 passed=$(grep -E '^test result: ' "$WORK/test.log" | sed -E 's/.* ([0-9]+) passed.*/\1/' | awk '{s+=$1} END {print s+0}')
 failed=$(grep -E '^test result: ' "$WORK/test.log" | sed -E 's/.* ([0-9]+) failed.*/\1/' | awk '{s+=$1} END {print s+0}')
-echo "tests: $passed passed, $failed failed"
+e2e_passed=$(grep -cE '^ok   ' "$WORK/e2e.log" || true)
+e2e_failed=$(grep -cE '^FAIL ' "$WORK/e2e.log" || true)
+[ "$e2e_status" = 0 ] || [ "$e2e_failed" -gt 0 ] || e2e_failed=1
+echo "tests: $((passed + e2e_passed)) passed, $((failed + e2e_failed)) failed (browser: $e2e_passed passed, $e2e_failed failed; screenshots in target/e2e-artifacts)"
 exit "$status"

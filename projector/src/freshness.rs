@@ -4,7 +4,8 @@
 //! partition this consumer group has claimed and compares it with the
 //! stored offset. The probe time is taken *before* asking, so when the
 //! stored offset has reached the watermark, every record the broker held at
-//! that time is counted: the partition is "complete through" it. Live views
+//! that time is counted: the partition is "complete through" it. A
+//! partition never read yet (stored offset -1) counts from its low watermark. Live views
 //! show the minimum over partitions, and the summed lag.
 
 use std::sync::Arc;
@@ -54,22 +55,24 @@ async fn probe(pool: &PgPool, client: &Arc<BaseConsumer>, topic: &str, group: &s
     }
     let probed_at = Utc::now();
     let (c, t) = (client.clone(), topic.to_owned());
-    let highs: Vec<(i32, i64)> = tokio::task::spawn_blocking(move || {
+    let marks: Vec<(i32, i64, i64)> = tokio::task::spawn_blocking(move || {
         partitions
             .into_iter()
-            .filter_map(|p| c.fetch_watermarks(&t, p, Duration::from_secs(2)).ok().map(|(_, high)| (p, high)))
+            .filter_map(|p| c.fetch_watermarks(&t, p, Duration::from_secs(2)).ok().map(|(low, high)| (p, low, high)))
             .collect()
     })
     .await?;
-    let (parts, highs): (Vec<i32>, Vec<i64>) = highs.into_iter().unzip();
+    let parts: Vec<i32> = marks.iter().map(|m| m.0).collect();
+    let lows: Vec<i64> = marks.iter().map(|m| m.1).collect();
+    let highs: Vec<i64> = marks.iter().map(|m| m.2).collect();
     sqlx::query(
         r#"
         update projector_offsets o
         set high_watermark = h.high,
-            lag = greatest(h.high - o.next_offset, 0),
-            caught_up_at = case when o.next_offset >= h.high then $5 else o.caught_up_at end,
+            lag = greatest(h.high - greatest(o.next_offset, h.low), 0),
+            caught_up_at = case when greatest(o.next_offset, h.low) >= h.high then $5 else o.caught_up_at end,
             probed_at = $5
-        from unnest($3::int4[], $4::int8[]) as h(partition, high)
+        from unnest($3::int4[], $4::int8[], $6::int8[]) as h(partition, high, low)
         where o.consumer_group = $1 and o.topic = $2 and o.partition = h.partition
         "#,
     )
@@ -78,6 +81,7 @@ async fn probe(pool: &PgPool, client: &Arc<BaseConsumer>, topic: &str, group: &s
     .bind(&parts)
     .bind(&highs)
     .bind(probed_at)
+    .bind(&lows)
     .execute(pool)
     .await?;
     Ok(())

@@ -1,121 +1,534 @@
-// The dashboard: sign in, fetch the series and breakdown for the chosen
-// range, draw them, refresh every few seconds. The access token lives only in
-// memory and travels only in the Authorization header.
-'use strict';
+// The tokenusage dashboard: plain JavaScript, no build step, no inline code
+// (the CSP forbids it). It talks to the API like any other client:
+// - the access token lives in memory only; the session is an HttpOnly
+//   cookie that /api/v1/auth/refresh turns into a new token (on load and
+//   before expiry);
+// - the chart is a live subscription (WebSocket, protocol tokenusage.v1,
+//   token as a subprotocol, never in a URL): a snapshot, then deltas applied
+//   in place; reconnects with backoff;
+// - every chart has a data table; the chart itself is keyboard navigable.
+"use strict";
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const fmt = new Intl.NumberFormat();
+  const DASHES = [[], [6, 3], [2, 3], [8, 3, 2, 3], [12, 4], [1, 3], [4, 4], [10, 2, 2, 2]];
+  const session = { token: null, user: null, role: null, refreshTimer: null };
+  const live = { ws: null, paused: false, retry: 0, retryTimer: null, series: null, freshness: null, wanted: false };
+  let chart = null;
+  let chartKeys = "";
+  let cursorIdx = -1;
+  let summaryPrev = null;
+  let lastAnnounce = 0;
+  let detailTimer = null;
 
-const state = { token: null, user: null, chart: null, timer: null };
-const $ = (id) => document.getElementById(id);
-const fmt = new Intl.NumberFormat();
-
-async function api(path, opts = {}) {
-  const headers = Object.assign({ 'content-type': 'application/json' }, opts.headers || {});
-  if (state.token) headers.authorization = 'Bearer ' + state.token;
-  const r = await fetch(path, Object.assign({}, opts, { headers }));
-  const body = await r.json().catch(() => null);
-  if (r.status === 401 && state.token) { signOut('Your session has expired; please sign in again.'); }
-  if (!r.ok) throw new Error((body && body.error && body.error.message) || ('HTTP ' + r.status));
-  return body;
-}
-
-function signOut(message) {
-  state.token = null;
-  clearInterval(state.timer);
-  $('dashboard').hidden = true;
-  $('who').hidden = true;
-  $('sign-in').hidden = false;
-  $('sign-in-error').textContent = message || '';
-  $('username').focus();
-}
-
-async function signIn(ev) {
-  ev.preventDefault();
-  $('sign-in-error').textContent = '';
-  try {
-    const r = await api('/api/v1/auth/login', { method: 'POST', body: JSON.stringify({ username: $('username').value, password: $('password').value }) });
-    state.token = r.access_token;
-    state.user = r.user;
-    $('password').value = '';
-    $('who-name').textContent = r.user + ' (' + r.role + ')';
-    $('who').hidden = false;
-    $('sign-in').hidden = true;
-    $('dashboard').hidden = false;
-    $('dash-title').focus();
-    await refresh();
-    state.timer = setInterval(refresh, 5000);
-  } catch (e) {
-    $('sign-in-error').textContent = 'Sign-in failed: ' + e.message;
+  // ---- small helpers -------------------------------------------------
+  function showAlert(msg) { const a = $("alert"); a.textContent = msg; a.hidden = !msg; }
+  function setConn(state, text) { $("conn").dataset.state = state; $("conn-text").textContent = text; }
+  function cssVar(name) { return getComputedStyle(document.documentElement).getPropertyValue(name).trim(); }
+  function cell(row, text, cls) { const td = document.createElement("td"); td.textContent = text; if (cls) td.className = cls; row.appendChild(td); return td; }
+  function num(n) { return n == null ? "–" : fmt.format(n); }
+  function tzName() { return $("tz").value.trim() || Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC"; }
+  function label(iso, gran) {
+    const d = new Date(iso);
+    const opts = { timeZone: tzName(), year: "numeric", month: "short", day: "numeric" };
+    if (gran === "hour" || gran === "minute") { opts.hour = "2-digit"; opts.minute = "2-digit"; }
+    if (gran === "month") { delete opts.day; }
+    return new Intl.DateTimeFormat(undefined, opts).format(d);
   }
-}
 
-function rangeBounds() {
-  const hours = { '24h': 24, '7d': 24 * 7, '30d': 24 * 30 }[$('range').value];
-  const to = new Date(Math.ceil(Date.now() / 60000) * 60000 + 60000);
-  const from = new Date(to.getTime() - hours * 3600 * 1000);
-  return { from: from.toISOString(), to: to.toISOString() };
-}
-
-function cell(row, text) { const td = document.createElement('td'); td.textContent = text; row.appendChild(td); }
-
-async function refresh() {
-  const { from, to } = rangeBounds();
-  const q = 'from=' + encodeURIComponent(from) + '&to=' + encodeURIComponent(to);
-  try {
-    const [series, breakdown] = await Promise.all([
-      api('/api/v1/usage/series?' + q + '&granularity=' + $('granularity').value),
-      api('/api/v1/usage/breakdown?' + q),
-    ]);
-    draw(series);
-    const t = series.total;
-    $('fig-total').textContent = fmt.format(t.input_tokens + t.output_tokens);
-    $('fig-input').textContent = fmt.format(t.input_tokens);
-    $('fig-output').textContent = fmt.format(t.output_tokens);
-    $('fig-events').textContent = fmt.format(t.events);
-    const tbody = $('table').tBodies[0];
-    tbody.replaceChildren();
-    for (const p of series.points) {
-      if (!p.events) continue;
-      const tr = document.createElement('tr');
-      const th = document.createElement('th'); th.scope = 'row'; th.textContent = p.start.replace('T', ' ').replace(':00Z', ' UTC');
-      tr.appendChild(th);
-      cell(tr, fmt.format(p.input_tokens)); cell(tr, fmt.format(p.output_tokens)); cell(tr, fmt.format(p.events));
-      tbody.appendChild(tr);
+  // ---- API and session -------------------------------------------------
+  async function api(path, opts = {}, retried = false) {
+    const headers = Object.assign({}, opts.headers || {});
+    if (session.token) headers.Authorization = "Bearer " + session.token;
+    const r = await fetch(path, Object.assign({}, opts, { headers, credentials: "same-origin" }));
+    if (r.status === 401 && session.token && !retried) {
+      if (await refresh()) return api(path, opts, true);
+      signedOut("Your session has expired. Please sign in again.");
+      throw new Error("signed out");
     }
-    const bbody = $('breakdown').tBodies[0];
-    bbody.replaceChildren();
-    for (const r of breakdown.rows) {
-      const tr = document.createElement('tr');
-      cell(tr, r.activity); cell(tr, r.model); cell(tr, fmt.format(r.input_tokens)); cell(tr, fmt.format(r.output_tokens)); cell(tr, fmt.format(r.events));
-      bbody.appendChild(tr);
+    if (!r.ok) {
+      let msg = "The server answered " + r.status + ".";
+      try { const b = await r.json(); if (b && b.error) msg = b.error.message; } catch (_) { /* not JSON */ }
+      const e = new Error(msg); e.status = r.status; throw e;
     }
-    $('freshness').textContent = 'Updated ' + new Date().toLocaleTimeString();
-  } catch (e) {
-    $('freshness').textContent = 'Could not load usage: ' + e.message;
+    return r;
   }
-}
 
-function draw(series) {
-  const xs = series.points.map((p) => Date.parse(p.start) / 1000);
-  const data = [xs, series.points.map((p) => p.input_tokens), series.points.map((p) => p.output_tokens)];
-  const css = getComputedStyle(document.documentElement);
-  if (!window.uPlot) { $('chart').textContent = 'Chart library not loaded; see the data table.'; return; }
-  if (state.chart) { state.chart.setData(data); return; }
-  const width = Math.max(280, $('chart').clientWidth || 800);
-  state.chart = new window.uPlot({
-    width, height: 300,
-    series: [
-      { label: 'Time (UTC)' },
-      { label: 'Input tokens', stroke: css.getPropertyValue('--input').trim(), width: 2 },
-      { label: 'Output tokens', stroke: css.getPropertyValue('--output').trim(), width: 2, dash: [6, 4] },
-    ],
-    axes: [{ stroke: css.getPropertyValue('--fg').trim() }, { stroke: css.getPropertyValue('--fg').trim() }],
-  }, data, $('chart'));
-}
+  function accept(tok) {
+    session.token = tok.access_token; session.user = tok.user; session.role = tok.role;
+    clearTimeout(session.refreshTimer);
+    // Renew a minute before the access token expires (never sooner than 10 s).
+    session.refreshTimer = setTimeout(async () => {
+      if (await refresh() && live.ws && live.ws.readyState === 1) live.ws.send(JSON.stringify({ type: "auth", token: session.token }));
+    }, Math.max(10, tok.expires_in - 60) * 1000);
+  }
 
-document.addEventListener('DOMContentLoaded', () => {
-  $('dash-title').tabIndex = -1;
-  $('sign-in-form').addEventListener('submit', signIn);
-  $('sign-out').addEventListener('click', () => signOut('Signed out.'));
-  $('range').addEventListener('change', () => { if (state.chart) { state.chart.destroy(); state.chart = null; } refresh(); });
-  $('granularity').addEventListener('change', () => { if (state.chart) { state.chart.destroy(); state.chart = null; } refresh(); });
-  $('username').focus();
-});
+  async function refresh() {
+    try {
+      const r = await fetch("/api/v1/auth/refresh", { method: "POST", credentials: "same-origin" });
+      if (!r.ok) return false;
+      accept(await r.json());
+      return true;
+    } catch (_) { return false; }
+  }
+
+  function signedOut(message) {
+    session.token = null; clearTimeout(session.refreshTimer);
+    stopLive();
+    $("dashboard").hidden = true; $("who").hidden = true; $("sign-in").hidden = false;
+    setConn("idle", "Not connected");
+    $("sign-in-error").textContent = message || "";
+    $("username").focus();
+  }
+
+  async function signIn(ev) {
+    ev.preventDefault();
+    const err = $("sign-in-error"); err.textContent = "";
+    const username = $("username").value.trim(), password = $("password").value;
+    if (!username || !password) { err.textContent = "Enter your user name and password."; return; }
+    try {
+      const r = await fetch("/api/v1/auth/login", { method: "POST", credentials: "same-origin",
+        headers: { "Content-Type": "application/json" }, body: JSON.stringify({ username, password }) });
+      if (r.status === 429) { err.textContent = "Too many attempts. Wait a minute and try again."; return; }
+      if (!r.ok) { err.textContent = "Wrong user name or password."; $("password").select(); return; }
+      accept(await r.json());
+      $("password").value = "";
+      showDashboard();
+    } catch (_) { err.textContent = "Cannot reach the server. Check your connection and try again."; }
+  }
+
+  async function signOut() {
+    try { await fetch("/api/v1/auth/logout", { method: "POST", credentials: "same-origin" }); } catch (_) { /* offline */ }
+    signedOut("You are signed out.");
+  }
+
+  // ---- the view ---------------------------------------------------------
+  function today() { return new Intl.DateTimeFormat("en-CA", { timeZone: tzName() }).format(new Date()); }
+  function addDays(ymd, n) { const d = new Date(ymd + "T00:00:00Z"); d.setUTCDate(d.getUTCDate() + n); return d.toISOString().slice(0, 10); }
+  function addMonths(ymd, n) { const d = new Date(ymd.slice(0, 8) + "01T00:00:00Z"); d.setUTCMonth(d.getUTCMonth() + n); return d.toISOString().slice(0, 10); }
+
+  /** The view to show, or a message saying what is wrong with the inputs. */
+  function currentView() {
+    const t = today();
+    const v = { granularity: $("granularity").value, tz: tzName(), group: $("group").value };
+    switch ($("range").value) {
+      case "today": v.from = t; break;
+      case "7d": v.from = addDays(t, -6); break;
+      case "30d": v.from = addDays(t, -29); break;
+      case "month": v.from = t.slice(0, 8) + "01"; break;
+      case "12m": v.from = addMonths(t, -11); break;
+      default: {
+        const f = $("custom-from").value, to = $("custom-to").value;
+        if (!f || !to) return { error: "Pick both dates of the custom range." };
+        if (to < f) return { error: "The custom range ends before it starts." };
+        v.from = f; v.to = addDays(to, 1);
+      }
+    }
+    const user = $("user").value.trim();
+    if (session.role === "admin" && user) v.user = user;
+    return v;
+  }
+
+  function query(v, extra) {
+    const p = new URLSearchParams();
+    for (const [k, val] of Object.entries(Object.assign({}, v, extra || {}))) if (val != null && val !== "") p.set(k, val);
+    return p.toString();
+  }
+
+  // ---- live subscription ------------------------------------------------
+  function stopLive() {
+    live.wanted = false; clearTimeout(live.retryTimer);
+    if (live.ws) { live.ws.onclose = null; live.ws.close(1000); live.ws = null; }
+  }
+
+  function startLive() {
+    stopLive();
+    const v = currentView();
+    if (v.error) { showAlert(v.error); return; }
+    showAlert("");
+    live.wanted = true;
+    if (live.paused) { loadOnce(v); return; }
+    connect(v);
+  }
+
+  function connect(v) {
+    if (!session.token) return;
+    setConn("connecting", live.retry ? "Reconnecting…" : "Connecting…");
+    const proto = location.protocol === "https:" ? "wss" : "ws";
+    const ws = new WebSocket(proto + "://" + location.host + "/api/v1/live", ["tokenusage.v1", "bearer." + session.token]);
+    live.ws = ws;
+    ws.onopen = () => {
+      live.retry = 0;
+      const view = Object.assign({}, v); if (view.granularity === "auto") delete view.granularity;
+      ws.send(JSON.stringify({ type: "subscribe", id: "main", view }));
+    };
+    ws.onmessage = (e) => onMessage(JSON.parse(e.data), v);
+    ws.onclose = async (e) => {
+      live.ws = null;
+      if (!live.wanted) return;
+      if (e.code === 4001 && !(await refresh())) { signedOut("Your session has expired. Please sign in again."); return; }
+      if (e.code === 4003) { signedOut("Your account has been disabled."); return; }
+      const delay = Math.min(30, 2 ** live.retry) * (0.75 + Math.random() / 2);
+      live.retry += 1;
+      setConn("down", "Connection lost. Reconnecting in " + Math.ceil(delay) + " s");
+      live.retryTimer = setTimeout(() => connect(currentView()), delay * 1000);
+    };
+  }
+
+  function onMessage(m, v) {
+    switch (m.type) {
+      case "hello": break;
+      case "snapshot":
+        live.series = m.series; live.freshness = m.freshness;
+        setConn("live", m.live ? "Live" : "Up to date");
+        render(true); loadSummary(v); break;
+      case "delta":
+        if (!live.series) return;
+        applyDelta(live.series, m); live.freshness = m.freshness;
+        render(false); announce(); break;
+      case "freshness": live.freshness = m.freshness; showFreshness(); break;
+      case "error":
+        showAlert(m.message);
+        if (m.code === "too_many_points") setConn("idle", "Not live");
+        break;
+      case "closing": break;
+      default: break;
+    }
+  }
+
+  function applyDelta(s, m) {
+    for (const b of m.buckets) {
+      const p = s.points[b.index];
+      if (!p || p.start !== b.start) continue;
+      p.input_tokens = b.input_tokens; p.output_tokens = b.output_tokens; p.total_tokens = b.total_tokens; p.events = b.events;
+      for (const [key, g] of Object.entries(b.groups || {})) {
+        let ser = s.series.find((x) => x.key === key);
+        if (!ser) {
+          const n = s.points.length;
+          ser = { key, input_tokens: new Array(n).fill(0), output_tokens: new Array(n).fill(0), events: new Array(n).fill(0) };
+          s.series.push(ser); s.series.sort((a, b2) => (a.key < b2.key ? -1 : 1));
+        }
+        ser.input_tokens[b.index] = g.input_tokens; ser.output_tokens[b.index] = g.output_tokens; ser.events[b.index] = g.events;
+      }
+    }
+    s.total = m.total;
+  }
+
+  async function loadOnce(v) {
+    try {
+      const to = v.to || addDays(today(), 1);
+      const r = await api("/api/v1/usage/series?" + query(v, { to }));
+      live.series = await r.json(); live.freshness = null;
+      setConn("idle", "Paused");
+      render(true); loadSummary(v);
+    } catch (e) { if (e.message !== "signed out") showAlert(e.message); }
+  }
+
+  async function loadSummary(v) {
+    if (!live.series) return;
+    try {
+      const r = await api("/api/v1/usage/summary?" + query(v, { to: live.series.to, from: live.series.from }));
+      summaryPrev = (await r.json()).previous.total.total_tokens;
+    } catch (e) { summaryPrev = null; }
+    figures();
+  }
+
+  // ---- rendering ----------------------------------------------------------
+  function metricOf(obj, i, metric) {
+    if (metric === "input") return obj.input_tokens[i];
+    if (metric === "output") return obj.output_tokens[i];
+    return obj.input_tokens[i] + obj.output_tokens[i];
+  }
+
+  /** uPlot data and series definitions for the current series and options. */
+  function chartModel(s) {
+    const metric = $("metric").value;
+    const xs = s.points.map((p) => Date.parse(p.start) / 1000);
+    const lines = [];
+    if (s.series.length && metric !== "split") {
+      for (const g of s.series) lines.push({ label: g.key, values: s.points.map((_, i) => metricOf(g, i, metric)) });
+    } else if (metric === "split") {
+      lines.push({ label: "Input", values: s.points.map((p) => p.input_tokens) });
+      lines.push({ label: "Output", values: s.points.map((p) => p.output_tokens) });
+    } else {
+      const key = metric === "input" ? "input_tokens" : metric === "output" ? "output_tokens" : "total_tokens";
+      lines.push({ label: metric === "total" ? "Tokens" : metric === "input" ? "Input" : "Output", values: s.points.map((p) => p[key]) });
+    }
+    const stacked = s.series.length > 0 && metric !== "split";
+    const data = [xs];
+    const acc = new Array(xs.length).fill(0);
+    for (const l of lines) {
+      if (stacked) { for (let i = 0; i < acc.length; i++) acc[i] += l.values[i]; data.push(acc.slice()); } else data.push(l.values);
+    }
+    return { data, lines, stacked };
+  }
+
+  function render(full) {
+    const s = live.series; if (!s) return;
+    const model = chartModel(s);
+    const keys = model.lines.map((l) => l.label).join("|") + "|" + model.stacked + "|" + tzName() + "|" + document.documentElement.dataset.theme;
+    if (!chart || keys !== chartKeys || full) buildChart(model); else chart.setData(model.data, false);
+    chartKeys = keys;
+    if (chart && !full) chart.redraw(false, false);
+    figures(); showFreshness();
+    if ($("table-details").open || full) table(s);
+    if (cursorIdx >= s.points.length) cursorIdx = s.points.length - 1;
+  }
+
+  function buildChart(model) {
+    const el = $("chart");
+    if (chart) { chart.destroy(); chart = null; }
+    if (typeof uPlot === "undefined") { el.textContent = "The chart library is missing; the data table below has the numbers."; return; }
+    const fg = cssVar("--fg"), rule = cssVar("--rule");
+    const series = [{}];
+    model.lines.forEach((l, i) => {
+      const color = cssVar("--s" + (i % 8));
+      series.push({ label: l.label, stroke: color, width: 2, dash: DASHES[i % DASHES.length],
+        fill: model.stacked ? color + "33" : undefined, points: { show: model.data[0].length < 60, size: 6 } });
+    });
+    const bands = [];
+    if (model.stacked) for (let i = model.lines.length; i > 1; i--) bands.push({ series: [i, i - 1] });
+    const tz = tzName();
+    chart = new uPlot({
+      width: Math.max(280, el.clientWidth), height: 320, series, bands,
+      tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), tz),
+      legend: { show: false },
+      cursor: { drag: { x: false, y: false }, points: { size: 8 } },
+      scales: { x: { time: true } },
+      axes: [
+        { stroke: fg, grid: { stroke: rule }, ticks: { stroke: rule } },
+        { stroke: fg, grid: { stroke: rule }, ticks: { stroke: rule }, size: 70, values: (u, vals) => vals.map((v) => fmt.format(v)) },
+      ],
+      hooks: { setCursor: [(u) => { if (u.cursor.idx != null && u.cursor.idx !== cursorIdx) { cursorIdx = u.cursor.idx; scheduleDetail(); } }] },
+    }, model.data, el);
+    legend(model);
+  }
+
+  function legend(model) {
+    const box = $("legend"); box.textContent = "";
+    model.lines.forEach((l, i) => {
+      const span = document.createElement("span");
+      const svgNS = "http://www.w3.org/2000/svg";
+      const svg = document.createElementNS(svgNS, "svg"); svg.setAttribute("width", "28"); svg.setAttribute("height", "10"); svg.setAttribute("aria-hidden", "true");
+      const line = document.createElementNS(svgNS, "line");
+      line.setAttribute("x1", "0"); line.setAttribute("y1", "5"); line.setAttribute("x2", "28"); line.setAttribute("y2", "5");
+      line.setAttribute("stroke", cssVar("--s" + (i % 8))); line.setAttribute("stroke-width", "3");
+      if (DASHES[i % DASHES.length].length) line.setAttribute("stroke-dasharray", DASHES[i % DASHES.length].join(" "));
+      svg.appendChild(line); span.appendChild(svg); span.appendChild(document.createTextNode(l.label));
+      box.appendChild(span);
+    });
+    if (model.stacked) box.appendChild(document.createTextNode(" (stacked)"));
+  }
+
+  function figures() {
+    const s = live.series; if (!s) return;
+    const t = s.total;
+    $("fig-total").textContent = num(t.total_tokens);
+    $("fig-input").textContent = num(t.input_tokens);
+    $("fig-output").textContent = num(t.output_tokens);
+    let peak = -1;
+    s.points.forEach((p, i) => { if (p.total_tokens > 0 && (peak < 0 || p.total_tokens > s.points[peak].total_tokens)) peak = i; });
+    $("fig-peak").textContent = peak < 0 ? "–" : num(s.points[peak].total_tokens) + " at " + label(s.points[peak].start, s.granularity);
+    $("fig-avg").textContent = s.points.length ? num(Math.round(t.total_tokens / s.points.length)) : "–";
+    if (summaryPrev == null) $("fig-change").textContent = "–";
+    else if (summaryPrev === 0) $("fig-change").textContent = t.total_tokens ? "new (nothing before)" : "no change";
+    else {
+      const pct = ((t.total_tokens - summaryPrev) / summaryPrev) * 100;
+      $("fig-change").textContent = (pct >= 0 ? "up " : "down ") + Math.abs(pct).toFixed(1) + "%";
+    }
+  }
+
+  function showFreshness() {
+    const f = live.freshness, el = $("freshness");
+    if (live.paused) { el.textContent = "Live updates paused."; return; }
+    if (!f) { el.textContent = live.series ? "Showing stored history." : "Waiting for data…"; return; }
+    const through = f.complete_through ? new Intl.DateTimeFormat(undefined, { timeZone: tzName(), dateStyle: "medium", timeStyle: "medium" }).format(new Date(f.complete_through)) : "not yet known";
+    el.textContent = "Complete through " + through + (f.lag_records ? " · " + num(f.lag_records) + " events still being counted" : "");
+  }
+
+  function table(s) {
+    const head = $("table").tHead, body = $("table").tBodies[0];
+    head.textContent = ""; body.textContent = "";
+    const hr = head.insertRow();
+    const cols = ["Bucket start (" + s.timezone + ")", "Input", "Output", "Total", "Events"].concat(s.series.map((g) => g.key + " (total)"));
+    cols.forEach((c, i) => { const th = document.createElement("th"); th.scope = "col"; th.textContent = c; if (i === 0) th.className = "text"; hr.appendChild(th); });
+    s.points.forEach((p, i) => {
+      const tr = body.insertRow();
+      const th = document.createElement("th"); th.scope = "row"; th.className = "text"; th.textContent = label(p.start, s.granularity); tr.appendChild(th);
+      cell(tr, num(p.input_tokens)); cell(tr, num(p.output_tokens)); cell(tr, num(p.total_tokens)); cell(tr, num(p.events));
+      for (const g of s.series) cell(tr, num(g.input_tokens[i] + g.output_tokens[i]));
+    });
+  }
+
+  // ---- keyboard navigation, announcements, breakdown ----------------------
+  function moveCursor(i) {
+    const s = live.series; if (!s || !chart || !s.points.length) return;
+    cursorIdx = Math.max(0, Math.min(s.points.length - 1, i));
+    const x = chart.valToPos(chart.data[0][cursorIdx], "x");
+    const top = chart.valToPos(chart.data[chart.data.length - 1][cursorIdx] || 0, "y");
+    chart.setCursor({ left: x, top });
+    const p = s.points[cursorIdx];
+    $("point-live").textContent = label(p.start, s.granularity) + ": " + num(p.total_tokens) + " tokens, input " + num(p.input_tokens) + ", output " + num(p.output_tokens) + ", " + num(p.events) + " events";
+    scheduleDetail();
+  }
+
+  function onChartKey(e) {
+    const s = live.series; if (!s) return;
+    const keys = { ArrowRight: 1, ArrowLeft: -1, ArrowUp: 1, ArrowDown: -1, PageUp: 10, PageDown: -10 };
+    if (e.key in keys) { e.preventDefault(); moveCursor((cursorIdx < 0 ? 0 : cursorIdx + keys[e.key])); }
+    else if (e.key === "Home") { e.preventDefault(); moveCursor(0); }
+    else if (e.key === "End") { e.preventDefault(); moveCursor(s.points.length - 1); }
+    else if (e.key === "Enter") { e.preventDefault(); showDetail(); $("detail-table").hidden || $("detail-title").scrollIntoView({ block: "nearest" }); }
+  }
+
+  function announce() {
+    const now = Date.now();
+    if (now - lastAnnounce < 15000 || !live.series) return;
+    lastAnnounce = now;
+    $("live-announce").textContent = "Updated: " + num(live.series.total.total_tokens) + " tokens in this view.";
+  }
+
+  function scheduleDetail() { clearTimeout(detailTimer); detailTimer = setTimeout(showDetail, 250); }
+
+  async function showDetail() {
+    const s = live.series; if (!s || cursorIdx < 0 || !s.points[cursorIdx]) return;
+    const p = s.points[cursorIdx];
+    const q = { from: p.start, to: p.end, tz: s.timezone };
+    if (s.user && s.user !== session.user) q.user = s.user;
+    try {
+      const r = await api("/api/v1/usage/breakdown?" + query(q));
+      const b = await r.json();
+      const tbody = $("detail-table").tBodies[0]; tbody.textContent = "";
+      for (const row of b.rows) {
+        const tr = tbody.insertRow();
+        cell(tr, row.activity, "text"); cell(tr, row.model, "text"); cell(tr, num(row.input_tokens)); cell(tr, num(row.output_tokens)); cell(tr, num(row.events));
+      }
+      $("detail-caption").textContent = label(p.start, s.granularity) + ": " + num(b.total.total_tokens) + " tokens by activity and model";
+      $("detail-table").hidden = false;
+      $("detail-hint").textContent = b.rows.length ? "" : "No usage in this bucket.";
+    } catch (e) { if (e.message !== "signed out") showAlert(e.message); }
+  }
+
+  // ---- CSV, admin, views of me ------------------------------------------
+  async function downloadCsv() {
+    const v = currentView(); if (v.error) { showAlert(v.error); return; }
+    const s = live.series; if (!s) return;
+    try {
+      const q = Object.assign({}, v, { from: s.from, to: s.to });
+      const r = await api("/api/v1/usage/export.csv?" + query(q));
+      const blob = await r.blob();
+      const a = document.createElement("a");
+      a.href = URL.createObjectURL(blob);
+      const m = /filename="([^"]+)"/.exec(r.headers.get("content-disposition") || "");
+      a.download = m ? m[1] : "tokenusage.csv";
+      document.body.appendChild(a); a.click(); a.remove();
+      setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+    } catch (e) { if (e.message !== "signed out") showAlert("The CSV could not be downloaded: " + e.message); }
+  }
+
+  function auditRows(tbody, rows, cols) {
+    tbody.textContent = "";
+    if (!rows.length) { const tr = tbody.insertRow(); const td = cell(tr, "Nothing yet.", "text"); td.colSpan = cols; return; }
+    return rows;
+  }
+
+  async function loadViews() {
+    try {
+      const rows = await (await api("/api/v1/audit/views?limit=20")).json();
+      const tbody = $("views-table").tBodies[0];
+      if (!auditRows(tbody, rows, 4)) return;
+      for (const r of rows) {
+        const tr = tbody.insertRow();
+        cell(tr, new Date(r.at).toLocaleString(), "text"); cell(tr, r.actor || "?", "text"); cell(tr, r.action, "text"); cell(tr, r.ip || "", "text");
+      }
+    } catch (e) { if (e.message !== "signed out") showAlert(e.message); }
+  }
+
+  async function loadAudit(ev) {
+    if (ev) ev.preventDefault();
+    const q = { actor: $("audit-actor").value.trim(), subject: $("audit-subject").value.trim(), action: $("audit-action").value.trim(), limit: 50 };
+    try {
+      const rows = await (await api("/api/v1/admin/audit?" + query(q))).json();
+      const tbody = $("audit-table").tBodies[0];
+      if (!auditRows(tbody, rows, 7)) return;
+      for (const r of rows) {
+        const tr = tbody.insertRow();
+        cell(tr, new Date(r.at).toLocaleString(), "text"); cell(tr, r.actor || "–", "text"); cell(tr, r.action, "text");
+        cell(tr, r.subject || "–", "text"); cell(tr, r.outcome, "text"); cell(tr, r.rows == null ? "–" : num(r.rows)); cell(tr, r.ip || "", "text");
+      }
+    } catch (e) { if (e.message !== "signed out") showAlert(e.message); }
+  }
+
+  async function loadUserPicker() {
+    try {
+      const r = await api("/api/v1/admin/usage/top-users?" + query({ from: addMonths(today(), -11), to: addDays(today(), 1), limit: 200 }));
+      const list = $("user-list"); list.textContent = "";
+      const all = document.createElement("option"); all.value = "*"; all.textContent = "All users"; list.appendChild(all);
+      for (const u of (await r.json()).users) { const o = document.createElement("option"); o.value = u.user; list.appendChild(o); }
+    } catch (_) { /* the picker still takes free text */ }
+  }
+
+  // ---- wiring ---------------------------------------------------------------
+  function showDashboard() {
+    $("sign-in").hidden = true; $("dashboard").hidden = false; $("who").hidden = false;
+    $("who-name").textContent = session.user + (session.role === "admin" ? " (admin)" : "");
+    const admin = session.role === "admin";
+    for (const el of document.querySelectorAll(".admin-only")) el.hidden = !admin;
+    startLive(); loadViews();
+    if (admin) { loadAudit(); loadUserPicker(); }
+    $("dash-title").focus({ preventScroll: true });
+  }
+
+  function applyTheme(theme) {
+    document.documentElement.dataset.theme = theme;
+    const dark = theme === "dark";
+    $("theme").setAttribute("aria-pressed", String(dark));
+    if (live.series) render(true);
+  }
+
+  function init() {
+    const stored = localStorage.getItem("tokenusage-theme");
+    applyTheme(stored || (matchMedia("(prefers-color-scheme: dark)").matches ? "dark" : "light"));
+    $("theme").addEventListener("click", () => {
+      const next = document.documentElement.dataset.theme === "dark" ? "light" : "dark";
+      localStorage.setItem("tokenusage-theme", next); applyTheme(next);
+    });
+    const browserTz = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+    $("tz").value = browserTz;
+    const zones = typeof Intl.supportedValuesOf === "function" ? Intl.supportedValuesOf("timeZone") : [browserTz, "UTC"];
+    const dl = $("tz-list");
+    for (const z of zones) { const o = document.createElement("option"); o.value = z; dl.appendChild(o); }
+    $("sign-in-form").addEventListener("submit", signIn);
+    $("sign-out").addEventListener("click", signOut);
+    $("controls").addEventListener("submit", (e) => { e.preventDefault(); startLive(); });
+    $("range").addEventListener("change", () => {
+      const custom = $("range").value === "custom";
+      $("custom-from-field").hidden = !custom; $("custom-to-field").hidden = !custom;
+      if (custom && !$("custom-from").value) { $("custom-from").value = addDays(today(), -6); $("custom-to").value = today(); }
+      startLive();
+    });
+    for (const id of ["custom-from", "custom-to", "granularity", "group", "user"]) $(id).addEventListener("change", startLive);
+    $("tz").addEventListener("change", () => {
+      if (!zones.includes($("tz").value.trim())) { showAlert("Unknown time zone: pick one from the list (for example Europe/Berlin)."); return; }
+      startLive();
+    });
+    $("metric").addEventListener("change", () => render(true));
+    $("pause").addEventListener("click", () => {
+      live.paused = !live.paused;
+      $("pause").setAttribute("aria-pressed", String(live.paused));
+      $("pause").textContent = live.paused ? "Resume live updates" : "Pause live updates";
+      startLive();
+    });
+    $("csv").addEventListener("click", downloadCsv);
+    $("chart").addEventListener("keydown", onChartKey);
+    $("chart").addEventListener("focus", () => { if (cursorIdx < 0 && live.series) moveCursor(live.series.points.length - 1); });
+    $("chart").addEventListener("click", showDetail);
+    $("table-details").addEventListener("toggle", () => { if ($("table-details").open && live.series) table(live.series); });
+    $("audit-form").addEventListener("submit", loadAudit);
+    $("dash-title").tabIndex = -1;
+    new ResizeObserver(() => { if (chart) chart.setSize({ width: Math.max(280, $("chart").clientWidth), height: 320 }); }).observe($("chart"));
+    refresh().then((ok) => (ok ? showDashboard() : signedOut("")));
+  }
+
+  document.addEventListener("DOMContentLoaded", init);
+})();

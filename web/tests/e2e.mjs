@@ -1,0 +1,200 @@
+// Browser end-to-end tests: Debian's Chromium driven by playwright-core,
+// against a real `tokenusage serve` (real PostgreSQL, real broker). Run by
+// scripts/test.sh, which provides DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS and
+// a fresh topic. Screenshots go to target/e2e-artifacts/.
+//
+//   node web/tests/e2e.mjs
+import { spawn, spawnSync } from "node:child_process";
+import { mkdirSync, readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const require = createRequire(import.meta.url);
+const { chromium } = require("playwright-core");
+const axeSource = readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+const bin = process.env.TOKENUSAGE_BIN || join(root, "target", "debug", "tokenusage");
+const artifacts = join(root, "target", "e2e-artifacts");
+mkdirSync(artifacts, { recursive: true });
+const TZ = "Europe/Berlin";
+const PASSWORD = "e2e-password-123";
+
+function run(args, input) {
+  const r = spawnSync(bin, args, { input, env: { ...process.env, TOKENUSAGE_NEW_PASSWORD: PASSWORD, RUST_LOG: "warn" }, encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`tokenusage ${args.join(" ")} failed: ${r.stderr}`);
+  return r.stdout;
+}
+
+let seq = 0;
+function event(user, minutesAgo, activity, input, output) {
+  seq += 1;
+  return JSON.stringify({ event_id: `e2e-${Date.now()}-${seq}`, user_id: user, occurred_at: new Date(Date.now() - minutesAgo * 60000).toISOString(),
+    activity, model: "gpt-4o-mini", input_tokens: input, output_tokens: output });
+}
+
+async function startServer() {
+  const child = spawn(bin, ["serve", "--listen", "127.0.0.1:0"], { env: { ...process.env, RUST_LOG: "warn" }, stdio: ["ignore", "pipe", "pipe"] });
+  let log = "";
+  child.stderr.on("data", (d) => { log += d; });
+  const url = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("serve did not start: " + log)), 60000);
+    child.stdout.on("data", (d) => {
+      const m = /running at (http:\/\/[^\s]+)\//.exec(String(d));
+      if (m) { clearTimeout(timer); resolve(m[1]); }
+    });
+    child.on("exit", (c) => reject(new Error(`serve exited (${c}): ${log}`)));
+  });
+  return { child, url };
+}
+
+async function apiLogin(url, user) {
+  const r = await fetch(url + "/api/v1/auth/login", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ username: user, password: PASSWORD }) });
+  if (!r.ok) throw new Error("login failed " + r.status);
+  return (await r.json()).access_token;
+}
+
+function berlinDate(offsetDays) {
+  const d = new Intl.DateTimeFormat("en-CA", { timeZone: TZ }).format(new Date());
+  const t = new Date(d + "T00:00:00Z"); t.setUTCDate(t.getUTCDate() + offsetDays);
+  return t.toISOString().slice(0, 10);
+}
+
+async function apiTotal(url, token) {
+  const q = new URLSearchParams({ from: berlinDate(-6), to: berlinDate(2), tz: TZ, group: "activity" });
+  const r = await fetch(url + "/api/v1/usage/series?" + q, { headers: { authorization: "Bearer " + token } });
+  return (await r.json()).total.total_tokens;
+}
+
+const results = [];
+async function test(name, fn) {
+  const started = Date.now();
+  try { await fn(); results.push([name, true]); console.log(`ok   ${name} (${Date.now() - started} ms)`); }
+  catch (e) { results.push([name, false]); console.log(`FAIL ${name}: ${e.stack || e}`); }
+}
+function assert(cond, msg) { if (!cond) throw new Error(msg); }
+const digits = (s) => Number(String(s).replace(/[^0-9]/g, ""));
+
+async function axe(page, label) {
+  await page.addScriptTag({ content: axeSource });
+  const r = await page.evaluate(async () => await window.axe.run(document, { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] } }));
+  await page.screenshot({ path: join(artifacts, `axe-${label}.png`), fullPage: true });
+  const v = r.violations.map((x) => `${x.id} (${x.impact}): ${x.nodes.map((n) => n.target.join(" ")).slice(0, 3).join(", ")}`);
+  assert(v.length === 0, `axe found ${v.length} violation(s) on ${label}:\n  ${v.join("\n  ")}`);
+}
+
+async function signIn(page, user) {
+  await page.fill("#username", user);
+  await page.fill("#password", PASSWORD);
+  await page.click("#sign-in-form button[type=submit]");
+  await page.waitForSelector("#dashboard:not([hidden])");
+  await page.waitForFunction(() => document.getElementById("conn").dataset.state === "live", null, { timeout: 20000 });
+}
+
+async function main() {
+  run(["users", "add", "alice", "--role", "viewer"]);
+  run(["users", "add", "root", "--role", "admin"]);
+  const lines = [event("alice", 60, "chat", 1200, 300), event("alice", 60 * 26, "embedding", 5000, 0), event("alice", 60 * 50, "chat", 700, 70),
+    event("bob", 30, "chat", 99999, 1)].join("\n");
+  run(["publish", "-", "--source", "e2e"], lines);
+  const { child, url } = await startServer();
+  const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-dev-shm-usage"] });
+  const token = await apiLogin(url, "alice");
+  // Wait until the projector has counted the published events.
+  for (let i = 0; i < 100 && (await apiTotal(url, token)) !== 7270; i++) await new Promise((r) => setTimeout(r, 200));
+  try {
+    // A strict context: the page's own CSP applies; any violation fails.
+    const ctx = await browser.newContext({ timezoneId: TZ, locale: "en-GB", viewport: { width: 1280, height: 900 } });
+    const page = await ctx.newPage();
+    const cspViolations = [];
+    page.on("console", (m) => { if (/Content Security Policy/i.test(m.text())) cspViolations.push(m.text()); });
+    page.on("pageerror", (e) => cspViolations.push("page error: " + e.message));
+    await page.goto(url + "/");
+
+    await test("sign in and see the chart with exactly the API's numbers", async () => {
+      await signIn(page, "alice");
+      const want = await apiTotal(url, token);
+      assert(want === 7270, "the API total is the published events' (got " + want + ")");
+      await page.waitForFunction((w) => document.getElementById("fig-total").textContent.replace(/[^0-9]/g, "") === String(w), want, { timeout: 10000 });
+      assert(await page.locator("#chart canvas").count() > 0, "the chart is drawn");
+      await page.screenshot({ path: join(artifacts, "dashboard.png"), fullPage: true });
+    });
+
+    await test("publish an event and watch the chart and totals change without a reload", async () => {
+      await page.evaluate(() => { window.__sameDocument = true; });
+      run(["publish", "-", "--source", "e2e"], event("alice", 5, "agent-run", 40, 2));
+      await page.waitForFunction(() => document.getElementById("fig-total").textContent.replace(/[^0-9]/g, "") === "7312", null, { timeout: 20000 });
+      assert(await page.evaluate(() => window.__sameDocument === true), "the page was not reloaded");
+      assert(digits(await page.textContent("#fig-total")) === await apiTotal(url, token), "the page equals the API after the change");
+      // The projector's freshness probe reports within seconds.
+      await page.waitForFunction(() => /Complete through \d/.test(document.getElementById("freshness").textContent.replace(/[^\w ]/g, " ")) ||
+        /Complete through [A-Z0-9]/.test(document.getElementById("freshness").textContent), null, { timeout: 15000 });
+      assert(cspViolations.length === 0, "CSP violations: " + cspViolations.join("; "));
+    });
+
+    await test("drive the whole page with the keyboard alone", async () => {
+      const kctx = await browser.newContext({ timezoneId: TZ, locale: "en-GB" });
+      const k = await kctx.newPage();
+      await k.goto(url + "/");
+      await k.waitForSelector("#sign-in:not([hidden])");
+      // Tab from the top: skip link, theme toggle, then the form.
+      let guard = 0;
+      while ((await k.evaluate(() => document.activeElement && document.activeElement.id)) !== "username" && guard++ < 10) await k.keyboard.press("Tab");
+      assert(guard < 10, "the user field is reachable with Tab");
+      await k.keyboard.type("alice"); await k.keyboard.press("Tab"); await k.keyboard.type(PASSWORD); await k.keyboard.press("Enter");
+      await k.waitForFunction(() => document.getElementById("conn").dataset.state === "live", null, { timeout: 20000 });
+      guard = 0;
+      while ((await k.evaluate(() => document.activeElement && document.activeElement.id)) !== "chart" && guard++ < 40) await k.keyboard.press("Tab");
+      assert(guard < 40, "the chart is reachable with Tab");
+      const outline = await k.evaluate(() => getComputedStyle(document.activeElement).outlineStyle);
+      assert(outline !== "none", "focus is visible on the chart");
+      await k.keyboard.press("End"); await k.keyboard.press("ArrowLeft");
+      await k.waitForFunction(() => /tokens/.test(document.getElementById("point-live").textContent));
+      await k.keyboard.press("Enter");
+      await k.waitForSelector("#detail-table:not([hidden])", { timeout: 10000 });
+      // Open the data table and change the granularity, keyboard only.
+      await k.focus("#table-details summary"); await k.keyboard.press("Enter");
+      assert(await k.evaluate(() => document.getElementById("table-details").open), "the data table opens with Enter");
+      await k.focus("#granularity"); await k.keyboard.press("ArrowDown");
+      await k.waitForFunction(() => document.getElementById("conn").dataset.state === "live");
+      await k.screenshot({ path: join(artifacts, "keyboard.png"), fullPage: true });
+      await kctx.close();
+    });
+
+    // axe: every screen and state, in a context that may inject axe.
+    const actx = await browser.newContext({ timezoneId: TZ, locale: "en-GB", bypassCSP: true });
+    const a = await actx.newPage();
+    await test("axe: sign-in screen", async () => {
+      await a.goto(url + "/"); await a.waitForSelector("#sign-in:not([hidden])"); await axe(a, "sign-in");
+    });
+    await test("axe: dashboard", async () => { await signIn(a, "alice"); await axe(a, "dashboard"); });
+    await test("axe: data table open and a bucket's breakdown", async () => {
+      await a.click("#table-details summary"); await a.focus("#chart"); await a.keyboard.press("Enter");
+      await a.waitForSelector("#detail-table:not([hidden])"); await axe(a, "table-open");
+    });
+    await test("axe: dark theme", async () => { await a.click("#theme"); await axe(a, "dark"); await a.click("#theme"); });
+    await test("axe: narrow screen (320 px)", async () => { await a.setViewportSize({ width: 320, height: 800 }); await axe(a, "narrow"); await a.setViewportSize({ width: 1280, height: 900 }); });
+    await test("axe: admin views (user picker, all users, audit log)", async () => {
+      await a.click("#sign-out"); await a.waitForSelector("#sign-in:not([hidden])");
+      await signIn(a, "root");
+      await a.waitForSelector("#admin:not([hidden])");
+      await a.fill("#user", "*"); await a.dispatchEvent("#user", "change");
+      await a.waitForFunction(() => document.getElementById("conn").dataset.state === "live");
+      await a.waitForSelector("#audit-table tbody tr");
+      await axe(a, "admin");
+      await a.click("#theme"); await axe(a, "admin-dark");
+    });
+    await actx.close();
+    await ctx.close();
+  } finally {
+    await browser.close();
+    child.kill("SIGTERM");
+  }
+  const failed = results.filter(([, ok]) => !ok).length;
+  console.log(`e2e: ${results.length - failed} passed, ${failed} failed (screenshots in ${artifacts})`);
+  process.exit(failed ? 1 : 0);
+}
+
+main().catch((e) => { console.error(e); process.exit(1); });
