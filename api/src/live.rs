@@ -395,7 +395,11 @@ impl Socket {
         let mut changes = self.state.live.changes.subscribe();
         let mut freshness = self.state.live.freshness_tx.subscribe();
         let rate = self.state.config.live_updates_per_sec.max(1);
-        let mut tick = tokio::time::interval(Duration::from_millis(1000 / u64::from(rate)));
+        let period = Duration::from_millis(1000 / u64::from(rate));
+        let mut tick = tokio::time::interval(period);
+        // Leading edge: after a quiet spell a change goes out at once; while
+        // changes keep coming, the tick sends them at most `rate` times a second.
+        let mut last_flush = Instant::now();
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut ping = tokio::time::interval(PING_EVERY);
         let mut status = tokio::time::interval(STATUS_EVERY);
@@ -444,12 +448,25 @@ impl Socket {
                         break;
                     }
                 },
-                c = changes.recv() => match c {
-                    Ok(change) => self.on_change(&change),
-                    Err(broadcast::error::RecvError::Lagged(_)) => self.on_change(&Change::Everything),
-                    Err(broadcast::error::RecvError::Closed) => break,
-                },
+                c = changes.recv() => {
+                    match c {
+                        Ok(change) => self.on_change(&change),
+                        Err(broadcast::error::RecvError::Lagged(_)) => self.on_change(&Change::Everything),
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    }
+                    if last_flush.elapsed() >= period {
+                        last_flush = Instant::now();
+                        let current = freshness.borrow().clone();
+                        if let Err(e) = self.flush(&current).await {
+                            tracing::warn!(error = %e, "live update failed");
+                        }
+                    }
+                }
                 _ = tick.tick() => {
+                    if last_flush.elapsed() < period / 2 {
+                        continue;
+                    }
+                    last_flush = Instant::now();
                     let current = freshness.borrow_and_update().clone();
                     if let Err(e) = self.flush(&current).await {
                         tracing::warn!(error = %e, "live update failed");

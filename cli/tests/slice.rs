@@ -50,11 +50,12 @@ async fn published_events_reach_the_api_as_per_user_rollups() {
     assert_eq!(points[12]["input_tokens"], 7);
     assert_eq!(points[12]["start"], "2026-11-20T12:00:00Z");
 
-    // The breakdown splits by activity and model.
+    // The breakdown splits by activity and model, heaviest first.
     let (_, b) = app.get(&token, &format!("/api/v1/usage/breakdown?from={FROM}&to={TO}")).await;
     let rows = b["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 2);
-    assert_eq!((rows[0]["activity"].as_str(), rows[0]["input_tokens"].as_i64()), (Some("chat"), Some(107)));
+    assert_eq!((rows[0]["activity"].as_str(), rows[0]["input_tokens"].as_i64()), (Some("embedding"), Some(1000)));
+    assert_eq!((rows[1]["activity"].as_str(), rows[1]["input_tokens"].as_i64()), (Some("chat"), Some(107)));
 
     // Alice cannot read Bob's usage, and nobody reads anything without a token.
     let (status, _) = app.get(&token, &format!("/api/v1/usage/series?from={FROM}&to={TO}&user=bob")).await;

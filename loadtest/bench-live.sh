@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Benchmark: live WebSockets. 10k authenticated sockets (RSS per socket),
+# produce -> push latency while 10k events/s flow through Kafka, and the
+# fan-out rate, against one `tokenusage serve` (projector + API) on this box.
+#   bash loadtest/bench-live.sh [SOCKETS] [RATE] [SECONDS]
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
+SOCKETS="${1:-10000}" RATE="${2:-10000}" SECONDS_="${3:-20}"
+bench_setup tu_bench_live 39600 bench.live
+cargo build --release -q -p tokenusage-loadtest --bin live-bench --manifest-path "$ROOT/Cargo.toml" || die "build failed"
+ulimit -n 65536 || die "cannot raise the open-file limit to 65536 (needed for $SOCKETS sockets)"
+export TOKENUSAGE_JWT_SECRET="bench-secret-bench-secret-bench-secret!" TOKENUSAGE_KAFKA_IDEMPOTENCE=false
+PORT=39680
+TOKENUSAGE_LISTEN="127.0.0.1:$PORT" TOKENUSAGE_LIVE_MAX_SOCKETS_PER_USER=100 TOKENUSAGE_TOPIC_PARTITIONS=6 \
+  "$BIN/tokenusage" serve --no-migrate --assign-partitions all >"$WORK/serve.log" 2>&1 & echo $! >"$WORK/serve.pid"
+for _ in $(seq 1 300); do port_open "$PORT" && break; sleep 0.1; done
+sleep 2
+"$BIN/live-bench" --addr "127.0.0.1:$PORT" --server-pid "$(cat "$WORK/serve.pid")" \
+  --sockets "$SOCKETS" --users 1000 --rate "$RATE" --seconds "$SECONDS_"

@@ -1,0 +1,227 @@
+//! `live-bench`: the live WebSocket path under load, against a running
+//! `tokenusage serve` (projector + API) and its broker.
+//!
+//! 1. Opens `--sockets` authenticated sockets (tokens minted with the
+//!    server's `TOKENUSAGE_JWT_SECRET`), each subscribed to a live view of
+//!    one of `--users` users, and reports the server's RSS per socket
+//!    (`/proc/<--server-pid>/status`).
+//! 2. While `--rate` events/s flow through Kafka to those users (background
+//!    producer), a probe publishes one event every 200 ms for a user of its
+//!    own and times produce → delta on the probe's socket.
+//! 3. Counts every message delivered to every socket during the load: the
+//!    fan-out rate.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use clap::Parser;
+use futures::{SinkExt, StreamExt};
+use rand::Rng;
+use sha2::Digest;
+use tokenusage_contract::UsageEvent;
+use tokenusage_ingest::{ProducerArgs, Publisher};
+use tokenusage_plumbing::KafkaArgs;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+#[derive(Debug, Parser)]
+#[command(name = "live-bench", about = "Live WebSocket fan-out, latency and memory")]
+struct Args {
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: String,
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+    #[arg(long, env = "TOKENUSAGE_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: String,
+    #[arg(long, default_value_t = 10_000)]
+    sockets: usize,
+    #[arg(long, default_value_t = 1000)]
+    users: usize,
+    /// PID of the server, for its resident memory.
+    #[arg(long)]
+    server_pid: u32,
+    /// Background events per second during the load phase.
+    #[arg(long, default_value_t = 10_000)]
+    rate: u64,
+    /// Length of the load phase.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// A token as the server issues them (HS256, `kid` = fingerprint of the secret).
+fn token(secret: &str, user: &str) -> anyhow::Result<String> {
+    let d = sha2::Sha256::digest([b"tokenusage-kid:".as_slice(), secret.as_bytes()].concat());
+    let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    h.kid = Some(format!("tu-{}", hex::encode(&d[..8])));
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = serde_json::json!({"sub": user, "iss": "tokenusage", "aud": "tokenusage-api", "exp": now + 3600,
+        "nbf": now - 1, "iat": now, "role": "viewer"});
+    Ok(jsonwebtoken::encode(&h, &claims, &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()))?)
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn open(addr: &str, token: &str, from: &str) -> anyhow::Result<Ws> {
+    let mut req = format!("ws://{addr}/api/v1/live").into_client_request()?;
+    req.headers_mut().insert("sec-websocket-protocol", format!("tokenusage.v1, bearer.{token}").parse()?);
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await?;
+    let sub = serde_json::json!({"type": "subscribe", "id": "v", "view": {"from": from, "granularity": "hour"}});
+    ws.send(Message::Text(sub.to_string().into())).await?;
+    // Wait for the snapshot.
+    while let Some(m) = ws.next().await {
+        if let Message::Text(t) = m? {
+            if t.contains("\"type\":\"snapshot\"") {
+                return Ok(ws);
+            }
+            if t.contains("\"type\":\"error\"") {
+                anyhow::bail!("subscription refused: {t}");
+            }
+        }
+    }
+    anyhow::bail!("closed before the snapshot")
+}
+
+fn event(user: String, rng: &mut impl Rng) -> UsageEvent {
+    UsageEvent {
+        source: "live-bench".into(),
+        event_id: uuid::Uuid::now_v7().to_string(),
+        user_id: user,
+        occurred_at: Utc::now(),
+        activity: "chat".into(),
+        model: "m".into(),
+        input_tokens: rng.random_range(1..1000),
+        output_tokens: rng.random_range(0..100),
+        metadata: None,
+    }
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    sorted.get(((sorted.len().max(1) - 1) as f64 * p).round() as usize).copied().unwrap_or(0.0)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    let pool = sqlx::PgPool::connect(&a.database_url).await?;
+    sqlx::query(
+        "insert into users (id, display_name, role) select 'lb-' || g, 'lb-' || g, 'viewer' \
+         from generate_series(0, $1::int4 - 1) g on conflict do nothing",
+    )
+    .bind(a.users as i32)
+    .execute(&pool)
+    .await?;
+    sqlx::query(
+        "insert into users (id, display_name, role) values ('lb-probe', 'probe', 'viewer') on conflict do nothing",
+    )
+    .execute(&pool)
+    .await?;
+    let from = Utc::now().format("%Y-%m-%d").to_string();
+
+    // 1. Sockets and memory.
+    let before = rss_kib(a.server_pid);
+    let started = Instant::now();
+    let delivered = Arc::new(AtomicU64::new(0));
+    let opened: Vec<Ws> = futures::stream::iter(0..a.sockets)
+        .map(|i| {
+            let (addr, from, secret) = (a.addr.clone(), from.clone(), a.jwt_secret.clone());
+            async move { open(&addr, &token(&secret, &format!("lb-{}", i % a.users))?, &from).await }
+        })
+        .buffer_unordered(100)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_kib(a.server_pid);
+    println!(
+        "sockets: {} open and subscribed in {:.1} s; server RSS {} MiB -> {} MiB: {:.1} KiB per socket",
+        opened.len(),
+        started.elapsed().as_secs_f64(),
+        before / 1024,
+        after / 1024,
+        (after.saturating_sub(before)) as f64 / opened.len().max(1) as f64
+    );
+    for mut ws in opened {
+        let d = delivered.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(m)) = ws.next().await {
+                if matches!(m, Message::Text(_)) {
+                    d.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+
+    // 2. Background load through Kafka.
+    let publisher = Publisher::new(&a.kafka, &ProducerArgs::default())?;
+    let load = {
+        let (publisher, users, rate, secs) = (publisher.clone(), a.users, a.rate, a.seconds);
+        tokio::spawn(async move {
+            let start = Instant::now();
+            let mut sent = 0u64;
+            while start.elapsed() < Duration::from_secs(secs) {
+                let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+                let batch: Vec<UsageEvent> = {
+                    let mut rng = rand::rng();
+                    (sent..due).map(|i| event(format!("lb-{}", i as usize % users), &mut rng)).collect()
+                };
+                sent = due;
+                futures::future::join_all(batch.iter().map(|e| publisher.publish(e, None))).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            sent
+        })
+    };
+    // 3. Probe: produce -> delta latency.
+    let mut probe = open(&a.addr, &token(&a.jwt_secret, "lb-probe")?, &from).await?;
+    let delivered_start = delivered.load(Ordering::Relaxed);
+    let load_started = Instant::now();
+    let mut latencies = Vec::new();
+    while load_started.elapsed() < Duration::from_secs(a.seconds) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let e = event("lb-probe".into(), &mut rand::rng());
+        let t0 = Instant::now();
+        publisher.publish(&e, None).await.map_err(|e| anyhow::anyhow!("probe publish: {e:?}"))?;
+        let got = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(Ok(m)) = probe.next().await {
+                if let Message::Text(t) = m
+                    && t.contains("\"type\":\"delta\"")
+                {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        if matches!(got, Ok(true)) {
+            latencies.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let sent = load.await?;
+    let secs = load_started.elapsed().as_secs_f64();
+    let fanout = delivered.load(Ordering::Relaxed) - delivered_start;
+    latencies.sort_by(f64::total_cmp);
+    println!("load: {sent} background events in {secs:.1} s ({:.0}/s) through Kafka", sent as f64 / secs);
+    println!(
+        "produce -> push latency (probe, {} samples): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        latencies.len(),
+        pct(&latencies, 0.5),
+        pct(&latencies, 0.99),
+        latencies.last().copied().unwrap_or(0.0)
+    );
+    println!("fan-out: {fanout} messages delivered to {} sockets: {:.0} messages/s", a.sockets, fanout as f64 / secs);
+    println!("server RSS at the end: {} MiB", rss_kib(a.server_pid) / 1024);
+    Ok(())
+}
