@@ -253,6 +253,23 @@ pub async fn read_series(
     Ok(data)
 }
 
+/// `<select> from <rollup> where bucket in [from, to)` and the subject's and
+/// filters' conditions, ready for a `group by`.
+fn ranged<'a>(
+    select: &str,
+    rollup: Rollup,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    subject: &Subject,
+    filters: &Filters,
+) -> QueryBuilder<'a, sqlx::Postgres> {
+    // The table comes from an enum, never from input.
+    let mut qb = QueryBuilder::new(format!("{select} from {} where bucket >= ", rollup.table()));
+    qb.push_bind(from).push(" and bucket < ").push_bind(to);
+    push_filters(&mut qb, subject, filters);
+    qb
+}
+
 /// Sums over `[from, to)`, which must lie on `rollup`'s grid.
 pub async fn read_total(
     pool: &PgPool,
@@ -262,14 +279,10 @@ pub async fn read_total(
     to: DateTime<Utc>,
     filters: &Filters,
 ) -> sqlx::Result<Sums> {
-    let mut qb = QueryBuilder::new(format!(
-        "select coalesce(sum(input_tokens), 0)::int8, coalesce(sum(output_tokens), 0)::int8, \
-         coalesce(sum(events), 0)::int8 from {} where bucket >= ",
-        rollup.table()
-    ));
-    qb.push_bind(from).push(" and bucket < ").push_bind(to);
-    push_filters(&mut qb, subject, filters);
-    let (i, o, e): (i64, i64, i64) = qb.build_query_as().fetch_one(pool).await?;
+    let select = "select coalesce(sum(input_tokens), 0)::int8, coalesce(sum(output_tokens), 0)::int8, \
+                  coalesce(sum(events), 0)::int8";
+    let (i, o, e): (i64, i64, i64) =
+        ranged(select, rollup, from, to, subject, filters).build_query_as().fetch_one(pool).await?;
     Ok(Sums::new(i, o, e))
 }
 
@@ -291,12 +304,8 @@ pub async fn read_breakdown(
     to: DateTime<Utc>,
     filters: &Filters,
 ) -> sqlx::Result<Vec<BreakdownRow>> {
-    let mut qb = QueryBuilder::new(format!(
-        "select activity, model, sum(input_tokens)::int8, sum(output_tokens)::int8, sum(events)::int8 from {} where bucket >= ",
-        rollup.table()
-    ));
-    qb.push_bind(from).push(" and bucket < ").push_bind(to);
-    push_filters(&mut qb, subject, filters);
+    let select = "select activity, model, sum(input_tokens)::int8, sum(output_tokens)::int8, sum(events)::int8";
+    let mut qb = ranged(select, rollup, from, to, subject, filters);
     qb.push(" group by 1, 2 order by sum(input_tokens + output_tokens) desc, 1, 2");
     let rows: Vec<(String, String, i64, i64, i64)> = qb.build_query_as().fetch_all(pool).await?;
     Ok(rows
