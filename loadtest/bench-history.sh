@@ -9,8 +9,12 @@ bench_setup tu_bench_history 39500 bench.history
 cargo build --release -q -p tokenusage-loadtest --bin history-bench --manifest-path "$ROOT/Cargo.toml" || die "build failed"
 export BENCH_PASSWORD=bench-password-123 TOKENUSAGE_NEW_PASSWORD=bench-password-123
 "$BIN/tokenusage" users add bench-user >/dev/null
-PORT=39580
-TOKENUSAGE_LISTEN="127.0.0.1:$PORT" TOKENUSAGE_LOGIN_ATTEMPTS_PER_MINUTE=1000 \
-  "$BIN/tokenusage" api --no-migrate >"$WORK/api.log" 2>&1 & echo $! >"$WORK/api.pid"
-for _ in $(seq 1 100); do port_open "$PORT" && break; sleep 0.1; done
-"$BIN/history-bench" --seed --url "http://127.0.0.1:$PORT" "$@"
+export TOKENUSAGE_LOGIN_ATTEMPTS_PER_MINUTE=1000 TOKENUSAGE_ACCESS_TOKEN_TTL_SECS=3600
+# Two API processes on the same database: the normal one, and one with the
+# series cache off (every request reads the rollups).
+PORT=39580 COLD_PORT=39581
+TOKENUSAGE_LISTEN="127.0.0.1:$PORT" "$BIN/tokenusage" api --no-migrate >"$WORK/api.log" 2>&1 & echo $! >"$WORK/api.pid"
+TOKENUSAGE_LISTEN="127.0.0.1:$COLD_PORT" TOKENUSAGE_SERIES_CACHE_ENTRIES=0 \
+  "$BIN/tokenusage" api --no-migrate >"$WORK/api-cold.log" 2>&1 & echo $! >"$WORK/api-cold.pid"
+for _ in $(seq 1 100); do port_open "$PORT" && port_open "$COLD_PORT" && break; sleep 0.1; done
+"$BIN/history-bench" --seed --url "http://127.0.0.1:$PORT" --cold-url "http://127.0.0.1:$COLD_PORT" "$@"

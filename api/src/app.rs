@@ -40,6 +40,8 @@ pub struct AppState {
     /// The audit trail writer.
     pub(crate) audit: AuditLog,
     pub(crate) login_limiter: Arc<LoginLimiter>,
+    /// Series reads, invalidated by the projector's notifications.
+    pub(crate) series_cache: Arc<crate::history::cache::SeriesCache>,
     /// Live views: the change hub and socket bookkeeping.
     pub(crate) live: Arc<crate::live::Live>,
     /// Cancelled when the server stops: live sockets close with 1001.
@@ -116,6 +118,7 @@ impl Application {
             audit: AuditLog::spawn(pool.clone()),
             login_limiter: Arc::new(LoginLimiter::new(args.login_attempts_per_minute)),
             readiness: Arc::new(Readiness::default()),
+            series_cache: Arc::new(crate::history::cache::SeriesCache::new(args.series_cache_entries)),
             live: Arc::new(crate::live::Live::new()),
             shutdown: CancellationToken::new(),
             sockets: tokio_util::task::TaskTracker::new(),
@@ -148,7 +151,11 @@ impl Application {
             readiness.draining.store(true, Ordering::Relaxed);
             inner.cancel();
         });
-        self.state.live.spawn_hub(self.state.pool.clone(), self.state.shutdown.clone());
+        self.state.live.spawn_hub(
+            self.state.pool.clone(),
+            self.state.shutdown.clone(),
+            self.state.series_cache.clone(),
+        );
         let sockets = self.state.sockets.clone();
         let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
         let result = match self.tls {

@@ -104,6 +104,10 @@ pub struct ApiArgs {
     /// (comma-separated, e.g. https://dash.example.com).
     #[arg(long = "live-allowed-origins", env = "TOKENUSAGE_LIVE_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub live_allowed_origins: Vec<String>,
+    /// Series reads kept in memory (invalidated by the projector's
+    /// notifications); 0 turns the cache off.
+    #[arg(long = "series-cache-entries", env = "TOKENUSAGE_SERIES_CACHE_ENTRIES", default_value_t = 4096)]
+    pub series_cache_entries: usize,
     /// Most points (buckets) one series response may hold.
     #[arg(long = "max-points", env = "TOKENUSAGE_MAX_POINTS", default_value_t = 10_000)]
     pub max_points: usize,
@@ -152,6 +156,7 @@ impl ApiArgs {
             live_max_sockets_per_user: 10,
             live_idle_secs: 120,
             live_allowed_origins: Vec::new(),
+            series_cache_entries: 4096,
             max_points: 10_000,
         }
     }

@@ -101,8 +101,28 @@ impl Live {
     }
 
     /// Starts the notification listener and the freshness poller.
-    pub(crate) fn spawn_hub(self: &Arc<Self>, pool: PgPool, shutdown: CancellationToken) {
+    pub(crate) fn spawn_hub(
+        self: &Arc<Self>,
+        pool: PgPool,
+        shutdown: CancellationToken,
+        cache: Arc<crate::history::cache::SeriesCache>,
+    ) {
         tokio::spawn(listen(pool.clone(), self.changes.clone(), shutdown.clone()));
+        // The series cache follows the same changes, through its own receiver.
+        let mut rx = self.changes.subscribe();
+        let s = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let change = tokio::select! { () = s.cancelled() => return, c = rx.recv() => c };
+                match change {
+                    Ok(Change::Users { users, .. }) => cache.invalidate_users(&users),
+                    Ok(Change::All { .. } | Change::Everything) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        cache.invalidate_all();
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
         tokio::spawn(poll_freshness(pool, self.freshness_tx.clone(), shutdown));
     }
 }

@@ -391,3 +391,35 @@ async fn openapi_docs_and_readiness_are_served() {
     app.stop().await;
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_view_is_never_served_after_a_newer_commit_is_notified() {
+    let (env, app, alice, admin) = setup().await;
+    let params = "from=2026-11-20&to=2026-11-21&granularity=hour";
+    let all = format!("{params}&user=*");
+    for round in 1..=5u64 {
+        // Read twice (the second comes from the cache), then commit more.
+        for _ in 0..2 {
+            series(&app, &alice, params).await;
+            series(&app, &admin, &all).await;
+        }
+        tokenusage_projector::count_events(
+            &env.pool,
+            vec![ev(&format!("k{round}"), "alice", t("2026-11-20T05:00:00Z"), "chat", "m", 10, 0)],
+        )
+        .await
+        .unwrap();
+        let want = 10 * round as i64;
+        let fresh = common::eventually(std::time::Duration::from_secs(5), || async {
+            let own = series(&app, &alice, params).await["total"]["total_tokens"].as_i64();
+            let everyone = series(&app, &admin, &all).await["total"]["total_tokens"].as_i64();
+            (own == Some(want) && everyone == Some(want)).then_some(())
+        })
+        .await;
+        assert!(fresh.is_some(), "round {round}: the cache kept serving the old total");
+    }
+    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("tokenusage_api_series_cache_total{result=\"hit\"}"), "the cache is used");
+    app.stop().await;
+    env.cleanup().await;
+}

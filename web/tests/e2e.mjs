@@ -160,6 +160,10 @@ async function main() {
       await k.focus("#granularity"); await k.keyboard.press("ArrowDown");
       await k.waitForFunction(() => document.getElementById("conn").dataset.state === "live");
       await k.screenshot({ path: join(artifacts, "keyboard.png"), fullPage: true });
+      // A reload keeps the session (HttpOnly cookie, no token in storage).
+      await k.reload();
+      await k.waitForSelector("#dashboard:not([hidden])", { timeout: 10000 });
+      assert(await k.evaluate(() => localStorage.length === 0 || Object.keys(localStorage).every((x) => x === "tokenusage-theme")), "no token in storage");
       await kctx.close();
     });
 

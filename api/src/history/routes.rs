@@ -261,7 +261,7 @@ pub(crate) async fn series(
     Query(q): Params,
 ) -> Result<Json<SeriesResponse>, ApiError> {
     let p = prepare(&state, &user, &q, &[])?;
-    let data = query::read_series(&state.pool, &p.subject, &p.plan, p.view.group, &p.view.filters).await?;
+    let data = state.series_cache.read(&state.pool, &p.subject, &p.plan, p.view.group, &p.view.filters).await?;
     let rows = (data.totals.len() * data.groups.len().max(1)) as i64;
     slot.set_detail("usage.series", Some(p.subject.label()), view_params(&p.view, &p.plan), Some(rows));
     Ok(Json(series_response(&p.view, &p.plan, &p.subject, &data)))
@@ -280,7 +280,7 @@ pub(crate) async fn summary(
     Query(q): Params,
 ) -> Result<Json<SummaryResponse>, ApiError> {
     let p = prepare(&state, &user, &q, &[])?;
-    let data = query::read_series(&state.pool, &p.subject, &p.plan, GroupBy::None, &p.view.filters).await?;
+    let data = state.series_cache.read(&state.pool, &p.subject, &p.plan, GroupBy::None, &p.view.filters).await?;
     let total = data.total();
     let peak = data
         .totals
@@ -438,7 +438,7 @@ pub(crate) async fn export_csv(
     Query(q): Params,
 ) -> Result<Response, ApiError> {
     let p = prepare(&state, &user, &q, &[])?;
-    let data = query::read_series(&state.pool, &p.subject, &p.plan, p.view.group, &p.view.filters).await?;
+    let data = state.series_cache.read(&state.pool, &p.subject, &p.plan, p.view.group, &p.view.filters).await?;
     let key_column = match p.view.group {
         GroupBy::None => None,
         GroupBy::Activity => Some("activity"),
