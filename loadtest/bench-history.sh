@@ -10,6 +10,8 @@ cargo build --release -q -p tokenusage-loadtest --bin history-bench --manifest-p
 export BENCH_PASSWORD=bench-password-123 TOKENUSAGE_NEW_PASSWORD=bench-password-123
 "$BIN/tokenusage" users add bench-user >/dev/null
 export TOKENUSAGE_LOGIN_ATTEMPTS_PER_MINUTE=1000 TOKENUSAGE_ACCESS_TOKEN_TTL_SECS=3600
+# Both processes verify the same tokens.
+export TOKENUSAGE_JWT_SECRET="bench-secret-bench-secret-bench-secret!"
 # Two API processes on the same database: the normal one, and one with the
 # series cache off (every request reads the rollups).
 PORT=39580 COLD_PORT=39581

@@ -7,7 +7,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 SOCKETS="${1:-10000}" RATE="${2:-10000}" SECONDS_="${3:-20}"
 bench_setup tu_bench_live 39600 bench.live
 cargo build --release -q -p tokenusage-loadtest --bin live-bench --manifest-path "$ROOT/Cargo.toml" || die "build failed"
-ulimit -n 65536 || die "cannot raise the open-file limit to 65536 (needed for $SOCKETS sockets)"
+# Client and server are separate processes; each needs one descriptor per socket.
+ulimit -n "$(ulimit -Hn)"
+[ "$(ulimit -n)" -gt $((SOCKETS + 1000)) ] || die "the open-file limit ($(ulimit -n)) is too low for $SOCKETS sockets"
 export TOKENUSAGE_JWT_SECRET="bench-secret-bench-secret-bench-secret!" TOKENUSAGE_KAFKA_IDEMPOTENCE=false
 PORT=39680
 TOKENUSAGE_LISTEN="127.0.0.1:$PORT" TOKENUSAGE_LIVE_MAX_SOCKETS_PER_USER=100 TOKENUSAGE_TOPIC_PARTITIONS=6 \

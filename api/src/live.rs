@@ -66,7 +66,7 @@ const HUB_CAPACITY: usize = 1024;
 #[derive(Debug, Clone)]
 pub(crate) enum Change {
     /// These users' data changed between `from` and `to` (inclusive).
-    Users { users: Arc<Vec<String>>, from: DateTime<Utc>, to: DateTime<Utc> },
+    Users { users: Arc<std::collections::HashSet<String>>, from: DateTime<Utc>, to: DateTime<Utc> },
     /// Many users' data changed in that range.
     All { from: DateTime<Utc>, to: DateTime<Utc> },
     /// Unknown (a notification may have been missed): refresh everything.
@@ -115,7 +115,7 @@ impl Live {
             loop {
                 let change = tokio::select! { () = s.cancelled() => return, c = rx.recv() => c };
                 match change {
-                    Ok(Change::Users { users, .. }) => cache.invalidate_users(&users),
+                    Ok(Change::Users { users, .. }) => cache.invalidate_users(users.iter()),
                     Ok(Change::All { .. } | Change::Everything) | Err(broadcast::error::RecvError::Lagged(_)) => {
                         cache.invalidate_all();
                     }
@@ -158,7 +158,8 @@ async fn listen(pool: PgPool, tx: broadcast::Sender<Change>, shutdown: Cancellat
                 Ok(Some(n)) => {
                     let change = match serde_json::from_str::<Notification>(n.payload()) {
                         Ok(Notification { users: Some(users), from: Some(from), to: Some(to) }) => {
-                            Change::Users { users: Arc::new(users), from, to }
+                            // A set: every socket checks its subject against it.
+                            Change::Users { users: Arc::new(users.into_iter().collect()), from, to }
                         }
                         Ok(Notification { users: None, from: Some(from), to: Some(to) }) => Change::All { from, to },
                         _ => Change::Everything,
@@ -267,8 +268,8 @@ pub(crate) async fn upgrade(
     let guard = SocketSlot { live: state.live.clone(), user: user.id.clone() };
     Ok(ws
         .protocols([PROTOCOL])
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(4 * 1024)
+        .read_buffer_size(1024)
+        .write_buffer_size(1024)
         .max_write_buffer_size(4 * 1024 * 1024)
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
@@ -300,10 +301,10 @@ struct Sub {
 }
 
 impl Sub {
-    fn touches(&self, user: Option<&[String]>) -> bool {
-        match (&self.subject, user) {
-            (Subject::All, _) | (_, None) => true,
-            (Subject::User(u), Some(users)) => users.iter().any(|x| x == u),
+    fn touches(&self, users: &std::collections::HashSet<String>) -> bool {
+        match &self.subject {
+            Subject::All => true,
+            Subject::User(u) => users.contains(u),
         }
     }
 
@@ -601,7 +602,8 @@ impl Socket {
         let plan = query::plan_view(&view, self.state.config.max_points)?;
         // Later re-plans (open-ended views grow) keep the granularity.
         view.granularity = Some(plan.granularity);
-        let data = query::read_series(&self.state.pool, &subject, &plan, view.group, &view.filters).await?;
+        let data = self.state.series_cache.read(&self.state.pool, &subject, &plan, view.group, &view.filters).await?;
+        let data = SeriesData::clone(&data);
         let audit_params = json!({"id": id, "from": view.from, "to": if open_ended { Value::Null } else { json!(view.to) },
             "granularity": plan.granularity, "tz": view.tz.name(), "group": view.group, "filters": view.filters});
         audit::record_action(
@@ -626,7 +628,7 @@ impl Socket {
     fn on_change(&mut self, change: &Change) {
         for s in self.subs.values_mut() {
             match change {
-                Change::Users { users, from, to } if s.touches(Some(users)) => {
+                Change::Users { users, from, to } if s.touches(users) => {
                     s.mark(*from, *to + chrono::Duration::minutes(1));
                 }
                 Change::Users { .. } => {}
@@ -665,9 +667,13 @@ impl Socket {
                 sub.needs_snapshot = true;
             }
             if sub.needs_snapshot {
-                sub.data =
-                    query::read_series(&self.state.pool, &sub.subject, &sub.plan, sub.view.group, &sub.view.filters)
-                        .await?;
+                // Sockets watching the same view share one read (the cache).
+                let fresh = self
+                    .state
+                    .series_cache
+                    .read(&self.state.pool, &sub.subject, &sub.plan, sub.view.group, &sub.view.filters)
+                    .await?;
+                sub.data = SeriesData::clone(&fresh);
                 sub.needs_snapshot = false;
                 sub.dirty = None;
                 let msg = snapshot_msg(&id, sub, freshness);
@@ -675,7 +681,7 @@ impl Socket {
                 continue;
             }
             let Some((from, to)) = sub.dirty.take() else { continue };
-            if let Some(delta) = delta(&self.state.pool, &id, sub, from, to, freshness).await? {
+            if let Some(delta) = delta(&self.state, &id, sub, from, to, freshness).await? {
                 sent_data |= self.send(&delta);
             }
         }
@@ -695,7 +701,7 @@ fn snapshot_msg(id: &str, sub: &Sub, freshness: &Freshness) -> Value {
 /// Re-reads the buckets overlapping `[from, to)` and returns a delta with
 /// those whose numbers changed (absolute values), or `None`.
 async fn delta(
-    pool: &PgPool,
+    state: &AppState,
     id: &str,
     sub: &mut Sub,
     from: DateTime<Utc>,
@@ -714,7 +720,7 @@ async fn delta(
         end: sub.plan.bucket_end(last - 1),
         rollup: if sub.plan.rollup == Rollup::UsageMinute { Rollup::UsageMinute } else { sub.plan.rollup },
     };
-    let fresh = query::read_series(pool, &sub.subject, &part, sub.view.group, &sub.view.filters).await?;
+    let fresh = state.series_cache.read(&state.pool, &sub.subject, &part, sub.view.group, &sub.view.filters).await?;
     let mut buckets = Vec::new();
     for (j, sums) in fresh.totals.iter().enumerate() {
         let i = first + j;

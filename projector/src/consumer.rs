@@ -209,6 +209,9 @@ pub async fn run(
             ("session.timeout.ms", args.session_timeout_ms.to_string()),
             ("heartbeat.interval.ms", (args.session_timeout_ms / 4).max(100).to_string()),
             ("statistics.interval.ms", "5000".into()),
+            // librdkafka lets the broker hold a fetch for 500 ms when data is
+            // scarce; live views want new events within tens of ms.
+            ("fetch.wait.max.ms", "20".into()),
         ],
         &["group.id", "enable.auto.commit", "enable.auto.offset.store"],
     );

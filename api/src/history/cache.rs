@@ -85,7 +85,7 @@ impl SeriesCache {
     }
 
     /// Some users' data changed.
-    pub fn invalidate_users(&self, users: &[String]) {
+    pub fn invalidate_users<'a>(&self, users: impl ExactSizeIterator<Item = &'a String>) {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.any += 1;
         if inner.by_user.len() + users.len() > 100_000 {

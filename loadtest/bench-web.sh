@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Benchmark: the dashboard in Debian's Chromium: first contentful paint on
+# localhost (cold cache), a year of hourly points x 5 series drawn, and a
+# live redraw. Needs Chromium (scripts/lib.sh installs it) and `npm ci`.
+#   bash loadtest/bench-web.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
+bench_setup tu_bench_web 39700 bench.web
+ensure_chromium
+PORT=39780
+TOKENUSAGE_LISTEN="127.0.0.1:$PORT" TOKENUSAGE_KAFKA_IDEMPOTENCE=false \
+  "$BIN/tokenusage" serve --no-migrate >"$WORK/serve.log" 2>&1 & echo $! >"$WORK/serve.pid"
+for _ in $(seq 1 300); do port_open "$PORT" && break; sleep 0.1; done
+node "$ROOT/web/tests/bench.mjs" "http://127.0.0.1:$PORT"
