@@ -32,7 +32,7 @@ pub enum Command {
     /// Run only the projector (Kafka to PostgreSQL rollups).
     Projector(commands::projector::ProjectorCmd),
     /// Run only the HTTP API and dashboard.
-    Api(commands::api::ApiCmd),
+    Api(Box<commands::api::ApiCmd>),
     /// Run only the HTTP ingest endpoint (HTTP to Kafka).
     Ingest(commands::ingest::IngestCmd),
     /// Apply database migrations (a no-op when the schema is current).
@@ -63,7 +63,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(a) => commands::serve::run(*a).await,
         Command::Projector(a) => commands::projector::run(a).await,
-        Command::Api(a) => commands::api::run(a).await,
+        Command::Api(a) => commands::api::run(*a).await,
         Command::Ingest(a) => commands::ingest::run(a).await,
         Command::Keys(a) => commands::keys::run(a).await,
         Command::Replay(a) => commands::rebuild::replay(a).await,
