@@ -61,6 +61,9 @@ const STUCK_LIMIT: Duration = Duration::from_secs(30);
 const PING_EVERY: Duration = Duration::from_secs(30);
 const STATUS_EVERY: Duration = Duration::from_secs(20);
 const HUB_CAPACITY: usize = 1024;
+/// Views up to this many buckets are re-read whole on a change (shared
+/// through the series cache); larger ones only over the dirty range.
+const SHARED_READ_BUCKETS: usize = 2000;
 
 /// A change to the rollups, from one committed projector batch.
 #[derive(Debug, Clone)]
@@ -709,8 +712,16 @@ async fn delta(
     freshness: &Freshness,
 ) -> Result<Option<Value>, sqlx::Error> {
     let n = sub.plan.edges.len();
-    let first = sub.plan.edges.partition_point(|e| *e <= from).saturating_sub(1);
-    let last = sub.plan.edges.partition_point(|e| *e < to).min(n);
+    // Small views are re-read whole: every socket watching the same view
+    // then asks the cache the same question and one read serves them all.
+    let (first, last) = if n <= SHARED_READ_BUCKETS {
+        (0, n)
+    } else {
+        (
+            sub.plan.edges.partition_point(|e| *e <= from).saturating_sub(1),
+            sub.plan.edges.partition_point(|e| *e < to).min(n),
+        )
+    };
     if first >= last {
         return Ok(None);
     }

@@ -16,9 +16,11 @@ use crate::grain::Grain;
 /// listener only ever hears about committed rows.
 pub const NOTIFY_CHANNEL: &str = "tokenusage_rollups";
 
-/// PostgreSQL caps NOTIFY payloads at 8000 bytes; past this many users the
-/// payload says "everyone" instead of listing them.
-const NOTIFY_MAX_USERS: usize = 40;
+/// PostgreSQL caps NOTIFY payloads at 8000 bytes: users are listed over
+/// several notifications of at most this many bytes of ids each...
+const NOTIFY_USER_BYTES: usize = 6000;
+/// ...and past this many notifications one says "everyone" instead.
+const NOTIFY_MAX_PAYLOADS: usize = 16;
 
 /// Identity of one claim on the stored offsets.
 #[derive(Debug, Clone)]
@@ -271,11 +273,27 @@ async fn notify(tx: &mut Transaction<'_, Postgres>, events: &[&UsageEvent]) -> R
     users.dedup();
     let from = events.iter().map(|e| e.occurred_at).min();
     let to = events.iter().map(|e| e.occurred_at).max();
-    let payload = if users.len() > NOTIFY_MAX_USERS {
-        json!({ "all": true, "from": from, "to": to })
-    } else {
-        json!({ "users": users, "from": from, "to": to })
-    };
-    sqlx::query("select pg_notify($1, $2)").bind(NOTIFY_CHANNEL).bind(payload.to_string()).execute(&mut **tx).await?;
+    // Exact user sets let a live view wake only for its own user.
+    let mut payloads = Vec::new();
+    let mut chunk: Vec<&str> = Vec::new();
+    let mut bytes = 0;
+    for u in users {
+        if bytes + u.len() + 3 > NOTIFY_USER_BYTES && !chunk.is_empty() {
+            payloads.push(json!({ "users": std::mem::take(&mut chunk), "from": from, "to": to }).to_string());
+            bytes = 0;
+        }
+        bytes += u.len() + 3;
+        chunk.push(u);
+    }
+    payloads.push(json!({ "users": chunk, "from": from, "to": to }).to_string());
+    if payloads.len() > NOTIFY_MAX_PAYLOADS {
+        payloads = vec![json!({ "all": true, "from": from, "to": to }).to_string()];
+    }
+    // Sent at commit, all or none, like the rows they describe.
+    sqlx::query("select pg_notify($1, p) from unnest($2::text[]) as p")
+        .bind(NOTIFY_CHANNEL)
+        .bind(&payloads)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
