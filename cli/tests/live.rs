@@ -392,3 +392,28 @@ async fn rest_totals(app: &TestApp, token: &str, to: &str) -> (Vec<String>, Vec<
         points.iter().map(|p| p["total_tokens"].as_i64().unwrap()).collect(),
     )
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_user_is_disconnected_within_a_minute() {
+    let env = TestEnv::database_only().await;
+    let (app, alice, _) = setup(&env).await;
+    let mut ws = connect(&app, Some(&alice), None).await.unwrap();
+    send(&mut ws, json!({"type": "subscribe", "id": "s", "view": {"from": "2026-11-20"}})).await;
+    assert!(next_of(&mut ws, &["snapshot"], Duration::from_secs(5)).await.is_some());
+    let out = common::tokenusage(&env, &["users", "disable", "alice"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let started = std::time::Instant::now();
+    let code = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(Ok(m)) = ws.next().await {
+            if let Message::Close(Some(f)) = m {
+                return Some(u16::from(f.code));
+            }
+        }
+        None
+    })
+    .await
+    .expect("still connected a minute after being disabled");
+    assert_eq!(code, Some(4003), "closed as disabled after {:?}", started.elapsed());
+    app.stop().await;
+    env.cleanup().await;
+}
