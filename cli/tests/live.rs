@@ -106,6 +106,21 @@ impl Mirror {
     }
 }
 
+/// The code of the close frame the server sends within `within`, if any.
+async fn close_code(ws: &mut Ws, within: Duration) -> Option<u16> {
+    tokio::time::timeout(within, async {
+        while let Some(Ok(m)) = ws.next().await {
+            if let Message::Close(Some(f)) = m {
+                return Some(u16::from(f.code));
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
 /// Applies updates until the mirror's total is `expected` or time runs out.
 async fn follow(ws: &mut Ws, mirror: &mut Mirror, expected: i64, within: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + within;
@@ -217,17 +232,7 @@ async fn the_socket_closes_when_the_token_expires_unless_renewed() {
     let mut ws = connect(&app, Some(&short), None).await.unwrap();
     let closing = next_of(&mut ws, &["closing"], Duration::from_secs(10)).await.expect("a closing message");
     assert_eq!(closing["code"], 4001);
-    let code = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Some(Ok(m)) = ws.next().await {
-            if let Message::Close(Some(f)) = m {
-                return Some(u16::from(f.code));
-            }
-        }
-        None
-    })
-    .await
-    .unwrap();
-    assert_eq!(code, Some(4001));
+    assert_eq!(close_code(&mut ws, Duration::from_secs(5)).await, Some(4001));
 
     // Renewing over the socket keeps it open past the first expiry.
     let now = jsonwebtoken::get_current_timestamp();
@@ -354,14 +359,7 @@ async fn websocket_equals_rest_after_shuffled_duplicated_and_late_events_and_aft
 
     // Restart the server: the socket is told (1001), and a new subscription
     // to the new process starts from the truth.
-    let stopping = tokio::spawn(async move {
-        while let Some(Ok(m)) = ws.next().await {
-            if let Message::Close(Some(f)) = m {
-                return Some(u16::from(f.code));
-            }
-        }
-        None
-    });
+    let stopping = tokio::spawn(async move { close_code(&mut ws, Duration::from_secs(30)).await });
     app.stop().await;
     assert_eq!(stopping.await.unwrap(), Some(1001));
     let app = TestApp::spawn(&env).await;
@@ -403,16 +401,7 @@ async fn a_disabled_user_is_disconnected_within_a_minute() {
     let out = common::tokenusage(&env, &["users", "disable", "alice"], None);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let started = std::time::Instant::now();
-    let code = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(Ok(m)) = ws.next().await {
-            if let Message::Close(Some(f)) = m {
-                return Some(u16::from(f.code));
-            }
-        }
-        None
-    })
-    .await
-    .expect("still connected a minute after being disabled");
+    let code = close_code(&mut ws, Duration::from_secs(60)).await;
     assert_eq!(code, Some(4003), "closed as disabled after {:?}", started.elapsed());
     app.stop().await;
     env.cleanup().await;
