@@ -110,22 +110,7 @@ impl Live {
         shutdown: CancellationToken,
         cache: Arc<crate::history::cache::SeriesCache>,
     ) {
-        tokio::spawn(listen(pool.clone(), self.changes.clone(), shutdown.clone()));
-        // The series cache follows the same changes, through its own receiver.
-        let mut rx = self.changes.subscribe();
-        let s = shutdown.clone();
-        tokio::spawn(async move {
-            loop {
-                let change = tokio::select! { () = s.cancelled() => return, c = rx.recv() => c };
-                match change {
-                    Ok(Change::Users { users, .. }) => cache.invalidate_users(users.iter()),
-                    Ok(Change::All { .. } | Change::Everything) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                        cache.invalidate_all();
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        });
+        tokio::spawn(listen(pool.clone(), self.changes.clone(), shutdown.clone(), cache));
         tokio::spawn(poll_freshness(pool, self.freshness_tx.clone(), shutdown));
     }
 }
@@ -137,7 +122,23 @@ struct Notification {
     to: Option<DateTime<Utc>>,
 }
 
-async fn listen(pool: PgPool, tx: broadcast::Sender<Change>, shutdown: CancellationToken) {
+/// Invalidates the series cache for a change, then announces it: in this
+/// order, so no socket can re-read a view from the cache and get numbers
+/// older than the change it was woken for.
+fn publish(tx: &broadcast::Sender<Change>, cache: &crate::history::cache::SeriesCache, change: Change) {
+    match &change {
+        Change::Users { users, .. } => cache.invalidate_users(users.iter()),
+        Change::All { .. } | Change::Everything => cache.invalidate_all(),
+    }
+    let _ = tx.send(change);
+}
+
+async fn listen(
+    pool: PgPool,
+    tx: broadcast::Sender<Change>,
+    shutdown: CancellationToken,
+    cache: Arc<crate::history::cache::SeriesCache>,
+) {
     loop {
         let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
             Ok(l) => l,
@@ -151,7 +152,7 @@ async fn listen(pool: PgPool, tx: broadcast::Sender<Change>, shutdown: Cancellat
             continue;
         }
         // Anything may have changed while we were not listening.
-        let _ = tx.send(Change::Everything);
+        publish(&tx, &cache, Change::Everything);
         loop {
             let n = tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -167,12 +168,10 @@ async fn listen(pool: PgPool, tx: broadcast::Sender<Change>, shutdown: Cancellat
                         Ok(Notification { users: None, from: Some(from), to: Some(to) }) => Change::All { from, to },
                         _ => Change::Everything,
                     };
-                    let _ = tx.send(change);
+                    publish(&tx, &cache, change);
                 }
                 // The connection dropped; it reconnects on the next call.
-                Ok(None) => {
-                    let _ = tx.send(Change::Everything);
-                }
+                Ok(None) => publish(&tx, &cache, Change::Everything),
                 Err(e) => {
                     tracing::warn!(error = %e, "live updates: listener failed; reconnecting");
                     break;
@@ -423,7 +422,8 @@ impl Socket {
         let mut tick = tokio::time::interval(period);
         // Leading edge: after a quiet spell a change goes out at once; while
         // changes keep coming, the tick sends them at most `rate` times a second.
-        let mut last_flush = Instant::now();
+        // When data was last sent: the rate limit counts data, not ticks.
+        let mut last_sent = Instant::now() - period;
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut ping = tokio::time::interval(PING_EVERY);
         let mut status = tokio::time::interval(STATUS_EVERY);
@@ -478,23 +478,27 @@ impl Socket {
                         Err(broadcast::error::RecvError::Lagged(_)) => self.on_change(&Change::Everything),
                         Err(broadcast::error::RecvError::Closed) => break,
                     }
-                    if last_flush.elapsed() >= period {
-                        last_flush = Instant::now();
+                    if last_sent.elapsed() >= period {
                         let current = freshness.borrow().clone();
-                        if let Err(e) = self.flush(&current).await {
-                            tracing::warn!(error = %e, "live update failed");
+                        match self.flush(&current).await {
+                            Ok(true) => last_sent = Instant::now(),
+                            Ok(false) => {}
+                            Err(e) => tracing::warn!(error = %e, "live update failed"),
                         }
                     }
                 }
                 _ = tick.tick() => {
-                    if last_flush.elapsed() < period / 2 {
+                    if last_sent.elapsed() < period {
                         continue;
                     }
-                    last_flush = Instant::now();
                     let current = freshness.borrow_and_update().clone();
-                    if let Err(e) = self.flush(&current).await {
-                        tracing::warn!(error = %e, "live update failed");
-                        self.send(&error_msg(None, "update_failed", "could not read the latest numbers; retrying"));
+                    match self.flush(&current).await {
+                        Ok(true) => last_sent = Instant::now(),
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "live update failed");
+                            self.send(&error_msg(None, "update_failed", "could not read the latest numbers; retrying"));
+                        }
                     }
                     if self.stuck_since.is_some_and(|t| t.elapsed() > STUCK_LIMIT) {
                         self.close(close::TOO_SLOW, "the client does not keep up");
@@ -641,12 +645,12 @@ impl Socket {
         }
     }
 
-    /// Sends what changed since the last tick.
-    async fn flush(&mut self, freshness: &Freshness) -> Result<(), sqlx::Error> {
+    /// Sends what changed since the last send; true if data went out.
+    async fn flush(&mut self, freshness: &Freshness) -> Result<bool, sqlx::Error> {
         if self.out.as_ref().is_some_and(|o| o.capacity() > OUT_QUEUE / 2) {
             self.stuck_since = None;
         } else if self.stuck_since.is_some() {
-            return Ok(());
+            return Ok(false);
         }
         let now = Utc::now();
         let ids: Vec<String> = self.subs.keys().cloned().collect();
@@ -692,7 +696,7 @@ impl Socket {
             self.send(&json!({"type": "freshness", "freshness": freshness}));
         }
         self.last_freshness = Some(freshness.clone());
-        Ok(())
+        Ok(sent_data)
     }
 }
 
