@@ -36,7 +36,7 @@ use crate::app::AppState;
 use crate::audit::{self, AuditSlot, RequestFacts};
 use crate::auth::{self, AuthUser};
 use crate::error::ApiError;
-use crate::history::plan::{Plan, Rollup};
+use crate::history::plan::Plan;
 use crate::history::query::{self, SeriesData, Subject, Sums, VIEW_PARAMS, View};
 use crate::history::routes::{fmt_time, resolve_subject, series_response};
 
@@ -733,7 +733,7 @@ async fn delta(
         granularity: sub.plan.granularity,
         edges: sub.plan.edges[first..last].to_vec(),
         end: sub.plan.bucket_end(last - 1),
-        rollup: if sub.plan.rollup == Rollup::UsageMinute { Rollup::UsageMinute } else { sub.plan.rollup },
+        rollup: sub.plan.rollup,
     };
     let fresh = state.series_cache.read(&state.pool, &sub.subject, &part, sub.view.group, &sub.view.filters).await?;
     let mut buckets = Vec::new();

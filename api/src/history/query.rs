@@ -174,6 +174,14 @@ pub fn parse_view(
     Ok(View { from, to, granularity, tz, week_start, group, filters, user: q.get("user").cloned() })
 }
 
+/// Refuses an empty or reversed range (routes that do not plan buckets).
+pub fn require_range(v: &View) -> Result<(), ApiError> {
+    if v.from >= v.to {
+        return Err(bad("empty_range", "`from` must be before `to`"));
+    }
+    Ok(())
+}
+
 /// Plans a view, mapping planning errors to specific 400s.
 pub fn plan_view(v: &View, max_points: usize) -> Result<Plan, ApiError> {
     plan::plan(v.granularity, &v.tz, v.week_start, v.from, v.to, max_points).map_err(|e| match e {

@@ -353,9 +353,7 @@ pub(crate) async fn breakdown(
     query::check_known(&q, &["from", "to", "tz", "activity", "model", "user"])?;
     let view = query::parse_view(&q, state.config.week_start.weekday(), true)?;
     let subject = resolve_subject(&user, view.user.as_deref())?;
-    if view.from >= view.to {
-        return Err(ApiError::bad_request("empty_range", "`from` must be before `to`"));
-    }
+    query::require_range(&view)?;
     if view.from.timestamp() % 60 != 0 || view.to.timestamp() % 60 != 0 {
         return Err(ApiError::bad_request(
             "unaligned_range",
@@ -398,9 +396,7 @@ pub(crate) async fn dimensions(
     query::check_known(&q, &["from", "to", "tz", "user"])?;
     let view = query::parse_view(&q, state.config.week_start.weekday(), true)?;
     let subject = resolve_subject(&user, view.user.as_deref())?;
-    if view.from >= view.to {
-        return Err(ApiError::bad_request("empty_range", "`from` must be before `to`"));
-    }
+    query::require_range(&view)?;
     let (activities, models) = query::read_dimensions(&state.pool, &subject, view.from, view.to).await?;
     slot.set_detail(
         "usage.dimensions",
@@ -468,12 +464,11 @@ pub(crate) async fn export_csv(
     header_row.extend(key_column);
     header_row.extend(["input_tokens", "output_tokens", "total_tokens", "events"]);
     let header_line = csv_bytes(std::iter::once(header_row.into_iter().map(str::to_owned).collect()));
-    let chunks: Vec<Vec<Vec<String>>> = rows.chunks(CSV_CHUNK_ROWS).map(<[_]>::to_vec).collect();
-    let body = futures::stream::iter(
-        std::iter::once(header_line)
-            .chain(chunks.into_iter().map(|c| csv_bytes(c.into_iter())))
-            .map(Ok::<_, std::io::Error>),
-    );
+    // Rows are encoded a chunk at a time, as the client reads.
+    let mut rows = rows.into_iter().peekable();
+    let chunks =
+        std::iter::from_fn(move || rows.peek().is_some().then(|| csv_bytes(rows.by_ref().take(CSV_CHUNK_ROWS))));
+    let body = futures::stream::iter(std::iter::once(header_line).chain(chunks).map(Ok::<_, std::io::Error>));
     let filename = format!(
         "tokenusage-{}-{}-{}.csv",
         p.subject.label().replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
@@ -522,9 +517,7 @@ pub(crate) async fn top_users(
             ApiError::bad_request("invalid_limit", format!("`limit` must be a number from 1 to 1000, not {l:?}"))
         })?,
     };
-    if view.from >= view.to {
-        return Err(ApiError::bad_request("empty_range", "`from` must be before `to`"));
-    }
+    query::require_range(&view)?;
     let (from, to) = (floor_minute(view.from), floor_minute(view.to));
     let rows = query::read_top_users(&state.pool, Rollup::coarsest_for([from, to]), from, to, limit).await?;
     slot.set_detail(
