@@ -6,16 +6,24 @@
 //! token in the URL); a foreign `Origin` is refused before the upgrade. A
 //! socket holds several subscriptions, each a view in the REST vocabulary.
 //!
-//! One hub task per process turns notifications into [`Change`]s on a
-//! bounded broadcast channel. Each socket marks the affected subscriptions
-//! dirty and, at most `--live-updates-per-sec` times a second, re-reads
-//! only the dirty buckets from the rollups and sends those that changed,
-//! with absolute values (a delta can be applied twice). A socket that falls
-//! behind (broadcast lag, or a full outbound queue) gets a fresh snapshot
-//! instead of the deltas it missed; one stuck for 30 s is closed.
+//! Exactness without re-reading: every notification carries the committed
+//! per-minute increments and the commit's number in `rollup_sequence`
+//! (`tokenusage_projector::notify`). A view's snapshot is read together with
+//! that number S; the socket then adds, in memory, exactly the increments
+//! numbered above S. One hub task per process routes each notice only to
+//! the sockets watching its users (or everyone), through a bounded inbox per
+//! socket. Whatever cannot be applied that way (an inbox overflowed, a
+//! notice too big to carry increments, a gap in the numbers, a lost
+//! listener) makes the affected sockets re-read their views: slower, never
+//! wrong. Each socket sends what changed at most `--live-updates-per-sec`
+//! times a second, with absolute values (a delta can be applied twice);
+//! a socket whose outbound queue is full gets a fresh snapshot instead of
+//! the deltas it missed, and one stuck for 30 s is closed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::num::NonZeroU32;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,14 +37,16 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokenusage_projector::notify::{Delta, Notice};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::AppState;
 use crate::audit::{self, AuditSlot, RequestFacts};
 use crate::auth::{self, AuthUser};
 use crate::error::ApiError;
-use crate::history::plan::Plan;
+use crate::history::cache::SeriesCache;
+use crate::history::plan::{GroupBy, Plan};
 use crate::history::query::{self, SeriesData, Subject, Sums, VIEW_PARAMS, View};
 use crate::history::routes::{fmt_time, resolve_subject, series_response};
 
@@ -60,20 +70,116 @@ const MAX_SUBSCRIPTIONS: usize = 10;
 const STUCK_LIMIT: Duration = Duration::from_secs(30);
 const PING_EVERY: Duration = Duration::from_secs(30);
 const STATUS_EVERY: Duration = Duration::from_secs(20);
-const HUB_CAPACITY: usize = 1024;
-/// Views up to this many buckets are re-read whole on a change (shared
-/// through the series cache); larger ones only over the dirty range.
-const SHARED_READ_BUCKETS: usize = 2000;
+/// Notices queued for one socket; past this it re-reads its views instead.
+const INBOX: usize = 32;
 
-/// A change to the rollups, from one committed projector batch.
-#[derive(Debug, Clone)]
-pub(crate) enum Change {
-    /// These users' data changed between `from` and `to` (inclusive).
-    Users { users: Arc<std::collections::HashSet<String>>, from: DateTime<Utc>, to: DateTime<Utc> },
-    /// Many users' data changed in that range.
-    All { from: DateTime<Utc>, to: DateTime<Utc> },
-    /// Unknown (a notification may have been missed): refresh everything.
-    Everything,
+/// What the hub hands one socket.
+#[derive(Debug)]
+enum Update {
+    /// Committed increments `rows[range]` of the commit numbered `seq`.
+    Rows { seq: i64, rows: Arc<Vec<Delta>>, range: Range<usize> },
+    /// Re-read the views (the increments were not sent or may be lost).
+    Resync,
+}
+
+/// One socket as the hub sees it.
+#[derive(Debug)]
+struct Member {
+    inbox: mpsc::Sender<Update>,
+    /// Set when an update was not delivered: the socket re-reads its views.
+    resync: Arc<AtomicBool>,
+    /// Watches everyone's usage (an admin's `user=*` view).
+    all: bool,
+    users: Vec<String>,
+}
+
+impl Member {
+    fn deliver(&self, u: Update) {
+        if self.inbox.try_send(u).is_err() {
+            self.resync.store(true, Ordering::Release);
+        }
+    }
+
+    fn resync(&self) {
+        self.resync.store(true, Ordering::Release);
+        let _ = self.inbox.try_send(Update::Resync);
+    }
+}
+
+/// Which sockets watch whom.
+#[derive(Debug, Default)]
+struct Registry {
+    next_id: u64,
+    members: HashMap<u64, Member>,
+    by_user: HashMap<String, Vec<u64>>,
+    all: HashSet<u64>,
+}
+
+impl Registry {
+    fn unindex(&mut self, id: u64) {
+        let Some(m) = self.members.get(&id) else { return };
+        for u in &m.users {
+            if let Some(ids) = self.by_user.get_mut(u) {
+                ids.retain(|i| *i != id);
+                if ids.is_empty() {
+                    self.by_user.remove(u);
+                }
+            }
+        }
+        self.all.remove(&id);
+    }
+
+    fn set_scope(&mut self, id: u64, all: bool, users: Vec<String>) {
+        self.unindex(id);
+        let Some(m) = self.members.get_mut(&id) else { return };
+        if all {
+            self.all.insert(id);
+        }
+        for u in &users {
+            self.by_user.entry(u.clone()).or_default().push(id);
+        }
+        m.all = all;
+        m.users = users;
+    }
+
+    fn leave(&mut self, id: u64) {
+        self.unindex(id);
+        self.members.remove(&id);
+    }
+
+    fn resync_all(&self) {
+        self.members.values().for_each(Member::resync);
+    }
+
+    /// Routes one notice. Each socket gets each row at most once: sockets
+    /// watching everyone get the whole notice, the others their users' runs.
+    fn route(&self, notice: Notice) {
+        if notice.all {
+            return self.resync_all();
+        }
+        if let Some(users) = &notice.users {
+            let mut targets: HashSet<u64> = self.all.clone();
+            for u in users {
+                targets.extend(self.by_user.get(u).into_iter().flatten());
+            }
+            return targets.iter().filter_map(|id| self.members.get(id)).for_each(Member::resync);
+        }
+        let (seq, rows) = (notice.seq, Arc::new(notice.rows));
+        let mut start = 0;
+        while start < rows.len() {
+            let user = rows[start].user();
+            let end = start + rows[start..].iter().take_while(|r| r.user() == user).count();
+            for id in self.by_user.get(user).into_iter().flatten() {
+                if let Some(m) = self.members.get(id).filter(|m| !m.all) {
+                    m.deliver(Update::Rows { seq, rows: rows.clone(), range: start..end });
+                }
+            }
+            start = end;
+        }
+        for m in self.all.iter().filter_map(|id| self.members.get(id)) {
+            m.deliver(Update::Rows { seq, rows: rows.clone(), range: 0..rows.len() });
+        }
+    }
 }
 
 /// How current the rollups are.
@@ -89,7 +195,7 @@ pub struct Freshness {
 /// Live state shared by the sockets of one process.
 #[derive(Debug)]
 pub(crate) struct Live {
-    changes: broadcast::Sender<Change>,
+    registry: Mutex<Registry>,
     freshness_tx: watch::Sender<Freshness>,
     sockets_per_user: Mutex<HashMap<String, usize>>,
 }
@@ -97,48 +203,85 @@ pub(crate) struct Live {
 impl Live {
     pub(crate) fn new() -> Self {
         Self {
-            changes: broadcast::channel(HUB_CAPACITY).0,
+            registry: Mutex::new(Registry::default()),
             freshness_tx: watch::channel(Freshness::default()).0,
             sockets_per_user: Mutex::new(HashMap::new()),
         }
     }
 
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Starts the notification listener and the freshness poller.
-    pub(crate) fn spawn_hub(
-        self: &Arc<Self>,
-        pool: PgPool,
-        shutdown: CancellationToken,
-        cache: Arc<crate::history::cache::SeriesCache>,
-    ) {
-        tokio::spawn(listen(pool.clone(), self.changes.clone(), shutdown.clone(), cache));
+    pub(crate) fn spawn_hub(self: &Arc<Self>, pool: PgPool, shutdown: CancellationToken, cache: Arc<SeriesCache>) {
+        tokio::spawn(listen(self.clone(), pool.clone(), shutdown.clone(), cache));
         tokio::spawn(poll_freshness(pool, self.freshness_tx.clone(), shutdown));
     }
-}
 
-#[derive(Deserialize)]
-struct Notification {
-    users: Option<Vec<String>>,
-    from: Option<DateTime<Utc>>,
-    to: Option<DateTime<Utc>>,
-}
-
-/// Invalidates the series cache for a change, then announces it: in this
-/// order, so no socket can re-read a view from the cache and get numbers
-/// older than the change it was woken for.
-fn publish(tx: &broadcast::Sender<Change>, cache: &crate::history::cache::SeriesCache, change: Change) {
-    match &change {
-        Change::Users { users, .. } => cache.invalidate_users(users.iter()),
-        Change::All { .. } | Change::Everything => cache.invalidate_all(),
+    /// Joins the hub; the socket leaves with the returned guard.
+    fn join(self: &Arc<Self>) -> (Membership, mpsc::Receiver<Update>, Arc<AtomicBool>) {
+        let (tx, rx) = mpsc::channel(INBOX);
+        let resync = Arc::new(AtomicBool::new(false));
+        let mut r = self.registry();
+        r.next_id += 1;
+        let id = r.next_id;
+        r.members.insert(id, Member { inbox: tx, resync: resync.clone(), all: false, users: Vec::new() });
+        (Membership { live: self.clone(), id }, rx, resync)
     }
-    let _ = tx.send(change);
+
+    /// Applies a notice: the series cache first, then the sockets, in this
+    /// order, so no socket can re-read a view from the cache and get
+    /// numbers older than the change it was told about.
+    fn publish(&self, cache: &SeriesCache, notice: Notice) {
+        if notice.all {
+            cache.invalidate_all();
+        } else if let Some(users) = &notice.users {
+            cache.invalidate_users(users.iter());
+        } else {
+            let mut users: Vec<&String> = notice.rows.iter().map(|r| &r.0).collect();
+            users.dedup();
+            cache.invalidate_users(users.into_iter());
+        }
+        self.registry().route(notice);
+    }
+
+    /// Anything may have changed: every view is re-read.
+    fn resync_everything(&self, cache: &SeriesCache) {
+        cache.invalidate_all();
+        self.registry().resync_all();
+    }
 }
 
-async fn listen(
-    pool: PgPool,
-    tx: broadcast::Sender<Change>,
-    shutdown: CancellationToken,
-    cache: Arc<crate::history::cache::SeriesCache>,
-) {
+/// A socket's place in the hub.
+struct Membership {
+    live: Arc<Live>,
+    id: u64,
+}
+
+impl Membership {
+    /// Whose notices this socket receives, from its subscriptions' subjects.
+    fn set_scope<'a>(&self, subjects: impl Iterator<Item = &'a Subject>) {
+        let mut all = false;
+        let mut users: Vec<String> = Vec::new();
+        for s in subjects {
+            match s {
+                Subject::All => all = true,
+                Subject::User(u) if !users.contains(u) => users.push(u.clone()),
+                Subject::User(_) => {}
+            }
+        }
+        self.live.registry().set_scope(self.id, all, users);
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.live.registry().leave(self.id);
+    }
+}
+
+async fn listen(live: Arc<Live>, pool: PgPool, shutdown: CancellationToken, cache: Arc<SeriesCache>) {
     loop {
         let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
             Ok(l) => l,
@@ -149,29 +292,56 @@ async fn listen(
         };
         if let Err(e) = listener.listen(tokenusage_projector::NOTIFY_CHANNEL).await {
             tracing::warn!(error = %e, "live updates: LISTEN failed; retrying");
-            continue;
+            tokio::select! { () = shutdown.cancelled() => return, () = tokio::time::sleep(Duration::from_secs(1)) => continue }
         }
-        // Anything may have changed while we were not listening.
-        publish(&tx, &cache, Change::Everything);
+        // Listening now: every later commit will be heard. Anything before
+        // may have been missed, so every view is re-read.
+        let mut last: i64 = match sqlx::query_scalar("select seq from rollup_sequence").fetch_one(&pool).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "live updates: cannot read the rollup sequence; retrying");
+                tokio::select! { () = shutdown.cancelled() => return, () = tokio::time::sleep(Duration::from_secs(1)) => continue }
+            }
+        };
+        live.resync_everything(&cache);
         loop {
             let n = tokio::select! {
                 () = shutdown.cancelled() => return,
                 n = listener.try_recv() => n,
             };
             match n {
-                Ok(Some(n)) => {
-                    let change = match serde_json::from_str::<Notification>(n.payload()) {
-                        Ok(Notification { users: Some(users), from: Some(from), to: Some(to) }) => {
-                            // A set: every socket checks its subject against it.
-                            Change::Users { users: Arc::new(users.into_iter().collect()), from, to }
-                        }
-                        Ok(Notification { users: None, from: Some(from), to: Some(to) }) => Change::All { from, to },
-                        _ => Change::Everything,
-                    };
-                    publish(&tx, &cache, change);
+                Ok(Some(n)) => match Notice::decode(n.payload()) {
+                    // Commits are numbered without gaps and heard in order
+                    // (a commit's notices share its number): a gap means
+                    // notices were lost.
+                    Some(notice) if notice.seq <= last + 1 => {
+                        last = last.max(notice.seq);
+                        live.publish(&cache, notice);
+                    }
+                    Some(notice) => {
+                        tracing::warn!(
+                            expected = last + 1,
+                            got = notice.seq,
+                            "live updates: notifications were missed; re-reading every view"
+                        );
+                        last = notice.seq;
+                        live.resync_everything(&cache);
+                    }
+                    None => {
+                        tracing::warn!("live updates: a notification was not understood; re-reading every view");
+                        live.resync_everything(&cache);
+                    }
+                },
+                // The connection dropped and was re-established: notices
+                // may have been lost meanwhile.
+                Ok(None) => {
+                    if let Ok(s) =
+                        sqlx::query_scalar::<_, i64>("select seq from rollup_sequence").fetch_one(&pool).await
+                    {
+                        last = s;
+                    }
+                    live.resync_everything(&cache);
                 }
-                // The connection dropped; it reconnects on the next call.
-                Ok(None) => publish(&tx, &cache, Change::Everything),
                 Err(e) => {
                     tracing::warn!(error = %e, "live updates: listener failed; reconnecting");
                     break;
@@ -277,7 +447,8 @@ pub(crate) async fn upgrade(
         .max_frame_size(MAX_MESSAGE_BYTES)
         .on_upgrade(move |socket| async move {
             let tracker = state.sockets.clone();
-            tracker.track_future(Socket::new(state, user, facts).run(socket, guard)).await;
+            let (membership, inbox, resync) = state.live.join();
+            tracker.track_future(Socket::new(state, user, facts, membership).run(socket, guard, inbox, resync)).await;
         }))
 }
 
@@ -297,27 +468,80 @@ struct Sub {
     subject: Subject,
     open_ended: bool,
     data: SeriesData,
-    /// The range whose buckets may have changed since the last send.
-    dirty: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// The rollup sequence `data` includes: later increments are added.
+    seq: i64,
+    /// Buckets changed since the last send.
+    changed: Vec<usize>,
     needs_snapshot: bool,
 }
 
 impl Sub {
-    fn touches(&self, users: &std::collections::HashSet<String>) -> bool {
-        match &self.subject {
-            Subject::All => true,
-            Subject::User(u) => users.contains(u),
+    fn new(view: View, plan: Plan, subject: Subject, open_ended: bool, snap: &query::Snapshot) -> Self {
+        Sub {
+            view,
+            plan,
+            subject,
+            open_ended,
+            data: snap.data.clone(),
+            seq: snap.seq,
+            changed: Vec::new(),
+            needs_snapshot: false,
         }
     }
 
-    fn mark(&mut self, from: DateTime<Utc>, to: DateTime<Utc>) {
-        if to < self.plan.start() || from >= self.plan.end {
+    fn reset(&mut self, snap: &query::Snapshot) {
+        self.data = snap.data.clone();
+        self.seq = snap.seq;
+        self.changed.clear();
+        self.needs_snapshot = false;
+    }
+
+    /// Adds committed increments numbered `seq` that fall in this view (the
+    /// same rows, filters and buckets the REST read sums).
+    fn apply(&mut self, seq: i64, rows: &[Delta]) {
+        if seq <= self.seq || self.needs_snapshot {
             return;
         }
-        self.dirty = Some(match self.dirty {
-            None => (from, to),
-            Some((a, b)) => (a.min(from), b.max(to)),
-        });
+        let n = self.plan.edges.len();
+        let f = &self.view.filters;
+        for d in rows {
+            if matches!(&self.subject, Subject::User(u) if u != d.user())
+                || !(f.activity.is_empty() || f.activity.iter().any(|a| a == d.activity()))
+                || !(f.model.is_empty() || f.model.iter().any(|m| m == d.model()))
+            {
+                continue;
+            }
+            let Some(t) = DateTime::from_timestamp(d.minute(), 0) else { continue };
+            if t < self.plan.start() || t >= self.plan.end {
+                continue;
+            }
+            let i = self.plan.edges.partition_point(|e| *e <= t) - 1;
+            let (input, output, events) = d.sums();
+            let sums = Sums::new(input, output, events);
+            self.data.totals[i].add(&sums);
+            let key = match self.view.group {
+                GroupBy::None => None,
+                GroupBy::Activity => Some(d.activity()),
+                GroupBy::Model => Some(d.model()),
+            };
+            if let Some(key) = key {
+                match self.data.groups.get_mut(key) {
+                    Some(v) => v[i].add(&sums),
+                    None => {
+                        let mut v = vec![Sums::default(); n];
+                        v[i] = sums;
+                        self.data.groups.insert(key.to_owned(), v);
+                    }
+                }
+            }
+            if self.changed.last() != Some(&i) {
+                self.changed.push(i);
+                if self.changed.len() > 4 * n.max(64) {
+                    self.changed.sort_unstable();
+                    self.changed.dedup();
+                }
+            }
+        }
     }
 }
 
@@ -326,6 +550,7 @@ struct Socket {
     user: AuthUser,
     facts: RequestFacts,
     subs: BTreeMap<String, Sub>,
+    membership: Membership,
     out: Option<mpsc::Sender<Message>>,
     stuck_since: Option<Instant>,
     last_freshness: Option<Freshness>,
@@ -356,12 +581,13 @@ fn view_params(view: &BTreeMap<String, Value>) -> BTreeMap<String, String> {
 }
 
 impl Socket {
-    fn new(state: AppState, user: AuthUser, facts: RequestFacts) -> Self {
+    fn new(state: AppState, user: AuthUser, facts: RequestFacts, membership: Membership) -> Self {
         Self {
             state,
             user,
             facts,
             subs: BTreeMap::new(),
+            membership,
             out: None,
             stuck_since: None,
             last_freshness: None,
@@ -399,7 +625,13 @@ impl Socket {
         }
     }
 
-    async fn run(mut self, socket: WebSocket, _guard: SocketSlot) {
+    async fn run(
+        mut self,
+        socket: WebSocket,
+        _guard: SocketSlot,
+        mut inbox: mpsc::Receiver<Update>,
+        resync: Arc<AtomicBool>,
+    ) {
         let (mut sink, mut stream) = socket.split();
         let (out_tx, mut out_rx) = mpsc::channel::<Message>(OUT_QUEUE);
         self.out = Some(out_tx);
@@ -415,7 +647,6 @@ impl Socket {
         });
         metrics::gauge!("tokenusage_live_sockets").increment(1.0);
         let shutdown = self.state.shutdown.clone();
-        let mut changes = self.state.live.changes.subscribe();
         let mut freshness = self.state.live.freshness_tx.subscribe();
         let rate = self.state.config.live_updates_per_sec.max(1);
         let period = Duration::from_millis(1000 / u64::from(rate));
@@ -472,12 +703,14 @@ impl Socket {
                         break;
                     }
                 },
-                c = changes.recv() => {
-                    match c {
-                        Ok(change) => self.on_change(&change),
-                        Err(broadcast::error::RecvError::Lagged(_)) => self.on_change(&Change::Everything),
-                        Err(broadcast::error::RecvError::Closed) => break,
+                u = inbox.recv() => {
+                    let Some(u) = u else { break };
+                    self.on_update(u);
+                    // Take everything queued at once: one send covers it.
+                    while let Ok(u) = inbox.try_recv() {
+                        self.on_update(u);
                     }
+                    self.check_resync(&resync);
                     if last_sent.elapsed() >= period {
                         let current = freshness.borrow().clone();
                         match self.flush(&current).await {
@@ -488,6 +721,7 @@ impl Socket {
                     }
                 }
                 _ = tick.tick() => {
+                    self.check_resync(&resync);
                     if last_sent.elapsed() < period {
                         continue;
                     }
@@ -560,6 +794,7 @@ impl Socket {
             }
             ClientMessage::Unsubscribe { id } => {
                 if self.subs.remove(&id).is_some() {
+                    self.membership.set_scope(self.subs.values().map(|s| &s.subject));
                     self.send(&json!({"type": "unsubscribed", "id": id}));
                 } else {
                     self.send(&error_msg(Some(&id), "unknown_subscription", "no subscription with this id"));
@@ -609,8 +844,17 @@ impl Socket {
         let plan = query::plan_view(&view, self.state.config.max_points)?;
         // Later re-plans (open-ended views grow) keep the granularity.
         view.granularity = Some(plan.granularity);
-        let data = self.state.series_cache.read(&self.state.pool, &subject, &plan, view.group, &view.filters).await?;
-        let data = SeriesData::clone(&data);
+        // Hear this subject's changes before reading, so none committed
+        // after the read can be missed (those before it are skipped by seq).
+        self.membership.set_scope(self.subs.values().map(|s| &s.subject).chain([&subject]));
+        let snap =
+            match self.state.series_cache.read(&self.state.pool, &subject, &plan, view.group, &view.filters).await {
+                Ok(snap) => snap,
+                Err(e) => {
+                    self.membership.set_scope(self.subs.values().map(|s| &s.subject));
+                    return Err(e.into());
+                }
+            };
         let audit_params = json!({"id": id, "from": view.from, "to": if open_ended { Value::Null } else { json!(view.to) },
             "granularity": plan.granularity, "tz": view.tz.name(), "group": view.group, "filters": view.filters});
         audit::record_action(
@@ -620,11 +864,14 @@ impl Socket {
             "live.subscribe",
             Some(subject.label()),
             audit_params,
-            Some(data.totals.len() as i64),
+            Some(snap.data.totals.len() as i64),
         )
         .await
-        .map_err(|_| ApiError::AuditUnavailable)?;
-        let sub = Sub { view, plan, subject, open_ended, data, dirty: None, needs_snapshot: false };
+        .map_err(|_| {
+            self.membership.set_scope(self.subs.values().map(|s| &s.subject));
+            ApiError::AuditUnavailable
+        })?;
+        let sub = Sub::new(view, plan, subject, open_ended, &snap);
         let current = self.state.live.freshness_tx.borrow().clone();
         let snapshot = snapshot_msg(id, &sub, &current);
         self.subs.insert(id.to_owned(), sub);
@@ -632,16 +879,20 @@ impl Socket {
         Ok(())
     }
 
-    fn on_change(&mut self, change: &Change) {
-        for s in self.subs.values_mut() {
-            match change {
-                Change::Users { users, from, to } if s.touches(users) => {
-                    s.mark(*from, *to + chrono::Duration::minutes(1));
-                }
-                Change::Users { .. } => {}
-                Change::All { from, to } => s.mark(*from, *to + chrono::Duration::minutes(1)),
-                Change::Everything => s.needs_snapshot = true,
+    fn on_update(&mut self, u: Update) {
+        match u {
+            Update::Rows { seq, rows, range } => {
+                let rows = &rows[range];
+                self.subs.values_mut().for_each(|s| s.apply(seq, rows));
             }
+            Update::Resync => self.subs.values_mut().for_each(|s| s.needs_snapshot = true),
+        }
+    }
+
+    /// An update could not be delivered: every view is re-read.
+    fn check_resync(&mut self, resync: &AtomicBool) {
+        if resync.swap(false, Ordering::AcqRel) {
+            self.subs.values_mut().for_each(|s| s.needs_snapshot = true);
         }
     }
 
@@ -680,15 +931,12 @@ impl Socket {
                     .series_cache
                     .read(&self.state.pool, &sub.subject, &sub.plan, sub.view.group, &sub.view.filters)
                     .await?;
-                sub.data = SeriesData::clone(&fresh);
-                sub.needs_snapshot = false;
-                sub.dirty = None;
+                sub.reset(&fresh);
                 let msg = snapshot_msg(&id, sub, freshness);
                 sent_data |= self.send(&msg);
                 continue;
             }
-            let Some((from, to)) = sub.dirty.take() else { continue };
-            if let Some(delta) = delta(&self.state, &id, sub, from, to, freshness).await? {
+            if let Some(delta) = delta(&id, sub, freshness) {
                 sent_data |= self.send(&delta);
             }
         }
@@ -705,62 +953,30 @@ fn snapshot_msg(id: &str, sub: &Sub, freshness: &Freshness) -> Value {
     json!({"type": "snapshot", "id": id, "live": sub.open_ended, "series": series, "freshness": freshness})
 }
 
-/// Re-reads the buckets overlapping `[from, to)` and returns a delta with
-/// those whose numbers changed (absolute values), or `None`.
-async fn delta(
-    state: &AppState,
-    id: &str,
-    sub: &mut Sub,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    freshness: &Freshness,
-) -> Result<Option<Value>, sqlx::Error> {
-    let n = sub.plan.edges.len();
-    // Small views are re-read whole: every socket watching the same view
-    // then asks the cache the same question and one read serves them all.
-    let (first, last) = if n <= SHARED_READ_BUCKETS {
-        (0, n)
-    } else {
-        (
-            sub.plan.edges.partition_point(|e| *e <= from).saturating_sub(1),
-            sub.plan.edges.partition_point(|e| *e < to).min(n),
-        )
-    };
-    if first >= last {
-        return Ok(None);
+/// The buckets changed since the last send, with absolute values, or `None`.
+fn delta(id: &str, sub: &mut Sub, freshness: &Freshness) -> Option<Value> {
+    if sub.changed.is_empty() {
+        return None;
     }
-    let part = Plan {
-        granularity: sub.plan.granularity,
-        edges: sub.plan.edges[first..last].to_vec(),
-        end: sub.plan.bucket_end(last - 1),
-        rollup: sub.plan.rollup,
-    };
-    let fresh = state.series_cache.read(&state.pool, &sub.subject, &part, sub.view.group, &sub.view.filters).await?;
-    let mut buckets = Vec::new();
-    for (j, sums) in fresh.totals.iter().enumerate() {
-        let i = first + j;
-        let mut groups = serde_json::Map::new();
-        let mut changed = sub.data.totals[i] != *sums;
-        for (key, vals) in &fresh.groups {
-            let cached = sub.data.groups.entry(key.clone()).or_insert_with(|| vec![Sums::default(); n]);
-            changed |= cached[i] != vals[j];
-            cached[i] = vals[j];
-        }
-        if !changed {
-            continue;
-        }
-        sub.data.totals[i] = *sums;
-        for (key, vals) in &sub.data.groups {
-            groups.insert(key.clone(), serde_json::to_value(vals[i]).unwrap_or_default());
-        }
-        buckets.push(json!({
-            "index": i, "start": fmt_time(sub.plan.edges[i], &sub.view.tz), "end": fmt_time(sub.plan.bucket_end(i), &sub.view.tz),
-            "input_tokens": sums.input_tokens, "output_tokens": sums.output_tokens, "total_tokens": sums.total_tokens,
-            "events": sums.events, "groups": groups,
-        }));
-    }
-    if buckets.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(json!({"type": "delta", "id": id, "buckets": buckets, "total": sub.data.total(), "freshness": freshness})))
+    let mut changed = std::mem::take(&mut sub.changed);
+    changed.sort_unstable();
+    changed.dedup();
+    let buckets: Vec<Value> = changed
+        .into_iter()
+        .map(|i| {
+            let sums = &sub.data.totals[i];
+            let groups: serde_json::Map<String, Value> = sub
+                .data
+                .groups
+                .iter()
+                .map(|(key, vals)| (key.clone(), serde_json::to_value(vals[i]).unwrap_or_default()))
+                .collect();
+            json!({
+                "index": i, "start": fmt_time(sub.plan.edges[i], &sub.view.tz), "end": fmt_time(sub.plan.bucket_end(i), &sub.view.tz),
+                "input_tokens": sums.input_tokens, "output_tokens": sums.output_tokens, "total_tokens": sums.total_tokens,
+                "events": sums.events, "groups": groups,
+            })
+        })
+        .collect();
+    Some(json!({"type": "delta", "id": id, "buckets": buckets, "total": sub.data.total(), "freshness": freshness}))
 }

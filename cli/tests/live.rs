@@ -77,6 +77,8 @@ async fn next_of(ws: &mut Ws, types: &[&str], within: Duration) -> Option<Value>
 struct Mirror {
     starts: Vec<String>,
     totals: Vec<i64>,
+    /// Input tokens per group key and bucket (grouped views).
+    groups: Groups,
     /// End of the last snapshot's range (open-ended views grow).
     to: String,
 }
@@ -89,12 +91,18 @@ impl Mirror {
                 self.starts = points.iter().map(|p| p["start"].as_str().unwrap().to_owned()).collect();
                 self.totals = points.iter().map(|p| p["total_tokens"].as_i64().unwrap()).collect();
                 self.to = msg["series"]["to"].as_str().unwrap().to_owned();
+                self.groups = series_groups(&msg["series"]);
             }
             Some("delta") => {
                 for b in msg["buckets"].as_array().unwrap() {
                     let i = b["index"].as_u64().unwrap() as usize;
                     assert_eq!(self.starts[i], b["start"].as_str().unwrap(), "a delta names its bucket");
                     self.totals[i] = b["total_tokens"].as_i64().unwrap();
+                    for (key, sums) in b["groups"].as_object().unwrap() {
+                        let n = self.starts.len();
+                        self.groups.entry(key.clone()).or_insert_with(|| vec![0; n])[i] =
+                            sums["input_tokens"].as_i64().unwrap();
+                    }
                 }
             }
             _ => {}
@@ -104,6 +112,22 @@ impl Mirror {
     fn sum(&self) -> i64 {
         self.totals.iter().sum()
     }
+}
+
+/// Input tokens per group key and bucket.
+type Groups = std::collections::BTreeMap<String, Vec<i64>>;
+
+/// Input tokens per group and bucket of a series response.
+fn series_groups(series: &Value) -> Groups {
+    series["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            let v = g["input_tokens"].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect();
+            (g["key"].as_str().unwrap().to_owned(), v)
+        })
+        .collect()
 }
 
 /// The code of the close frame the server sends within `within`, if any.
@@ -244,6 +268,106 @@ async fn the_socket_closes_when_the_token_expires_unless_renewed() {
     let ok = next_of(&mut ws, &["authenticated"], Duration::from_secs(5)).await.unwrap();
     assert!(ok["expires_at"].as_u64().unwrap() > now + 60);
     assert!(next_of(&mut ws, &["closing"], Duration::from_secs(4)).await.is_none(), "still open after the old expiry");
+    app.stop().await;
+    env.cleanup().await;
+}
+
+/// Views subscribed while two writers commit concurrently (late events,
+/// duplicates, several activities and models): the sequence number read
+/// with each snapshot decides which notified increments the socket adds, so
+/// every view ends equal to REST, bucket by bucket and group by group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_opened_while_commits_land_end_equal_to_rest() {
+    let env = TestEnv::database_only().await;
+    let (app, alice, _) = setup(&env).await;
+    let views = [
+        json!({"from": "2026-11-20", "to": "2026-11-22", "granularity": "hour", "tz": "Asia/Kolkata", "group": "activity"}),
+        json!({"from": "2026-11-20T00:00:00Z", "to": "2026-11-20T06:00:00Z", "granularity": "minute",
+               "activity": "chat", "group": "model"}),
+        json!({"from": "2026-11-01", "to": "2026-12-01", "granularity": "day", "tz": "America/New_York", "model": "m2"}),
+    ];
+    let writers: Vec<_> = (0..2u64)
+        .map(|w| {
+            let pool = env.pool.clone();
+            tokio::spawn(async move {
+                // A small linear congruential generator: reproducible spread.
+                let mut x = 0x9e37_79b9_7f4a_7c15_u64 ^ w;
+                let mut next = move |m: u64| {
+                    x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                    (x >> 33) % m
+                };
+                for round in 0..40u64 {
+                    let events: Vec<UsageEvent> = (0..40u64)
+                        .map(|k| {
+                            // Every fifth event repeats one of the previous round: a duplicate.
+                            let id = if k % 5 == 0 && round > 0 {
+                                format!("w{w}-{}-{k}", round - 1)
+                            } else {
+                                format!("w{w}-{round}-{k}")
+                            };
+                            let at = t("2026-11-20T00:00:00Z") + chrono::Duration::minutes(next(2 * 24 * 60) as i64);
+                            let activity = ["chat", "code", "search"][next(3) as usize];
+                            let line = common::event_line(
+                                &id,
+                                "alice",
+                                &at.to_rfc3339(),
+                                activity,
+                                ["m1", "m2"][next(2) as usize],
+                                1 + next(500) as i64,
+                                1,
+                            );
+                            tokenusage_contract::parse_native(line.as_bytes(), "live-race", t("2027-01-01T00:00:00Z"))
+                                .unwrap()
+                        })
+                        .collect();
+                    tokenusage_projector::count_events(&pool, events).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(15)).await;
+                }
+            })
+        })
+        .collect();
+    // Sockets subscribe at staggered moments while the writers run.
+    let mut sockets = Vec::new();
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        let mut ws = connect(&app, Some(&alice), None).await.unwrap();
+        for (i, v) in views.iter().enumerate() {
+            send(&mut ws, json!({"type": "subscribe", "id": format!("v{i}"), "view": v})).await;
+        }
+        sockets.push(ws);
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let expected: Vec<(Vec<i64>, Groups)> = {
+        let mut out = Vec::new();
+        for v in &views {
+            let q: Vec<String> =
+                v.as_object().unwrap().iter().map(|(k, x)| format!("{k}={}", x.as_str().unwrap())).collect();
+            let (status, body) = app.get(&alice, &format!("/api/v1/usage/series?{}", q.join("&"))).await;
+            assert_eq!(status, 200, "{body}");
+            let totals =
+                body["points"].as_array().unwrap().iter().map(|p| p["total_tokens"].as_i64().unwrap()).collect();
+            out.push((totals, series_groups(&body)));
+        }
+        out
+    };
+    assert!(expected[0].0.iter().sum::<i64>() > 0 && expected[0].1.len() == 3, "the writes landed");
+    for (n, ws) in sockets.iter_mut().enumerate() {
+        let mut mirrors: Vec<Mirror> = (0..views.len()).map(|_| Mirror::default()).collect();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let matches = |m: &[Mirror]| m.iter().zip(&expected).all(|(m, (t, g))| m.totals == *t && m.groups == *g);
+        while !matches(&mirrors) && tokio::time::Instant::now() < deadline {
+            if let Some(msg) = next_of(ws, &["delta", "snapshot"], Duration::from_millis(500)).await {
+                let i: usize = msg["id"].as_str().unwrap()[1..].parse().unwrap();
+                mirrors[i].apply(&msg);
+            }
+        }
+        for (i, (m, (totals, groups))) in mirrors.iter().zip(&expected).enumerate() {
+            assert_eq!(&m.totals, totals, "socket {n}, view {i}: totals per bucket equal REST");
+            assert_eq!(&m.groups, groups, "socket {n}, view {i}: groups equal REST");
+        }
+    }
     app.stop().await;
     env.cleanup().await;
 }

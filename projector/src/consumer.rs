@@ -33,6 +33,12 @@ pub struct ProjectorArgs {
     /// Longest a record waits in memory before its batch is committed, in ms.
     #[arg(long = "batch-max-wait-ms", env = "TOKENUSAGE_BATCH_MAX_WAIT_MS", default_value_t = 50)]
     pub batch_max_wait_ms: u64,
+    /// With the database idle, a batch is committed once no record has
+    /// arrived for this many ms (the end of a fetched burst) instead of
+    /// waiting out `--batch-max-wait-ms`: low latency when load is light,
+    /// big batches when it is not. 0 turns this off.
+    #[arg(long = "batch-linger-ms", env = "TOKENUSAGE_BATCH_LINGER_MS", default_value_t = 1)]
+    pub batch_linger_ms: u64,
     /// Kafka group session timeout in ms: how fast a dead projector's
     /// partitions move to a live one.
     #[arg(long = "kafka-session-timeout-ms", env = "TOKENUSAGE_KAFKA_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
@@ -226,14 +232,25 @@ pub async fn run(
     let probe =
         tokio::spawn(crate::freshness::run(pool.clone(), kafka.clone(), args.group.clone(), shutdown.child_token()));
     let max_wait = Duration::from_millis(args.batch_max_wait_ms);
+    let linger = (args.batch_linger_ms > 0).then(|| Duration::from_millis(args.batch_linger_ms));
     let mut batch = Batch::default();
     let mut in_flight: Option<InFlight> = None;
     let mut deadline: Option<Instant> = None;
     loop {
+        let writer_idle = in_flight.as_ref().is_none_or(tokio::task::JoinHandle::is_finished);
         // Past the deadline (writer still busy), poll briefly rather than spin.
-        let wait = deadline
+        let mut wait = deadline
             .map_or(Duration::from_millis(500), |d| d.saturating_duration_since(Instant::now()))
             .max(Duration::from_millis(2));
+        // A pending batch and an idle writer: wait only for the burst to end.
+        let lingering = match linger {
+            Some(l) if writer_idle && !batch.is_empty() && l < wait => {
+                wait = l;
+                true
+            }
+            _ => false,
+        };
+        let mut quiet = false;
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
@@ -259,11 +276,11 @@ pub async fn run(
                     deadline.get_or_insert_with(|| Instant::now() + max_wait);
                 }
                 Ok(Err(e)) => tracing::warn!(error = %e, "Kafka reported an error; continuing"),
-                Err(_) => {}
+                Err(_) => quiet = lingering,
             }
         }
         drop_revoked(&state, &mut batch);
-        let due = deadline.is_some_and(|d| Instant::now() >= d);
+        let due = quiet || deadline.is_some_and(|d| Instant::now() >= d);
         // Adaptive batching: a due batch is handed over as soon as the
         // previous write finished; while it is still being written, reading
         // goes on and the next batch grows (up to the count limit), so batch

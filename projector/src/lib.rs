@@ -14,11 +14,12 @@ mod freshness;
 mod gapguard;
 pub mod grain;
 pub mod maintenance;
+pub mod notify;
 pub mod rebuild;
 mod store;
 
 pub use consumer::{ProjectorArgs, ProjectorError, run};
-pub use store::NOTIFY_CHANNEL;
+pub use notify::NOTIFY_CHANNEL;
 
 /// Counts events that did not come through Kafka (imports, tests and
 /// benchmark seeding) by the same path the consumer uses: de-duplicated by

@@ -150,9 +150,16 @@ pub async fn replay(
         let end = (start + TimeDelta::days(1)).min(to);
         let mut tx = pool.begin().await?;
         sqlx::query("select pg_advisory_xact_lock($1)").bind(REBUILD_LOCK).execute(&mut *tx).await?;
+        let mut changed = false;
         for (i, g) in Grain::ALL.iter().enumerate() {
             let d = one_grain(&mut tx, *g, start, end, user, dry_run).await?;
+            changed |= !d.is_clean();
             totals[i].add(&d);
+        }
+        if changed && !dry_run {
+            // Rewritten rows have no increments to send: live views re-read.
+            let seq = crate::notify::next_seq(&mut tx).await?;
+            crate::notify::send(&mut tx, &[crate::notify::everyone(seq)]).await?;
         }
         if dry_run {
             tx.rollback().await?;

@@ -5,22 +5,12 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
 use sqlx::{PgPool, Postgres, Transaction};
 use tokenusage_contract::UsageEvent;
 
-use crate::batch::{Batch, Positioned, rollup};
+use crate::batch::{Batch, Positioned, RollupKey, Sums, rollup};
 use crate::grain::Grain;
-
-/// The NOTIFY channel the API listens on. Fired inside the commit, so a
-/// listener only ever hears about committed rows.
-pub const NOTIFY_CHANNEL: &str = "tokenusage_rollups";
-
-/// PostgreSQL caps NOTIFY payloads at 8000 bytes: users are listed over
-/// several notifications of at most this many bytes of ids each...
-const NOTIFY_USER_BYTES: usize = 6000;
-/// ...and past this many notifications one says "everyone" instead.
-const NOTIFY_MAX_PAYLOADS: usize = 16;
+use crate::notify;
 
 /// Identity of one claim on the stored offsets.
 #[derive(Debug, Clone)]
@@ -118,11 +108,21 @@ pub(crate) async fn write_events(
 ) -> Result<usize, sqlx::Error> {
     let fresh = insert_new_keys(tx, events).await?;
     insert_events(tx, &fresh).await?;
-    let fresh_events: Vec<&UsageEvent> = fresh.iter().map(|p| &p.event).collect();
-    for grain in Grain::ALL {
-        upsert_rollup(tx, grain, &fresh_events).await?;
+    if fresh.is_empty() {
+        return Ok(0);
     }
-    notify(tx, &fresh_events).await?;
+    let fresh_events: Vec<&UsageEvent> = fresh.iter().map(|p| &p.event).collect();
+    let mut minute_rows = BTreeMap::new();
+    for grain in Grain::ALL {
+        let rows = rollup(fresh_events.iter().copied(), grain);
+        upsert_rollup(tx, grain, &rows).await?;
+        if grain == Grain::Minute {
+            minute_rows = rows;
+        }
+    }
+    // Last, so the sequence row stays locked only until the commit.
+    let seq = notify::next_seq(tx).await?;
+    notify::send(tx, &notify::payloads(seq, &minute_rows)).await?;
     Ok(fresh.len())
 }
 
@@ -192,13 +192,12 @@ async fn insert_events(tx: &mut Transaction<'_, Postgres>, events: &[&Positioned
     Ok(())
 }
 
-/// Adds the batch's sums to one grain's rollup table.
-pub(crate) async fn upsert_rollup(
+/// Adds a batch's sums (`rows`, of `grain`) to that grain's rollup table.
+async fn upsert_rollup(
     tx: &mut Transaction<'_, Postgres>,
     grain: Grain,
-    events: &[&UsageEvent],
+    rows: &BTreeMap<RollupKey, Sums>,
 ) -> Result<(), sqlx::Error> {
-    let rows = rollup(events.iter().copied(), grain);
     if rows.is_empty() {
         return Ok(());
     }
@@ -259,41 +258,5 @@ async fn insert_dead_letters(
         .execute(&mut **tx)
         .await?;
     }
-    Ok(())
-}
-
-/// Tells listeners which users and which event-time range changed. Late
-/// events show up as a `from` in the past.
-async fn notify(tx: &mut Transaction<'_, Postgres>, events: &[&UsageEvent]) -> Result<(), sqlx::Error> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    let mut users: Vec<&str> = events.iter().map(|e| e.user_id.as_str()).collect();
-    users.sort_unstable();
-    users.dedup();
-    let from = events.iter().map(|e| e.occurred_at).min();
-    let to = events.iter().map(|e| e.occurred_at).max();
-    // Exact user sets let a live view wake only for its own user.
-    let mut payloads = Vec::new();
-    let mut chunk: Vec<&str> = Vec::new();
-    let mut bytes = 0;
-    for u in users {
-        if bytes + u.len() + 3 > NOTIFY_USER_BYTES && !chunk.is_empty() {
-            payloads.push(json!({ "users": std::mem::take(&mut chunk), "from": from, "to": to }).to_string());
-            bytes = 0;
-        }
-        bytes += u.len() + 3;
-        chunk.push(u);
-    }
-    payloads.push(json!({ "users": chunk, "from": from, "to": to }).to_string());
-    if payloads.len() > NOTIFY_MAX_PAYLOADS {
-        payloads = vec![json!({ "all": true, "from": from, "to": to }).to_string()];
-    }
-    // Sent at commit, all or none, like the rows they describe.
-    sqlx::query("select pg_notify($1, p) from unnest($2::text[]) as p")
-        .bind(NOTIFY_CHANNEL)
-        .bind(&payloads)
-        .execute(&mut **tx)
-        .await?;
     Ok(())
 }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use sqlx::PgPool;
 
 use super::plan::{GroupBy, Plan};
-use super::query::{self, Filters, SeriesData, Subject};
+use super::query::{self, Filters, Snapshot, Subject};
 
 const MAX_CELLS: usize = 4_000_000;
 const TTL: Duration = Duration::from_secs(60);
@@ -36,7 +36,7 @@ struct Generation {
 struct Entry {
     generation: Generation,
     at: Instant,
-    data: Arc<SeriesData>,
+    data: Arc<Snapshot>,
     cells: usize,
 }
 
@@ -116,9 +116,9 @@ impl SeriesCache {
         plan: &Plan,
         group: GroupBy,
         filters: &Filters,
-    ) -> sqlx::Result<Arc<SeriesData>> {
+    ) -> sqlx::Result<Arc<Snapshot>> {
         if self.max_entries == 0 {
-            return Ok(Arc::new(query::read_series(pool, subject, plan, group, filters).await?));
+            return Ok(Arc::new(query::read_snapshot(pool, subject, plan, group, filters).await?));
         }
         let k = key(subject, plan, group, filters);
         let generation = {
@@ -134,8 +134,8 @@ impl SeriesCache {
             generation
         };
         metrics::counter!("tokenusage_api_series_cache_total", "result" => "miss").increment(1);
-        let data = Arc::new(query::read_series(pool, subject, plan, group, filters).await?);
-        let cells = data.totals.len() * (1 + data.groups.len());
+        let data = Arc::new(query::read_snapshot(pool, subject, plan, group, filters).await?);
+        let cells = data.data.totals.len() * (1 + data.data.groups.len());
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if inner.entries.len() >= self.max_entries || inner.cells + cells > MAX_CELLS {
             inner.entries.clear();

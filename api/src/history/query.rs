@@ -226,9 +226,35 @@ impl SeriesData {
     }
 }
 
+/// A series read and the rollup sequence it includes (migration 0007):
+/// every change numbered up to `seq`, none above.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub data: SeriesData,
+    pub seq: i64,
+}
+
+/// Reads a planned view together with the rollup sequence, in one
+/// repeatable-read snapshot, so live views know which notified changes
+/// the numbers already hold.
+pub async fn read_snapshot(
+    pool: &PgPool,
+    subject: &Subject,
+    plan: &Plan,
+    group: GroupBy,
+    filters: &Filters,
+) -> sqlx::Result<Snapshot> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("set transaction isolation level repeatable read, read only").execute(&mut *tx).await?;
+    let seq: i64 = sqlx::query_scalar("select seq from rollup_sequence").fetch_one(&mut *tx).await?;
+    let data = read_series(&mut *tx, subject, plan, group, filters).await?;
+    tx.commit().await?;
+    Ok(Snapshot { data, seq })
+}
+
 /// Reads a planned view.
 pub async fn read_series(
-    pool: &PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     subject: &Subject,
     plan: &Plan,
     group: GroupBy,
@@ -246,7 +272,7 @@ pub async fn read_series(
     qb.push_bind(plan.start()).push(" and bucket < ").push_bind(plan.end);
     push_filters(&mut qb, subject, filters);
     qb.push(" group by 1, 2");
-    let rows: Vec<(i32, String, i64, i64, i64)> = qb.build_query_as().fetch_all(pool).await?;
+    let rows: Vec<(i32, String, i64, i64, i64)> = qb.build_query_as().fetch_all(db).await?;
     let n = plan.edges.len();
     let mut data = SeriesData { totals: vec![Sums::default(); n], groups: BTreeMap::new() };
     for (i, key, input, output, events) in rows {

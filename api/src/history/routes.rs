@@ -261,10 +261,11 @@ pub(crate) async fn series(
     Query(q): Params,
 ) -> Result<Json<SeriesResponse>, ApiError> {
     let p = prepare(&state, &user, &q, &[])?;
-    let data = state.series_cache.read(&state.pool, &p.subject, &p.plan, p.view.group, &p.view.filters).await?;
+    let snap = state.series_cache.read(&state.pool, &p.subject, &p.plan, p.view.group, &p.view.filters).await?;
+    let data = &snap.data;
     let rows = (data.totals.len() * data.groups.len().max(1)) as i64;
     slot.set_detail("usage.series", Some(p.subject.label()), view_params(&p.view, &p.plan), Some(rows));
-    Ok(Json(series_response(&p.view, &p.plan, &p.subject, &data)))
+    Ok(Json(series_response(&p.view, &p.plan, &p.subject, data)))
 }
 
 /// Totals, peak, average and the change against the previous period of
@@ -280,7 +281,8 @@ pub(crate) async fn summary(
     Query(q): Params,
 ) -> Result<Json<SummaryResponse>, ApiError> {
     let p = prepare(&state, &user, &q, &[])?;
-    let data = state.series_cache.read(&state.pool, &p.subject, &p.plan, GroupBy::None, &p.view.filters).await?;
+    let snap = state.series_cache.read(&state.pool, &p.subject, &p.plan, GroupBy::None, &p.view.filters).await?;
+    let data = &snap.data;
     let total = data.total();
     let peak = data
         .totals
@@ -434,7 +436,8 @@ pub(crate) async fn export_csv(
     Query(q): Params,
 ) -> Result<Response, ApiError> {
     let p = prepare(&state, &user, &q, &[])?;
-    let data = state.series_cache.read(&state.pool, &p.subject, &p.plan, p.view.group, &p.view.filters).await?;
+    let snap = state.series_cache.read(&state.pool, &p.subject, &p.plan, p.view.group, &p.view.filters).await?;
+    let data = &snap.data;
     let key_column = match p.view.group {
         GroupBy::None => None,
         GroupBy::Activity => Some("activity"),
