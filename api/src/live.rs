@@ -20,9 +20,10 @@
 //! a socket whose outbound queue is full gets a fresh snapshot instead of
 //! the deltas it missed, and one stuck for 30 s is closed.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::num::NonZeroU32;
 use std::ops::Range;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,7 +33,7 @@ use axum::extract::{Extension, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -68,8 +69,12 @@ const OUT_QUEUE: usize = 32;
 const MAX_MESSAGE_BYTES: usize = 16 * 1024;
 const MAX_SUBSCRIPTIONS: usize = 10;
 const STUCK_LIMIT: Duration = Duration::from_secs(30);
-const PING_EVERY: Duration = Duration::from_secs(30);
-const STATUS_EVERY: Duration = Duration::from_secs(20);
+/// Ping, idle, stuck and account checks.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(20);
+/// A freshness-only message (no data changed) goes out at most this often.
+const FRESHNESS_EVERY: Duration = Duration::from_secs(5);
+/// "Not armed" for a timer.
+const FAR: Duration = Duration::from_secs(86_400 * 365);
 /// Notices queued for one socket; past this it re-reads its views instead.
 const INBOX: usize = 32;
 
@@ -448,7 +453,8 @@ pub(crate) async fn upgrade(
         .on_upgrade(move |socket| async move {
             let tracker = state.sockets.clone();
             let (membership, inbox, resync) = state.live.join();
-            tracker.track_future(Socket::new(state, user, facts, membership).run(socket, guard, inbox, resync)).await;
+            let fut = Socket::new(state, user, facts, membership).run(socket, guard, inbox, resync);
+            tracker.track_future(fut).await;
         }))
 }
 
@@ -551,11 +557,56 @@ struct Socket {
     facts: RequestFacts,
     subs: BTreeMap<String, Sub>,
     membership: Membership,
-    out: Option<mpsc::Sender<Message>>,
+    /// Messages not yet handed to the WebSocket (at most `OUT_QUEUE`, plus
+    /// a close frame).
+    out: VecDeque<Message>,
+    /// A close frame is queued: nothing else is sent.
+    closing: bool,
     stuck_since: Option<Instant>,
     last_freshness: Option<Freshness>,
     /// Why the server closed the socket (`client` if it did not).
     closed_for: &'static str,
+}
+
+/// What happened on the WebSocket.
+enum Io {
+    Read(Option<Result<Message, axum::Error>>),
+    WriteFailed,
+}
+
+/// Drives one socket's I/O from its own task: hands queued messages to the
+/// WebSocket while it accepts them, flushes, and returns when a message
+/// arrives (or writing failed). One task per socket, no writer task and no
+/// channel between them: less memory and one wake-up less per message.
+fn poll_io(
+    ws: &mut WebSocket,
+    out: &mut VecDeque<Message>,
+    unflushed: &mut bool,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<Io> {
+    use futures::{Sink, Stream};
+    use std::task::Poll;
+    while !out.is_empty() {
+        match Pin::new(&mut *ws).poll_ready(cx) {
+            Poll::Ready(Ok(())) => {
+                let Some(m) = out.pop_front() else { break };
+                if Pin::new(&mut *ws).start_send(m).is_err() {
+                    return Poll::Ready(Io::WriteFailed);
+                }
+                *unflushed = true;
+            }
+            Poll::Ready(Err(_)) => return Poll::Ready(Io::WriteFailed),
+            Poll::Pending => break,
+        }
+    }
+    if *unflushed {
+        match Pin::new(&mut *ws).poll_flush(cx) {
+            Poll::Ready(Ok(())) => *unflushed = false,
+            Poll::Ready(Err(_)) => return Poll::Ready(Io::WriteFailed),
+            Poll::Pending => {}
+        }
+    }
+    Pin::new(&mut *ws).poll_next(cx).map(Io::Read)
 }
 
 fn text(v: &Value) -> Message {
@@ -588,7 +639,8 @@ impl Socket {
             facts,
             subs: BTreeMap::new(),
             membership,
-            out: None,
+            out: VecDeque::new(),
+            closing: false,
             stuck_since: None,
             last_freshness: None,
             closed_for: "client",
@@ -597,17 +649,18 @@ impl Socket {
 
     /// Queues a message; false if the queue is full (the caller resyncs later).
     fn send(&mut self, v: &Value) -> bool {
-        let Some(out) = &self.out else { return false };
-        match out.try_send(text(v)) {
-            Ok(()) => true,
-            Err(_) => {
-                self.stuck_since.get_or_insert_with(Instant::now);
-                for s in self.subs.values_mut() {
-                    s.needs_snapshot = true;
-                }
-                false
-            }
+        if self.closing {
+            return false;
         }
+        if self.out.len() >= OUT_QUEUE {
+            self.stuck_since.get_or_insert_with(Instant::now);
+            for s in self.subs.values_mut() {
+                s.needs_snapshot = true;
+            }
+            return false;
+        }
+        self.out.push_back(text(v));
+        true
     }
 
     fn close(&mut self, code: u16, reason: &'static str) {
@@ -620,44 +673,37 @@ impl Socket {
             close::TOO_SLOW => "too_slow",
             _ => "other",
         };
-        if let Some(out) = self.out.take() {
-            let _ = out.try_send(Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) })));
+        if !self.closing {
+            self.closing = true;
+            self.out.push_back(Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) })));
         }
     }
 
     async fn run(
         mut self,
-        socket: WebSocket,
+        mut ws: WebSocket,
         _guard: SocketSlot,
         mut inbox: mpsc::Receiver<Update>,
         resync: Arc<AtomicBool>,
     ) {
-        let (mut sink, mut stream) = socket.split();
-        let (out_tx, mut out_rx) = mpsc::channel::<Message>(OUT_QUEUE);
-        self.out = Some(out_tx);
-        let mut writer = tokio::spawn(async move {
-            while let Some(m) = out_rx.recv().await {
-                let closing = matches!(m, Message::Close(_));
-                match tokio::time::timeout(STUCK_LIMIT, sink.send(m)).await {
-                    Ok(Ok(())) if !closing => {}
-                    _ => break,
-                }
-            }
-            let _ = tokio::time::timeout(Duration::from_secs(5), sink.close()).await;
-        });
         metrics::gauge!("tokenusage_live_sockets").increment(1.0);
         let shutdown = self.state.shutdown.clone();
         let mut freshness = self.state.live.freshness_tx.subscribe();
         let rate = self.state.config.live_updates_per_sec.max(1);
         let period = Duration::from_millis(1000 / u64::from(rate));
-        let mut tick = tokio::time::interval(period);
         // Leading edge: after a quiet spell a change goes out at once; while
-        // changes keep coming, the tick sends them at most `rate` times a second.
-        // When data was last sent: the rate limit counts data, not ticks.
+        // changes keep coming, at most `rate` data messages a second. The
+        // timer is armed only while something waits (10k idle sockets
+        // cost no wake-ups).
         let mut last_sent = Instant::now() - period;
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        let mut ping = tokio::time::interval(PING_EVERY);
-        let mut status = tokio::time::interval(STATUS_EVERY);
+        // The last attempt, sent or not (a stuck client): retried a period later.
+        let mut last_flush = last_sent;
+        let mut last_freshness_sent = Instant::now();
+        let mut freshness_pending = false;
+        let timer = tokio::time::sleep(FAR);
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING_EVERY);
         let limiter: DefaultDirectRateLimiter = RateLimiter::direct(
             Quota::per_second(NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN))
                 .allow_burst(NonZeroU32::new(30).unwrap_or(NonZeroU32::MIN)),
@@ -671,34 +717,49 @@ impl Socket {
             "type": "hello", "protocol": PROTOCOL, "user": self.user.id, "role": self.user.role,
             "expires_at": self.user.expires_at, "max_subscriptions": MAX_SUBSCRIPTIONS,
         }));
-        loop {
+        let mut unflushed = false;
+        while !self.closing {
+            // When the next send is due: data after the rate limit, a
+            // freshness-only message at most every FRESHNESS_EVERY, an
+            // open-ended view's next bucket when it begins.
+            let due = [
+                self.has_pending_data().then_some(last_flush.max(last_sent) + period),
+                (freshness_pending && !self.subs.is_empty()).then_some(last_freshness_sent + FRESHNESS_EVERY),
+                self.next_growth().map(|g| g.max(last_flush + period)),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            if due != armed {
+                armed = due;
+                timer.as_mut().reset(due.map_or_else(|| tokio::time::Instant::now() + FAR, tokio::time::Instant::from_std));
+            }
             tokio::select! {
                 () = shutdown.cancelled() => {
                     self.close(close::GOING_AWAY, "server shutting down");
-                    break;
                 }
-                m = stream.next() => match m {
-                    Some(Ok(Message::Text(t))) => {
+                io = std::future::poll_fn(|cx| poll_io(&mut ws, &mut self.out, &mut unflushed, cx)) => match io {
+                    Io::WriteFailed => break,
+                    Io::Read(Some(Ok(Message::Text(t)))) => {
                         last_heard = Instant::now();
                         if limiter.check().is_err() {
                             strikes += 1;
                             self.send(&error_msg(None, "rate_limited", "too many messages; slow down"));
                             if strikes > 20 {
                                 self.close(close::POLICY, "too many messages");
-                                break;
                             }
                             continue;
                         }
-                        if let Some(new_expiry) = self.on_client(&t).await {
+                        if let Some(new_expiry) = Box::pin(self.on_client(&t)).await {
                             expiry.as_mut().reset(tokio::time::Instant::now() + new_expiry);
                         }
                     }
-                    Some(Ok(Message::Binary(_))) => {
+                    Io::Read(Some(Ok(Message::Binary(_)))) => {
                         self.send(&error_msg(None, "unsupported", "binary messages are not part of the protocol"));
                     }
-                    Some(Ok(Message::Pong(_) | Message::Ping(_))) => last_heard = Instant::now(),
-                    Some(Ok(Message::Close(_))) | None => break,
-                    Some(Err(e)) => {
+                    Io::Read(Some(Ok(Message::Pong(_) | Message::Ping(_)))) => last_heard = Instant::now(),
+                    Io::Read(Some(Ok(Message::Close(_))) | None) => break,
+                    Io::Read(Some(Err(e))) => {
                         tracing::debug!(error = %e, "live socket read failed");
                         break;
                     }
@@ -712,66 +773,96 @@ impl Socket {
                     }
                     self.check_resync(&resync);
                     if last_sent.elapsed() >= period {
-                        let current = freshness.borrow().clone();
-                        match self.flush(&current).await {
-                            Ok(true) => last_sent = Instant::now(),
-                            Ok(false) => {}
-                            Err(e) => tracing::warn!(error = %e, "live update failed"),
+                        let current = freshness.borrow_and_update().clone();
+                        last_flush = Instant::now();
+                        if self.flush_logged(&current).await {
+                            last_sent = Instant::now();
+                            freshness_pending = false;
                         }
                     }
                 }
-                _ = tick.tick() => {
+                () = &mut timer => {
+                    armed = None;
                     self.check_resync(&resync);
-                    if last_sent.elapsed() < period {
-                        continue;
-                    }
                     let current = freshness.borrow_and_update().clone();
-                    match self.flush(&current).await {
-                        Ok(true) => last_sent = Instant::now(),
-                        Ok(false) => {}
-                        Err(e) => {
-                            tracing::warn!(error = %e, "live update failed");
-                            self.send(&error_msg(None, "update_failed", "could not read the latest numbers; retrying"));
-                        }
+                    let flush = last_sent.elapsed() >= period;
+                    if flush {
+                        last_flush = Instant::now();
                     }
-                    if self.stuck_since.is_some_and(|t| t.elapsed() > STUCK_LIMIT) {
-                        self.close(close::TOO_SLOW, "the client does not keep up");
-                        break;
+                    if flush && self.flush_logged(&current).await {
+                        last_sent = Instant::now();
+                        freshness_pending = false;
+                    } else if freshness_pending && last_freshness_sent.elapsed() >= FRESHNESS_EVERY {
+                        if self.last_freshness.as_ref() != Some(&current) && !self.subs.is_empty() {
+                            self.send(&json!({"type": "freshness", "freshness": current}));
+                            last_freshness_sent = Instant::now();
+                            self.last_freshness = Some(current);
+                        }
+                        freshness_pending = false;
                     }
                 }
-                _ = freshness.changed() => {}
-                _ = ping.tick() => {
+                r = freshness.changed() => {
+                    // The sender lives as long as the process.
+                    if r.is_ok() {
+                        freshness_pending = self.last_freshness.as_ref() != Some(&*freshness.borrow());
+                    }
+                }
+                _ = housekeeping.tick() => {
                     if last_heard.elapsed() > idle {
                         self.close(close::IDLE, "idle");
-                        break;
-                    }
-                    if let Some(out) = &self.out {
-                        let _ = out.try_send(Message::Ping(Default::default()));
-                    }
-                }
-                _ = status.tick() => {
-                    let disabled = matches!(self.state.users.status(&self.state.pool, &self.user.id).await,
-                        Ok(Some(s)) if s.disabled);
-                    if disabled {
+                    } else if self.stuck_since.is_some_and(|t| t.elapsed() > STUCK_LIMIT) {
+                        self.close(close::TOO_SLOW, "the client does not keep up");
+                    } else if matches!(Box::pin(self.state.users.status(&self.state.pool, &self.user.id)).await,
+                        Ok(Some(s)) if s.disabled) {
                         self.close(close::ACCOUNT_DISABLED, "account disabled");
-                        break;
+                    } else if self.out.len() < OUT_QUEUE {
+                        self.out.push_back(Message::Ping(Default::default()));
                     }
                 }
                 () = &mut expiry => {
                     self.send(&json!({"type": "closing", "code": close::TOKEN_EXPIRED, "reason": "token expired"}));
                     self.close(close::TOKEN_EXPIRED, "token expired");
-                    break;
                 }
             }
         }
-        self.out = None;
-        // A client that does not read cannot be sent a close frame; past a
-        // short grace its connection is simply dropped.
-        if tokio::time::timeout(Duration::from_secs(5), &mut writer).await.is_err() {
-            writer.abort();
+        // Send what is queued (the close frame last); a client that does
+        // not read cannot be sent it, so past a short grace the connection
+        // is simply dropped.
+        if self.closing {
+            let out = std::mem::take(&mut self.out);
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                for m in out {
+                    ws.feed(m).await?;
+                }
+                ws.flush().await
+            })
+            .await;
         }
         metrics::gauge!("tokenusage_live_sockets").decrement(1.0);
         metrics::counter!("tokenusage_live_sockets_closed_total", "reason" => self.closed_for).increment(1);
+    }
+
+    /// When the next bucket of an open-ended view begins.
+    fn next_growth(&self) -> Option<Instant> {
+        let end = self.subs.values().filter(|s| s.open_ended).map(|s| s.plan.end).min()?;
+        let wait = (end - Utc::now()).to_std().unwrap_or_default();
+        Some(Instant::now() + wait)
+    }
+
+    fn has_pending_data(&self) -> bool {
+        self.subs.values().any(|s| s.needs_snapshot || !s.changed.is_empty())
+    }
+
+    /// `flush`, logging a failed read; true if data went out.
+    async fn flush_logged(&mut self, freshness: &Freshness) -> bool {
+        match Box::pin(self.flush(freshness)).await {
+            Ok(sent) => sent,
+            Err(e) => {
+                tracing::warn!(error = %e, "live update failed");
+                self.send(&error_msg(None, "update_failed", "could not read the latest numbers; retrying"));
+                false
+            }
+        }
     }
 
     fn until_expiry(&self) -> Duration {
@@ -898,7 +989,7 @@ impl Socket {
 
     /// Sends what changed since the last send; true if data went out.
     async fn flush(&mut self, freshness: &Freshness) -> Result<bool, sqlx::Error> {
-        if self.out.as_ref().is_some_and(|o| o.capacity() > OUT_QUEUE / 2) {
+        if self.out.len() < OUT_QUEUE / 2 {
             self.stuck_since = None;
         } else if self.stuck_since.is_some() {
             return Ok(false);
@@ -940,10 +1031,9 @@ impl Socket {
                 sent_data |= self.send(&delta);
             }
         }
-        if !sent_data && self.last_freshness.as_ref() != Some(freshness) && !self.subs.is_empty() {
-            self.send(&json!({"type": "freshness", "freshness": freshness}));
+        if sent_data {
+            self.last_freshness = Some(freshness.clone());
         }
-        self.last_freshness = Some(freshness.clone());
         Ok(sent_data)
     }
 }
@@ -979,4 +1069,70 @@ fn delta(id: &str, sub: &mut Sub, freshness: &Freshness) -> Option<Value> {
         })
         .collect();
     Some(json!({"type": "delta", "id": id, "buckets": buckets, "total": sub.data.total(), "freshness": freshness}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(user: &str, minute: i64, input: i64) -> Delta {
+        Delta(user.into(), "chat".into(), "m".into(), minute, input, 0, 1)
+    }
+
+    fn member(r: &mut Registry, capacity: usize) -> (u64, mpsc::Receiver<Update>, Arc<AtomicBool>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let resync = Arc::new(AtomicBool::new(false));
+        r.next_id += 1;
+        r.members.insert(r.next_id, Member { inbox: tx, resync: resync.clone(), all: false, users: Vec::new() });
+        (r.next_id, rx, resync)
+    }
+
+    /// Every row a socket received, flattened.
+    fn received(rx: &mut mpsc::Receiver<Update>) -> Vec<(i64, Delta)> {
+        let mut out = Vec::new();
+        while let Ok(u) = rx.try_recv() {
+            if let Update::Rows { seq, rows, range } = u {
+                out.extend(rows[range].iter().map(|d| (seq, d.clone())));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn notices_reach_only_their_users_sockets_and_each_row_once() {
+        let mut r = Registry::default();
+        let (alice, mut alice_rx, _) = member(&mut r, 8);
+        let (bob, mut bob_rx, _) = member(&mut r, 8);
+        let (admin, mut admin_rx, _) = member(&mut r, 8);
+        r.set_scope(alice, false, vec!["alice".into()]);
+        r.set_scope(bob, false, vec!["bob".into()]);
+        // An admin watching alice and everyone at once gets each row once.
+        r.set_scope(admin, true, vec!["alice".into()]);
+        let rows = vec![row("alice", 60, 1), row("alice", 120, 2), row("carol", 60, 3)];
+        r.route(Notice { seq: 5, rows: rows.clone(), users: None, all: false });
+        assert_eq!(received(&mut alice_rx), vec![(5, rows[0].clone()), (5, rows[1].clone())]);
+        assert!(received(&mut bob_rx).is_empty(), "bob hears nothing of alice or carol");
+        assert_eq!(received(&mut admin_rx).len(), 3);
+        // Leaving unindexes: nothing is routed to a closed socket.
+        r.leave(alice);
+        assert!(r.by_user.get("alice").is_some_and(|ids| ids == &vec![admin]));
+    }
+
+    #[test]
+    fn a_full_inbox_or_a_notice_without_increments_asks_for_a_re_read() {
+        let mut r = Registry::default();
+        let (alice, mut rx, resync) = member(&mut r, 1);
+        r.set_scope(alice, false, vec!["alice".into()]);
+        r.route(Notice { seq: 1, rows: vec![row("alice", 60, 1)], users: None, all: false });
+        assert!(!resync.load(Ordering::Acquire));
+        r.route(Notice { seq: 2, rows: vec![row("alice", 60, 1)], users: None, all: false });
+        assert!(resync.swap(false, Ordering::AcqRel), "the second notice did not fit: re-read");
+        let _ = received(&mut rx);
+        r.route(Notice { seq: 3, rows: Vec::new(), users: Some(vec!["bob".into()]), all: false });
+        assert!(!resync.load(Ordering::Acquire), "bob's re-read is not alice's");
+        r.route(Notice { seq: 4, rows: Vec::new(), users: Some(vec!["alice".into()]), all: false });
+        assert!(resync.swap(false, Ordering::AcqRel));
+        r.route(Notice { seq: 5, rows: Vec::new(), users: None, all: true });
+        assert!(resync.load(Ordering::Acquire));
+    }
 }

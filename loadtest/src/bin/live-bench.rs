@@ -39,6 +39,10 @@ struct Args {
     sockets: usize,
     #[arg(long, default_value_t = 1000)]
     users: usize,
+    /// Subscriptions per socket (1 to 3): today by hour; this month by day
+    /// and model; the last hour by minute.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=3))]
+    subs_per_socket: u8,
     /// PID of the server, for its resident memory.
     #[arg(long)]
     server_pid: u32,
@@ -73,17 +77,34 @@ fn token(secret: &str, user: &str) -> anyhow::Result<String> {
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn open(addr: &str, token: &str, from: &str) -> anyhow::Result<Ws> {
+/// The views a socket subscribes to.
+fn views(n: u8) -> Vec<serde_json::Value> {
+    let now = Utc::now();
+    let all = [
+        serde_json::json!({"from": now.format("%Y-%m-%d").to_string(), "granularity": "hour"}),
+        serde_json::json!({"from": now.format("%Y-%m-01").to_string(), "granularity": "day", "group": "model"}),
+        serde_json::json!({"from": (now - chrono::Duration::hours(1)).to_rfc3339(), "granularity": "minute"}),
+    ];
+    all.into_iter().take(n as usize).collect()
+}
+
+async fn open(addr: &str, token: &str, views: &[serde_json::Value]) -> anyhow::Result<Ws> {
     let mut req = format!("ws://{addr}/api/v1/live").into_client_request()?;
     req.headers_mut().insert("sec-websocket-protocol", format!("tokenusage.v1, bearer.{token}").parse()?);
     let (mut ws, _) = tokio_tungstenite::connect_async(req).await?;
-    let sub = serde_json::json!({"type": "subscribe", "id": "v", "view": {"from": from, "granularity": "hour"}});
-    ws.send(Message::Text(sub.to_string().into())).await?;
-    // Wait for the snapshot.
+    for (i, view) in views.iter().enumerate() {
+        let sub = serde_json::json!({"type": "subscribe", "id": format!("v{i}"), "view": view});
+        ws.send(Message::Text(sub.to_string().into())).await?;
+    }
+    // Wait for the snapshots.
+    let mut snapshots = 0;
     while let Some(m) = ws.next().await {
         if let Message::Text(t) = m? {
             if t.contains("\"type\":\"snapshot\"") {
-                return Ok(ws);
+                snapshots += 1;
+                if snapshots == views.len() {
+                    return Ok(ws);
+                }
             }
             if t.contains("\"type\":\"error\"") {
                 anyhow::bail!("subscription refused: {t}");
@@ -127,7 +148,8 @@ async fn main() -> anyhow::Result<()> {
     )
     .execute(&pool)
     .await?;
-    let from = Utc::now().format("%Y-%m-%d").to_string();
+    let views = views(a.subs_per_socket);
+    let probe_views = &views[..1];
 
     // 1. Sockets and memory.
     let before = rss_kib(a.server_pid);
@@ -135,8 +157,8 @@ async fn main() -> anyhow::Result<()> {
     let delivered = Arc::new(AtomicU64::new(0));
     let opened: Vec<Ws> = futures::stream::iter(0..a.sockets)
         .map(|i| {
-            let (addr, from, secret) = (a.addr.clone(), from.clone(), a.jwt_secret.clone());
-            async move { open(&addr, &token(&secret, &format!("lb-{}", i % a.users))?, &from).await }
+            let (addr, views, secret) = (a.addr.clone(), views.clone(), a.jwt_secret.clone());
+            async move { open(&addr, &token(&secret, &format!("lb-{}", i % a.users))?, &views).await }
         })
         .buffer_unordered(100)
         .collect::<Vec<_>>()
@@ -146,8 +168,9 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = rss_kib(a.server_pid);
     println!(
-        "sockets: {} open and subscribed in {:.1} s; server RSS {} MiB -> {} MiB: {:.1} KiB per socket",
+        "sockets: {} open, {} subscription(s) each, in {:.1} s; server RSS {} MiB -> {} MiB: {:.1} KiB per socket",
         opened.len(),
+        views.len(),
         started.elapsed().as_secs_f64(),
         before / 1024,
         after / 1024,
@@ -185,7 +208,7 @@ async fn main() -> anyhow::Result<()> {
         })
     };
     // 3. Probe: produce -> delta latency.
-    let mut probe = open(&a.addr, &token(&a.jwt_secret, "lb-probe")?, &from).await?;
+    let mut probe = open(&a.addr, &token(&a.jwt_secret, "lb-probe")?, probe_views).await?;
     let delivered_start = delivered.load(Ordering::Relaxed);
     let load_started = Instant::now();
     let mut latencies = Vec::new();
