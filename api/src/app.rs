@@ -9,6 +9,7 @@ use axum::Router;
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::routing::{get, post};
 use sqlx::PgPool;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -160,7 +161,14 @@ impl Application {
         let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
         let result = match self.tls {
             None => {
-                axum::serve(self.listener, service)
+                // Small WebSocket frames must not wait for a delayed ACK
+                // (Nagle): TCP_NODELAY on every connection.
+                let listener = self.listener.tap_io(|tcp| {
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                    }
+                });
+                axum::serve(listener, service)
                     .with_graceful_shutdown(async move { shutdown.cancelled().await })
                     .await
             }
@@ -171,7 +179,9 @@ impl Application {
                     shutdown.cancelled().await;
                     h.graceful_shutdown(Some(Duration::from_secs(30)));
                 });
-                axum_server::from_tcp_rustls(self.listener.into_std()?, tls).handle(handle).serve(service).await
+                let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls)
+                    .acceptor(axum_server::accept::NoDelayAcceptor::new());
+                axum_server::from_tcp(self.listener.into_std()?).acceptor(acceptor).handle(handle).serve(service).await
             }
         };
         housekeeping.abort();

@@ -783,6 +783,9 @@ impl Socket {
                 }
                 () = &mut timer => {
                     armed = None;
+                    while let Ok(u) = inbox.try_recv() {
+                        self.on_update(u);
+                    }
                     self.check_resync(&resync);
                     let current = freshness.borrow_and_update().clone();
                     let flush = last_sent.elapsed() >= period;

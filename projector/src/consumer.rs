@@ -39,6 +39,12 @@ pub struct ProjectorArgs {
     /// big batches when it is not. 0 turns this off.
     #[arg(long = "batch-linger-ms", env = "TOKENUSAGE_BATCH_LINGER_MS", default_value_t = 1)]
     pub batch_linger_ms: u64,
+    /// Longest the broker may hold a fetch when it has no new records, in
+    /// ms. Brokers that do not answer early when records arrive (Tansu) add
+    /// up to this much to every event's way to the dashboard.
+    #[arg(long = "kafka-fetch-wait-ms", env = "TOKENUSAGE_KAFKA_FETCH_WAIT_MS", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub fetch_wait_ms: u32,
     /// Kafka group session timeout in ms: how fast a dead projector's
     /// partitions move to a live one.
     #[arg(long = "kafka-session-timeout-ms", env = "TOKENUSAGE_KAFKA_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
@@ -216,8 +222,8 @@ pub async fn run(
             ("heartbeat.interval.ms", (args.session_timeout_ms / 4).max(100).to_string()),
             ("statistics.interval.ms", "5000".into()),
             // librdkafka lets the broker hold a fetch for 500 ms when data is
-            // scarce; live views want new events within tens of ms.
-            ("fetch.wait.max.ms", "20".into()),
+            // scarce; live views want new events within milliseconds.
+            ("fetch.wait.max.ms", args.fetch_wait_ms.to_string()),
         ],
         &["group.id", "enable.auto.commit", "enable.auto.offset.store"],
     );
@@ -260,7 +266,14 @@ pub async fn run(
                     let (p, o) = (msg.partition(), msg.offset());
                     let verdict = state.lock().unwrap_or_else(PoisonError::into_inner).gaps.check(p, o);
                     match verdict {
-                        Verdict::Accept => batch.push(to_record(&msg), Utc::now()),
+                        Verdict::Accept => {
+                            // Producer's timestamp to here: broker and fetch delay.
+                            if let Some(ts) = msg.timestamp().to_millis() {
+                                let ms = (Utc::now().timestamp_millis() - ts).max(0);
+                                metrics::histogram!("tokenusage_projector_fetch_delay_seconds").record(ms as f64 / 1e3);
+                            }
+                            batch.push(to_record(&msg), Utc::now());
+                        }
                         Verdict::Skip => {}
                         Verdict::Rewind(from) => {
                             tracing::warn!(partition = p, offset = o, rewind_to = from, "records arrived past the expected offset; rewinding the partition");
@@ -288,6 +301,11 @@ pub async fn run(
         let writer_idle = in_flight.as_ref().is_none_or(tokio::task::JoinHandle::is_finished);
         if batch.records >= args.batch_max_events as usize || (due && !batch.is_empty() && writer_idle) {
             settle(&mut in_flight, &consumer, &who.topic).await?;
+            if let Some(d) = deadline {
+                // From the batch's first record to its hand-over.
+                let filled = (Instant::now() + max_wait).saturating_duration_since(d);
+                metrics::histogram!("tokenusage_projector_batch_fill_seconds").record(filled.as_secs_f64());
+            }
             let full = std::mem::take(&mut batch);
             in_flight = Some(tokio::spawn(flush(pool.clone(), who.clone(), state.clone(), full, shutdown.clone())));
             deadline = None;

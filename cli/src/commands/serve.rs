@@ -42,6 +42,34 @@ pub struct ServeArgs {
     pub shutdown_grace_secs: u64,
 }
 
+/// Runs the projector on threads and a database pool of its own. With
+/// thousands of live sockets on the main runtime, its fetches and commits
+/// would otherwise wait in the same task queue as every socket (measured:
+/// commits of ~110 ms instead of a few, docs/BENCHMARKS.md).
+fn spawn_projector(
+    a: &ServeArgs,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<tokio::sync::oneshot::Receiver<anyhow::Result<()>>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (db, kafka, args) = (a.db.clone(), a.kafka.clone(), a.projector.clone());
+    std::thread::Builder::new().name("projector".into()).spawn(move || {
+        let r = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("projector")
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| {
+                rt.block_on(async {
+                    let pool = super::database(&db, false).await?;
+                    tokenusage_projector::run(&args, &kafka, pool, shutdown).await.map_err(anyhow::Error::from)
+                })
+            });
+        let _ = tx.send(r);
+    })?;
+    Ok(rx)
+}
+
 pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     // Before touching anything else: a misconfigured listener is the
     // mistake to report first.
@@ -64,13 +92,13 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         tasks.spawn(async move { app.run_until_stopped(s).await.map(|()| "api").map_err(Into::into) });
     }
     {
-        let (s, pool, kafka, args) = (shutdown.clone(), pool.clone(), a.kafka.clone(), a.projector.clone());
         let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
         readiness.watch_consumer(running.clone());
+        let done = spawn_projector(&a, shutdown.clone())?;
         tasks.spawn(async move {
-            let r = tokenusage_projector::run(&args, &kafka, pool, s).await;
+            let r = done.await.unwrap_or_else(|_| Err(anyhow::anyhow!("the projector thread panicked")));
             running.store(false, std::sync::atomic::Ordering::Relaxed);
-            r.map(|()| "projector").map_err(Into::into)
+            r.map(|()| "projector")
         });
     }
 
