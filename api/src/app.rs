@@ -8,8 +8,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::routing::{get, post};
-use sqlx::PgPool;
 use axum::serve::ListenerExt;
+use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -168,9 +168,7 @@ impl Application {
                         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
                     }
                 });
-                axum::serve(listener, service)
-                    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                    .await
+                axum::serve(listener, service).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
             }
             Some(tls) => {
                 let handle = axum_server::Handle::new();

@@ -732,7 +732,9 @@ impl Socket {
             .min();
             if due != armed {
                 armed = due;
-                timer.as_mut().reset(due.map_or_else(|| tokio::time::Instant::now() + FAR, tokio::time::Instant::from_std));
+                timer
+                    .as_mut()
+                    .reset(due.map_or_else(|| tokio::time::Instant::now() + FAR, tokio::time::Instant::from_std));
             }
             tokio::select! {
                 () = shutdown.cancelled() => {

@@ -45,6 +45,12 @@ pub struct ProjectorArgs {
     #[arg(long = "kafka-fetch-wait-ms", env = "TOKENUSAGE_KAFKA_FETCH_WAIT_MS", default_value_t = 5,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub fetch_wait_ms: u32,
+    /// Batches written at once, each on its own connection for its own
+    /// partitions (partition mod writers). A record then waits for its own
+    /// writer only. Keys are user ids, so writers touch different rows.
+    #[arg(long = "projector-writers", env = "TOKENUSAGE_PROJECTOR_WRITERS", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub writers: u32,
     /// Kafka group session timeout in ms: how fast a dead projector's
     /// partitions move to a live one.
     #[arg(long = "kafka-session-timeout-ms", env = "TOKENUSAGE_KAFKA_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
@@ -239,18 +245,19 @@ pub async fn run(
         tokio::spawn(crate::freshness::run(pool.clone(), kafka.clone(), args.group.clone(), shutdown.child_token()));
     let max_wait = Duration::from_millis(args.batch_max_wait_ms);
     let linger = (args.batch_linger_ms > 0).then(|| Duration::from_millis(args.batch_linger_ms));
-    let mut batch = Batch::default();
-    let mut in_flight: Option<InFlight> = None;
-    let mut deadline: Option<Instant> = None;
+    let mut lanes: Vec<Lane> = (0..args.writers.max(1)).map(|_| Lane::default()).collect();
+    let lane_count = lanes.len() as i32;
     loop {
-        let writer_idle = in_flight.as_ref().is_none_or(tokio::task::JoinHandle::is_finished);
-        // Past the deadline (writer still busy), poll briefly rather than spin.
-        let mut wait = deadline
+        // Past a deadline (writer still busy), poll briefly rather than spin.
+        let mut wait = lanes
+            .iter()
+            .filter_map(|l| l.deadline)
+            .min()
             .map_or(Duration::from_millis(500), |d| d.saturating_duration_since(Instant::now()))
             .max(Duration::from_millis(2));
         // A pending batch and an idle writer: wait only for the burst to end.
         let lingering = match linger {
-            Some(l) if writer_idle && !batch.is_empty() && l < wait => {
+            Some(l) if lanes.iter().any(|lane| lane.writer_idle() && !lane.batch.is_empty()) && l < wait => {
                 wait = l;
                 true
             }
@@ -262,8 +269,9 @@ pub async fn run(
             () = shutdown.cancelled() => break,
             r = tokio::time::timeout(wait, consumer.recv()) => match r {
                 Ok(Ok(msg)) => {
-                    drop_revoked(&state, &mut batch);
+                    drop_revoked(&state, &mut lanes);
                     let (p, o) = (msg.partition(), msg.offset());
+                    let lane = &mut lanes[p.rem_euclid(lane_count) as usize];
                     let verdict = state.lock().unwrap_or_else(PoisonError::into_inner).gaps.check(p, o);
                     match verdict {
                         Verdict::Accept => {
@@ -272,7 +280,7 @@ pub async fn run(
                                 let ms = (Utc::now().timestamp_millis() - ts).max(0);
                                 metrics::histogram!("tokenusage_projector_fetch_delay_seconds").record(ms as f64 / 1e3);
                             }
-                            batch.push(to_record(&msg), Utc::now());
+                            lane.batch.push(to_record(&msg), Utc::now());
                         }
                         Verdict::Skip => {}
                         Verdict::Rewind(from) => {
@@ -283,40 +291,53 @@ pub async fn run(
                         }
                         Verdict::AcceptGap { missing_from } => {
                             tracing::error!(partition = p, missing_from, missing_to = o - 1, "records are missing from Kafka (expired?); they cannot be counted");
-                            batch.push(to_record(&msg), Utc::now());
+                            lane.batch.push(to_record(&msg), Utc::now());
                         }
                     }
-                    deadline.get_or_insert_with(|| Instant::now() + max_wait);
+                    if !lane.batch.is_empty() {
+                        lane.deadline.get_or_insert_with(|| Instant::now() + max_wait);
+                    }
                 }
                 Ok(Err(e)) => tracing::warn!(error = %e, "Kafka reported an error; continuing"),
                 Err(_) => quiet = lingering,
             }
         }
-        drop_revoked(&state, &mut batch);
-        let due = quiet || deadline.is_some_and(|d| Instant::now() >= d);
-        // Adaptive batching: a due batch is handed over as soon as the
-        // previous write finished; while it is still being written, reading
-        // goes on and the next batch grows (up to the count limit), so batch
-        // size follows database latency under load and stays small when idle.
-        let writer_idle = in_flight.as_ref().is_none_or(tokio::task::JoinHandle::is_finished);
-        if batch.records >= args.batch_max_events as usize || (due && !batch.is_empty() && writer_idle) {
-            settle(&mut in_flight, &consumer, &who.topic).await?;
-            if let Some(d) = deadline {
-                // From the batch's first record to its hand-over.
-                let filled = (Instant::now() + max_wait).saturating_duration_since(d);
-                metrics::histogram!("tokenusage_projector_batch_fill_seconds").record(filled.as_secs_f64());
+        drop_revoked(&state, &mut lanes);
+        let now = Instant::now();
+        for lane in &mut lanes {
+            let due = quiet || lane.deadline.is_some_and(|d| now >= d);
+            // Adaptive batching: a due batch is handed over as soon as the
+            // lane's previous write finished; while it is still being
+            // written, reading goes on and the next batch grows (up to the
+            // count limit), so batch size follows database latency under
+            // load and stays small when idle.
+            if lane.batch.records >= args.batch_max_events as usize
+                || (due && !lane.batch.is_empty() && lane.writer_idle())
+            {
+                settle(&mut lane.in_flight, &consumer, &who.topic).await?;
+                if let Some(d) = lane.deadline {
+                    // From the batch's first record to its hand-over.
+                    let filled = (Instant::now() + max_wait).saturating_duration_since(d);
+                    metrics::histogram!("tokenusage_projector_batch_fill_seconds").record(filled.as_secs_f64());
+                }
+                let full = std::mem::take(&mut lane.batch);
+                lane.in_flight =
+                    Some(tokio::spawn(flush(pool.clone(), who.clone(), state.clone(), full, shutdown.clone())));
+                lane.deadline = None;
+            } else if lane.batch.is_empty() {
+                lane.deadline = None;
             }
-            let full = std::mem::take(&mut batch);
-            in_flight = Some(tokio::spawn(flush(pool.clone(), who.clone(), state.clone(), full, shutdown.clone())));
-            deadline = None;
-        } else if batch.is_empty() {
-            deadline = None;
         }
     }
-    drop_revoked(&state, &mut batch);
-    settle(&mut in_flight, &consumer, &who.topic).await?;
-    in_flight = Some(tokio::spawn(flush(pool.clone(), who.clone(), state.clone(), batch, shutdown.clone())));
-    settle(&mut in_flight, &consumer, &who.topic).await?;
+    drop_revoked(&state, &mut lanes);
+    for lane in &mut lanes {
+        settle(&mut lane.in_flight, &consumer, &who.topic).await?;
+        let rest = std::mem::take(&mut lane.batch);
+        lane.in_flight = Some(tokio::spawn(flush(pool.clone(), who.clone(), state.clone(), rest, shutdown.clone())));
+    }
+    for lane in &mut lanes {
+        settle(&mut lane.in_flight, &consumer, &who.topic).await?;
+    }
     if args.assign_partitions.is_none() {
         consumer.unsubscribe();
     }
@@ -358,9 +379,27 @@ async fn assign_manually(
     Ok(())
 }
 
-fn drop_revoked(state: &Mutex<Assignment>, batch: &mut Batch) {
+fn drop_revoked(state: &Mutex<Assignment>, lanes: &mut [Lane]) {
     let revoked = std::mem::take(&mut state.lock().unwrap_or_else(PoisonError::into_inner).revoked);
-    batch.drop_partitions(&revoked);
+    for lane in lanes {
+        lane.batch.drop_partitions(&revoked);
+    }
+}
+
+/// One writer: the batch it is filling, its write in flight, and when the
+/// batch is due. Each partition always goes to the same lane, so a
+/// partition's commits stay in order.
+#[derive(Default)]
+struct Lane {
+    batch: Batch,
+    in_flight: Option<InFlight>,
+    deadline: Option<Instant>,
+}
+
+impl Lane {
+    fn writer_idle(&self) -> bool {
+        self.in_flight.as_ref().is_none_or(tokio::task::JoinHandle::is_finished)
+    }
 }
 
 fn to_record(msg: &impl Message) -> Record {
