@@ -18,3 +18,10 @@ for _ in $(seq 1 300); do port_open "$PORT" && break; sleep 0.1; done
 sleep 2
 "$BIN/live-bench" --addr "127.0.0.1:$PORT" --server-pid "$(cat "$WORK/serve.pid")" \
   --sockets "$SOCKETS" --users 1000 --rate "$RATE" --seconds "$SECONDS_" --subs-per-socket "$SUBS"
+# Where the time goes on the projector side (means over the run).
+curl -s "http://127.0.0.1:$PORT/metrics" | awk '
+  /^tokenusage_projector_(fetch_delay_seconds|batch_fill_seconds|commit_seconds|batch_records)_(sum|count) / {
+    n = $1; sub(/_(sum|count)$/, "", n);
+    if ($1 ~ /_sum$/) s[n] = $2; else c[n] = $2 }
+  END { for (n in s) if (c[n] > 0) printf "projector: %s mean %.4g over %d\n", n, s[n] / c[n], c[n] }' | sort
+
