@@ -2,9 +2,9 @@
 # Benchmark: live WebSockets. 10k authenticated sockets (RSS per socket),
 # produce -> push latency while 10k events/s flow through Kafka, and the
 # fan-out rate, against one `tokenusage serve` (projector + API) on this box.
-#   bash loadtest/bench-live.sh [SOCKETS] [RATE] [SECONDS] [SUBSCRIPTIONS PER SOCKET]
+#   bash loadtest/bench-live.sh [SOCKETS] [RATE] [SECONDS] [SUBSCRIPTIONS PER SOCKET] [PROBE LINGER MS]
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
-SOCKETS="${1:-10000}" RATE="${2:-10000}" SECONDS_="${3:-20}" SUBS="${4:-1}"
+SOCKETS="${1:-10000}" RATE="${2:-10000}" SECONDS_="${3:-20}" SUBS="${4:-1}" PROBE_LINGER="${5:-5}"
 bench_setup tu_bench_live 39600 bench.live
 cargo build --release -q -p tokenusage-loadtest --bin live-bench --manifest-path "$ROOT/Cargo.toml" || die "build failed"
 # Client and server are separate processes; each needs one descriptor per socket.
@@ -17,7 +17,7 @@ TOKENUSAGE_LISTEN="127.0.0.1:$PORT" TOKENUSAGE_LIVE_MAX_SOCKETS_PER_USER=100 TOK
 for _ in $(seq 1 300); do port_open "$PORT" && break; sleep 0.1; done
 sleep 2
 "$BIN/live-bench" --addr "127.0.0.1:$PORT" --server-pid "$(cat "$WORK/serve.pid")" \
-  --sockets "$SOCKETS" --users 1000 --rate "$RATE" --seconds "$SECONDS_" --subs-per-socket "$SUBS"
+  --sockets "$SOCKETS" --users 1000 --rate "$RATE" --seconds "$SECONDS_" --subs-per-socket "$SUBS" --probe-linger-ms "$PROBE_LINGER"
 # Where the time goes on the projector side (means over the run).
 curl -s "http://127.0.0.1:$PORT/metrics" | awk '
   /^tokenusage_projector_(fetch_delay_seconds|batch_fill_seconds|commit_seconds|batch_records)_(sum|count) / {

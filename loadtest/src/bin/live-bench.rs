@@ -52,6 +52,10 @@ struct Args {
     /// Length of the load phase.
     #[arg(long, default_value_t = 20)]
     seconds: u64,
+    /// The probe producer's `linger.ms` (the background load keeps the
+    /// default): how long it batches before sending, part of the latency.
+    #[arg(long, default_value_t = ProducerArgs::default().linger_ms)]
+    probe_linger_ms: u32,
     #[command(flatten)]
     kafka: KafkaArgs,
 }
@@ -208,7 +212,9 @@ async fn main() -> anyhow::Result<()> {
             (sent, start.elapsed().as_secs_f64())
         })
     };
-    // 3. Probe: produce -> delta latency.
+    // 3. Probe: produce -> delta latency, from a producer of its own.
+    let probe_publisher =
+        Publisher::new(&a.kafka, &ProducerArgs { linger_ms: a.probe_linger_ms, ..ProducerArgs::default() })?;
     let mut probe = open(&a.addr, &token(&a.jwt_secret, "lb-probe")?, probe_views).await?;
     // Warm-up: the first second of load (producer connections, metadata) is not timed.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -224,7 +230,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let e = event("lb-probe".into(), &mut rand::rng());
         let t0 = Instant::now();
-        publisher.publish(&e, None).await.map_err(|e| anyhow::anyhow!("probe publish: {e:?}"))?;
+        probe_publisher.publish(&e, None).await.map_err(|e| anyhow::anyhow!("probe publish: {e:?}"))?;
         acks.push(t0.elapsed().as_secs_f64() * 1e3);
         let got = tokio::time::timeout(Duration::from_secs(5), async {
             while let Some(Ok(m)) = probe.next().await {
