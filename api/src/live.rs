@@ -769,11 +769,7 @@ impl Socket {
                 u = inbox.recv() => {
                     let Some(u) = u else { break };
                     self.on_update(u);
-                    // Take everything queued at once: one send covers it.
-                    while let Ok(u) = inbox.try_recv() {
-                        self.on_update(u);
-                    }
-                    self.check_resync(&resync);
+                    self.take_updates(&mut inbox, &resync);
                     if last_sent.elapsed() >= period {
                         let current = freshness.borrow_and_update().clone();
                         last_flush = Instant::now();
@@ -785,10 +781,7 @@ impl Socket {
                 }
                 () = &mut timer => {
                     armed = None;
-                    while let Ok(u) = inbox.try_recv() {
-                        self.on_update(u);
-                    }
-                    self.check_resync(&resync);
+                    self.take_updates(&mut inbox, &resync);
                     let current = freshness.borrow_and_update().clone();
                     let flush = last_sent.elapsed() >= period;
                     if flush {
@@ -854,6 +847,11 @@ impl Socket {
         Some(Instant::now() + wait)
     }
 
+    /// Hears exactly the subjects of the current subscriptions.
+    fn rescope(&self) {
+        self.membership.set_scope(self.subs.values().map(|s| &s.subject));
+    }
+
     fn has_pending_data(&self) -> bool {
         self.subs.values().any(|s| s.needs_snapshot || !s.changed.is_empty())
     }
@@ -890,7 +888,7 @@ impl Socket {
             }
             ClientMessage::Unsubscribe { id } => {
                 if self.subs.remove(&id).is_some() {
-                    self.membership.set_scope(self.subs.values().map(|s| &s.subject));
+                    self.rescope();
                     self.send(&json!({"type": "unsubscribed", "id": id}));
                 } else {
                     self.send(&error_msg(Some(&id), "unknown_subscription", "no subscription with this id"));
@@ -947,7 +945,7 @@ impl Socket {
             match self.state.series_cache.read(&self.state.pool, &subject, &plan, view.group, &view.filters).await {
                 Ok(snap) => snap,
                 Err(e) => {
-                    self.membership.set_scope(self.subs.values().map(|s| &s.subject));
+                    self.rescope();
                     return Err(e.into());
                 }
             };
@@ -964,7 +962,7 @@ impl Socket {
         )
         .await
         .map_err(|_| {
-            self.membership.set_scope(self.subs.values().map(|s| &s.subject));
+            self.rescope();
             ApiError::AuditUnavailable
         })?;
         let sub = Sub::new(view, plan, subject, open_ended, &snap);
@@ -985,8 +983,12 @@ impl Socket {
         }
     }
 
-    /// An update could not be delivered: every view is re-read.
-    fn check_resync(&mut self, resync: &AtomicBool) {
+    /// Applies everything queued at once (one send covers it), then marks
+    /// every view for a re-read if an update could not be delivered.
+    fn take_updates(&mut self, inbox: &mut mpsc::Receiver<Update>, resync: &AtomicBool) {
+        while let Ok(u) = inbox.try_recv() {
+            self.on_update(u);
+        }
         if resync.swap(false, Ordering::AcqRel) {
             self.subs.values_mut().for_each(|s| s.needs_snapshot = true);
         }

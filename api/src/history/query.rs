@@ -244,8 +244,7 @@ pub async fn read_snapshot(
     group: GroupBy,
     filters: &Filters,
 ) -> sqlx::Result<Snapshot> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("set transaction isolation level repeatable read, read only").execute(&mut *tx).await?;
+    let mut tx = pool.begin_with("begin isolation level repeatable read read only").await?;
     let seq: i64 = sqlx::query_scalar("select seq from rollup_sequence").fetch_one(&mut *tx).await?;
     let data = read_series(&mut *tx, subject, plan, group, filters).await?;
     tx.commit().await?;
