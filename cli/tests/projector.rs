@@ -460,3 +460,50 @@ async fn a_projector_whose_claim_was_superseded_can_no_longer_commit() {
     a.await.unwrap();
     env.cleanup().await;
 }
+
+/// The notices PostgreSQL sends (assembled by `tokenusage_notify_rollups`)
+/// decode, are numbered one per commit in commit order, carry exactly the
+/// increments committed, and are not sent when nothing new was counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_commit_notifies_its_increments_under_the_next_number() {
+    use tokenusage_projector::{count_events, notify::Notice};
+    let env = TestEnv::database_only().await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&env.pool).await.unwrap();
+    listener.listen(tokenusage_projector::NOTIFY_CHANNEL).await.unwrap();
+    let events = synthetic_events("n", 40, 3);
+    let (first, second) = events.split_at(25);
+    assert_eq!(count_events(&env.pool, first.to_vec()).await.unwrap(), 25);
+    let overlapping: Vec<_> = second.iter().chain(&first[..5]).cloned().collect();
+    assert_eq!(count_events(&env.pool, overlapping).await.unwrap(), 15, "only the new events count");
+    assert_eq!(count_events(&env.pool, first[..3].to_vec()).await.unwrap(), 0);
+
+    let mut seqs = Vec::new();
+    type Minute = (String, String, String, i64); // user, activity, model, minute
+    let mut sums: std::collections::BTreeMap<Minute, (i64, i64, i64)> = Default::default();
+    // Until two quiet seconds pass.
+    while let Ok(received) = tokio::time::timeout(Duration::from_secs(2), listener.try_recv()).await {
+        let n = received.unwrap().expect("the listener's connection stays up");
+        let notice = Notice::decode(n.payload()).unwrap_or_else(|| panic!("undecodable notice {}", n.payload()));
+        assert!(!notice.all && notice.users.is_none(), "small commits carry their increments");
+        seqs.push(notice.seq);
+        for d in notice.rows {
+            let s = sums.entry((d.0.clone(), d.1.clone(), d.2.clone(), d.minute())).or_default();
+            let (i, o, e) = d.sums();
+            *s = (s.0 + i, s.1 + o, s.2 + e);
+        }
+    }
+    seqs.dedup();
+    let last: i64 = sqlx::query_scalar("select seq from rollup_sequence").fetch_one(&env.pool).await.unwrap();
+    assert_eq!(seqs, vec![last - 1, last], "two commits counted something; the third sent nothing");
+    let stored: Vec<(String, String, String, i64, i64, i64, i64)> = sqlx::query_as(
+        "select user_id, activity, model, extract(epoch from bucket)::int8, input_tokens, output_tokens, events \
+         from usage_minute order by 1, 2, 3, 4",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    let notified: Vec<_> = sums.into_iter().map(|((u, a, m, t), (i, o, e))| (u, a, m, t, i, o, e)).collect();
+    assert_eq!(notified, stored, "the notices add up to the minute rollups");
+    assert_eq!(rollup_totals(&env.pool, "usage_hour", None).await, expected_totals(&events));
+    env.cleanup().await;
+}

@@ -247,6 +247,10 @@ pub async fn run(
     let linger = (args.batch_linger_ms > 0).then(|| Duration::from_millis(args.batch_linger_ms));
     let mut lanes: Vec<Lane> = (0..args.writers.max(1)).map(|_| Lane::default()).collect();
     let lane_count = lanes.len() as i32;
+    // Signalled when a write finishes, so a batch held back only because its
+    // writer was busy is handed over at once rather than with the next
+    // fetched burst (Tansu answers fetches every few ms).
+    let writer_done = Arc::new(tokio::sync::Notify::new());
     loop {
         // Past a deadline (writer still busy), poll briefly rather than spin.
         let mut wait = lanes
@@ -267,6 +271,7 @@ pub async fn run(
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
+            () = writer_done.notified() => quiet = linger.is_some(),
             r = tokio::time::timeout(wait, consumer.recv()) => match r {
                 Ok(Ok(msg)) => {
                     drop_revoked(&state, &mut lanes);
@@ -321,8 +326,13 @@ pub async fn run(
                     metrics::histogram!("tokenusage_projector_batch_fill_seconds").record(filled.as_secs_f64());
                 }
                 let full = std::mem::take(&mut lane.batch);
-                lane.in_flight =
-                    Some(tokio::spawn(flush(pool.clone(), who.clone(), state.clone(), full, shutdown.clone())));
+                let (pool, who, state, stop, done) =
+                    (pool.clone(), who.clone(), state.clone(), shutdown.clone(), writer_done.clone());
+                lane.in_flight = Some(tokio::spawn(async move {
+                    let written = flush(pool, who, state, full, stop).await;
+                    done.notify_one();
+                    written
+                }));
                 lane.deadline = None;
             } else if lane.batch.is_empty() {
                 lane.deadline = None;

@@ -80,12 +80,17 @@ impl Notice {
     }
 }
 
-/// Splits a commit's minute increments into payloads, in key order (so by
-/// user). Falls back to naming the users, then to "everyone".
-pub(crate) fn payloads(seq: i64, minute_rows: &BTreeMap<RollupKey, Sums>) -> Vec<String> {
-    let head = format!("{{\"seq\":{seq},\"rows\":[");
+/// Splits a commit's minute increments into notification bodies, in key
+/// order (so by user). Falls back to naming the users, then to "everyone".
+///
+/// A body is a notice without its leading `{"seq":N`: the number is taken
+/// in the database, in the same call that sends the notices (migration
+/// 0009), so `'{"seq":' || seq || body` is the payload. [`PAYLOAD_BYTES`]
+/// leaves room for any seq under PostgreSQL's 8000-byte cap.
+pub(crate) fn bodies(minute_rows: &BTreeMap<RollupKey, Sums>) -> Vec<String> {
+    const HEAD: &str = ",\"rows\":[";
     let mut out = Vec::new();
-    let mut cur = head.clone();
+    let mut cur = HEAD.to_owned();
     for (k, s) in minute_rows {
         let row = Delta(
             k.user_id.clone(),
@@ -97,67 +102,66 @@ pub(crate) fn payloads(seq: i64, minute_rows: &BTreeMap<RollupKey, Sums>) -> Vec
             s.events,
         );
         let row = serde_json::to_string(&row).unwrap_or_default();
-        if cur.len() + row.len() + 2 > PAYLOAD_BYTES && cur.len() > head.len() {
+        if cur.len() + row.len() + 2 > PAYLOAD_BYTES && cur.len() > HEAD.len() {
             cur.push_str("]}");
-            out.push(std::mem::replace(&mut cur, head.clone()));
+            out.push(std::mem::replace(&mut cur, HEAD.to_owned()));
             if out.len() >= MAX_DELTA_PAYLOADS {
-                return users_payloads(seq, minute_rows);
+                return users_bodies(minute_rows);
             }
         }
-        if cur.len() > head.len() {
+        if cur.len() > HEAD.len() {
             cur.push(',');
         }
         cur.push_str(&row);
     }
-    if cur.len() > head.len() {
+    if cur.len() > HEAD.len() {
         cur.push_str("]}");
         out.push(cur);
     }
     out
 }
 
-fn users_payloads(seq: i64, minute_rows: &BTreeMap<RollupKey, Sums>) -> Vec<String> {
+fn users_bodies(minute_rows: &BTreeMap<RollupKey, Sums>) -> Vec<String> {
     let mut users: Vec<&str> = minute_rows.keys().map(|k| k.user_id.as_str()).collect();
     users.dedup();
     let mut out = Vec::new();
     let mut chunk: Vec<&str> = Vec::new();
     let mut bytes = 0;
-    let notice = |users: Vec<&str>| serde_json::json!({"seq": seq, "users": users}).to_string();
     for u in users {
         if bytes + u.len() + 3 > PAYLOAD_BYTES && !chunk.is_empty() {
-            out.push(notice(std::mem::take(&mut chunk)));
+            out.push(body(serde_json::json!({ "users": std::mem::take(&mut chunk) })));
             bytes = 0;
             if out.len() >= MAX_USER_PAYLOADS {
-                return vec![everyone(seq)];
+                return vec![everyone()];
             }
         }
         bytes += u.len() + 3;
         chunk.push(u);
     }
-    out.push(notice(chunk));
+    out.push(body(serde_json::json!({ "users": chunk })));
     out
 }
 
-/// A notice that every view must be re-read.
-pub(crate) fn everyone(seq: i64) -> String {
-    serde_json::json!({"seq": seq, "all": true}).to_string()
+/// The body of a notice that every view must be re-read.
+pub(crate) fn everyone() -> String {
+    body(serde_json::json!({ "all": true }))
 }
 
-/// Takes the next number in `rollup_sequence`. Called last in a
-/// transaction: the row lock it takes is held only until the commit, and it
-/// orders concurrent committers.
-pub(crate) async fn next_seq(tx: &mut Transaction<'_, Postgres>) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("update rollup_sequence set seq = seq + 1 where id returning seq").fetch_one(&mut **tx).await
+/// `{"a":..}` as a body: `,"a":..}`.
+fn body(members: serde_json::Value) -> String {
+    let json = members.to_string();
+    format!(",{}", &json[1..])
 }
 
-/// Queues the payloads; PostgreSQL sends them at commit, or never.
-pub(crate) async fn send(tx: &mut Transaction<'_, Postgres>, payloads: &[String]) -> Result<(), sqlx::Error> {
-    sqlx::query("select pg_notify($1, p) from unnest($2::text[]) as p")
+/// Takes the next number in `rollup_sequence` and queues the notices with
+/// it; PostgreSQL sends them at commit, or never. Call it last in a
+/// transaction (see migration 0009). Returns the number.
+pub(crate) async fn send(tx: &mut Transaction<'_, Postgres>, bodies: &[String]) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("select tokenusage_notify_rollups($1, $2)")
         .bind(NOTIFY_CHANNEL)
-        .bind(payloads)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+        .bind(bodies)
+        .fetch_one(&mut **tx)
+        .await
 }
 
 #[cfg(test)]
@@ -184,12 +188,23 @@ mod tests {
         m
     }
 
+    /// The payload `tokenusage_notify_rollups` sends for a body (checked
+    /// against PostgreSQL in cli/tests/projector.rs).
+    fn with_seq(seq: i64, body: &str) -> String {
+        format!("{{\"seq\":{seq}{body}")
+    }
+
+    fn payloads(seq: i64, m: &BTreeMap<RollupKey, Sums>) -> Vec<String> {
+        bodies(m).iter().map(|b| with_seq(seq, b)).collect()
+    }
+
     #[test]
     fn increments_round_trip_over_several_payloads_under_the_cap() {
         let m = rows(300, 2);
         let p = payloads(7, &m);
         assert!(p.len() > 1, "600 rows need several payloads");
-        assert!(p.iter().all(|s| s.len() <= PAYLOAD_BYTES));
+        assert!(bodies(&m).iter().all(|b| b.len() <= PAYLOAD_BYTES));
+        assert!(payloads(i64::MAX, &m).iter().all(|s| s.len() < 8000), "room for any seq");
         let decoded: Vec<Delta> = p
             .iter()
             .flat_map(|s| {
@@ -216,8 +231,9 @@ mod tests {
         assert_eq!(users.len(), 50);
         assert!(p.iter().all(|s| s.len() <= 8000));
         let many_users = rows(20_000, 2);
-        assert_eq!(payloads(9, &many_users), vec![everyone(9)]);
-        assert!(Notice::decode(&everyone(9)).unwrap().all);
+        assert_eq!(bodies(&many_users), vec![everyone()]);
+        let all = Notice::decode(&with_seq(9, &everyone())).unwrap();
+        assert!(all.all && all.seq == 9 && all.rows.is_empty() && all.users.is_none());
         assert!(Notice::decode("{\"users\":[\"a\"],\"from\":1}").is_none(), "a notice without seq is not this version");
     }
 }

@@ -158,8 +158,7 @@ pub async fn replay(
         }
         if changed && !dry_run {
             // Rewritten rows have no increments to send: live views re-read.
-            let seq = crate::notify::next_seq(&mut tx).await?;
-            crate::notify::send(&mut tx, &[crate::notify::everyone(seq)]).await?;
+            crate::notify::send(&mut tx, &[crate::notify::everyone()]).await?;
         }
         if dry_run {
             tx.rollback().await?;

@@ -53,41 +53,43 @@ pub(crate) async fn claim(pool: &PgPool, who: &Claimant, partition: i32) -> Resu
     Ok((epoch, (next >= 0).then_some(next)))
 }
 
-/// Writes `batch` atomically. `epochs` holds our claim on each partition.
+/// Writes `batch` atomically, in five round trips whatever its size: begin
+/// (with the rebuild lock), offsets, de-duplication keys, one call for
+/// everything else (migration 0009), commit. Dead letters, when there are
+/// any, add one each. `epochs` holds our claim on each partition.
 pub(crate) async fn commit(
     pool: &PgPool,
     who: &Claimant,
     epochs: &BTreeMap<i32, i64>,
     batch: &Batch,
 ) -> Result<Committed, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    // Shared with other commits, exclusive against a replay rebuilding rollups.
-    sqlx::query("select pg_advisory_xact_lock_shared($1)").bind(crate::rebuild::REBUILD_LOCK).execute(&mut *tx).await?;
+    // Shared with other commits, exclusive against a replay rebuilding
+    // rollups. Sent with BEGIN as one simple query: the id is a constant.
+    let begin = format!("begin; select pg_advisory_xact_lock_shared({})", crate::rebuild::REBUILD_LOCK);
+    let mut tx = pool.begin_with(begin).await?;
 
-    let mut fenced = Vec::new();
-    for (&partition, &next) in &batch.next_offsets {
-        let Some(&epoch) = epochs.get(&partition) else {
-            fenced.push(partition);
-            continue;
-        };
-        let updated = sqlx::query(
-            r#"
-            update projector_offsets set next_offset = $4, updated_at = now()
-            where consumer_group = $1 and topic = $2 and partition = $3 and epoch = $5
-            "#,
-        )
-        .bind(&who.group)
-        .bind(&who.topic)
-        .bind(partition)
-        .bind(next)
-        .bind(epoch)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated == 0 {
-            fenced.push(partition);
-        }
-    }
+    let claimed: Vec<(i32, i64, i64)> = batch
+        .next_offsets
+        .iter()
+        .filter_map(|(&partition, &next)| epochs.get(&partition).map(|&epoch| (partition, next, epoch)))
+        .collect();
+    let updated: Vec<i32> = sqlx::query_scalar(
+        r#"
+        update projector_offsets as o set next_offset = c.next_offset, updated_at = now()
+        from unnest($3::int4[], $4::int8[], $5::int8[]) as c(partition, next_offset, epoch)
+        where o.consumer_group = $1 and o.topic = $2 and o.partition = c.partition and o.epoch = c.epoch
+        returning o.partition
+        "#,
+    )
+    .bind(&who.group)
+    .bind(&who.topic)
+    .bind(claimed.iter().map(|c| c.0).collect::<Vec<_>>())
+    .bind(claimed.iter().map(|c| c.1).collect::<Vec<_>>())
+    .bind(claimed.iter().map(|c| c.2).collect::<Vec<_>>())
+    .fetch_all(&mut *tx)
+    .await?;
+    // Not ours any more: no epoch held, or someone claimed it since.
+    let fenced: Vec<i32> = batch.next_offsets.keys().copied().filter(|p| !updated.contains(p)).collect();
     if !fenced.is_empty() {
         tx.rollback().await?;
         return Ok(Committed::Fenced(fenced));
@@ -107,22 +109,20 @@ pub(crate) async fn write_events(
     events: &[Positioned],
 ) -> Result<usize, sqlx::Error> {
     let fresh = insert_new_keys(tx, events).await?;
-    insert_events(tx, &fresh).await?;
     if fresh.is_empty() {
         return Ok(0);
     }
     let fresh_events: Vec<&UsageEvent> = fresh.iter().map(|p| &p.event).collect();
-    let mut minute_rows = BTreeMap::new();
-    for grain in Grain::ALL {
-        let rows = rollup(fresh_events.iter().copied(), grain);
-        upsert_rollup(tx, grain, &rows).await?;
-        if grain == Grain::Minute {
-            minute_rows = rows;
+    let grains = Grain::ALL.map(|grain| (grain, rollup(fresh_events.iter().copied(), grain)));
+    let mut rollups = RollupColumns::default();
+    let mut bodies = Vec::new();
+    for (grain, rows) in &grains {
+        rollups.extend(*grain, rows);
+        if *grain == Grain::Minute {
+            bodies = notify::bodies(rows);
         }
     }
-    // Last, so the sequence row stays locked only until the commit.
-    let seq = notify::next_seq(tx).await?;
-    notify::send(tx, &notify::payloads(seq, &minute_rows)).await?;
+    count_fresh(tx, &fresh, &rollups, &bodies).await?;
     Ok(fresh.len())
 }
 
@@ -155,10 +155,42 @@ async fn insert_new_keys<'a>(
     Ok(events.iter().filter(|p| new.contains(&(p.event.source.clone(), p.event.event_id.clone()))).collect())
 }
 
-async fn insert_events(tx: &mut Transaction<'_, Postgres>, events: &[&Positioned]) -> Result<(), sqlx::Error> {
-    if events.is_empty() {
-        return Ok(());
+/// Rollup rows of every grain as columns, each row tagged with its table.
+#[derive(Default)]
+struct RollupColumns<'a> {
+    table: Vec<&'static str>,
+    user: Vec<&'a str>,
+    bucket: Vec<DateTime<Utc>>,
+    activity: Vec<&'a str>,
+    model: Vec<&'a str>,
+    input: Vec<i64>,
+    output: Vec<i64>,
+    events: Vec<i64>,
+}
+
+impl<'a> RollupColumns<'a> {
+    fn extend(&mut self, grain: Grain, rows: &'a BTreeMap<RollupKey, Sums>) {
+        for (k, s) in rows {
+            self.table.push(grain.table());
+            self.user.push(&k.user_id);
+            self.bucket.push(k.bucket);
+            self.activity.push(&k.activity);
+            self.model.push(&k.model);
+            self.input.push(s.input_tokens);
+            self.output.push(s.output_tokens);
+            self.events.push(s.events);
+        }
     }
+}
+
+/// Stores the new events, adds the rollup rows and sends the notification
+/// bodies, in one call (`tokenusage_count_events`, migration 0009).
+async fn count_fresh(
+    tx: &mut Transaction<'_, Postgres>,
+    events: &[&Positioned],
+    rollups: &RollupColumns<'_>,
+    bodies: &[String],
+) -> Result<i64, sqlx::Error> {
     let col = |f: fn(&UsageEvent) -> &str| events.iter().map(|p| f(&p.event)).collect::<Vec<&str>>();
     let times: Vec<DateTime<Utc>> = events.iter().map(|p| p.event.occurred_at).collect();
     let input: Vec<i64> = events.iter().map(|p| p.event.input_tokens as i64).collect();
@@ -167,13 +199,13 @@ async fn insert_events(tx: &mut Transaction<'_, Postgres>, events: &[&Positioned
         events.iter().map(|p| p.event.metadata.clone().map(serde_json::Value::Object)).collect();
     let partitions: Vec<i32> = events.iter().map(|p| p.partition).collect();
     let offsets: Vec<i64> = events.iter().map(|p| p.offset).collect();
-    sqlx::query(
+    sqlx::query_scalar(
         r#"
-        insert into usage_events (occurred_at, source, event_id, user_id, activity, model,
-                                  input_tokens, output_tokens, metadata, kafka_partition, kafka_offset)
-        select * from unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                             $7::int8[], $8::int8[], $9::jsonb[], $10::int4[], $11::int8[])
-        on conflict do nothing
+        select tokenusage_count_events(
+            $1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+            $7::int8[], $8::int8[], $9::jsonb[], $10::int4[], $11::int8[],
+            $12::text[], $13::text[], $14::timestamptz[], $15::text[], $16::text[], $17::int8[], $18::int8[], $19::int8[],
+            $20, $21::text[])
         "#,
     )
     .bind(&times)
@@ -187,50 +219,18 @@ async fn insert_events(tx: &mut Transaction<'_, Postgres>, events: &[&Positioned
     .bind(&metadata)
     .bind(&partitions)
     .bind(&offsets)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// Adds a batch's sums (`rows`, of `grain`) to that grain's rollup table.
-async fn upsert_rollup(
-    tx: &mut Transaction<'_, Postgres>,
-    grain: Grain,
-    rows: &BTreeMap<RollupKey, Sums>,
-) -> Result<(), sqlx::Error> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let users: Vec<&str> = rows.keys().map(|k| k.user_id.as_str()).collect();
-    let buckets: Vec<DateTime<Utc>> = rows.keys().map(|k| k.bucket).collect();
-    let activities: Vec<&str> = rows.keys().map(|k| k.activity.as_str()).collect();
-    let models: Vec<&str> = rows.keys().map(|k| k.model.as_str()).collect();
-    let input: Vec<i64> = rows.values().map(|s| s.input_tokens).collect();
-    let output: Vec<i64> = rows.values().map(|s| s.output_tokens).collect();
-    let counts: Vec<i64> = rows.values().map(|s| s.events).collect();
-    // Dynamic only in the table name, which comes from a fixed enum.
-    let sql = format!(
-        r#"
-        insert into {table} as t (user_id, bucket, activity, model, input_tokens, output_tokens, events)
-        select * from unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::int8[], $6::int8[], $7::int8[])
-        on conflict (user_id, bucket, activity, model) do update
-        set input_tokens = t.input_tokens + excluded.input_tokens,
-            output_tokens = t.output_tokens + excluded.output_tokens,
-            events = t.events + excluded.events
-        "#,
-        table = grain.table()
-    );
-    sqlx::query(&sql)
-        .bind(&users)
-        .bind(&buckets)
-        .bind(&activities)
-        .bind(&models)
-        .bind(&input)
-        .bind(&output)
-        .bind(&counts)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    .bind(&rollups.table)
+    .bind(&rollups.user)
+    .bind(&rollups.bucket)
+    .bind(&rollups.activity)
+    .bind(&rollups.model)
+    .bind(&rollups.input)
+    .bind(&rollups.output)
+    .bind(&rollups.events)
+    .bind(notify::NOTIFY_CHANNEL)
+    .bind(bodies)
+    .fetch_one(&mut **tx)
+    .await
 }
 
 async fn insert_dead_letters(
