@@ -41,8 +41,9 @@ pub struct ProjectorArgs {
     pub batch_linger_ms: u64,
     /// Longest the broker may hold a fetch when it has no new records, in
     /// ms. Brokers that do not answer early when records arrive (Tansu) add
-    /// up to this much to every event's way to the dashboard.
-    #[arg(long = "kafka-fetch-wait-ms", env = "TOKENUSAGE_KAFKA_FETCH_WAIT_MS", default_value_t = 5,
+    /// up to about twice this to every event's way to the dashboard; each
+    /// idle fetch costs the broker a little CPU.
+    #[arg(long = "kafka-fetch-wait-ms", env = "TOKENUSAGE_KAFKA_FETCH_WAIT_MS", default_value_t = 2,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub fetch_wait_ms: u32,
     /// Batches written at once, each on its own connection for its own

@@ -88,7 +88,7 @@ impl TestEnv {
             batch_max_events: 1000,
             batch_max_wait_ms: 20,
             batch_linger_ms: 1,
-            fetch_wait_ms: 5,
+            fetch_wait_ms: 2,
             writers: 2,
             session_timeout_ms: 6000,
             assign_partitions: None,
