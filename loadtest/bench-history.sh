@@ -5,7 +5,7 @@
 # the raw events on read for the same views, in the same run.
 #   bash loadtest/bench-history.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
-bench_setup tu_bench_history 39500 bench.history
+bench_setup tu_bench_history 28500 bench.history
 cargo build --release -q -p tokenusage-loadtest --bin history-bench --manifest-path "$ROOT/Cargo.toml" || die "build failed"
 export BENCH_PASSWORD=bench-password-123 TOKENUSAGE_NEW_PASSWORD=bench-password-123
 "$BIN/tokenusage" users add bench-user >/dev/null
@@ -14,7 +14,7 @@ export TOKENUSAGE_LOGIN_ATTEMPTS_PER_MINUTE=1000 TOKENUSAGE_ACCESS_TOKEN_TTL_SEC
 export TOKENUSAGE_JWT_SECRET="bench-secret-bench-secret-bench-secret!"
 # Two API processes on the same database: the normal one, and one with the
 # series cache off (every request reads the rollups).
-PORT=39580 COLD_PORT=39581
+PORT=28580 COLD_PORT=28581
 TOKENUSAGE_LISTEN="127.0.0.1:$PORT" "$BIN/tokenusage" api --no-migrate >"$WORK/api.log" 2>&1 & echo $! >"$WORK/api.pid"
 TOKENUSAGE_LISTEN="127.0.0.1:$COLD_PORT" TOKENUSAGE_SERIES_CACHE_ENTRIES=0 \
   "$BIN/tokenusage" api --no-migrate >"$WORK/api-cold.log" 2>&1 & echo $! >"$WORK/api-cold.pid"

@@ -6,7 +6,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 EVENTS="${1:-500000}"; CONC="${2:-8}"
 HTTP=127.0.0.1:18181
-bench_setup tu_bench_ingest 39300 bench.ingest
+bench_setup tu_bench_ingest 28300 bench.ingest
 KEY="$("$BIN/tokenusage" keys create bench --rate-per-sec 10000000 2>/dev/null)"
 "$BIN/tokenusage" ingest --ingest-listen "$HTTP" >"$WORK/ingest.log" 2>&1 & echo $! >"$WORK/ingest.pid"
 for _ in $(seq 1 100); do curl -s -o /dev/null "http://$HTTP/api/v1/events" && break; sleep 0.1; done

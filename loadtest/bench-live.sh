@@ -5,13 +5,13 @@
 #   bash loadtest/bench-live.sh [SOCKETS] [RATE] [SECONDS] [SUBSCRIPTIONS PER SOCKET] [PROBE LINGER MS]
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 SOCKETS="${1:-10000}" RATE="${2:-10000}" SECONDS_="${3:-20}" SUBS="${4:-1}" PROBE_LINGER="${5:-5}"
-bench_setup tu_bench_live 39600 bench.live
+bench_setup tu_bench_live 28600 bench.live
 cargo build --release -q -p tokenusage-loadtest --bin live-bench --manifest-path "$ROOT/Cargo.toml" || die "build failed"
 # Client and server are separate processes; each needs one descriptor per socket.
 ulimit -n "$(ulimit -Hn)"
 [ "$(ulimit -n)" -gt $((SOCKETS + 1000)) ] || die "the open-file limit ($(ulimit -n)) is too low for $SOCKETS sockets"
 export TOKENUSAGE_JWT_SECRET="bench-secret-bench-secret-bench-secret!" TOKENUSAGE_KAFKA_IDEMPOTENCE=false
-PORT=39680
+PORT=28680
 TOKENUSAGE_LISTEN="127.0.0.1:$PORT" TOKENUSAGE_LIVE_MAX_SOCKETS_PER_USER=100 TOKENUSAGE_TOPIC_PARTITIONS=6 \
   "$BIN/tokenusage" serve --no-migrate --assign-partitions all >"$WORK/serve.log" 2>&1 & echo $! >"$WORK/serve.pid"
 for _ in $(seq 1 300); do port_open "$PORT" && break; sleep 0.1; done

@@ -4,7 +4,7 @@
 #   bash loadtest/bench-projector.sh [EVENTS]
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 EVENTS="${1:-500000}"
-bench_setup tu_bench_projector 39400 bench.projector
+bench_setup tu_bench_projector 28400 bench.projector
 
 say "producing $EVENTS events (1000 users, 5 activities x 6 models)"
 "$BIN/tokenusage-loadtest" --events "$EVENTS" --users 1000 kafka | grep -E "achieved|failed"

@@ -4,9 +4,9 @@
 # live redraw. Needs Chromium (scripts/lib.sh installs it) and `npm ci`.
 #   bash loadtest/bench-web.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
-bench_setup tu_bench_web 39700 bench.web
+bench_setup tu_bench_web 28700 bench.web
 ensure_chromium
-PORT=39780
+PORT=28780
 TOKENUSAGE_LISTEN="127.0.0.1:$PORT" TOKENUSAGE_KAFKA_IDEMPOTENCE=false \
   "$BIN/tokenusage" serve --no-migrate >"$WORK/serve.log" 2>&1 & echo $! >"$WORK/serve.pid"
 for _ in $(seq 1 300); do port_open "$PORT" && break; sleep 0.1; done
