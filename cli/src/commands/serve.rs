@@ -79,7 +79,9 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let shutdown = tokenusage_plumbing::shutdown::on_signal();
     // Created up front so the demo publisher never races the projector to it.
     tokenusage_plumbing::topic::ensure_topic(&a.kafka).await?;
-    let mut tasks: JoinSet<anyhow::Result<&'static str>> = JoinSet::new();
+    // Each task ends with its name, so a shutdown can say which ones hang.
+    let mut tasks: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
+    let mut running: Vec<&'static str> = Vec::new();
 
     let ingest_publisher = Publisher::new(&a.kafka, &a.producer)?;
     let ingest = tokenusage_ingest::http::router(&a.ingest, ingest_publisher, pool.clone());
@@ -89,17 +91,19 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let readiness = app.readiness();
     {
         let s = shutdown.clone();
-        tasks.spawn(async move { app.run_until_stopped(s).await.map(|()| "api").map_err(Into::into) });
+        tasks.spawn(async move { ("api", app.run_until_stopped(s).await.map_err(Into::into)) });
+        running.push("api");
     }
     {
-        let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-        readiness.watch_consumer(running.clone());
+        let consuming = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        readiness.watch_consumer(consuming.clone());
         let done = spawn_projector(&a, shutdown.clone())?;
         tasks.spawn(async move {
             let r = done.await.unwrap_or_else(|_| Err(anyhow::anyhow!("the projector thread panicked")));
-            running.store(false, std::sync::atomic::Ordering::Relaxed);
-            r.map(|()| "projector")
+            consuming.store(false, std::sync::atomic::Ordering::Relaxed);
+            ("projector", r)
         });
+        running.push("projector");
     }
 
     if a.demo {
@@ -115,8 +119,9 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
                 Err(e) => tracing::warn!(error = %e, "demo history not published"),
             }
             demo::live(publisher, rate, s).await;
-            Ok("demo")
+            ("demo", Ok(()))
         });
+        running.push("demo");
     }
 
     let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
@@ -135,37 +140,49 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     // projector or API that dies alone must not leave a half-working server.
     let first = tasks.join_next().await;
     shutdown.cancel();
-    let mut failed = report(first);
+    let mut failed = report(first, &mut running);
     let grace = Duration::from_secs(a.shutdown_grace_secs);
     let drained = tokio::time::timeout(grace, async {
         while let Some(r) = tasks.join_next().await {
-            failed |= report(Some(r));
+            failed |= report(Some(r), &mut running);
         }
     })
     .await;
     if drained.is_err() {
-        tracing::warn!(grace_secs = a.shutdown_grace_secs, "some tasks did not drain in time; stopping them");
+        tracing::warn!(
+            grace_secs = a.shutdown_grace_secs,
+            still_running = %running.join(", "),
+            "tasks did not drain in time; stopping them"
+        );
         tasks.abort_all();
         failed = true;
     }
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
-/// Logs how a task ended; true if it failed.
-fn report(r: Option<Result<anyhow::Result<&'static str>, tokio::task::JoinError>>) -> bool {
-    match r {
-        Some(Ok(Ok(name))) => {
+/// Logs how a task ended and strikes it from `running`; true if it failed.
+fn report(
+    r: Option<Result<(&'static str, anyhow::Result<()>), tokio::task::JoinError>>,
+    running: &mut Vec<&'static str>,
+) -> bool {
+    let (name, outcome) = match r {
+        None => return false,
+        Some(Ok(ended)) => ended,
+        Some(Err(e)) => {
+            // Tasks never abort before the deadline, so this is a panic.
+            tracing::error!(error = %e, "a task panicked");
+            return true;
+        }
+    };
+    running.retain(|t| *t != name);
+    match outcome {
+        Ok(()) => {
             tracing::info!(task = name, "stopped");
             false
         }
-        Some(Ok(Err(e))) => {
-            tracing::error!(error = %format!("{e:#}"), "a task failed");
+        Err(e) => {
+            tracing::error!(task = name, error = %format!("{e:#}"), "a task failed");
             true
         }
-        Some(Err(e)) => {
-            tracing::error!(error = %e, "a task panicked");
-            true
-        }
-        None => false,
     }
 }
