@@ -327,13 +327,7 @@ pub async fn run(
                     metrics::histogram!("tokenusage_projector_batch_fill_seconds").record(filled.as_secs_f64());
                 }
                 let full = std::mem::take(&mut lane.batch);
-                let (pool, who, state, stop, done) =
-                    (pool.clone(), who.clone(), state.clone(), shutdown.clone(), writer_done.clone());
-                lane.in_flight = Some(tokio::spawn(async move {
-                    let written = flush(pool, who, state, full, stop).await;
-                    done.notify_one();
-                    written
-                }));
+                lane.in_flight = Some(write(&pool, &who, &state, full, &shutdown, &writer_done));
                 lane.deadline = None;
             } else if lane.batch.is_empty() {
                 lane.deadline = None;
@@ -344,7 +338,7 @@ pub async fn run(
     for lane in &mut lanes {
         settle(&mut lane.in_flight, &consumer, &who.topic).await?;
         let rest = std::mem::take(&mut lane.batch);
-        lane.in_flight = Some(tokio::spawn(flush(pool.clone(), who.clone(), state.clone(), rest, shutdown.clone())));
+        lane.in_flight = Some(write(&pool, &who, &state, rest, &shutdown, &writer_done));
     }
     for lane in &mut lanes {
         settle(&mut lane.in_flight, &consumer, &who.topic).await?;
@@ -519,6 +513,24 @@ async fn flush(
         }
     }
     Ok(BTreeMap::new())
+}
+
+/// Starts writing `batch` on a task of its own; `done` is signalled when
+/// the write ends, so the reading loop can hand over the lane's next batch.
+fn write(
+    pool: &PgPool,
+    who: &Claimant,
+    state: &Arc<Mutex<Assignment>>,
+    batch: Batch,
+    shutdown: &CancellationToken,
+    done: &Arc<tokio::sync::Notify>,
+) -> InFlight {
+    let (pool, who, state, shutdown, done) = (pool.clone(), who.clone(), state.clone(), shutdown.clone(), done.clone());
+    tokio::spawn(async move {
+        let written = flush(pool, who, state, batch, shutdown).await;
+        done.notify_one();
+        written
+    })
 }
 
 type InFlight = tokio::task::JoinHandle<Result<BTreeMap<i32, i64>, ProjectorError>>;

@@ -155,13 +155,14 @@ fn body(members: serde_json::Value) -> String {
 
 /// Takes the next number in `rollup_sequence` and queues the notices with
 /// it; PostgreSQL sends them at commit, or never. Call it last in a
-/// transaction (see migration 0009). Returns the number.
-pub(crate) async fn send(tx: &mut Transaction<'_, Postgres>, bodies: &[String]) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("select tokenusage_notify_rollups($1, $2)")
+/// transaction (see migration 0009).
+pub(crate) async fn send(tx: &mut Transaction<'_, Postgres>, bodies: &[String]) -> Result<(), sqlx::Error> {
+    sqlx::query("select tokenusage_notify_rollups($1, $2)")
         .bind(NOTIFY_CHANNEL)
         .bind(bodies)
-        .fetch_one(&mut **tx)
-        .await
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -115,13 +115,12 @@ pub(crate) async fn write_events(
     let fresh_events: Vec<&UsageEvent> = fresh.iter().map(|p| &p.event).collect();
     let grains = Grain::ALL.map(|grain| (grain, rollup(fresh_events.iter().copied(), grain)));
     let mut rollups = RollupColumns::default();
-    let mut bodies = Vec::new();
     for (grain, rows) in &grains {
         rollups.extend(*grain, rows);
-        if *grain == Grain::Minute {
-            bodies = notify::bodies(rows);
-        }
     }
+    // Live views apply the minute increments; coarser buckets are their sums.
+    let bodies =
+        grains.iter().find(|(g, _)| *g == Grain::Minute).map(|(_, rows)| notify::bodies(rows)).unwrap_or_default();
     count_fresh(tx, &fresh, &rollups, &bodies).await?;
     Ok(fresh.len())
 }
@@ -190,7 +189,7 @@ async fn count_fresh(
     events: &[&Positioned],
     rollups: &RollupColumns<'_>,
     bodies: &[String],
-) -> Result<i64, sqlx::Error> {
+) -> Result<(), sqlx::Error> {
     let col = |f: fn(&UsageEvent) -> &str| events.iter().map(|p| f(&p.event)).collect::<Vec<&str>>();
     let times: Vec<DateTime<Utc>> = events.iter().map(|p| p.event.occurred_at).collect();
     let input: Vec<i64> = events.iter().map(|p| p.event.input_tokens as i64).collect();
@@ -199,7 +198,7 @@ async fn count_fresh(
         events.iter().map(|p| p.event.metadata.clone().map(serde_json::Value::Object)).collect();
     let partitions: Vec<i32> = events.iter().map(|p| p.partition).collect();
     let offsets: Vec<i64> = events.iter().map(|p| p.offset).collect();
-    sqlx::query_scalar(
+    sqlx::query(
         r#"
         select tokenusage_count_events(
             $1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
@@ -229,8 +228,9 @@ async fn count_fresh(
     .bind(&rollups.events)
     .bind(notify::NOTIFY_CHANNEL)
     .bind(bodies)
-    .fetch_one(&mut **tx)
-    .await
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 async fn insert_dead_letters(

@@ -8,7 +8,7 @@ use tokenusage_ingest::http::IngestArgs;
 use tokenusage_ingest::{ProducerArgs, Publisher};
 use tokenusage_plumbing::{DatabaseArgs, KafkaArgs};
 use tokenusage_projector::ProjectorArgs;
-use tokio::task::JoinSet;
+use tokio::task::{Id, JoinSet};
 
 use crate::demo;
 
@@ -79,9 +79,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let shutdown = tokenusage_plumbing::shutdown::on_signal();
     // Created up front so the demo publisher never races the projector to it.
     tokenusage_plumbing::topic::ensure_topic(&a.kafka).await?;
-    // Each task ends with its name, so a shutdown can say which ones hang.
-    let mut tasks: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
-    let mut running: Vec<&'static str> = Vec::new();
+    let mut tasks = Tasks::default();
 
     let ingest_publisher = Publisher::new(&a.kafka, &a.producer)?;
     let ingest = tokenusage_ingest::http::router(&a.ingest, ingest_publisher, pool.clone());
@@ -91,19 +89,17 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let readiness = app.readiness();
     {
         let s = shutdown.clone();
-        tasks.spawn(async move { ("api", app.run_until_stopped(s).await.map_err(Into::into)) });
-        running.push("api");
+        tasks.spawn("api", async move { app.run_until_stopped(s).await.map_err(Into::into) });
     }
     {
         let consuming = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
         readiness.watch_consumer(consuming.clone());
         let done = spawn_projector(&a, shutdown.clone())?;
-        tasks.spawn(async move {
+        tasks.spawn("projector", async move {
             let r = done.await.unwrap_or_else(|_| Err(anyhow::anyhow!("the projector thread panicked")));
             consuming.store(false, std::sync::atomic::Ordering::Relaxed);
-            ("projector", r)
+            r
         });
-        running.push("projector");
     }
 
     if a.demo {
@@ -112,16 +108,15 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         let publisher = Publisher::new(&a.kafka, &a.producer)?;
         let (s, pool2, rate) = (shutdown.clone(), pool.clone(), a.demo_rate);
-        tasks.spawn(async move {
+        tasks.spawn("demo", async move {
             match demo::backfill(&publisher, &pool2, 14).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(events = n, "published two weeks of demo history"),
                 Err(e) => tracing::warn!(error = %e, "demo history not published"),
             }
             demo::live(publisher, rate, s).await;
-            ("demo", Ok(()))
+            Ok(())
         });
-        running.push("demo");
     }
 
     let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
@@ -138,51 +133,72 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
 
     // The first task to end (normally on shutdown) ends the process: a
     // projector or API that dies alone must not leave a half-working server.
-    let first = tasks.join_next().await;
+    let mut failed = tasks.join_next().await;
     shutdown.cancel();
-    let mut failed = report(first, &mut running);
     let grace = Duration::from_secs(a.shutdown_grace_secs);
     let drained = tokio::time::timeout(grace, async {
-        while let Some(r) = tasks.join_next().await {
-            failed |= report(Some(r), &mut running);
+        while !tasks.is_empty() {
+            failed |= tasks.join_next().await;
         }
     })
     .await;
     if drained.is_err() {
         tracing::warn!(
             grace_secs = a.shutdown_grace_secs,
-            still_running = %running.join(", "),
+            still_running = %tasks.running(),
             "tasks did not drain in time; stopping them"
         );
-        tasks.abort_all();
+        tasks.set.abort_all();
         failed = true;
     }
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
-/// Logs how a task ended and strikes it from `running`; true if it failed.
-fn report(
-    r: Option<Result<(&'static str, anyhow::Result<()>), tokio::task::JoinError>>,
-    running: &mut Vec<&'static str>,
-) -> bool {
-    let (name, outcome) = match r {
-        None => return false,
-        Some(Ok(ended)) => ended,
-        Some(Err(e)) => {
-            // Tasks never abort before the deadline, so this is a panic.
-            tracing::error!(error = %e, "a task panicked");
-            return true;
-        }
-    };
-    running.retain(|t| *t != name);
-    match outcome {
-        Ok(()) => {
-            tracing::info!(task = name, "stopped");
-            false
-        }
-        Err(e) => {
-            tracing::error!(task = name, error = %format!("{e:#}"), "a task failed");
-            true
+/// The long-running tasks of `serve`, by name, so logs say which one
+/// ended, failed or hangs.
+#[derive(Default)]
+struct Tasks {
+    set: JoinSet<anyhow::Result<()>>,
+    names: std::collections::HashMap<Id, &'static str>,
+}
+
+impl Tasks {
+    fn spawn(&mut self, name: &'static str, task: impl Future<Output = anyhow::Result<()>> + Send + 'static) {
+        self.names.insert(self.set.spawn(task).id(), name);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+
+    fn running(&self) -> String {
+        let mut names: Vec<&str> = self.names.values().copied().collect();
+        names.sort_unstable();
+        names.join(", ")
+    }
+
+    /// Waits for the next task to end and logs how; true if it failed
+    /// (false when there are none).
+    async fn join_next(&mut self) -> bool {
+        let Some(ended) = self.set.join_next_with_id().await else { return false };
+        let id = match &ended {
+            Ok((id, _)) => *id,
+            Err(e) => e.id(),
+        };
+        let task = self.names.remove(&id).unwrap_or("unnamed");
+        match ended {
+            Ok((_, Ok(()))) => {
+                tracing::info!(task, "stopped");
+                false
+            }
+            Ok((_, Err(e))) => {
+                tracing::error!(task, error = %format!("{e:#}"), "a task failed");
+                true
+            }
+            Err(e) => {
+                tracing::error!(task, error = %e, "a task panicked");
+                true
+            }
         }
     }
 }
