@@ -1,7 +1,7 @@
 //! Admin-only routes: publisher API keys.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use tokenusage_ingest::keys;
@@ -9,9 +9,11 @@ use tokenusage_ingest::keys;
 use crate::app::AppState;
 use crate::audit::AuditSlot;
 use crate::auth::AuthUser;
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 
-/// `GET /api/v1/admin/keys`
+/// Publisher API keys (never their secrets).
+#[utoipa::path(get, path = "/api/v1/admin/keys", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, body = Vec<keys::KeyInfo>)))]
 pub(crate) async fn list_keys(
     State(st): State<AppState>,
     axum::Extension(slot): axum::Extension<AuditSlot>,
@@ -23,20 +25,26 @@ pub(crate) async fn list_keys(
     Ok(Json(rows))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct CreateKey {
+    /// A label, 1 to 128 characters.
     name: String,
-    /// Defaults to the name.
+    /// The `source` stamped on this key's events; defaults to the name.
     source: Option<String>,
+    /// Events per second allowed (1 to 1000000, default 5000).
     rate_per_sec: Option<i32>,
 }
 
-/// `POST /api/v1/admin/keys`: the response holds the key, once.
+/// Creates a publisher API key; the response holds the key, the only time
+/// it is shown.
+#[utoipa::path(post, path = "/api/v1/admin/keys", tag = "admin", security(("bearer" = [])), request_body = CreateKey,
+    responses((status = 201, body = keys::NewKey)))]
 pub(crate) async fn create_key(
     State(st): State<AppState>,
     axum::Extension(slot): axum::Extension<AuditSlot>,
     user: AuthUser,
-    Json(req): Json<CreateKey>,
+    ApiJson(req): ApiJson<CreateKey>,
 ) -> Result<(StatusCode, Json<keys::NewKey>), ApiError> {
     user.require_admin()?;
     let name = req.name.trim();
@@ -62,35 +70,45 @@ pub(crate) async fn create_key(
     Ok((StatusCode::CREATED, Json(key)))
 }
 
-/// `DELETE /api/v1/admin/keys/{id}`: revoke by id or prefix.
+/// Revokes a publisher key by id or prefix (it stops working within the
+/// key cache's lifetime, 30 s by default).
+#[utoipa::path(delete, path = "/api/v1/admin/keys/{id}", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The key's id or its `tu_<prefix>`")),
+    responses((status = 204, description = "Revoked")))]
 pub(crate) async fn revoke_key(
     State(st): State<AppState>,
     axum::Extension(slot): axum::Extension<AuditSlot>,
     user: AuthUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    user.require_admin()?;
     slot.set_detail("admin.keys.revoke", None, serde_json::json!({ "key": id }), None);
+    user.require_admin()?;
     if keys::revoke(&st.pool, &id).await? {
         tracing::info!(admin = %user.id, key = %id, "API key revoked");
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::bad_request("unknown_key", format!("no active key {id}")))
+        Err(ApiError::NotFound(format!("no active key {id}")))
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct DeadLetterQuery {
+    /// At most this many, newest first (1 to 10000, default 100).
     limit: Option<i64>,
+    /// Include those already re-driven.
     all: Option<bool>,
 }
 
-/// `GET /api/v1/admin/dead-letters`
+/// Records the projector could not count, newest first.
+#[utoipa::path(get, path = "/api/v1/admin/dead-letters", tag = "admin", security(("bearer" = [])),
+    params(DeadLetterQuery), responses((status = 200, body = Vec<tokenusage_projector::deadletters::DeadLetter>)))]
 pub(crate) async fn list_dead_letters(
     State(st): State<AppState>,
     axum::Extension(slot): axum::Extension<AuditSlot>,
     user: AuthUser,
-    axum::extract::Query(q): axum::extract::Query<DeadLetterQuery>,
+    ApiQuery(q): ApiQuery<DeadLetterQuery>,
 ) -> Result<Json<Vec<tokenusage_projector::deadletters::DeadLetter>>, ApiError> {
     user.require_admin()?;
     let rows =
@@ -104,21 +122,21 @@ pub(crate) async fn list_dead_letters(
     Ok(Json(rows))
 }
 
-/// `POST /api/v1/admin/dead-letters/{id}/redrive`: asks the projector to
-/// count it again (picked up within seconds). 202: requested.
+/// Asks the projector to count a dead letter again (picked up within
+/// seconds; it stays a dead letter, with the reason, if it is still refused).
+#[utoipa::path(post, path = "/api/v1/admin/dead-letters/{id}/redrive", tag = "admin", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The dead letter's id")),
+    responses((status = 202, description = "Re-drive requested")))]
 pub(crate) async fn redrive_dead_letter(
     State(st): State<AppState>,
     axum::Extension(slot): axum::Extension<AuditSlot>,
     user: AuthUser,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<StatusCode, ApiError> {
-    user.require_admin()?;
     slot.set_detail("admin.dead_letters.redrive", None, serde_json::json!({ "id": id }), None);
+    user.require_admin()?;
     if tokenusage_projector::deadletters::request_redrive(&st.pool, Some(id), None).await? == 0 {
-        return Err(ApiError::bad_request(
-            "unknown_dead_letter",
-            format!("no dead letter {id} waiting for a re-drive"),
-        ));
+        return Err(ApiError::NotFound(format!("no dead letter {id} waiting for a re-drive")));
     }
     tracing::info!(admin = %user.id, dead_letter = id, "re-drive requested");
     Ok(StatusCode::ACCEPTED)

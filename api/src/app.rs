@@ -6,26 +6,24 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{HeaderName, HeaderValue, header};
+use axum::http::{HeaderValue, header};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use sqlx::PgPool;
+use tokenusage_plumbing::health::{Health, Verdict};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::sensitive_headers::SetSensitiveHeadersLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
 
+use crate::admin;
 use crate::audit::{self, AuditLog};
 use crate::auth::UserDirectory;
 use crate::config::ApiArgs;
+use crate::error::ApiError;
 use crate::history::routes as history;
 use crate::oidc::Oidc;
 use crate::session::{self, LoginLimiter};
 use crate::tokens::LocalKeys;
-use crate::{admin, security};
 
 /// Shared state of every request.
 #[derive(Clone, Debug)]
@@ -66,25 +64,24 @@ pub struct Application {
 }
 
 /// Readiness beyond the database: whether the process is draining and,
-/// when it runs one, whether its projector is running.
+/// when it runs one, whether its projector is getting commits through.
 #[derive(Debug, Default)]
 pub struct Readiness {
     draining: AtomicBool,
-    consumer: Mutex<Option<Arc<AtomicBool>>>,
+    projector: Mutex<Option<(Arc<Health>, Duration)>>,
 }
 
 impl Readiness {
-    /// Reports on a consumer in this process: `running` is true while it runs.
-    pub fn watch_consumer(&self, running: Arc<AtomicBool>) {
-        *self.consumer.lock().unwrap_or_else(|e| e.into_inner()) = Some(running);
+    /// Reports on a projector in this process: ready while it runs and its
+    /// commits have not been failing for longer than `patience`.
+    pub fn watch_projector(&self, health: Arc<Health>, patience: Duration) {
+        *self.projector.lock().unwrap_or_else(|e| e.into_inner()) = Some((health, patience));
     }
 
-    fn consumer_running(&self) -> Option<bool> {
-        self.consumer.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|c| c.load(Ordering::Relaxed))
+    fn projector(&self) -> Option<Verdict> {
+        self.projector.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|(h, patience)| h.verdict(*patience))
     }
 }
-
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Installs ring as the process's TLS crypto provider (once; every TLS
 /// user in the process, from the listener to the OIDC client, shares it).
@@ -133,7 +130,7 @@ impl Application {
         self.listener.local_addr().expect("a bound listener has an address")
     }
 
-    /// The readiness handle, to register a consumer running beside the API.
+    /// The readiness handle, to register a projector running beside the API.
     pub fn readiness(&self) -> Arc<Readiness> {
         self.state.readiness.clone()
     }
@@ -190,10 +187,33 @@ impl Application {
     }
 }
 
+/// What `/readyz` answers.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct ReadyResponse {
+    /// `ready` or `not_ready`.
+    status: &'static str,
+    checks: ReadyChecks,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct ReadyChecks {
+    /// `ok` or `unreachable`.
+    database: &'static str,
+    /// `current`, `at N, need M`, or `unknown`.
+    migrations: String,
+    /// `running`, `stopped`, `failing for N s: ...`, or `not in this process`.
+    projector: String,
+    draining: bool,
+}
+
 /// `GET /readyz`: 200 when this process should get traffic: the database
-/// answers, its schema is current, the projector (if any) runs, and we are
-/// not draining. 503 with the failing checks otherwise.
-async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> axum::response::Response {
+/// answers, its schema is current, the projector (if any) runs and gets its
+/// commits through, and we are not draining. 503 with the failing checks
+/// otherwise.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, body = ReadyResponse, description = "Ready"),
+        (status = 503, body = ReadyResponse, description = "Not ready; the checks say why")))]
+pub(crate) async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> axum::response::Response {
     use axum::response::IntoResponse;
     let database = tokio::time::timeout(Duration::from_secs(2), sqlx::query("select 1").execute(&state.pool)).await;
     let database_ok = matches!(database, Ok(Ok(_)));
@@ -207,18 +227,22 @@ async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> 
     } else {
         None
     };
-    let consumer = state.readiness.consumer_running();
+    let projector = state.readiness.projector();
     let draining = state.readiness.draining.load(Ordering::Relaxed);
-    let ready = database_ok && have == Some(want) && consumer != Some(false) && !draining;
-    let body = serde_json::json!({
-        "status": if ready { "ready" } else { "not_ready" },
-        "checks": {
-            "database": if database_ok { "ok" } else { "unreachable" },
-            "migrations": match have { Some(v) if v == want => "current".to_owned(), Some(v) => format!("at {v}, need {want}"), None => "unknown".to_owned() },
-            "consumer": match consumer { None => "not in this process", Some(true) => "running", Some(false) => "stopped" },
-            "draining": draining,
-        }
-    });
+    let ready = database_ok && have == Some(want) && projector.as_ref().is_none_or(Verdict::is_ok) && !draining;
+    let body = ReadyResponse {
+        status: if ready { "ready" } else { "not_ready" },
+        checks: ReadyChecks {
+            database: if database_ok { "ok" } else { "unreachable" },
+            migrations: match have {
+                Some(v) if v == want => "current".to_owned(),
+                Some(v) => format!("at {v}, need {want}"),
+                None => "unknown".to_owned(),
+            },
+            projector: projector.map_or_else(|| "not in this process".to_owned(), |v| v.describe()),
+            draining,
+        },
+    };
     let status = if ready { axum::http::StatusCode::OK } else { axum::http::StatusCode::SERVICE_UNAVAILABLE };
     (status, axum::Json(body)).into_response()
 }
@@ -238,38 +262,120 @@ async fn housekeeping(state: AppState, shutdown: CancellationToken) {
     }
 }
 
+/// Builds a router while listing what it serves, so the OpenAPI document
+/// can be checked against the routes that really exist (see the test in
+/// `openapi.rs`).
+pub(crate) struct Routes<S> {
+    router: Router<S>,
+    listed: Vec<(axum::http::Method, &'static str)>,
+}
+
+impl<S: Clone + Send + Sync + 'static> Routes<S> {
+    pub(crate) fn new() -> Self {
+        Self { router: Router::new(), listed: Vec::new() }
+    }
+
+    fn add(mut self, method: axum::http::Method, path: &'static str, route: axum::routing::MethodRouter<S>) -> Self {
+        self.listed.push((method, path));
+        self.router = self.router.route(path, route);
+        self
+    }
+
+    pub(crate) fn get<H, T>(self, path: &'static str, handler: H) -> Self
+    where
+        H: axum::handler::Handler<T, S>,
+        T: 'static,
+    {
+        self.add(axum::http::Method::GET, path, get(handler))
+    }
+
+    pub(crate) fn post<H, T>(self, path: &'static str, handler: H) -> Self
+    where
+        H: axum::handler::Handler<T, S>,
+        T: 'static,
+    {
+        self.add(axum::http::Method::POST, path, post(handler))
+    }
+
+    pub(crate) fn delete<H, T>(self, path: &'static str, handler: H) -> Self
+    where
+        H: axum::handler::Handler<T, S>,
+        T: 'static,
+    {
+        self.add(axum::http::Method::DELETE, path, axum::routing::delete(handler))
+    }
+
+    /// The routes and what they answer, with `prefix` in front of each path.
+    pub(crate) fn into_parts(self, prefix: &str) -> (Router<S>, Vec<(axum::http::Method, String)>) {
+        (self.router, self.listed.into_iter().map(|(m, p)| (m, format!("{prefix}{p}"))).collect())
+    }
+}
+
+/// Everything under `/api/v1` that is audited: every route below and the
+/// fallback (404), all wrapped by the audit middleware.
+pub(crate) fn api_routes() -> Routes<AppState> {
+    Routes::new()
+        .post("/auth/login", session::login)
+        .post("/auth/refresh", session::refresh)
+        .post("/auth/logout", session::logout)
+        .get("/me", session::me)
+        .get("/live", crate::live::upgrade)
+        .get("/usage/series", history::series)
+        .get("/usage/summary", history::summary)
+        .get("/usage/breakdown", history::breakdown)
+        .get("/usage/dimensions", history::dimensions)
+        .get("/usage/export.csv", history::export_csv)
+        .get("/admin/usage/top-users", history::top_users)
+        .get("/audit/views", audit::views_of_me)
+        .get("/admin/audit", audit::admin_search)
+        .get("/admin/keys", admin::list_keys)
+        .post("/admin/keys", admin::create_key)
+        .delete("/admin/keys/{id}", admin::revoke_key)
+        .get("/admin/dead-letters", admin::list_dead_letters)
+        .post("/admin/dead-letters/{id}/redrive", admin::redrive_dead_letter)
+}
+
+/// The operational routes beside the API.
+pub(crate) fn operational_routes() -> Routes<AppState> {
+    Routes::new().get("/healthz", healthz).get("/readyz", readyz).get("/metrics", metrics)
+}
+
+/// `GET /healthz`: the process is alive.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = String, content_type = "text/plain")))]
+pub(crate) async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// `GET /metrics`: Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, body = String, content_type = "text/plain", description = "Prometheus text format")))]
+pub(crate) async fn metrics() -> String {
+    tokenusage_plumbing::metrics::recorder().render()
+}
+
+/// Unknown paths under `/api/v1`: a 404 in the envelope, audited.
+async fn api_not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!("no API resource at {}; the API is described at /docs", uri.path()))
+}
+
 fn router(state: AppState, extra: Router) -> Router {
-    // Every route here is audited (one entry per request, fail closed).
-    let api = Router::new()
-        .route("/auth/login", post(session::login))
-        .route("/auth/refresh", post(session::refresh))
-        .route("/auth/logout", post(session::logout))
-        .route("/me", get(session::me))
-        .route("/live", get(crate::live::upgrade))
-        .route("/usage/series", get(history::series))
-        .route("/usage/summary", get(history::summary))
-        .route("/usage/breakdown", get(history::breakdown))
-        .route("/usage/dimensions", get(history::dimensions))
-        .route("/usage/export.csv", get(history::export_csv))
-        .route("/admin/usage/top-users", get(history::top_users))
-        .route("/audit/views", get(audit::views_of_me))
-        .route("/admin/audit", get(audit::admin_search))
-        .route("/admin/keys", get(admin::list_keys).post(admin::create_key))
-        .route("/admin/keys/{id}", axum::routing::delete(admin::revoke_key))
-        .route("/admin/dead-letters", get(admin::list_dead_letters))
-        .route("/admin/dead-letters/{id}/redrive", post(admin::redrive_dead_letter))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), audit::audit_requests));
+    let (api, _) = api_routes().into_parts("");
+    // Every route here, and the fallback, is audited (one entry per
+    // request, fail closed).
+    let api =
+        api.fallback(api_not_found).layer(axum::middleware::from_fn_with_state(state.clone(), audit::audit_requests));
+    let (ops, _) = operational_routes().into_parts("");
     let max_body = state.config.max_body_bytes;
     let hsts = state.config.tls_in_front();
     let mut app = Router::new()
         .nest("/api/v1", api)
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
+        .merge(ops)
         .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", crate::openapi::document()))
-        .route("/metrics", get(|| async { tokenusage_plumbing::metrics::recorder().render() }))
         .merge(tokenusage_web::router())
         .with_state(state)
-        .merge(extra);
+        .merge(extra)
+        // Outside the audited API, heads are bounded without an entry.
+        .layer(axum::middleware::from_fn(limit_unaudited_heads));
     app = app.layer(axum::extract::DefaultBodyLimit::max(max_body));
     if hsts {
         app = app.layer(SetResponseHeaderLayer::overriding(
@@ -277,24 +383,15 @@ fn router(state: AppState, extra: Router) -> Router {
             HeaderValue::from_static("max-age=31536000; includeSubDomains"),
         ));
     }
-    with_common_layers(app)
+    tokenusage_plumbing::http::with_common_layers(app)
 }
 
-/// The layers every HTTP surface of tokenusage shares: security headers,
-/// a request timeout, request ids (set, logged, returned), a trace span per
-/// request that logs the path but never the query, and redaction of
-/// credentials in logged headers. `tokenusage ingest` uses it too.
-pub fn with_common_layers(mut app: Router) -> Router {
-    for layer in security::layers() {
-        app = app.layer(layer);
+/// [`HeadLimits`] for everything but the audited API, which checks them
+/// inside its audit middleware so the refusal is on the record.
+async fn limit_unaudited_heads(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let audited = req.uri().path().starts_with("/api/v1/") && req.uri().path() != "/api/v1/events";
+    if audited {
+        return next.run(req).await;
     }
-    app.layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30)))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-            // Path only: a query string could carry something sensitive.
-            let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
-            tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
-        }))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .layer(SetSensitiveHeadersLayer::new([header::AUTHORIZATION, header::COOKIE, header::SET_COOKIE]))
+    tokenusage_plumbing::http::limit_heads(req, next).await
 }

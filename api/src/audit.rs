@@ -12,11 +12,10 @@
 //! normalized parameters, how many rows) to the request's [`AuditSlot`];
 //! the middleware adds who, from where, the request id and the outcome.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Query, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -29,7 +28,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::app::AppState;
 use crate::auth::Role;
-use crate::error::ApiError;
+use tokenusage_contract::text;
+use tokenusage_plumbing::failure::{self, Failure};
+
+use crate::error::{ApiError, ApiQuery};
 
 /// Advisory lock key serializing chain appends across processes ("tu-audit").
 const CHAIN_LOCK: i64 = 0x7475_2d61_7564_6974;
@@ -39,6 +41,7 @@ const BATCH: usize = 256;
 const QUEUE: usize = 4096;
 const GENESIS: [u8; 32] = [0; 32];
 const TEXT_MAX: usize = 512;
+const PARAMS_MAX: usize = 2048;
 
 /// One audited happening.
 #[derive(Debug, Clone, Default)]
@@ -59,6 +62,38 @@ pub struct Entry {
     pub ip: Option<String>,
     pub user_agent: Option<String>,
     pub request_id: Option<String>,
+}
+
+impl Entry {
+    fn sanitize(&mut self) {
+        let clean = |s: &mut String| {
+            let escaped = text::escape(s);
+            if matches!(escaped, std::borrow::Cow::Owned(_)) || s.len() > TEXT_MAX {
+                *s = text::truncate(&escaped, TEXT_MAX).to_owned();
+            }
+        };
+        for s in [&mut self.action, &mut self.method, &mut self.endpoint, &mut self.outcome] {
+            clean(s);
+        }
+        for s in [
+            &mut self.actor,
+            &mut self.actor_role,
+            &mut self.subject,
+            &mut self.ip,
+            &mut self.user_agent,
+            &mut self.request_id,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            clean(s);
+        }
+        // Params are JSON text: serde escapes control characters, but a NUL
+        // survives as `\u0000`, which is storable as text. Bounded like the rest.
+        if self.params.len() > PARAMS_MAX {
+            self.params = text::truncate(&self.params, PARAMS_MAX).to_owned();
+        }
+    }
 }
 
 /// The bytes hashed for an entry: field order fixed here, time in
@@ -128,8 +163,14 @@ impl AuditLog {
     }
 
     /// Appends an entry and waits until it is committed; returns its `seq`.
+    ///
+    /// Every text is escaped first (`contract::text::escape`: lossless,
+    /// printable, storable) and bounded, so no value a caller controls (a
+    /// user name with a NUL, a user agent) can make the entry, or the batch
+    /// it is written in, fail.
     pub async fn record(&self, mut e: Entry) -> Result<i64, AuditUnavailable> {
         e.at = e.at.trunc_subsecs(6);
+        e.sanitize();
         let (reply, done) = oneshot::channel();
         self.tx.send((e, reply)).await.map_err(|_| AuditUnavailable("the writer stopped".into()))?;
         match done.await {
@@ -145,11 +186,31 @@ async fn writer(pool: PgPool, mut rx: mpsc::Receiver<Job>) {
     while rx.recv_many(&mut jobs, BATCH).await > 0 {
         let entries: Vec<&Entry> = jobs.iter().map(|(e, _)| e).collect();
         let result = append(&pool, &entries).await;
-        if let Err(e) = &result {
-            tracing::error!(error = %e, entries = jobs.len(), "audit entries not written; their requests are refused");
-        }
-        for (i, (_, reply)) in jobs.drain(..).enumerate() {
-            let _ = reply.send(result.as_ref().map(|first| first + i as i64).map_err(|e| e.to_string()));
+        match result {
+            Ok(first) => {
+                for (i, (_, reply)) in jobs.drain(..).enumerate() {
+                    let _ = reply.send(Ok(first + i as i64));
+                }
+            }
+            // The database refused something in the rows themselves: write
+            // them one by one, so only the request whose entry it was is
+            // refused, never the others batched with it.
+            Err(e) if Failure::of(&e) == Failure::Data && jobs.len() > 1 => {
+                tracing::warn!(error = %failure::describe(&e), entries = jobs.len(), "an audit batch was refused; writing its entries one by one");
+                for (entry, reply) in jobs.drain(..) {
+                    let r = append(&pool, &[&entry]).await;
+                    if let Err(e) = &r {
+                        tracing::error!(error = %failure::describe(e), "an audit entry was not written; its request is refused");
+                    }
+                    let _ = reply.send(r.map_err(|e| failure::describe(&e)));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %failure::describe(&e), entries = jobs.len(), "audit entries not written; their requests are refused");
+                for (_, reply) in jobs.drain(..) {
+                    let _ = reply.send(Err(failure::describe(&e)));
+                }
+            }
         }
     }
 }
@@ -335,20 +396,18 @@ impl AuditSlot {
         });
     }
 
+    /// How many rows the request returned (after `set_detail`).
+    pub fn set_rows(&self, rows: i64) {
+        self.with(|d| d.rows = Some(rows));
+    }
+
     fn take(&self) -> Detail {
         self.with(std::mem::take)
     }
 }
 
 fn truncate(s: &str) -> String {
-    if s.len() <= TEXT_MAX {
-        return s.to_owned();
-    }
-    let mut end = TEXT_MAX;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_owned()
+    text::truncate(s, TEXT_MAX).to_owned()
 }
 
 /// The client's address: the peer, or behind a declared TLS proxy, the
@@ -379,26 +438,48 @@ impl FromRequestParts<AppState> for ClientIp {
 }
 
 /// Facts about the request itself, gathered before the handler runs.
+///
+/// Of the query, only the parameter *names* are kept: a value reaches the
+/// record only once a handler has parsed it (`AuditSlot::set_detail`), so
+/// a credential pasted into a URL (`?access_token=...`) is never stored.
 #[derive(Debug, Clone)]
 pub(crate) struct RequestFacts {
     pub method: String,
     pub endpoint: String,
-    pub query: BTreeMap<String, String>,
+    pub parameter_names: Vec<String>,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
     pub request_id: Option<String>,
 }
 
+/// Parameter names recorded at most, and their length.
+const NAMES_MAX: usize = 20;
+const NAME_MAX: usize = 64;
+
 impl RequestFacts {
     pub(crate) fn of(parts: &Parts, behind_proxy: bool) -> Self {
         let header = |n: &str| parts.headers.get(n).and_then(|v| v.to_str().ok()).map(truncate);
+        let mut parameter_names: Vec<String> = parts
+            .uri
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let name = p.split('=').next().unwrap_or_default();
+                text::truncate(&text::escape(name), NAME_MAX).to_owned()
+            })
+            .collect();
+        parameter_names.sort();
+        parameter_names.dedup();
+        parameter_names.truncate(NAMES_MAX);
         Self {
             method: parts.method.to_string(),
             endpoint: parts
                 .extensions
                 .get::<MatchedPath>()
                 .map_or_else(|| parts.uri.path().to_owned(), |m| m.as_str().to_owned()),
-            query: Query::<BTreeMap<String, String>>::try_from_uri(&parts.uri).map(|q| q.0).unwrap_or_default(),
+            parameter_names,
             ip: client_ip(parts, behind_proxy).map(|i| i.to_string()),
             user_agent: header("user-agent"),
             request_id: header("x-request-id"),
@@ -414,31 +495,42 @@ impl FromRequestParts<AppState> for RequestFacts {
     }
 }
 
-/// Records an audited action outside an HTTP request's own entry (a live
-/// subscription), with the facts of the request that opened the socket.
+/// An action audited outside an HTTP request's own entry: a message on a
+/// live socket, recorded with the facts of the request that opened it.
+#[derive(Debug)]
+pub(crate) struct Action<'a> {
+    pub actor: (&'a str, Role),
+    pub action: &'static str,
+    /// Whose data was involved, or would have been.
+    pub subject: Option<&'a str>,
+    pub params: serde_json::Value,
+    pub rows: Option<i64>,
+    /// The HTTP status the outcome corresponds to (200 served, 400
+    /// rejected, 401 unauthenticated, 403 denied, 429 rate limited).
+    pub status: u16,
+}
+
+/// Records an [`Action`].
 pub(crate) async fn record_action(
     state: &AppState,
     facts: &RequestFacts,
-    actor: (&str, Role),
-    action: &'static str,
-    subject: Option<&str>,
-    params: serde_json::Value,
-    rows: Option<i64>,
+    a: Action<'_>,
 ) -> Result<i64, AuditUnavailable> {
     let detail = Detail {
-        actor: Some(actor.0.to_owned()),
-        actor_role: Some(actor.1),
-        action: Some(action),
-        subject: subject.map(str::to_owned),
-        params: Some(params),
-        rows,
+        actor: Some(a.actor.0.to_owned()),
+        actor_role: Some(a.actor.1),
+        action: Some(a.action),
+        subject: a.subject.map(str::to_owned),
+        params: Some(a.params),
+        rows: a.rows,
     };
-    state.audit.record(entry_for(facts.clone(), detail, 200)).await
+    state.audit.record(entry_for(facts.clone(), detail, a.status)).await
 }
 
 fn outcome(status: u16) -> &'static str {
     match status {
-        200..=399 => "ok",
+        // 101: a WebSocket was opened.
+        100..=399 => "ok",
         401 => "unauthenticated",
         403 => "denied",
         429 => "rate_limited",
@@ -449,7 +541,7 @@ fn outcome(status: u16) -> &'static str {
 
 /// Builds the entry of a finished request from its facts and details.
 pub(crate) fn entry_for(facts: RequestFacts, detail: Detail, status: u16) -> Entry {
-    let params = detail.params.unwrap_or_else(|| serde_json::to_value(&facts.query).unwrap_or_default());
+    let params = detail.params.unwrap_or_else(|| serde_json::json!({ "parameters": facts.parameter_names }));
     Entry {
         at: Utc::now(),
         actor: detail.actor,
@@ -469,12 +561,33 @@ pub(crate) fn entry_for(facts: RequestFacts, detail: Detail, status: u16) -> Ent
 }
 
 /// Middleware: one entry per request, committed before the response leaves.
+///
+/// It wraps every route of `/api/v1` and its fallback, so unknown paths
+/// (404), wrong methods (405), oversized heads (414, 431) and unprintable
+/// parameters (400) are on the record like everything else. When no
+/// handler named the caller, a bearer token is checked here so the entry
+/// still says who it was.
 pub(crate) async fn audit_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let (mut parts, body) = req.into_parts();
     let facts = RequestFacts::of(&parts, state.config.behind_tls_proxy);
     let slot = AuditSlot::default();
     parts.extensions.insert(slot.clone());
-    let response = next.run(Request::from_parts(parts, body)).await;
+    let refused = tokenusage_plumbing::http::HeadLimits::check(&parts)
+        .or_else(|| crate::hygiene::check(&parts).err().map(IntoResponse::into_response));
+    let response = match refused {
+        Some(r) => r,
+        None => {
+            let bearer = crate::auth::bearer(&parts).map(str::to_owned);
+            let response = next.run(Request::from_parts(parts, body)).await;
+            if slot.with(|d| d.actor.is_none())
+                && let Some(token) = bearer
+                && let Ok(user) = crate::auth::authenticate(&state, &token).await
+            {
+                slot.set_actor(&user.id, Some(user.role));
+            }
+            response
+        }
+    };
     let entry = entry_for(facts, slot.take(), response.status().as_u16());
     match state.audit.record(entry).await {
         Ok(_) => response,
@@ -487,6 +600,7 @@ pub(crate) async fn audit_requests(State(state): State<AppState>, req: Request, 
 
 /// Filters of an audit search.
 #[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct AuditQuery {
     actor: Option<String>,
@@ -503,9 +617,12 @@ pub(crate) struct AuditQuery {
 pub(crate) async fn search(pool: &PgPool, q: &AuditQuery, only_views_of: Option<&str>) -> sqlx::Result<Vec<AuditRow>> {
     let mut qb = QueryBuilder::new(format!("select {COLUMNS} from audit_log where true"));
     if let Some(s) = only_views_of {
-        // Someone else looked at this user's data.
-        qb.push(" and subject = ").push_bind(s.to_owned()).push(" and actor is distinct from ").push_bind(s.to_owned());
-        qb.push(" and outcome = 'ok'");
+        // Someone else looked at this user's data, tried to and was denied,
+        // or read everyone's at once (an admin's `user=*`, which covers
+        // this user too).
+        qb.push(" and (subject = ").push_bind(s.to_owned()).push(" or subject = '*')");
+        qb.push(" and actor is distinct from ").push_bind(s.to_owned());
+        qb.push(" and outcome in ('ok', 'denied')");
     }
     for (col, v) in [("actor", &q.actor), ("subject", &q.subject), ("action", &q.action), ("outcome", &q.outcome)] {
         if let Some(v) = v {
@@ -533,8 +650,9 @@ pub(crate) async fn admin_search(
     State(state): State<AppState>,
     axum::Extension(slot): axum::Extension<AuditSlot>,
     user: crate::auth::AuthUser,
-    Query(q): Query<AuditQuery>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<axum::Json<Vec<AuditRow>>, ApiError> {
+    slot.set_detail("audit.search", q.subject.as_deref(), search_params(&q), None);
     user.require_admin()?;
     let rows = search(&state.pool, &q, None).await?;
     slot.set_detail("audit.search", q.subject.as_deref(), search_params(&q), Some(rows.len() as i64));
@@ -548,7 +666,7 @@ pub(crate) async fn views_of_me(
     State(state): State<AppState>,
     axum::Extension(slot): axum::Extension<AuditSlot>,
     user: crate::auth::AuthUser,
-    Query(q): Query<AuditQuery>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<axum::Json<Vec<AuditRow>>, ApiError> {
     let q =
         AuditQuery { actor: q.actor, from: q.from, to: q.to, before: q.before, limit: q.limit, ..Default::default() };

@@ -97,8 +97,16 @@ pub(crate) fn bearer(parts: &Parts) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// The longest access token accepted, in bytes. Ours are ~300 bytes and
+/// identity providers' a few KiB; a larger one is refused before it is
+/// decoded, signature and all.
+pub(crate) const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
 /// Validates a bearer token from any accepted issuer.
 pub(crate) async fn authenticate(state: &AppState, token: &str) -> Result<AuthUser, ApiError> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(ApiError::Unauthorized);
+    }
     let header = jsonwebtoken::decode_header(token).map_err(|_| ApiError::Unauthorized)?;
     let kid = header.kid.ok_or(ApiError::Unauthorized)?;
     let (id, role, issuer, exp) = if state.keys.holds(&kid) {

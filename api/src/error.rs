@@ -1,23 +1,20 @@
 //! The API's one error type and its mapping to HTTP. Clients get a stable
-//! code and a message meant for them; internal causes are logged, never sent.
+//! code and a message meant for them, always in the envelope of
+//! `plumbing::http`; internal causes travel to `log_internal_errors` on the
+//! response and are logged there once, never sent.
+//!
+//! Extractor rejections (a body that is not JSON, a path segment that is not
+//! a number, a WebSocket request without the upgrade headers) are turned
+//! into this type by the extractors below, so they get specific codes.
 
-use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-
-/// The body of every error response.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct ErrorDetail {
-    /// Stable, machine-readable: `empty_range`, `unknown_timezone`, `too_many_points`, `unauthorized`, ...
-    pub code: String,
-    /// For people: what was wrong and how to fix it.
-    pub message: String,
-}
+use serde::de::DeserializeOwned;
+pub use tokenusage_plumbing::http::ErrorBody;
+use tokenusage_plumbing::http::{InternalError, error_response};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -30,13 +27,22 @@ pub enum ApiError {
     /// Authenticated, but not allowed to see this.
     #[error("{0}")]
     Forbidden(&'static str),
+    /// Nothing here; the message says what was looked for.
+    #[error("{0}")]
+    NotFound(String),
+    /// The body's media type is not one we read.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The body exceeds the limit.
+    #[error("body too large")]
+    PayloadTooLarge,
     /// Too many attempts; retry after the given seconds.
     #[error("too many requests")]
     TooManyRequests { retry_after_secs: u64 },
     /// The audit trail cannot be written, so nothing is served (fail closed).
     #[error("audit trail unavailable")]
     AuditUnavailable,
-    /// Anything else. The cause is logged here, once.
+    /// Anything else. The cause is logged by the middleware, once.
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -45,25 +51,37 @@ impl ApiError {
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         ApiError::BadRequest { code, message: message.into() }
     }
-}
 
-impl ApiError {
-    /// The stable code and the client-facing message (logs internal causes).
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable code and the client-facing message.
     pub fn code_and_message(&self) -> (&'static str, String) {
         match self {
             ApiError::BadRequest { code, message } => (code, message.clone()),
             ApiError::Unauthorized => ("unauthorized", "a valid access token is required".to_owned()),
             ApiError::Forbidden(why) => ("forbidden", (*why).to_owned()),
+            ApiError::NotFound(what) => ("not_found", what.clone()),
+            ApiError::UnsupportedMediaType(why) => ("unsupported_media_type", why.clone()),
+            ApiError::PayloadTooLarge => ("body_too_large", "the request body exceeds the limit".to_owned()),
             ApiError::TooManyRequests { .. } => ("rate_limited", "too many requests; retry later".to_owned()),
             ApiError::AuditUnavailable => (
                 "audit_unavailable",
                 "the request cannot be recorded in the audit trail right now, so it is not served; retry shortly"
                     .to_owned(),
             ),
-            ApiError::Internal(e) => {
-                tracing::error!(error = ?e, "request failed");
-                ("internal", "something went wrong on our side; it has been logged".to_owned())
-            }
+            ApiError::Internal(_) => ("internal", "something went wrong on our side; it has been logged".to_owned()),
         }
     }
 }
@@ -76,17 +94,8 @@ impl From<sqlx::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = match &self {
-            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
         let (code, message) = self.code_and_message();
-        let body = ErrorBody { error: ErrorDetail { code: code.to_owned(), message } };
-        let mut resp = (status, Json(body)).into_response();
+        let mut resp = error_response(self.status(), code, message);
         match self {
             ApiError::Unauthorized => {
                 resp.headers_mut().insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
@@ -97,8 +106,85 @@ impl IntoResponse for ApiError {
             ApiError::AuditUnavailable => {
                 resp.headers_mut().insert("retry-after", 5.into());
             }
+            ApiError::Internal(e) => {
+                resp.extensions_mut().insert(InternalError(std::sync::Arc::new(e)));
+            }
             _ => {}
         }
         resp
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        match r {
+            JsonRejection::MissingJsonContentType(_) => {
+                ApiError::UnsupportedMediaType("send the body as JSON with `content-type: application/json`".into())
+            }
+            JsonRejection::BytesRejection(b) if b.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::PayloadTooLarge
+            }
+            JsonRejection::JsonSyntaxError(e) => ApiError::bad_request("invalid_json", e.body_text()),
+            other => ApiError::bad_request("invalid_body", other.body_text()),
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        ApiError::bad_request("invalid_path", r.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        ApiError::bad_request("invalid_parameter", r.body_text())
+    }
+}
+
+/// `axum::Json` with our errors, and with every string in the body checked
+/// to be storable first (`contract::text`): a NUL anywhere in any body is a
+/// 400 naming where, never a database error.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::Json(value) = axum::Json::<serde_json::Value>::from_request(req, state).await?;
+        if let Err((path, why)) = tokenusage_contract::text::storable_json(&value) {
+            let at = if path.is_empty() { "the body".to_owned() } else { format!("`{path}`") };
+            return Err(ApiError::bad_request("invalid_body", format!("{at} {}", why.reason())));
+        }
+        serde_json::from_value(value).map(ApiJson).map_err(|e| {
+            ApiError::bad_request("invalid_body", format!("the body does not have the expected shape: {e}"))
+        })
+    }
+}
+
+/// `axum::extract::Path` with our errors.
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path(v) = axum::extract::Path::<T>::from_request_parts(parts, state).await?;
+        Ok(ApiPath(v))
+    }
+}
+
+/// `axum::extract::Query` with our errors.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Query(v) = axum::extract::Query::<T>::from_request_parts(parts, state).await?;
+        Ok(ApiQuery(v))
     }
 }

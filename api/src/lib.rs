@@ -14,14 +14,15 @@ mod auth;
 mod config;
 mod error;
 pub mod history;
+mod hygiene;
 pub mod live;
 mod oidc;
 pub mod openapi;
-mod security;
+mod origin;
 mod session;
 mod tokens;
 
-pub use app::{AppState, Application, Readiness, install_crypto_provider, with_common_layers};
+pub use app::{AppState, Application, Readiness, install_crypto_provider};
 pub use auth::{Role, hash_password};
 pub use config::ApiArgs;
 pub use error::ApiError;

@@ -398,19 +398,12 @@ impl Drop for SocketSlot {
     }
 }
 
-/// Whether a browser's `Origin` may open a socket: the same host, or one
-/// of `--live-allowed-origins`. No `Origin`: not a browser, so not a
-/// cross-site hijack.
-fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
-    let Some(origin) = headers.get(axum::http::header::ORIGIN).and_then(|o| o.to_str().ok()) else { return true };
-    if allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)) {
-        return true;
-    }
-    let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
-    origin.split_once("://").is_some_and(|(_, h)| !host.is_empty() && h.eq_ignore_ascii_case(host))
-}
-
-/// `GET /api/v1/live`: the WebSocket endpoint, authenticated before the upgrade.
+/// The live WebSocket: authenticated before the upgrade with the
+/// subprotocols `tokenusage.v1` and `bearer.<access token>` (never a token
+/// in the URL). Its messages are in docs/asyncapi.yaml and docs/LIVE.md.
+#[utoipa::path(get, path = "/api/v1/live", tag = "live",
+    params(("sec-websocket-protocol" = String, Header, description = "`tokenusage.v1, bearer.<access token>`")),
+    responses((status = 101, description = "Switched to the WebSocket protocol `tokenusage.v1`")))]
 pub(crate) async fn upgrade(
     State(state): State<AppState>,
     Extension(slot): Extension<AuditSlot>,
@@ -418,7 +411,7 @@ pub(crate) async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    if !origin_allowed(&headers, &state.config.live_allowed_origins) {
+    if !crate::origin::allowed(&headers, state.config.tls_in_front(), &state.config.live_allowed_origins) {
         return Err(ApiError::Forbidden("cross-site WebSocket refused: Origin is not allowed"));
     }
     let offered: Vec<String> = headers
@@ -465,6 +458,18 @@ enum ClientMessage {
     Unsubscribe { id: String },
     Auth { token: String },
     Ping,
+}
+
+/// A client message the socket refuses, for the audit trail and the client.
+struct Refusal {
+    action: &'static str,
+    /// The subscription it was about, if any.
+    id: Option<String>,
+    /// Whose data it asked for, if any.
+    subject: Option<String>,
+    status: u16,
+    code: &'static str,
+    message: String,
 }
 
 /// One subscription's view and what the client has been sent.
@@ -746,7 +751,9 @@ impl Socket {
                         last_heard = Instant::now();
                         if limiter.check().is_err() {
                             strikes += 1;
-                            self.send(&error_msg(None, "rate_limited", "too many messages; slow down"));
+                            let refusal = Refusal { action: "live.message", id: None, subject: None, status: 429,
+                                code: "rate_limited", message: "too many messages; slow down".into() };
+                            Box::pin(self.refuse(refusal)).await;
                             if strikes > 20 {
                                 self.close(close::POLICY, "too many messages");
                             }
@@ -757,7 +764,9 @@ impl Socket {
                         }
                     }
                     Io::Read(Some(Ok(Message::Binary(_)))) => {
-                        self.send(&error_msg(None, "unsupported", "binary messages are not part of the protocol"));
+                        let refusal = Refusal { action: "live.message", id: None, subject: None, status: 400,
+                            code: "unsupported", message: "binary messages are not part of the protocol".into() };
+                        Box::pin(self.refuse(refusal)).await;
                     }
                     Io::Read(Some(Ok(Message::Pong(_) | Message::Ping(_)))) => last_heard = Instant::now(),
                     Io::Read(Some(Ok(Message::Close(_))) | None) => break,
@@ -873,12 +882,39 @@ impl Socket {
         Duration::from_secs(self.user.expires_at.saturating_sub(now))
     }
 
+    /// Audits a refused message, then tells the client. Refusals are on the
+    /// record like any request (docs/SECURITY.md); if the record cannot be
+    /// written the client is still told no, and nothing is served.
+    async fn refuse(&mut self, r: Refusal) {
+        let action = audit::Action {
+            actor: (&self.user.id, self.user.role),
+            action: r.action,
+            subject: r.subject.as_deref(),
+            params: json!({ "id": r.id, "code": r.code }),
+            rows: None,
+            status: r.status,
+        };
+        if let Err(e) = audit::record_action(&self.state, &self.facts, action).await {
+            tracing::warn!(error = %e, "a refused live message could not be audited");
+        }
+        self.send(&error_msg(r.id.as_deref(), r.code, &r.message));
+    }
+
     /// Handles a client message; returns a new time-to-expiry after re-authentication.
     async fn on_client(&mut self, raw: &str) -> Option<Duration> {
         let msg: ClientMessage = match serde_json::from_str(raw) {
             Ok(m) => m,
             Err(e) => {
-                self.send(&error_msg(None, "invalid_message", &format!("not a protocol message: {e}")));
+                let message = format!("not a protocol message: {e}");
+                let refusal = Refusal {
+                    action: "live.message",
+                    id: None,
+                    subject: None,
+                    status: 400,
+                    code: "invalid_message",
+                    message,
+                };
+                self.refuse(refusal).await;
                 return None;
             }
         };
@@ -891,26 +927,70 @@ impl Socket {
                     self.rescope();
                     self.send(&json!({"type": "unsubscribed", "id": id}));
                 } else {
-                    self.send(&error_msg(Some(&id), "unknown_subscription", "no subscription with this id"));
+                    let refusal = Refusal {
+                        action: "live.unsubscribe",
+                        id: Some(id),
+                        subject: None,
+                        status: 400,
+                        code: "unknown_subscription",
+                        message: "no subscription with this id".into(),
+                    };
+                    self.refuse(refusal).await;
                 }
             }
-            ClientMessage::Auth { token } => match auth::authenticate(&self.state, &token).await {
-                Ok(u) if u.id == self.user.id => {
-                    self.user = u;
+            ClientMessage::Auth { token } => {
+                let outcome = auth::authenticate(&self.state, &token).await;
+                let status = match &outcome {
+                    Ok(u) if u.id == self.user.id => 200,
+                    Ok(_) => 403,
+                    Err(_) => 401,
+                };
+                if status == 200 {
+                    let action = audit::Action {
+                        actor: (&self.user.id, self.user.role),
+                        action: "live.auth",
+                        subject: Some(&self.user.id),
+                        params: json!({}),
+                        rows: None,
+                        status,
+                    };
+                    if audit::record_action(&self.state, &self.facts, action).await.is_err() {
+                        self.send(&error_msg(None, "audit_unavailable", "cannot record the renewal; retry shortly"));
+                        return None;
+                    }
+                    if let Ok(u) = outcome {
+                        self.user = u;
+                    }
                     self.send(&json!({"type": "authenticated", "expires_at": self.user.expires_at}));
                     return Some(self.until_expiry());
                 }
-                Ok(_) => {
-                    self.send(&error_msg(None, "wrong_user", "the new token belongs to someone else"));
-                }
-                Err(_) => {
-                    self.send(&error_msg(None, "unauthorized", "the token is not valid"));
-                }
-            },
+                let (code, message) = if status == 403 {
+                    ("wrong_user", "the new token belongs to someone else")
+                } else {
+                    ("unauthorized", "the token is not valid")
+                };
+                let refusal =
+                    Refusal { action: "live.auth", id: None, subject: None, status, code, message: message.into() };
+                self.refuse(refusal).await;
+            }
             ClientMessage::Subscribe { id, view } => {
                 if let Err(e) = self.subscribe(&id, &view).await {
                     let (code, message) = e.code_and_message();
-                    self.send(&error_msg(Some(&id), code, &message));
+                    // The user the view asked about, whether or not it was allowed.
+                    let subject = match view.get("user") {
+                        Some(Value::String(u)) => u.clone(),
+                        _ => self.user.id.clone(),
+                    };
+                    let status = e.status().as_u16();
+                    let refusal = Refusal {
+                        action: "live.subscribe",
+                        id: Some(id),
+                        subject: Some(subject),
+                        status,
+                        code,
+                        message,
+                    };
+                    self.refuse(refusal).await;
                 }
             }
         }
@@ -918,8 +998,8 @@ impl Socket {
     }
 
     async fn subscribe(&mut self, id: &str, raw: &BTreeMap<String, Value>) -> Result<(), ApiError> {
-        if id.is_empty() || id.len() > 64 {
-            return Err(ApiError::bad_request("invalid_id", "`id` must be 1 to 64 characters"));
+        if id.is_empty() || id.len() > 64 || id.chars().any(char::is_control) {
+            return Err(ApiError::bad_request("invalid_id", "`id` must be 1 to 64 printable characters"));
         }
         if !self.subs.contains_key(id) && self.subs.len() >= MAX_SUBSCRIPTIONS {
             return Err(ApiError::bad_request(
@@ -928,6 +1008,7 @@ impl Socket {
             ));
         }
         let params = view_params(raw);
+        crate::hygiene::check_pairs(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
         query::check_known(&params, VIEW_PARAMS)?;
         let mut view = query::parse_view(&params, self.state.config.week_start.weekday(), false)?;
         let open_ended = !params.contains_key("to");
@@ -951,17 +1032,15 @@ impl Socket {
             };
         let audit_params = json!({"id": id, "from": view.from, "to": if open_ended { Value::Null } else { json!(view.to) },
             "granularity": plan.granularity, "tz": view.tz.name(), "group": view.group, "filters": view.filters});
-        audit::record_action(
-            &self.state,
-            &self.facts,
-            (&self.user.id, self.user.role),
-            "live.subscribe",
-            Some(subject.label()),
-            audit_params,
-            Some(snap.data.totals.len() as i64),
-        )
-        .await
-        .map_err(|_| {
+        let action = audit::Action {
+            actor: (&self.user.id, self.user.role),
+            action: "live.subscribe",
+            subject: Some(subject.label()),
+            params: audit_params,
+            rows: Some(snap.data.totals.len() as i64),
+            status: 200,
+        };
+        audit::record_action(&self.state, &self.facts, action).await.map_err(|_| {
             self.rescope();
             ApiError::AuditUnavailable
         })?;

@@ -9,18 +9,16 @@
 //! copied cookie) revokes the whole session. Sessions end at a fixed time
 //! after sign-in, however often they are refreshed.
 
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::num::NonZeroU32;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::{Extension, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum_extra::extract::CookieJar;
 use axum_extra::extract::cookie::{Cookie, SameSite};
 use chrono::{DateTime, Utc};
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -28,7 +26,7 @@ use sha2::{Digest, Sha256};
 use crate::app::AppState;
 use crate::audit::{AuditSlot, ClientIp};
 use crate::auth::{AuthUser, Role, verify_password};
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiJson};
 
 /// The refresh-token cookie.
 pub(crate) const COOKIE: &str = "tu_refresh";
@@ -37,42 +35,136 @@ const COOKIE_PATH: &str = "/api/v1/auth";
 /// second tab refreshing at the same moment, not a stolen copy.
 const ROTATION_GRACE: Duration = Duration::from_secs(10);
 
-/// Per-user-name and per-address limits on sign-in attempts.
+/// Limits on failed sign-ins that an attacker cannot turn against the
+/// person they target (docs/SECURITY.md, "Sign-in limits"):
+///
+/// - per user name *and* address: `per_minute` failures a minute, so one
+///   guesser is slowed without touching anyone else;
+/// - per address: three times that over all names (password spraying);
+/// - per user name over all addresses: ten times that per 15 minutes
+///   (distributed guessing), except from an address that signed in as that
+///   name successfully in the last 30 days, so a flood of wrong passwords
+///   from elsewhere cannot lock the owner out.
+///
+/// Only failures count: signing in never uses up a budget. Memory is
+/// bounded; when a table would grow past its cap, expired entries go first.
 #[derive(Debug)]
 pub(crate) struct LoginLimiter {
-    by_user: DefaultKeyedRateLimiter<String>,
-    by_ip: DefaultKeyedRateLimiter<IpAddr>,
+    inner: std::sync::Mutex<Limits>,
+    per_pair: u32,
+    per_address: u32,
+    per_name: u32,
+}
+
+#[derive(Debug, Default)]
+struct Limits {
+    by_pair: HashMap<(String, IpAddr), VecDeque<Instant>>,
+    by_address: HashMap<IpAddr, VecDeque<Instant>>,
+    by_name: HashMap<String, VecDeque<Instant>>,
+    trusted: HashMap<(String, IpAddr), Instant>,
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+const NAME_WINDOW: Duration = Duration::from_secs(15 * 60);
+const TRUST_FOR: Duration = Duration::from_secs(30 * 86_400);
+/// Keys kept per table at most.
+const LIMITER_KEYS: usize = 100_000;
+
+/// Seconds until a window holding `limit` failures frees a slot, if full.
+fn refused(failures: Option<&VecDeque<Instant>>, limit: u32, window: Duration, now: Instant) -> Option<u64> {
+    let f = failures?;
+    let recent = f.iter().filter(|t| now.duration_since(**t) < window).count();
+    if recent < limit as usize {
+        return None;
+    }
+    let oldest = f.iter().find(|t| now.duration_since(**t) < window)?;
+    Some(window.saturating_sub(now.duration_since(*oldest)).as_secs().max(1))
+}
+
+fn note<K: std::hash::Hash + Eq>(
+    map: &mut HashMap<K, VecDeque<Instant>>,
+    key: K,
+    limit: u32,
+    window: Duration,
+    now: Instant,
+) {
+    if map.len() >= LIMITER_KEYS && !map.contains_key(&key) {
+        map.retain(|_, f| f.back().is_some_and(|t| now.duration_since(*t) < window));
+        if map.len() >= LIMITER_KEYS {
+            tracing::warn!("the sign-in limiter is full; forgetting old failures");
+            map.clear();
+        }
+    }
+    let f = map.entry(key).or_default();
+    f.push_back(now);
+    while f.len() > limit as usize || f.front().is_some_and(|t| now.duration_since(*t) >= window) {
+        f.pop_front();
+    }
 }
 
 impl LoginLimiter {
     pub(crate) fn new(per_minute: u32) -> Self {
-        let per_user = NonZeroU32::new(per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
-        let per_ip = per_user.saturating_mul(NonZeroU32::new(3).unwrap_or(NonZeroU32::MIN));
+        let per_pair = per_minute.max(1);
         Self {
-            by_user: RateLimiter::keyed(Quota::per_minute(per_user)),
-            by_ip: RateLimiter::keyed(Quota::per_minute(per_ip)),
+            inner: std::sync::Mutex::default(),
+            per_pair,
+            per_address: per_pair.saturating_mul(3),
+            per_name: per_pair.saturating_mul(10),
         }
     }
 
-    fn check(&self, user: &str, ip: Option<IpAddr>) -> Result<(), ApiError> {
-        let clock = DefaultClock::default();
-        let refused = |n: governor::NotUntil<_>| ApiError::TooManyRequests {
-            retry_after_secs: n.wait_time_from(clock.now()).as_secs().max(1),
-        };
+    fn lock(&self) -> std::sync::MutexGuard<'_, Limits> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Refuses an attempt whose budgets are spent, with seconds to wait.
+    fn check(&self, user: &str, ip: IpAddr) -> Result<(), ApiError> {
         // Lower-cased so `Alice` and `alice` share a budget.
-        self.by_user.check_key(&user.to_lowercase()).map_err(refused)?;
-        if let Some(ip) = ip {
-            self.by_ip.check_key(&ip).map_err(refused)?;
+        let name = user.to_lowercase();
+        let now = Instant::now();
+        let l = self.lock();
+        let pair = (name.clone(), ip);
+        let trusted = l.trusted.get(&pair).is_some_and(|t| now.duration_since(*t) < TRUST_FOR);
+        let wait = refused(l.by_pair.get(&pair), self.per_pair, MINUTE, now)
+            .or_else(|| refused(l.by_address.get(&ip), self.per_address, MINUTE, now))
+            .or_else(|| if trusted { None } else { refused(l.by_name.get(&name), self.per_name, NAME_WINDOW, now) });
+        match wait {
+            Some(retry_after_secs) => Err(ApiError::TooManyRequests { retry_after_secs }),
+            None => Ok(()),
         }
-        Ok(())
     }
 
-    /// Drops state of keys that are back to a full budget (bounded memory).
+    fn failed(&self, user: &str, ip: IpAddr) {
+        let name = user.to_lowercase();
+        let now = Instant::now();
+        let mut l = self.lock();
+        note(&mut l.by_pair, (name.clone(), ip), self.per_pair, MINUTE, now);
+        note(&mut l.by_address, ip, self.per_address, MINUTE, now);
+        note(&mut l.by_name, name, self.per_name, NAME_WINDOW, now);
+    }
+
+    fn succeeded(&self, user: &str, ip: IpAddr) {
+        let pair = (user.to_lowercase(), ip);
+        let now = Instant::now();
+        let mut l = self.lock();
+        l.by_pair.remove(&pair);
+        if l.trusted.len() >= LIMITER_KEYS {
+            l.trusted.retain(|_, t| now.duration_since(*t) < TRUST_FOR);
+            if l.trusted.len() >= LIMITER_KEYS {
+                l.trusted.clear();
+            }
+        }
+        l.trusted.insert(pair, now);
+    }
+
+    /// Drops windows that have run out (bounded memory).
     pub(crate) fn prune(&self) {
-        self.by_user.retain_recent();
-        self.by_ip.retain_recent();
-        self.by_user.shrink_to_fit();
-        self.by_ip.shrink_to_fit();
+        let now = Instant::now();
+        let mut l = self.lock();
+        l.by_pair.retain(|_, f| f.back().is_some_and(|t| now.duration_since(*t) < MINUTE));
+        l.by_address.retain(|_, f| f.back().is_some_and(|t| now.duration_since(*t) < MINUTE));
+        l.by_name.retain(|_, f| f.back().is_some_and(|t| now.duration_since(*t) < NAME_WINDOW));
+        l.trusted.retain(|_, t| now.duration_since(*t) < TRUST_FOR);
     }
 }
 
@@ -120,14 +212,11 @@ fn removal_cookie() -> Cookie<'static> {
     Cookie::build((COOKIE, "")).path(COOKIE_PATH).http_only(true).secure(true).same_site(SameSite::Strict).build()
 }
 
-/// Refuses a browser request sent from another origin. Requests without an
-/// `Origin` header come from non-browser clients, which cannot be driven by
-/// another site.
-pub(crate) fn require_same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(origin) = headers.get(header::ORIGIN) else { return Ok(()) };
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
-    let origin_host = origin.to_str().ok().and_then(|o| o.split_once("://")).map(|(_, h)| h).unwrap_or_default();
-    if !host.is_empty() && origin_host.eq_ignore_ascii_case(host) {
+/// Refuses a browser request sent from another origin (scheme, host and
+/// port, see `crate::origin`). Requests without an `Origin` header come
+/// from non-browser clients, which cannot be driven by another site.
+pub(crate) fn require_same_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    if crate::origin::allowed(headers, state.config.tls_in_front(), &[]) {
         Ok(())
     } else {
         Err(ApiError::Forbidden("cross-origin request refused"))
@@ -145,15 +234,16 @@ pub(crate) async fn login(
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
     jar: CookieJar,
-    Json(req): Json<LoginRequest>,
+    ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<(CookieJar, Json<TokenResponse>), ApiError> {
-    require_same_origin(&headers)?;
+    require_same_origin(&state, &headers)?;
     let username = req.username.trim().to_owned();
     slot.set_actor(&username, None);
     slot.set_detail("auth.login", None, serde_json::json!({ "username": username }), None);
     if username.is_empty() || username.len() > 128 || req.password.len() > 1024 {
         return Err(ApiError::Unauthorized);
     }
+    let ip = ip.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
     state.login_limiter.check(&username, ip)?;
     let row: Option<(Option<String>, String, bool)> =
         sqlx::query_as("select password_hash, role, disabled from users where id = $1")
@@ -167,9 +257,11 @@ pub(crate) async fn login(
         .map_err(|e| ApiError::Internal(e.into()))?;
     let role = row.as_ref().and_then(|(_, r, _)| Role::parse(r));
     let (true, Some(role)) = (ok, role) else {
-        tracing::info!(user = %username, "sign-in refused");
+        state.login_limiter.failed(&username, ip);
+        tracing::info!(user = %tokenusage_contract::text::escape(&username), "sign-in refused");
         return Err(ApiError::Unauthorized);
     };
+    state.login_limiter.succeeded(&username, ip);
     slot.set_actor(&username, Some(role));
     let access_token = state.keys.issue(&username, role)?;
     let refresh = new_refresh_token();
@@ -199,7 +291,7 @@ pub(crate) async fn refresh(
     headers: HeaderMap,
     jar: CookieJar,
 ) -> Result<(CookieJar, Json<TokenResponse>), ApiError> {
-    require_same_origin(&headers)?;
+    require_same_origin(&state, &headers)?;
     slot.set_detail("auth.refresh", None, serde_json::json!({}), None);
     let Some(presented) = jar.get(COOKIE).map(|c| c.value().to_owned()).filter(|v| !v.is_empty()) else {
         return Err(ApiError::Unauthorized);
@@ -279,7 +371,7 @@ pub(crate) async fn logout(
     headers: HeaderMap,
     jar: CookieJar,
 ) -> Result<(StatusCode, CookieJar), ApiError> {
-    require_same_origin(&headers)?;
+    require_same_origin(&state, &headers)?;
     slot.set_detail("auth.logout", None, serde_json::json!({}), None);
     if let Some(c) = jar.get(COOKIE) {
         let row: Option<(String, uuid::Uuid)> =
@@ -303,15 +395,80 @@ pub(crate) async fn purge_expired(pool: &sqlx::PgPool) -> sqlx::Result<u64> {
         .rows_affected())
 }
 
+/// Who the caller is.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct MeResponse {
+    user: String,
+    role: Role,
+    /// When the access token expires (Unix seconds).
+    expires_at: u64,
+    /// `local` (signed in here) or `oidc` (the identity provider's token).
+    issuer: &'static str,
+}
+
 /// Who the access token belongs to.
 #[utoipa::path(get, path = "/api/v1/me", tag = "auth", security(("bearer" = [])),
-    responses((status = 200, description = "`{user, role, expires_at, issuer}`"), (status = 401, body = crate::error::ErrorBody)))]
-pub(crate) async fn me(Extension(slot): Extension<AuditSlot>, user: AuthUser) -> Json<serde_json::Value> {
+    responses((status = 200, body = MeResponse)))]
+pub(crate) async fn me(Extension(slot): Extension<AuditSlot>, user: AuthUser) -> Json<MeResponse> {
     slot.set_detail("auth.me", Some(&user.id), serde_json::json!({}), None);
-    Json(serde_json::json!({
-        "user": user.id,
-        "role": user.role,
-        "expires_at": user.expires_at,
-        "issuer": match user.issuer { crate::auth::Issuer::Local => "local", crate::auth::Issuer::Oidc => "oidc" },
-    }))
+    Json(MeResponse {
+        issuer: match user.issuer {
+            crate::auth::Issuer::Local => "local",
+            crate::auth::Issuer::Oidc => "oidc",
+        },
+        user: user.id,
+        role: user.role,
+        expires_at: user.expires_at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, last))
+    }
+
+    #[test]
+    fn one_guesser_spends_only_their_own_budget() {
+        let l = LoginLimiter::new(3);
+        for _ in 0..3 {
+            assert!(l.check("alice", ip(1)).is_ok());
+            l.failed("Alice", ip(1));
+        }
+        assert!(
+            matches!(l.check("alice", ip(1)), Err(ApiError::TooManyRequests { retry_after_secs }) if retry_after_secs >= 1)
+        );
+        assert!(l.check("alice", ip(2)).is_ok(), "alice from elsewhere is not locked out");
+        assert!(
+            l.check("bob", ip(1)).is_ok(),
+            "the guesser may still sign in as someone else, within the address budget"
+        );
+    }
+
+    #[test]
+    fn spraying_many_names_from_one_address_is_stopped() {
+        let l = LoginLimiter::new(2);
+        for i in 0..6 {
+            let name = format!("user{i}");
+            assert!(l.check(&name, ip(9)).is_ok());
+            l.failed(&name, ip(9));
+        }
+        assert!(l.check("someone-new", ip(9)).is_err(), "3 x 2 failures per address per minute");
+        assert!(l.check("someone-new", ip(8)).is_ok());
+    }
+
+    #[test]
+    fn a_distributed_flood_locks_the_name_except_where_its_owner_signed_in_before() {
+        let l = LoginLimiter::new(1);
+        l.succeeded("alice", ip(200));
+        for i in 0..10 {
+            l.failed("alice", ip(i));
+        }
+        assert!(l.check("alice", ip(100)).is_err(), "ten failures for alice from ten addresses in 15 minutes");
+        assert!(l.check("alice", ip(200)).is_ok(), "alice's own address still gets through");
+        l.prune();
+        assert!(l.check("alice", ip(200)).is_ok());
+    }
 }

@@ -424,7 +424,8 @@ async fn a_projector_whose_claim_was_superseded_can_no_longer_commit() {
     fixed.assign_partitions = Some("all".into());
     let spawn = |stop: CancellationToken| {
         let (args, kafka, pool) = (fixed.clone(), env.kafka.clone(), env.pool.clone());
-        tokio::spawn(async move { tokenusage_projector::run(&args, &kafka, pool, stop).await.unwrap() })
+        let health = std::sync::Arc::new(tokenusage_projector::Health::new("projector"));
+        tokio::spawn(async move { tokenusage_projector::run(&args, &kafka, pool, stop, health).await.unwrap() })
     };
     let first = synthetic_events("f1", 3000, 10);
     let (a_stop, b_stop) = (CancellationToken::new(), CancellationToken::new());

@@ -11,10 +11,11 @@
 
 mod cloudevents;
 mod event;
+pub mod text;
 mod validate;
 pub mod wire;
 
 pub use cloudevents::{CE_SPEC_VERSION, CE_TYPE, parse_cloudevent, parse_cloudevent_value, to_cloudevent};
 pub use event::{Limits, UsageEvent};
-pub use validate::{FieldError, ValidationErrors, parse_native, parse_native_value};
+pub use validate::{FieldError, ValidationErrors, normalise_leap_second, parse_native, parse_native_value};
 pub use wire::{Encoding, decode_kafka};

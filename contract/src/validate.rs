@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 use std::fmt;
 
 use crate::event::{Limits, UsageEvent};
+use crate::text;
 
 /// One thing wrong with one field.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -41,7 +42,8 @@ impl fmt::Display for ValidationErrors {
 impl ValidationErrors {
     /// An error about the event as a whole rather than one field.
     pub fn whole(reason: impl Into<String>) -> Self {
-        Self(vec![FieldError { field: String::new(), reason: reason.into() }])
+        let reason = reason.into();
+        Self(vec![FieldError { field: String::new(), reason: text::escape(&reason).into_owned() }])
     }
 }
 
@@ -63,8 +65,14 @@ impl<'a> FieldReader<'a> {
         Self { obj, prefix, seen: Vec::new(), errors: Vec::new() }
     }
 
+    /// Records a problem. Field names and reasons can quote what the
+    /// publisher sent (an unknown key, a wrong `type`), so both are escaped:
+    /// an error is always printable and storable, even about a NUL.
     pub(crate) fn fail(&mut self, field: &str, reason: impl Into<String>) {
-        self.errors.push(FieldError { field: format!("{}{field}", self.prefix), reason: reason.into() });
+        let field = format!("{}{field}", self.prefix);
+        let reason = reason.into();
+        self.errors
+            .push(FieldError { field: text::escape(&field).into_owned(), reason: text::escape(&reason).into_owned() });
     }
 
     fn get(&mut self, field: &'static str) -> Option<&'a Value> {
@@ -174,6 +182,13 @@ impl<'a> FieldReader<'a> {
                 Value::String(s) if s.chars().count() > Limits::METADATA_VALUE_MAX_CHARS => {
                     self.fail(&path, format!("must be at most {} characters", Limits::METADATA_VALUE_MAX_CHARS));
                 }
+                // Other control characters (tabs, newlines) are kept: jsonb
+                // holds them. NUL it cannot (crate::text).
+                Value::String(s) => {
+                    if let Err(why) = text::storable(s) {
+                        self.fail(&path, why.reason());
+                    }
+                }
                 Value::Array(_) | Value::Object(_) => {
                     self.fail(&path, "must be a string, number, boolean or null (metadata is flat)");
                 }
@@ -205,10 +220,15 @@ impl<'a> FieldReader<'a> {
 }
 
 /// RFC 3339 with an explicit offset; not before 2000, not too far ahead.
+///
+/// A leap second (`23:59:60`) is kept in the second it extends: it becomes
+/// the last microsecond of `23:59:59`. Left as chrono parses it, it would
+/// be stored one second later, in the next minute (and often the next day).
 fn check_time(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
     let t = DateTime::parse_from_rfc3339(s)
         .map_err(|e| format!("must be an RFC 3339 timestamp with an offset, like 2026-11-27T09:30:00Z ({e})"))?
         .with_timezone(&Utc);
+    let t = normalise_leap_second(t);
     if t.year() < Limits::MIN_YEAR {
         return Err(format!("must not be before {}-01-01, got {s}", Limits::MIN_YEAR));
     }
@@ -220,6 +240,13 @@ fn check_time(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
         ));
     }
     Ok(t)
+}
+
+/// Maps chrono's representation of a leap second (a nanosecond field of a
+/// second or more) to the last microsecond of the second before it.
+pub fn normalise_leap_second(t: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::Timelike;
+    if t.nanosecond() >= 1_000_000_000 { t.with_nanosecond(999_999_000).unwrap_or(t) } else { t }
 }
 
 pub(crate) fn kind(v: &Value) -> &'static str {
@@ -406,5 +433,110 @@ mod tests {
     fn non_objects_and_broken_json_are_explained() {
         assert!(parse_native(b"[1]", "d", now()).unwrap_err().to_string().contains("JSON object"));
         assert!(parse_native(b"{", "d", now()).unwrap_err().to_string().contains("not valid JSON"));
+    }
+
+    #[test]
+    fn nul_is_refused_in_every_string_field_and_metadata_value_with_a_field_error() {
+        for field in ["event_id", "user_id", "activity", "model", "source"] {
+            let mut v = good();
+            v[field] = json!("x\u{0}y");
+            let errs = errors(v);
+            assert_eq!(errs[0].0, field, "{errs:?}");
+        }
+        let mut v = good();
+        v["metadata"] = json!({"a": "x\u{0}y", "ok": "tab\tand\nnewline"});
+        assert_eq!(
+            errors(v.clone()),
+            vec![("metadata.a".to_owned(), crate::text::Unstorable::Nul.reason().to_owned())]
+        );
+        v["metadata"] = json!({"k\u{0}": 1});
+        let errs = errors(v);
+        assert_eq!(errs[0].0, "metadata.k\\u{0000}", "the field path itself is printable");
+        // Lone surrogates never get past the JSON parser.
+        let raw = good().to_string().replace("\"alice\"", "\"\\ud800\"");
+        assert!(parse_native(raw.as_bytes(), "d", now()).unwrap_err().to_string().contains("not valid JSON"));
+    }
+
+    #[test]
+    fn a_leap_second_stays_in_the_second_it_extends() {
+        let mut v = good();
+        v["occurred_at"] = json!("2016-12-31T23:59:60Z");
+        let e = parse_native(v.to_string().as_bytes(), "d", "2017-01-01T00:00:01Z".parse().unwrap()).unwrap();
+        assert_eq!(e.occurred_at.to_rfc3339(), "2016-12-31T23:59:59.999999+00:00");
+    }
+
+    /// Strings of every kind: NUL and other controls, RTL marks, 4-byte
+    /// characters, noncharacters, and long runs.
+    fn hostile_string() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<String>(),
+            "[a-z0-9\\-]{1,12}",
+            proptest::collection::vec(
+                prop_oneof![
+                    Just('\0'),
+                    Just('\u{202e}'),
+                    Just('\u{1F600}'),
+                    Just('\u{FFFF}'),
+                    Just('\n'),
+                    any::<char>()
+                ],
+                0..40
+            )
+            .prop_map(|cs| cs.into_iter().collect()),
+            (1usize..600).prop_map(|n| "é".repeat(n)),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        /// Whatever a publisher puts in any field, the decoder answers with an
+        /// event or with field errors, never a panic; an accepted event holds
+        /// only storable text; every error is printable.
+        #[test]
+        fn any_unicode_in_any_field_is_accepted_storably_or_refused_by_field(
+            field in proptest::sample::select(vec!["event_id", "user_id", "activity", "model", "source", "meta_key", "meta_value", "occurred_at"]),
+            s in hostile_string(),
+            cloud in proptest::bool::ANY,
+        ) {
+            let mut v = good();
+            match field {
+                "meta_key" => v["metadata"] = Value::Object([(s.clone(), json!(1))].into_iter().collect()),
+                "meta_value" => v["metadata"] = json!({"k": s}),
+                f => v[f] = json!(s),
+            }
+            let bytes = v.to_string();
+            let result = if cloud {
+                let ce = crate::cloudevents::to_cloudevent(&parse_native(good().to_string().as_bytes(), "d", now()).unwrap());
+                let mut ce = ce;
+                match field {
+                    "event_id" => ce["id"] = json!(s),
+                    "user_id" => ce["subject"] = json!(s),
+                    "source" => ce["source"] = json!(s),
+                    "occurred_at" => ce["time"] = json!(s),
+                    "meta_key" | "meta_value" => ce["data"]["metadata"] = v["metadata"].clone(),
+                    f => ce["data"][f] = json!(s),
+                }
+                crate::parse_cloudevent(ce.to_string().as_bytes(), now())
+            } else {
+                parse_native(bytes.as_bytes(), "d", now())
+            };
+            match result {
+                Ok(e) => {
+                    for t in [&e.source, &e.event_id, &e.user_id, &e.activity, &e.model] {
+                        proptest::prop_assert!(crate::text::storable(t).is_ok());
+                    }
+                    if let Some(m) = &e.metadata {
+                        proptest::prop_assert!(crate::text::storable_json(&Value::Object(m.clone())).is_ok());
+                    }
+                }
+                Err(errs) => {
+                    proptest::prop_assert!(!errs.0.is_empty());
+                    for fe in &errs.0 {
+                        proptest::prop_assert!(!fe.field.chars().chain(fe.reason.chars()).any(char::is_control), "{:?}", fe);
+                    }
+                }
+            }
+        }
     }
 }

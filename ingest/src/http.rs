@@ -59,12 +59,44 @@ impl Default for IngestArgs {
 }
 
 #[derive(Clone, Debug)]
-struct IngestState {
+pub struct IngestState {
     publisher: Publisher,
     pool: PgPool,
     keys: Arc<KeyCache>,
     max_batch: usize,
 }
+
+/// One usage event in the native encoding, for the OpenAPI document (the
+/// contract itself, with every bound, is docs/EVENTS.md and
+/// docs/schema/usage-event-v1.schema.json; validation is `contract`'s).
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)] // Documentation only.
+pub struct NativeEvent {
+    /// The publisher's id for the event, 1 to 128 characters; resending it is a no-op.
+    event_id: String,
+    /// Whose tokens, 1 to 128 characters.
+    user_id: String,
+    /// RFC 3339 with an offset; from 2000 to at most 5 minutes ahead.
+    #[schema(format = DateTime)]
+    occurred_at: String,
+    /// Lowercase letters, digits, `-`, `_`, `.`; up to 64.
+    activity: String,
+    /// Letters, digits and `- _ . : / @ +`; up to 128.
+    model: String,
+    /// 0 to 1000000000.
+    input_tokens: u64,
+    /// 0 to 1000000000.
+    output_tokens: u64,
+    /// Flat annotations: up to 16 keys, values strings (≤ 256), numbers, booleans or null.
+    metadata: Option<std::collections::BTreeMap<String, serde_json::Value>>,
+    /// Ignored over HTTP: the key decides the source.
+    source: Option<String>,
+    /// 1 if given.
+    schema_version: Option<u32>,
+}
+
+/// The routes [`router`] serves, for the OpenAPI document's completeness test.
+pub const ROUTES: &[(&str, &str)] = &[("POST", "/api/v1/events")];
 
 /// The ingest routes, ready to merge into a server.
 pub fn router(args: &IngestArgs, publisher: Publisher, pool: PgPool) -> axum::Router {
@@ -92,7 +124,7 @@ struct ItemResult {
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": { "code": code, "message": message.into() } }))).into_response()
+    tokenusage_plumbing::http::error_response(status, code, message)
 }
 
 fn with_retry_after(mut r: Response, secs: u64) -> Response {
@@ -106,7 +138,25 @@ enum Shape {
     CloudEventBatch,
 }
 
-async fn ingest(State(st): State<IngestState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+/// Publish usage events: one native event, a JSON array of them, one
+/// CloudEvent (`application/cloudevents+json`) or a CloudEvents batch
+/// (`application/cloudevents-batch+json`). The contract is in
+/// docs/EVENTS.md and docs/schema/usage-event-v1.schema.json. Answers only
+/// once Kafka acknowledged every accepted event.
+#[utoipa::path(post, path = "/api/v1/events", tag = "ingest",
+    request_body(description = "A usage event, or (application/json) a JSON array of up to --ingest-max-batch of them",
+        content((NativeEvent = "application/json"), (Object = "application/cloudevents+json"),
+            (Vec<Object> = "application/cloudevents-batch+json"))),
+    security(("publisher_key" = [])),
+    responses(
+        (status = 202, description = "Every event was accepted (Kafka has it)", body = Object),
+        (status = 207, description = "Some accepted, some rejected: per-item results say which and why", body = Object),
+        (status = 400, description = "Nothing valid; per-item field errors", body = Object)))]
+pub async fn ingest(
+    State(st): State<IngestState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     // Authenticate first: an anonymous caller learns nothing about the body.
     let key = headers
         .get(header::AUTHORIZATION)
@@ -144,7 +194,15 @@ async fn ingest(State(st): State<IngestState>, headers: HeaderMap, body: Result<
         }
         Err(rej) => return error(StatusCode::BAD_REQUEST, "unreadable_body", rej.body_text()),
     };
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or(content_type::NATIVE);
+    // No default: a body of unknown type is refused, not guessed at.
+    let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send a `content-type` header: application/json, application/cloudevents+json or \
+             application/cloudevents-batch+json",
+        );
+    };
     let mime = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
     let shape = match mime.as_str() {
         content_type::NATIVE => Shape::Native,

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
 /// A key as listed (never the secret).
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct KeyInfo {
     pub id: uuid::Uuid,
     pub name: String,
@@ -28,7 +28,7 @@ pub struct KeyInfo {
 }
 
 /// A freshly created key: the only time the secret exists outside the caller.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct NewKey {
     #[serde(flatten)]
     pub info: KeyInfo,

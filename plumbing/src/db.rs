@@ -38,6 +38,11 @@ pub enum DbError {
     Connect { target: String, source: sqlx::Error },
     #[error("migrating the database failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(
+        "the database {target} uses the {encoding} encoding; tokenusage needs UTF8 (create it with \
+         `create database ... encoding 'UTF8'`), or names and models outside {encoding} would be refused"
+    )]
+    NotUtf8 { target: String, encoding: String },
 }
 
 impl DatabaseArgs {
@@ -64,6 +69,15 @@ impl DatabaseArgs {
             .connect_with(self.connect_options()?)
             .await
             .map_err(|source| DbError::Connect { target: self.describe(), source })?;
+        // Validation promises that any accepted text can be stored; that
+        // holds only for a UTF-8 database (crate docs of contract::text).
+        let encoding: String = sqlx::query_scalar("show server_encoding")
+            .fetch_one(&pool)
+            .await
+            .map_err(|source| DbError::Connect { target: self.describe(), source })?;
+        if !encoding.eq_ignore_ascii_case("UTF8") {
+            return Err(DbError::NotUtf8 { target: self.describe(), encoding });
+        }
         Ok(pool)
     }
 }

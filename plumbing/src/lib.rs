@@ -2,11 +2,17 @@
 //! PostgreSQL and Kafka connections, the connection pool and migrations,
 //! logging, and the shutdown signal.
 //!
+//! It also owns what every HTTP surface shares (`http`: the error envelope,
+//! common layers) and how failures are told apart (`failure`, `health`).
+//!
 //! It owns *how we connect*, never *what we store*: no table is read or
 //! written here except through the migrations. Each service crate keeps its
 //! own queries beside their callers.
 
 pub mod db;
+pub mod failure;
+pub mod health;
+pub mod http;
 pub mod kafka;
 pub mod metrics;
 pub mod shutdown;

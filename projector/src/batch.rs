@@ -46,6 +46,26 @@ pub struct Positioned {
     pub request_id: Option<String>,
 }
 
+impl Positioned {
+    /// The record to dead-letter this event as, when the database refuses
+    /// it: the event as decoded (native JSON, with its `source`), at its
+    /// position, so a re-drive after the fix counts exactly this event.
+    pub fn as_record(&self) -> Record {
+        use tokenusage_contract::wire::{content_type, header};
+        let mut headers = vec![(header::CONTENT_TYPE.to_owned(), content_type::NATIVE.as_bytes().to_vec())];
+        if let Some(id) = &self.request_id {
+            headers.push((header::REQUEST_ID.to_owned(), id.clone().into_bytes()));
+        }
+        Record {
+            partition: self.partition,
+            offset: self.offset,
+            key: Some(self.event.user_id.clone().into_bytes()),
+            payload: Some(self.event.to_native_json()),
+            headers,
+        }
+    }
+}
+
 /// Everything read since the last commit.
 #[derive(Debug, Default)]
 pub struct Batch {

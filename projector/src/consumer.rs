@@ -13,6 +13,8 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use sqlx::PgPool;
 use tokenusage_plumbing::KafkaArgs;
+use tokenusage_plumbing::failure::{self, Failure};
+use tokenusage_plumbing::health::Health;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -97,6 +99,7 @@ struct Ctx {
     state: Arc<Mutex<Assignment>>,
     runtime: tokio::runtime::Handle,
     shutdown: CancellationToken,
+    health: Arc<Health>,
 }
 
 impl ClientContext for Ctx {
@@ -181,6 +184,7 @@ impl Ctx {
                         break;
                     }
                     Err(e) => {
+                        self.health.failed(&format!("cannot claim partition {p}: {}", failure::describe(&e)));
                         tracing::warn!(partition = p, error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot claim partition; retrying");
                         if self.shutdown.is_cancelled() {
                             break;
@@ -196,12 +200,28 @@ impl Ctx {
 }
 
 /// Runs the projector until `shutdown` fires, then commits the batch in
-/// flight and leaves the group.
+/// flight and leaves the group. `health` says whether commits are getting
+/// through (for `/readyz`): running while this runs, stalled while commits
+/// keep failing.
 pub async fn run(
     args: &ProjectorArgs,
     kafka: &KafkaArgs,
     pool: PgPool,
     shutdown: CancellationToken,
+    health: Arc<Health>,
+) -> Result<(), ProjectorError> {
+    health.set_running(true);
+    let result = consume(args, kafka, pool, shutdown, health.clone()).await;
+    health.set_running(false);
+    result
+}
+
+async fn consume(
+    args: &ProjectorArgs,
+    kafka: &KafkaArgs,
+    pool: PgPool,
+    shutdown: CancellationToken,
+    health: Arc<Health>,
 ) -> Result<(), ProjectorError> {
     tokenusage_plumbing::topic::ensure_topic(kafka).await?;
     let who = Claimant {
@@ -216,6 +236,7 @@ pub async fn run(
         state: state.clone(),
         runtime: tokio::runtime::Handle::current(),
         shutdown: shutdown.clone(),
+        health: health.clone(),
     };
     // Offsets live in PostgreSQL: Kafka must never commit or store them on
     // its own, whatever the pass-through options say.
@@ -242,6 +263,7 @@ pub async fn run(
     tracing::info!(topic = %kafka.topic, group = %args.group, owner = %who.owner, "projector started");
 
     let upkeep = tokio::spawn(crate::maintenance::run(pool.clone(), args.raw_retention_days, shutdown.child_token()));
+    let watch = tokio::spawn(watch_health(health.clone(), shutdown.child_token()));
     let probe =
         tokio::spawn(crate::freshness::run(pool.clone(), kafka.clone(), args.group.clone(), shutdown.child_token()));
     let max_wait = Duration::from_millis(args.batch_max_wait_ms);
@@ -327,7 +349,7 @@ pub async fn run(
                     metrics::histogram!("tokenusage_projector_batch_fill_seconds").record(filled.as_secs_f64());
                 }
                 let full = std::mem::take(&mut lane.batch);
-                lane.in_flight = Some(write(&pool, &who, &state, full, &shutdown, &writer_done));
+                lane.in_flight = Some(write(&pool, &who, &state, full, &shutdown, &writer_done, &health));
                 lane.deadline = None;
             } else if lane.batch.is_empty() {
                 lane.deadline = None;
@@ -338,7 +360,7 @@ pub async fn run(
     for lane in &mut lanes {
         settle(&mut lane.in_flight, &consumer, &who.topic).await?;
         let rest = std::mem::take(&mut lane.batch);
-        lane.in_flight = Some(write(&pool, &who, &state, rest, &shutdown, &writer_done));
+        lane.in_flight = Some(write(&pool, &who, &state, rest, &shutdown, &writer_done, &health));
     }
     for lane in &mut lanes {
         settle(&mut lane.in_flight, &consumer, &who.topic).await?;
@@ -348,8 +370,30 @@ pub async fn run(
     }
     let _ = upkeep.await;
     let _ = probe.await;
+    let _ = watch.await;
     tracing::info!("projector drained and stopped");
     Ok(())
+}
+
+/// How long commits may keep failing before the projector counts as
+/// stalled (`/readyz` 503, `tokenusage_projector_stalled` 1). Longer than a
+/// PostgreSQL restart, shorter than anyone would wait for their numbers.
+pub const STALL_PATIENCE: Duration = Duration::from_secs(15);
+
+/// Keeps the `tokenusage_projector_stalled` gauge current even where nobody
+/// asks `/readyz` (a standalone projector).
+async fn watch_health(health: Arc<Health>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                if let tokenusage_plumbing::health::Verdict::Stalled { for_secs, error } = health.verdict(STALL_PATIENCE) {
+                    tracing::error!(for_secs, error = %error, "the projector cannot commit; events are not being counted");
+                }
+            }
+        }
+    }
 }
 
 /// Claims and assigns a fixed set of partitions, with no group membership.
@@ -447,14 +491,26 @@ async fn flush(
     state: Arc<Mutex<Assignment>>,
     mut batch: Batch,
     shutdown: CancellationToken,
+    health: Arc<Health>,
 ) -> Result<BTreeMap<i32, i64>, ProjectorError> {
     let started = Instant::now();
     let mut backoff = Duration::from_millis(50);
     while !batch.is_empty() && !batch.next_offsets.is_empty() {
         let epochs = state.lock().unwrap_or_else(PoisonError::into_inner).epochs.clone();
         match store::commit(&pool, &who, &epochs, &batch).await {
-            Ok(Committed::Done { new_events, duplicates }) => {
+            Ok(Committed::Done { new_events, duplicates, isolated }) => {
+                health.succeeded();
                 record_metrics(&batch, new_events, duplicates, started.elapsed());
+                metrics::counter!("tokenusage_projector_dead_letters_total").increment(isolated.len() as u64);
+                metrics::counter!("tokenusage_projector_refused_by_database_total").increment(isolated.len() as u64);
+                for d in &isolated {
+                    tracing::warn!(
+                        partition = d.record.partition,
+                        offset = d.record.offset,
+                        error = %d.error,
+                        "the database refused an event; it was sent to the dead-letter table"
+                    );
+                }
                 tracing::debug!(
                     records = batch.records,
                     new_events,
@@ -503,10 +559,15 @@ async fn flush(
                 batch.drop_partitions(&partitions);
             }
             Err(e) => {
+                // Data errors were isolated by `commit`: what is left here
+                // is transient (or not understood) and worth a retry.
+                let kind = Failure::of(&e);
+                metrics::counter!("tokenusage_projector_commit_failures_total", "kind" => kind.label()).increment(1);
+                health.failed(&failure::describe(&e));
                 if shutdown.is_cancelled() && started.elapsed() > DRAIN_PATIENCE {
                     return Err(e.into());
                 }
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "committing the batch failed; retrying");
+                tracing::warn!(error = %failure::describe(&e), kind = kind.label(), retry_in_ms = backoff.as_millis() as u64, "committing the batch failed; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
@@ -524,10 +585,12 @@ fn write(
     batch: Batch,
     shutdown: &CancellationToken,
     done: &Arc<tokio::sync::Notify>,
+    health: &Arc<Health>,
 ) -> InFlight {
     let (pool, who, state, shutdown, done) = (pool.clone(), who.clone(), state.clone(), shutdown.clone(), done.clone());
+    let health = health.clone();
     tokio::spawn(async move {
-        let written = flush(pool, who, state, batch, shutdown).await;
+        let written = flush(pool, who, state, batch, shutdown, health).await;
         done.notify_one();
         written
     })

@@ -9,10 +9,13 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
+use tokenusage_contract::text;
+use tokenusage_plumbing::failure::{self, Failure};
+
 use crate::batch::{Positioned, Record};
 
 /// A dead letter as listed.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct DeadLetter {
     /// The raw value bytes, exactly as read from Kafka.
     #[serde(skip)]
@@ -85,9 +88,56 @@ pub struct Redriven {
 }
 
 /// A dead letter's stored record: id, partition, offset, key, value, headers.
-type StoredRecord = (i64, i32, i64, Option<Vec<u8>>, Option<Vec<u8>>, sqlx::types::Json<Vec<(String, String)>>);
+type StoredRecord = (i64, i32, i64, Option<Vec<u8>>, Option<Vec<u8>>, sqlx::types::Json<serde_json::Value>);
 
-/// Processes every requested re-drive, each in its own transaction.
+/// Kafka headers as stored in `dead_letters.headers`: one object per header,
+/// `{"name", "value"}` with both escaped to storable text
+/// (`contract::text::escape`), or `{"name", "hex"}` for a value that is not
+/// UTF-8. Lossless, and always storable as `jsonb`.
+pub(crate) fn encode_headers(headers: &[(String, Vec<u8>)]) -> sqlx::types::Json<serde_json::Value> {
+    let items = headers
+        .iter()
+        .map(|(k, v)| {
+            let name = text::escape(k).into_owned();
+            match std::str::from_utf8(v) {
+                Ok(s) => serde_json::json!({ "name": name, "value": text::escape(s) }),
+                Err(_) => serde_json::json!({ "name": name, "hex": hex::encode(v) }),
+            }
+        })
+        .collect();
+    sqlx::types::Json(serde_json::Value::Array(items))
+}
+
+/// Reads headers back; also understands the earlier `[[name, value]]`
+/// form. Entries it cannot read are skipped.
+pub(crate) fn decode_headers(stored: &serde_json::Value) -> Vec<(String, Vec<u8>)> {
+    use serde_json::Value;
+    let Some(items) = stored.as_array() else { return Vec::new() };
+    items
+        .iter()
+        .filter_map(|item| match item {
+            Value::Array(pair) => match pair.as_slice() {
+                [Value::String(k), Value::String(v)] => Some((k.clone(), v.clone().into_bytes())),
+                _ => None,
+            },
+            Value::Object(o) => {
+                let name = text::unescape(o.get("name")?.as_str()?)?;
+                let value = match (o.get("value").and_then(Value::as_str), o.get("hex").and_then(Value::as_str)) {
+                    (Some(v), _) => text::unescape(v)?.into_bytes(),
+                    (None, Some(h)) => hex::decode(h).ok()?,
+                    (None, None) => return None,
+                };
+                Some((name, value))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Processes every requested re-drive, each in its own transaction. A
+/// record that is still invalid, or that the database still refuses, keeps
+/// its dead letter with the reason in `redrive_error`; only a transient
+/// database failure stops the run (it is retried on the next tick).
 pub async fn process_requested(pool: &PgPool) -> Result<Redriven, sqlx::Error> {
     let rows: Vec<StoredRecord> = sqlx::query_as(
         "select id, partition, kafka_offset, record_key, payload, headers from dead_letters \
@@ -97,40 +147,65 @@ pub async fn process_requested(pool: &PgPool) -> Result<Redriven, sqlx::Error> {
     .await?;
     let mut out = Redriven::default();
     for (id, partition, offset, key, payload, headers) in rows {
-        let record = Record {
-            partition,
-            offset,
-            key,
-            payload,
-            headers: headers.0.into_iter().map(|(k, v)| (k, v.into_bytes())).collect(),
-        };
+        let record = Record { partition, offset, key, payload, headers: decode_headers(&headers.0) };
         let mut batch = crate::batch::Batch::default();
         batch.push(record, Utc::now());
-        let mut tx = pool.begin().await?;
-        sqlx::query("select pg_advisory_xact_lock_shared($1)")
-            .bind(crate::rebuild::REBUILD_LOCK)
-            .execute(&mut *tx)
-            .await?;
-        if let Some(dead) = batch.dead.first() {
-            sqlx::query("update dead_letters set redrive_requested_at = null, redrive_error = $2 where id = $1")
-                .bind(id)
-                .bind(&dead.error)
-                .execute(&mut *tx)
-                .await?;
-            out.still_invalid += 1;
-        } else {
-            let events: Vec<Positioned> = batch.events;
-            crate::store::write_events(&mut tx, &events).await?;
-            sqlx::query("update dead_letters set redrive_requested_at = null, redrive_error = null, redriven_at = now() where id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            out.counted += 1;
+        let invalid = match batch.dead.first() {
+            Some(dead) => Some(dead.error.clone()),
+            None => match count_redriven(pool, id, &batch.events).await {
+                Ok(()) => None,
+                Err(e) if Failure::of(&e) == Failure::Data => Some(failure::describe(&e)),
+                Err(e) => return Err(e),
+            },
+        };
+        match invalid {
+            None => out.counted += 1,
+            Some(error) => {
+                sqlx::query("update dead_letters set redrive_requested_at = null, redrive_error = $2 where id = $1")
+                    .bind(id)
+                    .bind(text::escape(&error).as_ref())
+                    .execute(pool)
+                    .await?;
+                out.still_invalid += 1;
+            }
         }
-        tx.commit().await?;
     }
     if out != Redriven::default() {
         tracing::info!(counted = out.counted, still_invalid = out.still_invalid, "dead letters re-driven");
     }
     Ok(out)
+}
+
+/// Counts a re-driven dead letter's event and marks it re-driven, in one
+/// transaction under the shared rebuild lock.
+async fn count_redriven(pool: &PgPool, id: i64, events: &[Positioned]) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("select pg_advisory_xact_lock_shared($1)").bind(crate::rebuild::REBUILD_LOCK).execute(&mut *tx).await?;
+    crate::store::write_events(&mut tx, events).await?;
+    sqlx::query(
+        "update dead_letters set redrive_requested_at = null, redrive_error = null, redriven_at = now() where id = $1",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_stored_losslessly_whatever_they_hold() {
+        let headers = vec![
+            ("request-id".to_owned(), b"abc".to_vec()),
+            ("ce_type\0".to_owned(), b"x\0y\\z".to_vec()),
+            ("bin".to_owned(), vec![0xff, 0x00, 0x01]),
+        ];
+        let stored = encode_headers(&headers).0;
+        assert!(tokenusage_contract::text::storable_json(&stored).is_ok(), "{stored}");
+        assert_eq!(decode_headers(&stored), headers);
+        let legacy = serde_json::json!([["content-type", "application/json"]]);
+        assert_eq!(decode_headers(&legacy), vec![("content-type".to_owned(), b"application/json".to_vec())]);
+    }
 }

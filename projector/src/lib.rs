@@ -18,8 +18,9 @@ pub mod notify;
 pub mod rebuild;
 mod store;
 
-pub use consumer::{ProjectorArgs, ProjectorError, run};
+pub use consumer::{ProjectorArgs, ProjectorError, STALL_PATIENCE, run};
 pub use notify::NOTIFY_CHANNEL;
+pub use tokenusage_plumbing::health::Health;
 
 /// Counts events that did not come through Kafka (imports, tests and
 /// benchmark seeding) by the same path the consumer uses: de-duplicated by

@@ -1,6 +1,6 @@
 //! Writing one batch to PostgreSQL in one transaction: offsets (fenced by
 //! epoch), dead letters, de-duplication keys, raw events, rollups, and the
-//! post-commit notification.
+//! post-commit notification; and isolating the events the database refuses.
 
 use std::collections::BTreeMap;
 
@@ -8,7 +8,10 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
 use tokenusage_contract::UsageEvent;
 
-use crate::batch::{Batch, Positioned, RollupKey, Sums, rollup};
+use tokenusage_contract::text;
+use tokenusage_plumbing::failure::{self, Failure};
+
+use crate::batch::{Batch, DeadLetter, Positioned, RollupKey, Sums, rollup};
 use crate::grain::Grain;
 use crate::notify;
 
@@ -23,8 +26,10 @@ pub(crate) struct Claimant {
 /// The result of committing a batch.
 #[derive(Debug)]
 pub(crate) enum Committed {
-    /// Rows written: (new events, duplicates skipped by the database).
-    Done { new_events: usize, duplicates: usize },
+    /// Rows written: new events, duplicates skipped by the database, and
+    /// the events the database refused, which went to the dead letters
+    /// instead (with its message).
+    Done { new_events: usize, duplicates: usize, isolated: Vec<DeadLetter> },
     /// These partitions were claimed by someone else since we claimed them;
     /// nothing was written.
     Fenced(Vec<i32>),
@@ -57,11 +62,46 @@ pub(crate) async fn claim(pool: &PgPool, who: &Claimant, partition: i32) -> Resu
 /// (with the rebuild lock), offsets, de-duplication keys, one call for
 /// everything else (migration 0009), commit. Dead letters, when there are
 /// any, add one each. `epochs` holds our claim on each partition.
+///
+/// If the database refuses the rows themselves (a data error, see
+/// `plumbing::failure`), the batch is written again with the refused
+/// events isolated: they become dead letters carrying the database's
+/// message, everything else is counted, and the offsets move on. A
+/// deterministic failure can therefore never stall a partition; only a
+/// transient one is returned, for the caller to retry.
 pub(crate) async fn commit(
     pool: &PgPool,
     who: &Claimant,
     epochs: &BTreeMap<i32, i64>,
     batch: &Batch,
+) -> Result<Committed, sqlx::Error> {
+    match commit_with(pool, who, epochs, batch, Isolation::Off).await {
+        Err(e) if Failure::of(&e) == Failure::Data => {
+            tracing::warn!(
+                error = %failure::describe(&e),
+                records = batch.records,
+                "the database refused part of a batch; isolating the refused events"
+            );
+            commit_with(pool, who, epochs, batch, Isolation::On).await
+        }
+        other => other,
+    }
+}
+
+/// Whether events are written in savepoints, bisecting to find the ones
+/// the database refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Isolation {
+    Off,
+    On,
+}
+
+async fn commit_with(
+    pool: &PgPool,
+    who: &Claimant,
+    epochs: &BTreeMap<i32, i64>,
+    batch: &Batch,
+    isolation: Isolation,
 ) -> Result<Committed, sqlx::Error> {
     // Shared with other commits, exclusive against a replay rebuilding
     // rollups. Sent with BEGIN as one simple query: the id is a constant.
@@ -95,10 +135,59 @@ pub(crate) async fn commit(
         return Ok(Committed::Fenced(fenced));
     }
 
-    insert_dead_letters(&mut tx, &who.topic, batch).await?;
-    let new_events = write_events(&mut tx, &batch.events).await?;
+    insert_dead_letters(&mut tx, &who.topic, &batch.dead).await?;
+    let (new_events, isolated) = match isolation {
+        Isolation::Off => (write_events(&mut tx, &batch.events).await?, Vec::new()),
+        Isolation::On => {
+            let (n, refused) = write_isolating(&mut tx, &batch.events).await?;
+            let dead: Vec<DeadLetter> =
+                refused.into_iter().map(|(p, error)| DeadLetter { record: p.as_record(), error }).collect();
+            insert_dead_letters(&mut tx, &who.topic, &dead).await?;
+            (n, dead)
+        }
+    };
     tx.commit().await?;
-    Ok(Committed::Done { new_events, duplicates: batch.events.len() - new_events })
+    let duplicates = batch.events.len() - new_events - isolated.len();
+    Ok(Committed::Done { new_events, duplicates, isolated })
+}
+
+/// Counts `events` in savepoints, halving any group the database refuses
+/// with a data error until the refused events are found alone. Returns how
+/// many events were new and the refused ones with the database's message.
+/// For k refused events among n this costs about 2k·log2(n) savepoints;
+/// transient errors end it (the whole transaction is retried).
+async fn write_isolating<'a>(
+    tx: &mut Transaction<'_, Postgres>,
+    events: &'a [Positioned],
+) -> Result<(usize, Vec<(&'a Positioned, String)>), sqlx::Error> {
+    use sqlx::Acquire;
+    let mut counted = 0;
+    let mut refused = Vec::new();
+    let mut todo: Vec<&'a [Positioned]> = vec![events];
+    while let Some(group) = todo.pop() {
+        if group.is_empty() {
+            continue;
+        }
+        let mut savepoint = Acquire::begin(&mut **tx).await?;
+        match write_events(&mut savepoint, group).await {
+            Ok(n) => {
+                savepoint.commit().await?;
+                counted += n;
+            }
+            Err(e) if Failure::of(&e) == Failure::Data => {
+                savepoint.rollback().await?;
+                if let [alone] = group {
+                    refused.push((alone, failure::describe(&e)));
+                } else {
+                    let (a, b) = group.split_at(group.len() / 2);
+                    todo.push(b);
+                    todo.push(a);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((counted, refused))
 }
 
 /// Counts `events` inside `tx`: keeps those whose (source, event_id) is
@@ -233,14 +322,16 @@ async fn count_fresh(
     Ok(())
 }
 
+/// Stores dead letters. Total by construction: the raw key and value are
+/// `bytea`, and every text (headers, the error) is escaped to storable
+/// text first (`contract::text`), so whatever a record holds, its dead
+/// letter can be written and the partition moves on.
 async fn insert_dead_letters(
     tx: &mut Transaction<'_, Postgres>,
     topic: &str,
-    batch: &Batch,
+    dead: &[DeadLetter],
 ) -> Result<(), sqlx::Error> {
-    for d in &batch.dead {
-        let headers: Vec<(String, String)> =
-            d.record.headers.iter().map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned())).collect();
+    for d in dead {
         sqlx::query(
             r#"
             insert into dead_letters (topic, partition, kafka_offset, record_key, payload, headers, error)
@@ -253,8 +344,8 @@ async fn insert_dead_letters(
         .bind(d.record.offset)
         .bind(d.record.key.as_deref())
         .bind(d.record.payload.as_deref())
-        .bind(sqlx::types::Json(&headers))
-        .bind(&d.error)
+        .bind(crate::deadletters::encode_headers(&d.record.headers))
+        .bind(text::escape(&d.error).as_ref())
         .execute(&mut **tx)
         .await?;
     }

@@ -436,10 +436,13 @@
     try {
       const rows = await (await api("/api/v1/audit/views?limit=20")).json();
       const tbody = $("views-table").tBodies[0];
-      if (!auditRows(tbody, rows, 4)) return;
+      if (!auditRows(tbody, rows, 5)) return;
       for (const r of rows) {
         const tr = tbody.insertRow();
-        cell(tr, new Date(r.at).toLocaleString(), "text"); cell(tr, r.actor || "?", "text"); cell(tr, r.action, "text"); cell(tr, r.ip || "", "text");
+        // An admin's all-users view covered this user too; a denied attempt is shown as such.
+        const outcome = r.outcome === "denied" ? "Refused" : (r.subject === "*" ? "Viewed (all users)" : "Viewed");
+        cell(tr, new Date(r.at).toLocaleString(), "text"); cell(tr, r.actor || "?", "text"); cell(tr, r.action, "text");
+        cell(tr, outcome, "text"); cell(tr, r.ip || "", "text");
       }
     } catch (e) { if (e.message !== "signed out") showAlert(e.message); }
   }

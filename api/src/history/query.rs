@@ -114,6 +114,17 @@ pub fn parse_time(name: &'static str, v: Option<&str>, tz: &Tz) -> Result<DateTi
         )
     })?;
     if let Ok(t) = DateTime::parse_from_rfc3339(v) {
+        use chrono::Timelike;
+        // chrono reads `23:59:60` as a second and a bit of `23:59:59`;
+        // bucket arithmetic would then run one second late.
+        if t.nanosecond() >= 1_000_000_000 {
+            return Err(bad(
+                "invalid_time",
+                format!(
+                    "`{name}` is a leap second ({v:?}), which has no place in the buckets; use :59 or the next minute"
+                ),
+            ));
+        }
         return Ok(t.with_timezone(&Utc));
     }
     if let Ok(d) = NaiveDate::parse_from_str(v, "%Y-%m-%d") {
@@ -174,19 +185,29 @@ pub fn parse_view(
     Ok(View { from, to, granularity, tz, week_start, group, filters, user: q.get("user").cloned() })
 }
 
-/// Refuses an empty or reversed range (routes that do not plan buckets).
+/// The one range check every route applies, planned or not: `from` before
+/// `to`, both between 1970-01-01 and 2200-01-01 (`plan::earliest`,
+/// `plan::latest`).
 pub fn require_range(v: &View) -> Result<(), ApiError> {
     if v.from >= v.to {
         return Err(bad("empty_range", "`from` must be before `to`"));
     }
+    if v.from < plan::earliest() || v.to > plan::latest() {
+        return Err(out_of_range());
+    }
     Ok(())
+}
+
+fn out_of_range() -> ApiError {
+    bad("out_of_range", "the range must lie between 1970-01-01 and 2200-01-01")
 }
 
 /// Plans a view, mapping planning errors to specific 400s.
 pub fn plan_view(v: &View, max_points: usize) -> Result<Plan, ApiError> {
+    require_range(v)?;
     plan::plan(v.granularity, &v.tz, v.week_start, v.from, v.to, max_points).map_err(|e| match e {
         PlanError::EmptyRange => bad("empty_range", "`from` must be before `to`"),
-        PlanError::OutOfRange => bad("out_of_range", "the range must lie between 1970-01-01 and 2200-01-01"),
+        PlanError::OutOfRange => out_of_range(),
         PlanError::TooManyPoints { granularity, points, max } => bad(
             "too_many_points",
             format!(

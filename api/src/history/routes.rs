@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Extension, Query, State};
+use axum::extract::{Extension, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -19,9 +19,9 @@ use super::query::{self, Filters, SeriesData, Subject, Sums, VIEW_PARAMS, View};
 use crate::app::AppState;
 use crate::audit::AuditSlot;
 use crate::auth::AuthUser;
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiQuery};
 
-type Params = Query<BTreeMap<String, String>>;
+type Params = ApiQuery<BTreeMap<String, String>>;
 
 /// The parameters of a view (series, summary, CSV and live subscriptions).
 #[derive(Debug, utoipa::IntoParams)]
@@ -184,11 +184,19 @@ pub fn fmt_time(t: DateTime<Utc>, tz: &Tz) -> String {
     t.with_timezone(tz).to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-fn view_params(v: &View, plan: &Plan) -> Value {
+/// A view's parameters as understood, for the audit entry.
+fn view_params(v: &View) -> Value {
     json!({
-        "from": v.from, "to": v.to, "granularity": plan.granularity, "tz": v.tz.name(),
+        "from": v.from, "to": v.to, "granularity": v.granularity, "tz": v.tz.name(),
         "group": v.group, "filters": v.filters, "week_start": v.week_start.to_string(),
     })
+}
+
+/// Like [`view_params`], with the granularity the plan chose.
+fn planned_params(v: &View, plan: &Plan) -> Value {
+    let mut p = view_params(v);
+    p["granularity"] = json!(plan.granularity);
+    p
 }
 
 /// A view parsed, authorized and planned: the common start of the routes.
@@ -198,8 +206,17 @@ struct Prepared {
     subject: Subject,
 }
 
+/// The user a request asks about, as recorded before authorization
+/// decides: an attempt on someone else's data is on *their* record too
+/// ("who viewed my usage" lists denied attempts).
+fn attempted<'a>(user: &'a AuthUser, view: &'a View) -> &'a str {
+    view.user.as_deref().unwrap_or(&user.id)
+}
+
 fn prepare(
     state: &AppState,
+    slot: &AuditSlot,
+    action: &'static str,
     user: &AuthUser,
     q: &BTreeMap<String, String>,
     extra: &[&str],
@@ -207,9 +224,30 @@ fn prepare(
     let allowed: Vec<&str> = VIEW_PARAMS.iter().chain(extra).copied().collect();
     query::check_known(q, &allowed)?;
     let view = query::parse_view(q, state.config.week_start.weekday(), true)?;
+    slot.set_detail(action, Some(attempted(user, &view)), view_params(&view), None);
     let subject = resolve_subject(user, view.user.as_deref())?;
     let plan = query::plan_view(&view, state.config.max_points)?;
+    slot.set_detail(action, Some(subject.label()), planned_params(&view, &plan), None);
     Ok(Prepared { view, plan, subject })
+}
+
+/// A range route's view (no buckets planned), parsed, recorded and authorized.
+fn prepare_range(
+    state: &AppState,
+    slot: &AuditSlot,
+    action: &'static str,
+    user: &AuthUser,
+    q: &BTreeMap<String, String>,
+    known: &[&str],
+) -> Result<(View, Subject), ApiError> {
+    query::check_known(q, known)?;
+    let view = query::parse_view(q, state.config.week_start.weekday(), true)?;
+    let params = json!({"from": view.from, "to": view.to, "filters": view.filters});
+    slot.set_detail(action, Some(attempted(user, &view)), params.clone(), None);
+    let subject = resolve_subject(user, view.user.as_deref())?;
+    query::require_range(&view)?;
+    slot.set_detail(action, Some(subject.label()), params, None);
+    Ok((view, subject))
 }
 
 /// A series response: the same shape REST and live snapshots use.
@@ -258,13 +296,12 @@ pub(crate) async fn series(
     State(state): State<AppState>,
     Extension(slot): Extension<AuditSlot>,
     user: AuthUser,
-    Query(q): Params,
+    ApiQuery(q): Params,
 ) -> Result<Json<SeriesResponse>, ApiError> {
-    let p = prepare(&state, &user, &q, &[])?;
+    let p = prepare(&state, &slot, "usage.series", &user, &q, &[])?;
     let snap = state.series_cache.read(&state.pool, &p.subject, &p.plan, p.view.group, &p.view.filters).await?;
     let data = &snap.data;
-    let rows = (data.totals.len() * data.groups.len().max(1)) as i64;
-    slot.set_detail("usage.series", Some(p.subject.label()), view_params(&p.view, &p.plan), Some(rows));
+    slot.set_rows((data.totals.len() * data.groups.len().max(1)) as i64);
     Ok(Json(series_response(&p.view, &p.plan, &p.subject, data)))
 }
 
@@ -278,9 +315,9 @@ pub(crate) async fn summary(
     State(state): State<AppState>,
     Extension(slot): Extension<AuditSlot>,
     user: AuthUser,
-    Query(q): Params,
+    ApiQuery(q): Params,
 ) -> Result<Json<SummaryResponse>, ApiError> {
-    let p = prepare(&state, &user, &q, &[])?;
+    let p = prepare(&state, &slot, "usage.summary", &user, &q, &[])?;
     let snap = state.series_cache.read(&state.pool, &p.subject, &p.plan, GroupBy::None, &p.view.filters).await?;
     let data = &snap.data;
     let total = data.total();
@@ -311,7 +348,7 @@ pub(crate) async fn summary(
         absolute: now - before,
         ratio: (before != 0).then(|| (now - before) as f64 / before as f64),
     };
-    slot.set_detail("usage.summary", Some(p.subject.label()), view_params(&p.view, &p.plan), Some(buckets as i64));
+    slot.set_rows(buckets as i64);
     Ok(Json(SummaryResponse {
         user: p.subject.label().to_owned(),
         from: fmt_time(p.plan.start(), &p.view.tz),
@@ -350,12 +387,10 @@ pub(crate) async fn breakdown(
     State(state): State<AppState>,
     Extension(slot): Extension<AuditSlot>,
     user: AuthUser,
-    Query(q): Params,
+    ApiQuery(q): Params,
 ) -> Result<Json<BreakdownResponse>, ApiError> {
-    query::check_known(&q, &["from", "to", "tz", "activity", "model", "user"])?;
-    let view = query::parse_view(&q, state.config.week_start.weekday(), true)?;
-    let subject = resolve_subject(&user, view.user.as_deref())?;
-    query::require_range(&view)?;
+    let (view, subject) =
+        prepare_range(&state, &slot, "usage.breakdown", &user, &q, &["from", "to", "tz", "activity", "model", "user"])?;
     if view.from.timestamp() % 60 != 0 || view.to.timestamp() % 60 != 0 {
         return Err(ApiError::bad_request(
             "unaligned_range",
@@ -366,12 +401,7 @@ pub(crate) async fn breakdown(
     let rows = query::read_breakdown(&state.pool, &subject, rollup, view.from, view.to, &view.filters).await?;
     let mut total = Sums::default();
     rows.iter().for_each(|r| total.add(&r.sums));
-    slot.set_detail(
-        "usage.breakdown",
-        Some(subject.label()),
-        json!({"from": view.from, "to": view.to, "filters": view.filters}),
-        Some(rows.len() as i64),
-    );
+    slot.set_rows(rows.len() as i64);
     Ok(Json(BreakdownResponse {
         user: subject.label().to_owned(),
         from: fmt_time(view.from, &view.tz),
@@ -393,19 +423,11 @@ pub(crate) async fn dimensions(
     State(state): State<AppState>,
     Extension(slot): Extension<AuditSlot>,
     user: AuthUser,
-    Query(q): Params,
+    ApiQuery(q): Params,
 ) -> Result<Json<DimensionsResponse>, ApiError> {
-    query::check_known(&q, &["from", "to", "tz", "user"])?;
-    let view = query::parse_view(&q, state.config.week_start.weekday(), true)?;
-    let subject = resolve_subject(&user, view.user.as_deref())?;
-    query::require_range(&view)?;
+    let (view, subject) = prepare_range(&state, &slot, "usage.dimensions", &user, &q, &["from", "to", "tz", "user"])?;
     let (activities, models) = query::read_dimensions(&state.pool, &subject, view.from, view.to).await?;
-    slot.set_detail(
-        "usage.dimensions",
-        Some(subject.label()),
-        json!({"from": view.from, "to": view.to}),
-        Some((activities.len() + models.len()) as i64),
-    );
+    slot.set_rows((activities.len() + models.len()) as i64);
     Ok(Json(DimensionsResponse {
         user: subject.label().to_owned(),
         activities: activities.into_iter().collect(),
@@ -433,9 +455,9 @@ pub(crate) async fn export_csv(
     State(state): State<AppState>,
     Extension(slot): Extension<AuditSlot>,
     user: AuthUser,
-    Query(q): Params,
+    ApiQuery(q): Params,
 ) -> Result<Response, ApiError> {
-    let p = prepare(&state, &user, &q, &[])?;
+    let p = prepare(&state, &slot, "usage.export_csv", &user, &q, &[])?;
     let snap = state.series_cache.read(&state.pool, &p.subject, &p.plan, p.view.group, &p.view.filters).await?;
     let data = &snap.data;
     let key_column = match p.view.group {
@@ -457,12 +479,7 @@ pub(crate) async fn export_csv(
             rows.push([bounds.to_vec(), sums_row(&data.totals[i])].concat());
         }
     }
-    slot.set_detail(
-        "usage.export_csv",
-        Some(p.subject.label()),
-        view_params(&p.view, &p.plan),
-        Some(rows.len() as i64),
-    );
+    slot.set_rows(rows.len() as i64);
     let mut header_row = vec!["start", "end"];
     header_row.extend(key_column);
     header_row.extend(["input_tokens", "output_tokens", "total_tokens", "events"]);
@@ -509,11 +526,12 @@ pub(crate) async fn top_users(
     State(state): State<AppState>,
     Extension(slot): Extension<AuditSlot>,
     user: AuthUser,
-    Query(q): Params,
+    ApiQuery(q): Params,
 ) -> Result<Json<TopUsersResponse>, ApiError> {
-    user.require_admin()?;
     query::check_known(&q, &["from", "to", "tz", "limit"])?;
     let view = query::parse_view(&q, state.config.week_start.weekday(), true)?;
+    slot.set_detail("admin.top_users", Some("*"), json!({"from": view.from, "to": view.to}), None);
+    user.require_admin()?;
     let limit: i64 = match q.get("limit") {
         None => 10,
         Some(l) => l.parse().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| {

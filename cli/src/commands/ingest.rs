@@ -25,7 +25,10 @@ pub async fn run(a: IngestCmd) -> anyhow::Result<ExitCode> {
     let shutdown = tokenusage_plumbing::shutdown::on_signal();
     tokenusage_plumbing::topic::ensure_topic(&a.kafka).await?;
     let publisher = Publisher::new(&a.kafka, &a.producer)?;
-    let app = tokenusage_api::with_common_layers(tokenusage_ingest::http::router(&a.ingest, publisher.clone(), pool));
+    let app = tokenusage_plumbing::http::with_common_layers(
+        tokenusage_ingest::http::router(&a.ingest, publisher.clone(), pool)
+            .layer(axum::middleware::from_fn(tokenusage_plumbing::http::limit_heads)),
+    );
     let listener = tokio::net::TcpListener::bind(a.ingest.ingest_listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", a.ingest.ingest_listen))?;

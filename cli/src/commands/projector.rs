@@ -26,6 +26,7 @@ pub async fn run(a: ProjectorCmd) -> anyhow::Result<ExitCode> {
     }
     let pool = super::database(&a.db, !a.migrate.no_migrate).await?;
     let shutdown = tokenusage_plumbing::shutdown::on_signal();
-    tokenusage_projector::run(&a.projector, &a.kafka, pool, shutdown).await?;
+    let health = std::sync::Arc::new(tokenusage_projector::Health::new("projector"));
+    tokenusage_projector::run(&a.projector, &a.kafka, pool, shutdown, health).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -49,6 +49,7 @@ pub struct ServeArgs {
 fn spawn_projector(
     a: &ServeArgs,
     shutdown: tokio_util::sync::CancellationToken,
+    health: std::sync::Arc<tokenusage_projector::Health>,
 ) -> anyhow::Result<tokio::sync::oneshot::Receiver<anyhow::Result<()>>> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let (db, kafka, args) = (a.db.clone(), a.kafka.clone(), a.projector.clone());
@@ -62,7 +63,7 @@ fn spawn_projector(
             .and_then(|rt| {
                 rt.block_on(async {
                     let pool = super::database(&db, false).await?;
-                    tokenusage_projector::run(&args, &kafka, pool, shutdown).await.map_err(anyhow::Error::from)
+                    tokenusage_projector::run(&args, &kafka, pool, shutdown, health).await.map_err(anyhow::Error::from)
                 })
             });
         let _ = tx.send(r);
@@ -92,13 +93,11 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         tasks.spawn("api", async move { app.run_until_stopped(s).await.map_err(Into::into) });
     }
     {
-        let consuming = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-        readiness.watch_consumer(consuming.clone());
-        let done = spawn_projector(&a, shutdown.clone())?;
+        let health = std::sync::Arc::new(tokenusage_projector::Health::new("projector"));
+        readiness.watch_projector(health.clone(), tokenusage_projector::STALL_PATIENCE);
+        let done = spawn_projector(&a, shutdown.clone(), health)?;
         tasks.spawn("projector", async move {
-            let r = done.await.unwrap_or_else(|_| Err(anyhow::anyhow!("the projector thread panicked")));
-            consuming.store(false, std::sync::atomic::Ordering::Relaxed);
-            r
+            done.await.unwrap_or_else(|_| Err(anyhow::anyhow!("the projector thread panicked")))
         });
     }
 

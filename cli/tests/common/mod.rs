@@ -135,6 +135,11 @@ impl TestApp {
         Self::spawn_full(env, false, true, api).await
     }
 
+    /// The API, ingest and the projector, with these API settings.
+    pub async fn spawn_with_api(env: &TestEnv, api: ApiArgs) -> Self {
+        Self::spawn_full(env, true, true, api).await
+    }
+
     async fn spawn_with(env: &TestEnv, projector: bool, idempotence: bool) -> Self {
         Self::spawn_full(env, projector, idempotence, test_api_args()).await
     }
@@ -154,12 +159,17 @@ impl TestApp {
         );
         let app = Application::build(api, env.pool.clone(), ingest).await.unwrap();
         let addr = app.local_addr();
+        let readiness = app.readiness();
         let s = shutdown.clone();
         let mut tasks = vec![tokio::spawn(async move {
             app.run_until_stopped(s).await.unwrap();
         })];
         if projector {
-            tasks.push(spawn_projector(env, shutdown.clone()));
+            // As under `serve`, but with a short patience so a test sees
+            // a stalled projector reported within seconds.
+            let health = std::sync::Arc::new(tokenusage_projector::Health::new("projector"));
+            readiness.watch_projector(health.clone(), TEST_STALL_PATIENCE);
+            tasks.push(spawn_projector_with(env, shutdown.clone(), health));
         }
         Self { addr, http: reqwest::Client::new(), shutdown, tasks }
     }
@@ -209,9 +219,21 @@ pub fn test_api_args() -> ApiArgs {
 }
 
 pub fn spawn_projector(env: &TestEnv, shutdown: CancellationToken) -> JoinHandle<()> {
+    spawn_projector_with(env, shutdown, std::sync::Arc::new(tokenusage_projector::Health::new("projector")))
+}
+
+/// How long the test app's projector may fail to commit before `/readyz`
+/// says so (`serve` uses `tokenusage_projector::STALL_PATIENCE`).
+pub const TEST_STALL_PATIENCE: Duration = Duration::from_secs(2);
+
+pub fn spawn_projector_with(
+    env: &TestEnv,
+    shutdown: CancellationToken,
+    health: std::sync::Arc<tokenusage_projector::Health>,
+) -> JoinHandle<()> {
     let (args, kafka, pool) = (env.projector_args(), env.kafka.clone(), env.pool.clone());
     tokio::spawn(async move {
-        tokenusage_projector::run(&args, &kafka, pool, shutdown).await.unwrap();
+        tokenusage_projector::run(&args, &kafka, pool, shutdown, health).await.unwrap();
     })
 }
 

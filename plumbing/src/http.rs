@@ -1,0 +1,300 @@
+//! What every HTTP surface of tokenusage shares (the API and dashboard,
+//! and standalone ingest): one JSON error envelope for every error the
+//! server sends, internal causes logged once and bounded, request-size
+//! limits, security headers, request ids and trace spans.
+//!
+//! The envelope is `{"error": {"code": "...", "message": "..."}}`. Handlers
+//! produce it themselves; [`json_errors`] rewrites whatever else answers
+//! with an error (the router's 404 and 405, a timeout's 408, an extractor's
+//! plain-text rejection) into it, so no client ever has to parse two shapes.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveHeadersLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+/// The body of every error response.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: `empty_range`, `unknown_timezone`, `unauthorized`, `not_found`, ...
+    pub code: String,
+    /// For people: what was wrong and how to fix it.
+    pub message: String,
+}
+
+/// An error response in the envelope.
+pub fn error_response(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    let body = ErrorBody { error: ErrorDetail { code: code.to_owned(), message: message.into() } };
+    (status, axum::Json(body)).into_response()
+}
+
+/// The code and message an error status gets when nothing more specific
+/// produced it.
+fn generic(status: StatusCode) -> (&'static str, &'static str) {
+    match status {
+        StatusCode::BAD_REQUEST => ("bad_request", "the request could not be understood"),
+        StatusCode::UNAUTHORIZED => ("unauthorized", "a valid credential is required"),
+        StatusCode::FORBIDDEN => ("forbidden", "not allowed"),
+        StatusCode::NOT_FOUND => ("not_found", "no such resource; the API is described at /docs"),
+        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "this resource does not support the method"),
+        StatusCode::NOT_ACCEPTABLE => ("not_acceptable", "no representation matches the Accept header"),
+        StatusCode::REQUEST_TIMEOUT => ("timeout", "the request took too long and was abandoned; retry"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("body_too_large", "the request body exceeds the limit"),
+        StatusCode::URI_TOO_LONG => ("uri_too_long", "the URL is too long"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "the content type is not accepted"),
+        StatusCode::UNPROCESSABLE_ENTITY => ("invalid_body", "the request body does not have the expected shape"),
+        StatusCode::TOO_MANY_REQUESTS => ("rate_limited", "too many requests; retry later"),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => ("headers_too_large", "the request headers are too large"),
+        StatusCode::SERVICE_UNAVAILABLE => ("unavailable", "temporarily unavailable; retry shortly"),
+        s if s.is_server_error() => ("internal", "something went wrong on our side; it has been logged"),
+        _ => ("error", "the request failed"),
+    }
+}
+
+fn is_json(resp: &Response) -> bool {
+    resp.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"))
+}
+
+/// Middleware: rewrites every error response that is not already JSON into
+/// the envelope. A plain-text rejection's own words are kept as the message
+/// (they say what was wrong), bounded; its status and headers are kept.
+pub async fn json_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) || is_json(&resp) {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let (code, fallback) = generic(status);
+    let said = String::from_utf8_lossy(&text);
+    let message = if said.trim().is_empty() || status.is_server_error() {
+        fallback.to_owned()
+    } else {
+        tokenusage_contract::text::truncate(said.trim(), 1000).to_owned()
+    };
+    let mut out = error_response(status, code, message);
+    parts.headers.remove(header::CONTENT_TYPE);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    for (k, v) in &parts.headers {
+        out.headers_mut().append(k.clone(), v.clone());
+    }
+    out
+}
+
+/// The cause of a 500, attached to the response by the handler's error type
+/// and logged once by [`log_internal_errors`], inside the request's span.
+#[derive(Debug, Clone)]
+pub struct InternalError(pub std::sync::Arc<anyhow::Error>);
+
+/// Most bytes of one internal error's log line: the cause chain, never a
+/// backtrace (a 100-byte request must not write 89 KB of log).
+const INTERNAL_LOG_BYTES: usize = 2048;
+
+/// Middleware: logs the cause of an internal error once, with its chain on
+/// one line and bounded, and removes it from the response.
+pub async fn log_internal_errors(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    if let Some(InternalError(e)) = resp.extensions_mut().remove::<InternalError>() {
+        let chain = format!("{e:#}");
+        tracing::error!(error = %tokenusage_contract::text::truncate(&chain, INTERNAL_LOG_BYTES), "request failed");
+    }
+    resp
+}
+
+/// Bounds on a request's head, below the HTTP parser's own (hyper refuses
+/// URIs over 64 KiB, more than 100 headers and heads over ~400 KiB before
+/// any of our code runs), so that what is refused is refused by us: with
+/// the envelope, and audited under `/api/v1`.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadLimits;
+
+impl HeadLimits {
+    pub const URI_BYTES: usize = 8 * 1024;
+    pub const HEADERS: usize = 64;
+    pub const HEADER_BYTES: usize = 32 * 1024;
+
+    /// The refusal for a request whose head is over a limit, if it is.
+    pub fn check(req: &axum::http::request::Parts) -> Option<Response> {
+        let uri = req.uri.path_and_query().map_or(0, |p| p.as_str().len());
+        if uri > Self::URI_BYTES {
+            return Some(error_response(
+                StatusCode::URI_TOO_LONG,
+                "uri_too_long",
+                format!("the URL is {uri} bytes; the limit is {}", Self::URI_BYTES),
+            ));
+        }
+        let count = req.headers.len();
+        let bytes: usize = req.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+        if count > Self::HEADERS || bytes > Self::HEADER_BYTES {
+            return Some(error_response(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+                format!(
+                    "the request has {count} headers of {bytes} bytes; the limits are {} headers and {} bytes",
+                    Self::HEADERS,
+                    Self::HEADER_BYTES
+                ),
+            ));
+        }
+        None
+    }
+}
+
+/// Middleware: [`HeadLimits`] for routes that are not audited.
+pub async fn limit_heads(req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    if let Some(refusal) = HeadLimits::check(&parts) {
+        return refusal;
+    }
+    next.run(Request::from_parts(parts, body)).await
+}
+
+/// Response headers that hold for every route: a strict CSP (no inline
+/// script or style anywhere in the dashboard), no framing, no sniffing, no
+/// referrer leakage.
+fn security_headers() -> Vec<SetResponseHeaderLayer<HeaderValue>> {
+    let h = |name: &'static str, value: &'static str| {
+        SetResponseHeaderLayer::if_not_present(HeaderName::from_static(name), HeaderValue::from_static(value))
+    };
+    vec![
+        h(
+            "content-security-policy",
+            "default-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        ),
+        h("x-content-type-options", "nosniff"),
+        h("x-frame-options", "DENY"),
+        h("referrer-policy", "no-referrer"),
+        h("cross-origin-opener-policy", "same-origin"),
+    ]
+}
+
+/// The request id header, set when absent, returned, logged and carried to
+/// Kafka.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The layers every HTTP surface shares: security headers, the JSON error
+/// envelope for every error, a request timeout, request ids (set, logged,
+/// returned), a trace span per request that logs the path but never the
+/// query, internal errors logged once inside it, and redaction of
+/// credentials in logged headers.
+pub fn with_common_layers(mut app: Router) -> Router {
+    // Inner to outer: the cause of a 500 is logged inside the span; the
+    // timeout's 408 is rewritten into the envelope like any error; every
+    // answer, rewritten or not, gets the security headers.
+    app = app
+        .layer(axum::middleware::from_fn(log_internal_errors))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30)))
+        .layer(axum::middleware::from_fn(json_errors));
+    for layer in security_headers() {
+        app = app.layer(layer);
+    }
+    app.layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+            // Path only: a query string could carry something sensitive.
+            let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(SetSensitiveHeadersLayer::new([header::AUTHORIZATION, header::COOKIE, header::SET_COOKIE]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use tower::ServiceExt;
+
+    /// Log output captured in memory.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    async fn call(app: Router, uri: &str) -> (StatusCode, String, serde_json::Value) {
+        let resp = app.oneshot(axum::http::Request::get(uri).body(axum::body::Body::empty()).unwrap()).await.unwrap();
+        let status = resp.status();
+        let ct = resp.headers().get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        (status, ct, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
+    }
+
+    fn app() -> Router {
+        let huge = "a cause that goes on and on ".repeat(4000);
+        with_common_layers(
+            Router::new()
+                .route(
+                    "/boom",
+                    axum::routing::get(move || {
+                        let huge = huge.clone();
+                        async move {
+                            let e = anyhow::anyhow!(huge).context("reading the rollups");
+                            let mut r = error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal", "logged");
+                            r.extensions_mut().insert(InternalError(Arc::new(e)));
+                            r
+                        }
+                    }),
+                )
+                .route("/plain", axum::routing::get(|| async { (StatusCode::BAD_REQUEST, "plain words") })),
+        )
+    }
+
+    #[test]
+    fn an_internal_error_is_logged_once_bounded_and_never_sent() {
+        let out = Captured::default();
+        let subscriber = tracing_subscriber::fmt().with_writer({
+            let out = out.clone();
+            move || out.clone()
+        });
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let (status, _, body) =
+            tracing::subscriber::with_default(subscriber.finish(), || rt.block_on(call(app(), "/boom")));
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body["error"]["code"], "internal");
+        assert!(!body.to_string().contains("goes on and on"), "the cause is not sent");
+        let log = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(log.matches("request failed").count(), 1, "{log}");
+        assert!(log.contains("reading the rollups: a cause"), "the chain, on one line: {log}");
+        assert!(log.len() < INTERNAL_LOG_BYTES + 1024, "a 112 KB cause wrote {} bytes of log", log.len());
+    }
+
+    #[tokio::test]
+    async fn plain_errors_and_fallbacks_become_the_envelope() {
+        let (status, ct, body) = call(app(), "/plain").await;
+        assert_eq!((status, ct.as_str()), (StatusCode::BAD_REQUEST, "application/json"));
+        assert_eq!(
+            (body["error"]["code"].as_str(), body["error"]["message"].as_str()),
+            (Some("bad_request"), Some("plain words"))
+        );
+        let (status, _, body) = call(app(), "/nowhere").await;
+        assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+        let long = format!("/plain?{}", "x".repeat(HeadLimits::URI_BYTES));
+        let limited = app().layer(axum::middleware::from_fn(limit_heads));
+        let (status, _, body) = call(limited, &long).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::URI_TOO_LONG, Some("uri_too_long")));
+    }
+}
