@@ -134,6 +134,23 @@ ensure_chromium() {
   apt_install chromium
 }
 
+# The OpenAPI fuzzer (schemathesis from PyPI, pinned with hashes) in a
+# virtualenv kept in the cache, reinstalled when its requirements change.
+# Sets API_FUZZ_VENV.
+ensure_api_fuzzer() {
+  local req="$ROOT/scripts/api-fuzz/requirements.txt"
+  local sum; sum="$(sha256sum "$req" | cut -c1-16)"
+  API_FUZZ_VENV="$CACHE/api-fuzz-$sum"
+  [ -x "$API_FUZZ_VENV/bin/st" ] && return
+  command -v python3 >/dev/null || apt_install python3 python3-venv
+  say "installing the OpenAPI fuzzer (schemathesis, pinned) into $API_FUZZ_VENV"
+  rm -rf "$API_FUZZ_VENV"
+  python3 -m venv "$API_FUZZ_VENV" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$API_FUZZ_VENV"; } \
+    || die "cannot create a Python virtualenv"
+  "$API_FUZZ_VENV/bin/pip" install -q --disable-pip-version-check --require-hashes --no-deps -r "$req" \
+    || { rm -rf "$API_FUZZ_VENV"; die "installing schemathesis failed"; }
+}
+
 # bench_setup DB PORT TOPIC: everything a benchmark in loadtest/ needs: a
 # release build, an empty database DB, a memory-engine broker on PORT, the
 # environment pointing at both, and a trap that removes it all on exit

@@ -54,11 +54,21 @@ DATABASE_URL="postgres://$PG_USER@$PG_HOST:$PG_PORT/tu_e2e" KAFKA_BOOTSTRAP_SERV
   node "$ROOT/web/tests/e2e.mjs" 2>&1 | tee "$WORK/e2e.log" && e2e_status=0 || e2e_status=$?
 [ "$e2e_status" = 0 ] || status=1
 
+# The OpenAPI fuzzer against the real server, from docs/openapi.json.
+say "OpenAPI fuzzing (schemathesis) against the real server"
+bash "$ROOT/scripts/api-fuzz/run.sh" 2>&1 | tee "$WORK/fuzz.log" && fuzz_status=0 || fuzz_status=$?
+[ "$fuzz_status" = 0 ] || status=1
+
 # Sum the per-binary "test result:" lines (and the browser tests) into one closing line.
 passed=$(grep -E '^test result: ' "$WORK/test.log" | sed -E 's/.* ([0-9]+) passed.*/\1/' | awk '{s+=$1} END {print s+0}')
 failed=$(grep -E '^test result: ' "$WORK/test.log" | sed -E 's/.* ([0-9]+) failed.*/\1/' | awk '{s+=$1} END {print s+0}')
 e2e_passed=$(grep -cE '^ok   ' "$WORK/e2e.log" || true)
 e2e_failed=$(grep -cE '^FAIL ' "$WORK/e2e.log" || true)
 [ "$e2e_status" = 0 ] || [ "$e2e_failed" -gt 0 ] || e2e_failed=1
-echo "tests: $((passed + e2e_passed)) passed, $((failed + e2e_failed)) failed (browser: $e2e_passed passed, $e2e_failed failed; screenshots in target/e2e-artifacts)"
+fuzz_passed=$(grep -cE '^ok   ' "$WORK/fuzz.log" || true)
+fuzz_failed=$(grep -cE '^FAIL ' "$WORK/fuzz.log" || true)
+[ "$fuzz_status" = 0 ] || [ "$fuzz_failed" -gt 0 ] || fuzz_failed=1
+echo "tests: $((passed + e2e_passed + fuzz_passed)) passed, $((failed + e2e_failed + fuzz_failed)) failed" \
+  "(browser: $e2e_passed passed, $e2e_failed failed; screenshots in target/e2e-artifacts;" \
+  "OpenAPI fuzz: $fuzz_passed passed, $fuzz_failed failed, reports in target/api-fuzz)"
 exit "$status"

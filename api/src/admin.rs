@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
-use tokenusage_ingest::keys;
+use tokenusage_schema::{dead_letters, keys};
 
 use crate::app::AppState;
 use crate::audit::AuditSlot;
@@ -103,16 +103,15 @@ pub(crate) struct DeadLetterQuery {
 
 /// Records the projector could not count, newest first.
 #[utoipa::path(get, path = "/api/v1/admin/dead-letters", tag = "admin", security(("bearer" = [])),
-    params(DeadLetterQuery), responses((status = 200, body = Vec<tokenusage_projector::deadletters::DeadLetter>)))]
+    params(DeadLetterQuery), responses((status = 200, body = Vec<dead_letters::DeadLetter>)))]
 pub(crate) async fn list_dead_letters(
     State(st): State<AppState>,
     axum::Extension(slot): axum::Extension<AuditSlot>,
     user: AuthUser,
     ApiQuery(q): ApiQuery<DeadLetterQuery>,
-) -> Result<Json<Vec<tokenusage_projector::deadletters::DeadLetter>>, ApiError> {
+) -> Result<Json<Vec<dead_letters::DeadLetter>>, ApiError> {
     user.require_admin()?;
-    let rows =
-        tokenusage_projector::deadletters::list(&st.pool, q.limit.unwrap_or(100), !q.all.unwrap_or(false)).await?;
+    let rows = dead_letters::list(&st.pool, q.limit.unwrap_or(100), !q.all.unwrap_or(false)).await?;
     slot.set_detail(
         "admin.dead_letters.list",
         None,
@@ -135,7 +134,7 @@ pub(crate) async fn redrive_dead_letter(
 ) -> Result<StatusCode, ApiError> {
     slot.set_detail("admin.dead_letters.redrive", None, serde_json::json!({ "id": id }), None);
     user.require_admin()?;
-    if tokenusage_projector::deadletters::request_redrive(&st.pool, Some(id), None).await? == 0 {
+    if dead_letters::request_redrive(&st.pool, Some(id), None).await? == 0 {
         return Err(ApiError::NotFound(format!("no dead letter {id} waiting for a re-drive")));
     }
     tracing::info!(admin = %user.id, dead_letter = id, "re-drive requested");

@@ -15,9 +15,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::set_header::SetResponseHeaderLayer;
 
+use crate::accounts::Directory;
 use crate::admin;
 use crate::audit::{self, AuditLog};
-use crate::auth::UserDirectory;
 use crate::config::ApiArgs;
 use crate::error::ApiError;
 use crate::history::routes as history;
@@ -35,7 +35,7 @@ pub struct AppState {
     /// The external identity provider, when configured.
     pub(crate) oidc: Option<Arc<Oidc>>,
     /// Account status of local users (cached).
-    pub(crate) users: Arc<UserDirectory>,
+    pub(crate) users: Arc<Directory>,
     /// The audit trail writer.
     pub(crate) audit: AuditLog,
     pub(crate) login_limiter: Arc<LoginLimiter>,
@@ -51,6 +51,51 @@ pub struct AppState {
     pub(crate) readiness: Arc<Readiness>,
     /// The settings the server was started with.
     pub(crate) config: Arc<ApiArgs>,
+}
+
+impl AppState {
+    /// The state of a server with these settings (spawns the audit writer).
+    pub(crate) fn new(args: ApiArgs, pool: PgPool) -> anyhow::Result<Self> {
+        Ok(AppState {
+            keys: Arc::new(LocalKeys::from_args(&args)?),
+            oidc: Oidc::from_args(&args)?.map(Arc::new),
+            users: Arc::new(Directory::default()),
+            audit: AuditLog::spawn(pool.clone()),
+            login_limiter: Arc::new(LoginLimiter::new(args.login_attempts_per_minute)),
+            readiness: Arc::new(Readiness::default()),
+            series_cache: Arc::new(crate::history::cache::SeriesCache::new(args.history.series_cache_entries)),
+            live: Arc::new(crate::live::Live::new()),
+            shutdown: CancellationToken::new(),
+            sockets: tokio_util::task::TaskTracker::new(),
+            pool,
+            config: Arc::new(args),
+        })
+    }
+
+    /// For unit tests: default settings and a pool that never connects
+    /// (every query fails at once), so code that needs no database runs.
+    #[cfg(test)]
+    pub(crate) fn without_database() -> Self {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .acquire_timeout(Duration::from_millis(200))
+            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+            .expect("a lazy pool");
+        AppState::new(ApiArgs::for_tests(), pool).expect("test state")
+    }
+}
+
+/// Routes served beside the API on the same listener, and their OpenAPI
+/// description (under `serve`: HTTP ingest).
+#[derive(Default)]
+pub struct Mounted {
+    pub router: Router,
+    pub doc: Option<utoipa::openapi::OpenApi>,
+}
+
+impl std::fmt::Debug for Mounted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mounted").field("documented", &self.doc.is_some()).finish_non_exhaustive()
+    }
 }
 
 /// A bound, not yet serving, API server. Binding first lets callers (and
@@ -90,15 +135,16 @@ pub fn install_crypto_provider() {
 }
 
 impl Application {
-    /// Binds the listener and builds the routes. `extra` is merged in: under
+    /// Binds the listener and builds the routes. `mounted` is served beside
+    /// them (its routes merged, its document merged into `/openapi.json`): under
     /// `serve` it carries HTTP ingest, so one port serves everything.
-    pub async fn build(args: ApiArgs, pool: PgPool, extra: Router) -> anyhow::Result<Self> {
+    pub async fn build(args: ApiArgs, pool: PgPool, mounted: Mounted) -> anyhow::Result<Self> {
         install_crypto_provider();
         args.check_transport()?;
         if !tokenusage_web::vendor_present() {
             tracing::warn!("uPlot is not embedded (run `npm ci --prefix web` before building); charts will not draw");
         }
-        let tls = match (&args.tls_cert, &args.tls_key) {
+        let tls = match (&args.tls.cert, &args.tls.key) {
             (Some(cert), Some(key)) => Some(
                 axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
                     .await
@@ -109,21 +155,8 @@ impl Application {
         let listener = TcpListener::bind(args.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
-        let state = AppState {
-            keys: Arc::new(LocalKeys::from_args(&args)?),
-            oidc: Oidc::from_args(&args)?.map(Arc::new),
-            users: Arc::new(UserDirectory::default()),
-            audit: AuditLog::spawn(pool.clone()),
-            login_limiter: Arc::new(LoginLimiter::new(args.login_attempts_per_minute)),
-            readiness: Arc::new(Readiness::default()),
-            series_cache: Arc::new(crate::history::cache::SeriesCache::new(args.series_cache_entries)),
-            live: Arc::new(crate::live::Live::new()),
-            shutdown: CancellationToken::new(),
-            sockets: tokio_util::task::TaskTracker::new(),
-            pool,
-            config: Arc::new(args),
-        };
-        Ok(Self { listener, router: router(state.clone(), extra), tls, state })
+        let state = AppState::new(args, pool)?;
+        Ok(Self { listener, router: router(state.clone(), mounted), tls, state })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -217,7 +250,7 @@ pub(crate) async fn readyz(axum::extract::State(state): axum::extract::State<App
     use axum::response::IntoResponse;
     let database = tokio::time::timeout(Duration::from_secs(2), sqlx::query("select 1").execute(&state.pool)).await;
     let database_ok = matches!(database, Ok(Ok(_)));
-    let want = tokenusage_plumbing::db::MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    let want = tokenusage_schema::migrations::latest_version();
     let have: Option<i64> = if database_ok {
         sqlx::query_scalar("select max(version) from _sqlx_migrations where success")
             .fetch_one(&state.pool)
@@ -326,8 +359,8 @@ pub(crate) fn api_routes() -> Routes<AppState> {
         .get("/usage/dimensions", history::dimensions)
         .get("/usage/export.csv", history::export_csv)
         .get("/admin/usage/top-users", history::top_users)
-        .get("/audit/views", audit::views_of_me)
-        .get("/admin/audit", audit::admin_search)
+        .get("/audit/views", audit::search::views_of_me)
+        .get("/admin/audit", audit::search::admin_search)
         .get("/admin/keys", admin::list_keys)
         .post("/admin/keys", admin::create_key)
         .delete("/admin/keys/{id}", admin::revoke_key)
@@ -358,7 +391,7 @@ async fn api_not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::NotFound(format!("no API resource at {}; the API is described at /docs", uri.path()))
 }
 
-fn router(state: AppState, extra: Router) -> Router {
+fn router(state: AppState, mounted: Mounted) -> Router {
     let (api, _) = api_routes().into_parts("");
     // Every route here, and the fallback, is audited (one entry per
     // request, fail closed).
@@ -370,10 +403,10 @@ fn router(state: AppState, extra: Router) -> Router {
     let mut app = Router::new()
         .nest("/api/v1", api)
         .merge(ops)
-        .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", crate::openapi::document()))
+        .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", crate::openapi::document(mounted.doc)))
         .merge(tokenusage_web::router())
         .with_state(state)
-        .merge(extra)
+        .merge(mounted.router)
         // Outside the audited API, heads are bounded without an entry.
         .layer(axum::middleware::from_fn(limit_unaudited_heads));
     app = app.layer(axum::extract::DefaultBodyLimit::max(max_body));

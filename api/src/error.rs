@@ -138,7 +138,32 @@ impl From<PathRejection> for ApiError {
 
 impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
-        ApiError::bad_request("invalid_parameter", r.body_text())
+        ApiError::from_deserialize(&r.body_text())
+    }
+}
+
+impl ApiError {
+    /// The error for parameters that did not deserialize into their typed
+    /// struct: an unknown name (saying what the endpoint takes), or a value
+    /// of the wrong shape.
+    pub fn from_deserialize(serde_message: &str) -> ApiError {
+        if let Some(rest) = serde_message.split("unknown field `").nth(1) {
+            let name = rest.split('`').next().unwrap_or_default();
+            let takes: Vec<&str> = rest.split("expected one of ").nth(1).map_or_else(Vec::new, |l| {
+                l.split(", ").map(|x| x.trim_matches(|c: char| c == '`' || c.is_whitespace())).collect()
+            });
+            // Names people try for the filters get their own code.
+            let code = if matches!(name, "activities" | "models" | "filter" | "group_by") {
+                "unknown_filter"
+            } else {
+                "unknown_parameter"
+            };
+            return ApiError::bad_request(
+                code,
+                format!("unknown parameter `{name}`; this endpoint takes: {}", takes.join(", ")),
+            );
+        }
+        ApiError::bad_request("invalid_parameter", serde_message.to_owned())
     }
 }
 

@@ -60,6 +60,21 @@ pub(crate) fn check_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)
     Ok(())
 }
 
+/// The same rule for a view that arrives as JSON (a live subscription):
+/// every name, string value, and string in a list.
+pub(crate) fn check_json(view: &serde_json::Map<String, serde_json::Value>) -> Result<(), ApiError> {
+    use serde_json::Value;
+    let mut pairs: Vec<(&str, &str)> = Vec::new();
+    for (k, v) in view {
+        match v {
+            Value::String(s) => pairs.push((k, s)),
+            Value::Array(items) => pairs.extend(items.iter().filter_map(Value::as_str).map(|s| (k.as_str(), s))),
+            _ => pairs.push((k, "")),
+        }
+    }
+    check_pairs(pairs)
+}
+
 /// Decodes `%XX` escapes; `None` if the result is not UTF-8.
 fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();

@@ -7,6 +7,7 @@
 //! the read queries over the rollup tables. It never writes usage data and
 //! never talks to Kafka.
 
+pub mod accounts;
 mod admin;
 mod app;
 pub mod audit;
@@ -22,7 +23,7 @@ mod origin;
 mod session;
 mod tokens;
 
-pub use app::{AppState, Application, Readiness, install_crypto_provider};
-pub use auth::{Role, hash_password};
+pub use accounts::{Role, hash_password};
+pub use app::{AppState, Application, Mounted, Readiness, install_crypto_provider};
 pub use config::ApiArgs;
 pub use error::ApiError;

@@ -95,7 +95,7 @@ fn algorithm_of(jwk: &jsonwebtoken::jwk::Jwk) -> Option<Algorithm> {
 
 impl Oidc {
     pub(crate) fn from_args(args: &ApiArgs) -> anyhow::Result<Option<Self>> {
-        let Some(issuer) = &args.oidc_issuer else { return Ok(None) };
+        let Some(issuer) = &args.oidc.issuer else { return Ok(None) };
         let issuer = issuer.trim_end_matches('/').to_owned();
         anyhow::ensure!(
             issuer.starts_with("https://")
@@ -109,11 +109,11 @@ impl Oidc {
             .build()?;
         Ok(Some(Self {
             issuer,
-            audience: args.oidc_audience.clone(),
-            user_claim: args.oidc_user_claim.clone(),
-            role_claim: args.oidc_role_claim.clone(),
-            admin_values: args.oidc_admin_values.clone(),
-            min_refetch: Duration::from_secs(args.oidc_jwks_min_refetch_secs),
+            audience: args.oidc.audience.clone(),
+            user_claim: args.oidc.user_claim.clone(),
+            role_claim: args.oidc.role_claim.clone(),
+            admin_values: args.oidc.admin_values.clone(),
+            min_refetch: Duration::from_secs(args.oidc.jwks_min_refetch_secs),
             http,
             keys: RwLock::new(Arc::new(HashMap::new())),
             fetched: tokio::sync::Mutex::new(Fetched::default()),

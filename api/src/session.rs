@@ -23,9 +23,10 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::accounts::{Role, verify_password};
 use crate::app::AppState;
 use crate::audit::{AuditSlot, ClientIp};
-use crate::auth::{AuthUser, Role, verify_password};
+use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiJson};
 
 /// The refresh-token cookie.
@@ -245,17 +246,11 @@ pub(crate) async fn login(
     }
     let ip = ip.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
     state.login_limiter.check(&username, ip)?;
-    let row: Option<(Option<String>, String, bool)> =
-        sqlx::query_as("select password_hash, role, disabled from users where id = $1")
-            .bind(&username)
-            .fetch_optional(&state.pool)
-            .await?;
-    let hash = row.as_ref().and_then(|(h, _, disabled)| if *disabled { None } else { h.clone() });
+    let (hash, role) = crate::accounts::credentials(&state.pool, &username).await?.unwrap_or((None, None));
     let password = req.password;
     let ok = tokio::task::spawn_blocking(move || verify_password(hash.as_deref(), &password))
         .await
         .map_err(|e| ApiError::Internal(e.into()))?;
-    let role = row.as_ref().and_then(|(_, r, _)| Role::parse(r));
     let (true, Some(role)) = (ok, role) else {
         state.login_limiter.failed(&username, ip);
         tracing::info!(user = %tokenusage_contract::text::escape(&username), "sign-in refused");
@@ -265,7 +260,7 @@ pub(crate) async fn login(
     slot.set_actor(&username, Some(role));
     let access_token = state.keys.issue(&username, role)?;
     let refresh = new_refresh_token();
-    let expires_at = Utc::now() + chrono::TimeDelta::seconds(state.config.session_ttl_secs as i64);
+    let expires_at = Utc::now() + chrono::TimeDelta::seconds(state.config.jwt.session_ttl_secs as i64);
     sqlx::query("insert into refresh_tokens (token_hash, family, user_id, expires_at) values ($1, $2, $3, $4)")
         .bind(token_hash(&refresh))
         .bind(uuid::Uuid::new_v4())

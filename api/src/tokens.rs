@@ -65,7 +65,7 @@ fn secret_bytes(s: &SecretString, what: &str) -> anyhow::Result<Vec<u8>> {
 
 impl LocalKeys {
     pub(crate) fn from_args(args: &ApiArgs) -> anyhow::Result<Self> {
-        let current = match &args.jwt_secret {
+        let current = match &args.jwt.secret {
             Some(s) => secret_bytes(s, "TOKENUSAGE_JWT_SECRET")?,
             None => {
                 tracing::warn!(
@@ -77,7 +77,7 @@ impl LocalKeys {
             }
         };
         let mut verifying = vec![Key { kid: kid_of(&current), decoding: DecodingKey::from_secret(&current) }];
-        for s in &args.jwt_previous_secrets {
+        for s in &args.jwt.previous_secrets {
             let b = secret_bytes(s, "every TOKENUSAGE_JWT_PREVIOUS_SECRETS entry")?;
             verifying.push(Key { kid: kid_of(&b), decoding: DecodingKey::from_secret(&b) });
         }
@@ -87,16 +87,16 @@ impl LocalKeys {
         validation.validate_exp = true;
         validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
-        validation.set_issuer(&[&args.jwt_issuer]);
-        validation.set_audience(&[&args.jwt_audience]);
+        validation.set_issuer(&[&args.jwt.issuer]);
+        validation.set_audience(&[&args.jwt.audience]);
         Ok(Self {
             kid: kid_of(&current),
             encoding: EncodingKey::from_secret(&current),
             verifying,
             validation,
-            issuer: args.jwt_issuer.clone(),
-            audience: args.jwt_audience.clone(),
-            ttl_secs: args.access_token_ttl_secs,
+            issuer: args.jwt.issuer.clone(),
+            audience: args.jwt.audience.clone(),
+            ttl_secs: args.jwt.access_token_ttl_secs,
         })
     }
 

@@ -1,12 +1,19 @@
-//! The demo: a user to sign in as and a stream of plausible usage flowing
-//! through Kafka, so the dashboard is alive on the first visit.
+//! The demo: accounts to sign in as and weeks of plausible usage flowing
+//! through Kafka, so the dashboard is alive and meaningful on first visit.
+//!
+//! History and live stream come from one generator at one level: for any
+//! hour, the expected number of events is `rate × 3600 × rhythm(hour)`
+//! (`ingest::synthetic::rhythm`: weekday working hours busiest, evenings,
+//! nights and weekends quieter), so "last 7 days" shows days and weeks,
+//! not a flat line and one spike for the present hour.
 
 use std::time::Duration;
 
-use chrono::{TimeDelta, Utc};
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use rand::Rng;
 use tokenusage_contract::UsageEvent;
 use tokenusage_ingest::Publisher;
+use tokenusage_ingest::synthetic::{Synthetic, rhythm};
 use tokio_util::sync::CancellationToken;
 
 /// The demo's viewer account.
@@ -15,30 +22,48 @@ pub const DEMO_USER: &str = "demo";
 pub const DEMO_ADMIN: &str = "admin";
 /// The `source` of demo events.
 const SOURCE: &str = "demo-generator";
+/// Users with usage, and each one's share of it (the viewer first).
+const USERS: [(&str, f64); 6] =
+    [(DEMO_USER, 0.30), ("alice", 0.22), ("bob", 0.16), ("carol", 0.14), ("dan", 0.10), ("erin", 0.08)];
 
-const ACTIVITIES: [&str; 4] = ["chat", "embedding", "agent-run", "summarize"];
-const MODELS: [&str; 3] = ["gpt-4o-mini", "claude-sonnet-4", "llama-3.1-70b"];
-
-fn event(rng: &mut impl Rng, user: &str, at: chrono::DateTime<Utc>) -> UsageEvent {
-    let activity = ACTIVITIES[rng.random_range(0..ACTIVITIES.len())];
-    let model = MODELS[rng.random_range(0..MODELS.len())];
-    let scale = if activity == "embedding" { 4 } else { 1 };
-    UsageEvent {
-        source: SOURCE.into(),
-        event_id: uuid::Uuid::now_v7().to_string(),
-        user_id: user.into(),
-        occurred_at: at,
-        activity: activity.into(),
-        model: model.into(),
-        input_tokens: rng.random_range(200..4000) * scale,
-        output_tokens: if activity == "embedding" { 0 } else { rng.random_range(50..1500) },
-        metadata: None,
+fn pick_user(rng: &mut impl Rng) -> &'static str {
+    let mut r: f64 = rng.random();
+    for (u, share) in USERS {
+        if r < share {
+            return u;
+        }
+        r -= share;
     }
+    DEMO_USER
 }
 
-/// Publishes `days` of history for the demo users (a few events an hour,
-/// busier in the daytime), unless it was published before.
-pub async fn backfill(publisher: &Publisher, pool: &sqlx::PgPool, days: i64) -> anyhow::Result<u64> {
+/// The events of `days` of history up to `now`, at `per_sec` events a
+/// second at the busiest hour.
+fn history(days: i64, per_sec: f64, now: DateTime<Utc>) -> Vec<UsageEvent> {
+    let g = Synthetic::new(SOURCE);
+    let mut rng = rand::rng();
+    let mut events = Vec::new();
+    let start = (now - TimeDelta::days(days)).duration_trunc(TimeDelta::hours(1)).unwrap_or(now);
+    let mut hour = start;
+    while hour < now {
+        let expected = per_sec * 3600.0 * rhythm(hour + TimeDelta::minutes(30));
+        // Poisson-ish: the expectation, give or take a fifth.
+        let n = (expected * rng.random_range(0.8..1.2)).round() as i64;
+        for _ in 0..n {
+            let at = hour + TimeDelta::milliseconds(rng.random_range(0..3_600_000));
+            if at < now {
+                let user = pick_user(&mut rng);
+                events.push(g.event(&mut rng, user, at));
+            }
+        }
+        hour += TimeDelta::hours(1);
+    }
+    events
+}
+
+/// Publishes `days` of history, unless it was published before. Returns
+/// how many events it published.
+pub async fn backfill(publisher: &Publisher, pool: &sqlx::PgPool, days: i64, per_sec: f64) -> anyhow::Result<u64> {
     let already: bool = sqlx::query_scalar("select exists (select 1 from event_keys where source = $1)")
         .bind(SOURCE)
         .fetch_one(pool)
@@ -46,27 +71,9 @@ pub async fn backfill(publisher: &Publisher, pool: &sqlx::PgPool, days: i64) -> 
     if already {
         return Ok(0);
     }
-    let mut events = Vec::new();
-    {
-        let mut rng = rand::rng();
-        let now = Utc::now();
-        for user in [DEMO_USER, "alice", "bob"] {
-            let mut t = now - TimeDelta::days(days);
-            while t < now {
-                let hour = t.format("%H").to_string().parse::<u32>().unwrap_or(12);
-                let busy = if (8..19).contains(&hour) { 6 } else { 1 };
-                for _ in 0..rng.random_range(0..=busy) {
-                    let at = t + TimeDelta::seconds(rng.random_range(0..3600));
-                    if at < now {
-                        events.push(event(&mut rng, user, at));
-                    }
-                }
-                t += TimeDelta::hours(1);
-            }
-        }
-    }
+    let events = history(days, per_sec, Utc::now());
     let n = events.len() as u64;
-    for chunk in events.chunks(500) {
+    for chunk in events.chunks(2000) {
         let sends = chunk.iter().map(|e| publisher.publish_patiently(e, None, Duration::from_secs(30)));
         for r in futures::future::join_all(sends).await {
             r?;
@@ -75,21 +82,49 @@ pub async fn backfill(publisher: &Publisher, pool: &sqlx::PgPool, days: i64) -> 
     Ok(n)
 }
 
-/// Publishes a live trickle (about `per_sec` events a second) until shutdown.
+/// Publishes the live stream until shutdown: on average `per_sec × rhythm`
+/// events a second, the same level as the history.
 pub async fn live(publisher: Publisher, per_sec: f64, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / per_sec.max(0.1)));
+    let g = Synthetic::new(SOURCE);
     loop {
+        let wait = {
+            let rate = (per_sec * rhythm(Utc::now())).max(0.005);
+            // Exponential gaps: arrivals at `rate` a second.
+            let u: f64 = rand::rng().random_range(f64::EPSILON..1.0);
+            Duration::from_secs_f64((-u.ln() / rate).min(300.0))
+        };
         tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
+            () = tokio::time::sleep(wait) => {}
         }
         let e = {
             let mut rng = rand::rng();
-            let user = [DEMO_USER, DEMO_USER, "alice", "bob"][rng.random_range(0..4)];
-            event(&mut rng, user, Utc::now())
+            let user = pick_user(&mut rng);
+            g.event(&mut rng, user, Utc::now())
         };
         if let Err(err) = publisher.publish(&e, None).await {
             tracing::warn!(error = %err, "demo event not published; will keep trying");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_history_has_the_live_streams_level_and_a_daily_rhythm() {
+        let now: DateTime<Utc> = "2026-11-26T12:00:00Z".parse().unwrap(); // a Thursday noon
+        let events = history(14, 0.2, now);
+        let per_hour = |from: &str| {
+            let t: DateTime<Utc> = from.parse().unwrap();
+            events.iter().filter(|e| e.occurred_at >= t && e.occurred_at < t + TimeDelta::hours(1)).count() as f64
+        };
+        let peak = per_hour("2026-11-25T10:00:00Z");
+        assert!((0.2 * 3600.0 * 0.75..0.2 * 3600.0 * 1.25).contains(&peak), "a weekday morning hour: {peak}");
+        assert!(per_hour("2026-11-25T03:00:00Z") < peak / 5.0, "nights are quiet");
+        assert!(per_hour("2026-11-22T10:00:00Z") < peak / 2.0, "Sundays are quiet");
+        let demo = events.iter().filter(|e| e.user_id == DEMO_USER).count() as f64 / events.len() as f64;
+        assert!((0.25..0.35).contains(&demo), "the demo user has about 30 %: {demo}");
     }
 }

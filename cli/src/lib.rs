@@ -3,7 +3,9 @@
 //! `serve` runs everything in one process (the default way to run);
 //! `ingest`, `projector` and `api` run one part each so a deployment can
 //! scale them separately. Every setting is a flag with an environment
-//! variable; `docs/CONFIG.md` (generated from `--help`) lists them all.
+//! variable; the README's configuration table and `.env.example` (both
+//! generated from these definitions, `scripts/update-config-docs.sh`) list
+//! them all.
 
 pub mod commands;
 pub mod demo;
@@ -76,6 +78,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The OpenAPI document `serve` serves: the API's and ingest's.
+pub fn served_openapi() -> utoipa::openapi::OpenApi {
+    tokenusage_api::openapi::document([tokenusage_ingest::http::openapi()])
+}
+
 /// Every environment variable the CLI reads, with its help text and
 /// default, across all subcommands (used by the docs tests).
 pub fn env_vars() -> Vec<(String, String, Option<String>)> {
@@ -109,6 +116,45 @@ mod tests {
     fn the_command_line_definition_is_consistent() {
         // Catches clashing flag names or env vars between flattened groups.
         super::Cli::command().debug_assert();
+    }
+
+    /// The served document is reviewed like code: any change to it shows up
+    /// as a diff of docs/openapi.json. `UPDATE_SNAPSHOTS=1` rewrites it.
+    #[test]
+    fn the_openapi_document_matches_its_snapshot() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.json");
+        let current = super::served_openapi().to_pretty_json().unwrap() + "\n";
+        if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+            std::fs::write(path, &current).unwrap();
+        }
+        let stored = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            stored == current,
+            "docs/openapi.json is out of date: run `UPDATE_SNAPSHOTS=1 cargo test -p tokenusage openapi` and review the diff"
+        );
+    }
+
+    /// Every route `serve` serves (the API's and ingest's) is in the
+    /// document with the error envelope, and nothing else is.
+    #[test]
+    fn every_served_route_is_documented_and_every_documented_route_is_served() {
+        use std::collections::BTreeSet;
+        let served: BTreeSet<(String, String)> = tokenusage_api::openapi::routes()
+            .into_iter()
+            .chain(tokenusage_ingest::http::ROUTES.iter().map(|(m, p)| ((*m).to_owned(), (*p).to_owned())))
+            .collect();
+        let doc = super::served_openapi();
+        let mut documented = BTreeSet::new();
+        for (path, item) in &doc.paths.paths {
+            for (method, op) in [("GET", &item.get), ("POST", &item.post), ("DELETE", &item.delete), ("PUT", &item.put)]
+            {
+                if let Some(op) = op {
+                    documented.insert((method.to_owned(), path.clone()));
+                    assert!(op.responses.responses.contains_key("default"), "{method} {path} has no error response");
+                }
+            }
+        }
+        assert_eq!(served, documented, "served routes and documented operations differ");
     }
 
     #[test]

@@ -48,13 +48,9 @@ pub struct IngestArgs {
 }
 
 impl Default for IngestArgs {
+    /// The declared defaults (`plumbing::config::defaults`).
     fn default() -> Self {
-        Self {
-            ingest_listen: ([127, 0, 0, 1], 8081).into(),
-            ingest_max_batch: 1000,
-            ingest_max_body_bytes: 4 * 1024 * 1024,
-            ingest_key_cache_secs: 30,
-        }
+        tokenusage_plumbing::config::defaults()
     }
 }
 
@@ -97,6 +93,37 @@ pub struct NativeEvent {
 
 /// The routes [`router`] serves, for the OpenAPI document's completeness test.
 pub const ROUTES: &[(&str, &str)] = &[("POST", "/api/v1/events")];
+
+/// The OpenAPI description of [`router`], merged into the served document
+/// wherever ingest is mounted (`serve`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    #[derive(utoipa::OpenApi)]
+    #[openapi(
+        paths(ingest),
+        components(schemas(NativeEvent)),
+        modifiers(&PublisherKey),
+        tags((name = "ingest", description = "Publishing usage events (publisher API keys)"))
+    )]
+    struct IngestDoc;
+
+    struct PublisherKey;
+    impl utoipa::Modify for PublisherKey {
+        fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+            use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+            openapi.components.get_or_insert_with(Default::default).add_security_scheme(
+                "publisher_key",
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .bearer_format("tu_<prefix>_<secret>")
+                        .description(Some("A publisher API key (`tokenusage keys create`)"))
+                        .build(),
+                ),
+            );
+        }
+    }
+    <IngestDoc as utoipa::OpenApi>::openapi()
+}
 
 /// The ingest routes, ready to merge into a server.
 pub fn router(args: &IngestArgs, publisher: Publisher, pool: PgPool) -> axum::Router {

@@ -37,8 +37,9 @@ pub struct ProducerArgs {
 }
 
 impl Default for ProducerArgs {
+    /// The declared defaults (`plumbing::config::defaults`).
     fn default() -> Self {
-        Self { delivery_timeout_ms: 15_000, queue_max_events: 100_000, linger_ms: 5, idempotence: true }
+        tokenusage_plumbing::config::defaults()
     }
 }
 

@@ -16,6 +16,7 @@ use clap::{Parser, Subcommand};
 use futures::StreamExt;
 use rand::Rng;
 use tokenusage_contract::UsageEvent;
+use tokenusage_ingest::synthetic::Synthetic;
 use tokenusage_ingest::{ProducerArgs, Publisher};
 use tokenusage_plumbing::KafkaArgs;
 
@@ -46,12 +47,32 @@ enum Scenario {
         kafka: KafkaArgs,
         #[command(flatten)]
         producer: ProducerArgs,
+        /// Fraction of sends that repeat an event sent before (same id and
+        /// contents), as a retrying publisher would; 0 to 1.
+        #[arg(long, default_value_t = 0.0)]
+        duplicate_ratio: f64,
+        /// Keep re-sending an event the broker did not acknowledge (with
+        /// backoff, until `--max-seconds`), as a real publisher must.
+        #[arg(long)]
+        retry_until_acked: bool,
+        /// Append `event_id,input_tokens,output_tokens` of every event, on
+        /// its first acknowledgement, to this file (for loss checks).
+        #[arg(long)]
+        acked_ids: Option<std::path::PathBuf>,
     },
     /// Read the topic from the beginning and discard: the bare consume rate
     /// the projector is compared against.
     Consume {
         #[command(flatten)]
         kafka: KafkaArgs,
+        /// Also commit offsets to Kafka every 1000 records, as the
+        /// projector's best-effort mirror does.
+        #[arg(long)]
+        commit: bool,
+        /// Also ask for every partition's watermarks once a second, as the
+        /// projector's freshness probe does.
+        #[arg(long)]
+        watermarks: bool,
     },
     /// POST batches to HTTP ingest.
     Http {
@@ -70,21 +91,77 @@ enum Scenario {
     },
 }
 
-const ACTIVITIES: [&str; 5] = ["chat", "embedding", "agent-run", "summarize", "classify"];
-const MODELS: [&str; 6] =
-    ["gpt-4o-mini", "gpt-4o", "claude-sonnet-4", "claude-haiku-4", "llama-3.1-70b", "mistral-large"];
-
+/// A synthetic event of one of `users` users, now.
 fn event(rng: &mut impl Rng, users: u32) -> UsageEvent {
-    UsageEvent {
-        source: "loadtest".into(),
-        event_id: uuid::Uuid::now_v7().to_string(),
-        user_id: format!("user-{}", rng.random_range(0..users.max(1))),
-        occurred_at: Utc::now(),
-        activity: ACTIVITIES[rng.random_range(0..ACTIVITIES.len())].into(),
-        model: MODELS[rng.random_range(0..MODELS.len())].into(),
-        input_tokens: rng.random_range(10..5000),
-        output_tokens: rng.random_range(0..2000),
-        metadata: None,
+    let user = format!("user-{}", rng.random_range(0..users.max(1)));
+    GENERATOR.event(rng, &user, Utc::now())
+}
+
+static GENERATOR: std::sync::LazyLock<Synthetic> = std::sync::LazyLock::new(|| Synthetic::new("loadtest"));
+
+/// Publishes `e`; with `retry`, re-sends it after each failure (backoff up
+/// to a second) until it is acknowledged or `deadline` passes.
+async fn send(
+    p: &Publisher,
+    e: &UsageEvent,
+    retry: bool,
+    deadline: Instant,
+) -> Result<(i32, i64), tokenusage_ingest::PublishError> {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match p.publish_patiently(e, None, Duration::from_secs(30)).await {
+            Err(_) if retry && Instant::now() + backoff < deadline => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// What was acknowledged: unique events (written to the ids file on their
+/// first acknowledgement) and duplicates.
+struct Ledger {
+    seen: std::collections::HashSet<String>,
+    file: Option<std::io::BufWriter<std::fs::File>>,
+    duplicates: u64,
+    input: u64,
+    output: u64,
+}
+
+impl Ledger {
+    fn open(path: Option<&std::path::Path>) -> anyhow::Result<Self> {
+        let file = path.map(std::fs::File::create).transpose()?.map(std::io::BufWriter::new);
+        Ok(Self { seen: std::collections::HashSet::new(), file, duplicates: 0, input: 0, output: 0 })
+    }
+
+    fn note(&mut self, e: &UsageEvent, ok: bool, acked: &mut u64, failed: &mut u64) -> anyhow::Result<()> {
+        use std::io::Write;
+        if !ok {
+            *failed += 1;
+            return Ok(());
+        }
+        *acked += 1;
+        if self.seen.insert(e.event_id.clone()) {
+            self.input += e.input_tokens;
+            self.output += e.output_tokens;
+            if let Some(f) = &mut self.file {
+                writeln!(f, "{},{},{}", e.event_id, e.input_tokens, e.output_tokens)?;
+            }
+        } else {
+            self.duplicates += 1;
+        }
+        Ok(())
+    }
+
+    fn report(&mut self) {
+        use std::io::Write;
+        if let Some(f) = &mut self.file {
+            let _ = f.flush();
+        }
+        println!("unique events acked: {}", self.seen.len());
+        println!("duplicates acked:    {}", self.duplicates);
+        println!("unique tokens acked: input {} output {}", self.input, self.output);
     }
 }
 
@@ -111,29 +188,49 @@ async fn main() -> anyhow::Result<()> {
     let (mut acked, mut failed) = (0u64, 0u64);
     let mut latencies: Vec<Duration> = Vec::new();
     match cli.scenario {
-        Scenario::Kafka { kafka, producer } => {
+        Scenario::Kafka { kafka, producer, duplicate_ratio, retry_until_acked, acked_ids } => {
             tokenusage_plumbing::topic::ensure_topic(&kafka).await?;
             let publisher = Publisher::new(&kafka, &producer)?;
+            let mut ledger = Ledger::open(acked_ids.as_deref())?;
             let mut inflight = futures::stream::FuturesUnordered::new();
             let mut sent = 0u64;
+            // Events sent so far, for duplicates (bounded).
+            let mut history: Vec<std::sync::Arc<UsageEvent>> = Vec::new();
             while sent < cli.events && Instant::now() < deadline {
                 pace(start, sent, cli.rate).await;
-                let e = event(&mut rand::rng(), cli.users);
+                let e = {
+                    let mut rng = rand::rng();
+                    if !history.is_empty() && rng.random_bool(duplicate_ratio.clamp(0.0, 1.0)) {
+                        history[rng.random_range(0..history.len())].clone()
+                    } else {
+                        let e = std::sync::Arc::new(event(&mut rng, cli.users));
+                        if history.len() < 200_000 {
+                            history.push(e.clone());
+                        } else {
+                            let i = rng.random_range(0..history.len());
+                            history[i] = e.clone();
+                        }
+                        e
+                    }
+                };
                 let p = publisher.clone();
-                inflight.push(async move { p.publish_patiently(&e, None, Duration::from_secs(30)).await });
+                inflight.push(async move {
+                    let r = send(&p, &e, retry_until_acked, deadline).await;
+                    (e, r)
+                });
                 sent += 1;
                 while inflight.len() >= 50_000 {
-                    match inflight.next().await {
-                        Some(Ok(_)) => acked += 1,
-                        _ => failed += 1,
+                    if let Some((e, r)) = inflight.next().await {
+                        ledger.note(&e, r.is_ok(), &mut acked, &mut failed)?;
                     }
                 }
             }
-            while let Some(r) = inflight.next().await {
-                if r.is_ok() { acked += 1 } else { failed += 1 }
+            while let Some((e, r)) = inflight.next().await {
+                ledger.note(&e, r.is_ok(), &mut acked, &mut failed)?;
             }
+            ledger.report();
         }
-        Scenario::Consume { kafka } => {
+        Scenario::Consume { kafka, commit, watermarks } => {
             use rdkafka::consumer::{Consumer, StreamConsumer};
             use rdkafka::{Offset, TopicPartitionList};
             let mut cfg = kafka.client_config();
@@ -148,12 +245,23 @@ async fn main() -> anyhow::Result<()> {
             }
             consumer.assign(&tpl)?;
             let mut bytes = 0usize;
+            let mut last_marks = Instant::now();
+            let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
             while acked < cli.events && Instant::now() < deadline {
+                if watermarks && last_marks.elapsed() >= Duration::from_secs(1) {
+                    last_marks = Instant::now();
+                    for p in &partitions {
+                        let _ = consumer.fetch_watermarks(&kafka.topic, *p, Duration::from_secs(2));
+                    }
+                }
                 match tokio::time::timeout(Duration::from_secs(10), consumer.recv()).await {
                     Ok(Ok(m)) => {
                         use rdkafka::Message;
                         bytes += m.payload().map_or(0, <[u8]>::len);
                         acked += 1;
+                        if commit && acked % 1000 == 0 {
+                            let _ = consumer.commit_message(&m, rdkafka::consumer::CommitMode::Async);
+                        }
                     }
                     Ok(Err(_)) => failed += 1,
                     Err(_) => break,

@@ -1,4 +1,5 @@
-//! The PostgreSQL pool and the schema migrations.
+//! The PostgreSQL pool: typed settings, connecting, and the encoding check.
+//! (The schema and its migrations belong to the `schema` crate.)
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -36,8 +37,6 @@ pub enum DbError {
     BadUrl(#[source] sqlx::Error),
     #[error("cannot connect to PostgreSQL at {target}: {source}")]
     Connect { target: String, source: sqlx::Error },
-    #[error("migrating the database failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
     #[error(
         "the database {target} uses the {encoding} encoding; tokenusage needs UTF8 (create it with \
          `create database ... encoding 'UTF8'`), or names and models outside {encoding} would be refused"
@@ -80,19 +79,4 @@ impl DatabaseArgs {
         }
         Ok(pool)
     }
-}
-
-/// The migrations in `migrations/`, embedded at compile time.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
-
-/// Applies every pending migration; a no-op when the schema is current.
-/// Concurrent callers are serialised by sqlx's advisory lock.
-pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
-    MIGRATOR.run(pool).await?;
-    Ok(())
-}
-
-/// True when the TimescaleDB extension is installed in this database.
-pub async fn has_timescaledb(pool: &PgPool) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("select exists (select 1 from pg_extension where extname = 'timescaledb')").fetch_one(pool).await
 }

@@ -1,14 +1,16 @@
 //! Plumbing shared by every part of tokenusage: the typed configuration of
-//! PostgreSQL and Kafka connections, the connection pool and migrations,
-//! logging, and the shutdown signal.
+//! PostgreSQL and Kafka connections, the connection pool, logging, and the
+//! shutdown signal.
 //!
 //! It also owns what every HTTP surface shares (`http`: the error envelope,
 //! common layers) and how failures are told apart (`failure`, `health`).
 //!
 //! It owns *how we connect*, never *what we store*: no table is read or
-//! written here except through the migrations. Each service crate keeps its
+//! written here (the `schema` crate owns the tables). Each service crate keeps its
 //! own queries beside their callers.
 
+pub mod cache;
+pub mod config;
 pub mod db;
 pub mod failure;
 pub mod health;

@@ -7,8 +7,6 @@ use std::collections::{BTreeMap, HashSet};
 use chrono::{DateTime, Utc};
 use tokenusage_contract::{UsageEvent, decode_kafka};
 
-use crate::grain::Grain;
-
 /// One Kafka record, owned, as the consumer hands it over.
 #[derive(Debug, Clone)]
 pub struct Record {
@@ -129,44 +127,6 @@ impl Batch {
     }
 }
 
-/// A rollup row's identity.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RollupKey {
-    pub user_id: String,
-    pub bucket: DateTime<Utc>,
-    pub activity: String,
-    pub model: String,
-}
-
-/// Sums added to one rollup row.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Sums {
-    pub input_tokens: i64,
-    pub output_tokens: i64,
-    pub events: i64,
-}
-
-/// Sums events into rollup rows of one grain. The map is ordered, so every
-/// writer locks rows in the same order and concurrent projectors cannot
-/// deadlock on shared rows.
-pub fn rollup<'a>(events: impl IntoIterator<Item = &'a UsageEvent>, grain: Grain) -> BTreeMap<RollupKey, Sums> {
-    let mut out: BTreeMap<RollupKey, Sums> = BTreeMap::new();
-    for e in events {
-        let key = RollupKey {
-            user_id: e.user_id.clone(),
-            bucket: grain.bucket(e.occurred_at),
-            activity: e.activity.clone(),
-            model: e.model.clone(),
-        };
-        let s = out.entry(key).or_default();
-        // Bounded by the contract (1e9 per event), so i64 holds any batch.
-        s.input_tokens += e.input_tokens as i64;
-        s.output_tokens += e.output_tokens as i64;
-        s.events += 1;
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,21 +182,5 @@ mod tests {
         assert!(!b.next_offsets.contains_key(&1));
         b.push(rec(0, 2, "b", 1, 1), now());
         assert_eq!(b.events.len(), 2, "b is no longer a duplicate once partition 1 is dropped");
-    }
-
-    #[test]
-    fn rollups_sum_per_bucket_and_coarser_grains_sum_the_same_totals() {
-        let mut b = Batch::default();
-        for (i, m) in [1u32, 1, 14, 16, 59].iter().enumerate() {
-            b.push(rec(0, i as i64, &format!("e{i}"), *m, 10), now());
-        }
-        let evs: Vec<&UsageEvent> = b.events.iter().map(|p| &p.event).collect();
-        let minute = rollup(evs.iter().copied(), Grain::Minute);
-        let quarter = rollup(evs.iter().copied(), Grain::QuarterHour);
-        let hour = rollup(evs.iter().copied(), Grain::Hour);
-        assert_eq!((minute.len(), quarter.len(), hour.len()), (4, 3, 1));
-        let total = |m: &BTreeMap<RollupKey, Sums>| m.values().map(|s| s.input_tokens).sum::<i64>();
-        assert_eq!((total(&minute), total(&quarter), total(&hour)), (50, 50, 50));
-        assert_eq!(hour.values().next().unwrap().events, 5);
     }
 }

@@ -1,26 +1,26 @@
-//! The consume loop: join the group, claim partitions in PostgreSQL, batch,
-//! commit, repeat; drain on shutdown.
+//! The consume loop: join the group (claims in `claims`), read records
+//! into per-lane batches, hand due batches to their writers (`writer`),
+//! repeat; drain on shutdown.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::Utc;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer};
+use rdkafka::Offset;
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
-use rdkafka::types::RDKafkaRespErr;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use sqlx::PgPool;
 use tokenusage_plumbing::KafkaArgs;
-use tokenusage_plumbing::failure::{self, Failure};
 use tokenusage_plumbing::health::Health;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::{Batch, Record};
+use crate::claims::{Assignment, Ctx, assign_manually};
 use crate::gapguard::Verdict;
-use crate::store::{self, Claimant, Committed};
+use crate::store::Claimant;
+use crate::writer::{InFlight, settle, write};
 
 /// Projector settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -65,6 +65,14 @@ pub struct ProjectorArgs {
     /// process; the epoch fence still stops two from committing.
     #[arg(long = "assign-partitions", env = "TOKENUSAGE_ASSIGN_PARTITIONS")]
     pub assign_partitions: Option<String>,
+    /// How often the freshness probe asks the broker for every claimed
+    /// partition's watermarks (ListOffsets), in ms; 0 turns it off, and live
+    /// views then show no "complete through". Tansu 0.6.0 with its SQLite
+    /// engine spins at 100 % CPU on ListOffsets after it was SIGKILLed under
+    /// load (docs/RELIABILITY.md), so the chaos soak turns it off.
+    #[arg(long = "freshness-probe-ms", env = "TOKENUSAGE_FRESHNESS_PROBE_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    pub freshness_probe_ms: u64,
     /// Days raw events are kept (for `replay` and `verify`); rollups are
     /// kept forever. A duplicate arriving later than this is counted again.
     #[arg(long = "raw-retention-days", env = "TOKENUSAGE_RAW_RETENTION_DAYS", default_value_t = 400,
@@ -81,122 +89,6 @@ pub enum ProjectorError {
     BadPartitions(String),
     #[error("the database stayed unavailable while draining: {0}")]
     Database(#[from] sqlx::Error),
-}
-
-/// Partitions this process holds and the epoch of each claim. Touched by
-/// the rebalance callback and the loop, both on the loop's task, so the
-/// lock is never contended; it is never held across an await.
-#[derive(Debug, Default)]
-struct Assignment {
-    epochs: BTreeMap<i32, i64>,
-    revoked: Vec<i32>,
-    gaps: crate::gapguard::GapGuard,
-}
-
-struct Ctx {
-    pool: PgPool,
-    who: Claimant,
-    state: Arc<Mutex<Assignment>>,
-    runtime: tokio::runtime::Handle,
-    shutdown: CancellationToken,
-    health: Arc<Health>,
-}
-
-impl ClientContext for Ctx {
-    /// librdkafka's periodic statistics: we keep only the consumer lag of
-    /// each assigned partition (a bounded label set).
-    fn stats(&self, statistics: rdkafka::Statistics) {
-        if let Some(topic) = statistics.topics.get(&self.who.topic) {
-            for (id, p) in &topic.partitions {
-                if *id >= 0 && p.consumer_lag >= 0 {
-                    metrics::gauge!("tokenusage_projector_lag_records", "partition" => id.to_string())
-                        .set(p.consumer_lag as f64);
-                }
-            }
-        }
-    }
-}
-
-impl ConsumerContext for Ctx {
-    /// Our own rebalance: on assignment, claim each partition in PostgreSQL
-    /// and start it at the offset stored there, not at Kafka's committed
-    /// offset. The claim is a short database round trip; it runs on this
-    /// worker thread via `block_in_place`, since librdkafka expects the
-    /// assignment to be settled before the callback returns.
-    fn rebalance(&self, base: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
-        let cooperative = matches!(base.rebalance_protocol(), RebalanceProtocol::Cooperative);
-        let partitions: Vec<i32> = tpl.elements_for_topic(&self.who.topic).iter().map(|e| e.partition()).collect();
-        match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let claims = tokio::task::block_in_place(|| self.runtime.block_on(self.claim_all(&partitions)));
-                for (p, (_, next)) in &claims {
-                    let offset = next.map_or(Offset::Beginning, Offset::Offset);
-                    if let Err(e) = tpl.set_partition_offset(&self.who.topic, *p, offset) {
-                        tracing::error!(partition = p, error = %e, "cannot set the start offset");
-                    }
-                }
-                {
-                    let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-                    for (p, (epoch, next)) in &claims {
-                        st.gaps.start(*p, *next);
-                        st.epochs.insert(*p, *epoch);
-                        st.revoked.retain(|r| r != p);
-                    }
-                }
-                let r = if cooperative { base.incremental_assign(tpl) } else { base.assign(tpl) };
-                if let Err(e) = r {
-                    tracing::error!(error = %e, "assigning partitions failed");
-                }
-                tracing::info!(partitions = ?partitions, "partitions assigned and claimed");
-            }
-            _ => {
-                let all = err != RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS || !cooperative;
-                {
-                    let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-                    let gone: Vec<i32> = if all { st.epochs.keys().copied().collect() } else { partitions.clone() };
-                    for p in &gone {
-                        st.epochs.remove(p);
-                        st.gaps.forget(*p);
-                    }
-                    st.revoked.extend(gone);
-                }
-                let r = if all { base.unassign() } else { base.incremental_unassign(tpl) };
-                if let Err(e) = r {
-                    tracing::error!(error = %e, "unassigning partitions failed");
-                }
-                tracing::info!(partitions = ?partitions, reason = ?err, "partitions revoked");
-            }
-        }
-    }
-}
-
-impl Ctx {
-    /// Claims every partition, retrying while the database is unavailable
-    /// (Kafka heartbeats continue on librdkafka's own thread meanwhile).
-    async fn claim_all(&self, partitions: &[i32]) -> BTreeMap<i32, (i64, Option<i64>)> {
-        let mut out = BTreeMap::new();
-        for &p in partitions {
-            let mut backoff = Duration::from_millis(100);
-            loop {
-                match store::claim(&self.pool, &self.who, p).await {
-                    Ok(c) => {
-                        out.insert(p, c);
-                        break;
-                    }
-                    Err(e) => {
-                        self.health.failed(&format!("cannot claim partition {p}: {}", failure::describe(&e)));
-                        tracing::warn!(partition = p, error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot claim partition; retrying");
-                        if self.shutdown.is_cancelled() {
-                            break;
-                        }
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                    }
-                }
-            }
-        }
-        out
-    }
 }
 
 /// Runs the projector until `shutdown` fires, then commits the batch in
@@ -264,8 +156,13 @@ async fn consume(
 
     let upkeep = tokio::spawn(crate::maintenance::run(pool.clone(), args.raw_retention_days, shutdown.child_token()));
     let watch = tokio::spawn(watch_health(health.clone(), shutdown.child_token()));
-    let probe =
-        tokio::spawn(crate::freshness::run(pool.clone(), kafka.clone(), args.group.clone(), shutdown.child_token()));
+    let probe = tokio::spawn(crate::freshness::run(
+        pool.clone(),
+        kafka.clone(),
+        args.group.clone(),
+        Duration::from_millis(args.freshness_probe_ms),
+        shutdown.child_token(),
+    ));
     let max_wait = Duration::from_millis(args.batch_max_wait_ms);
     let linger = (args.batch_linger_ms > 0).then(|| Duration::from_millis(args.batch_linger_ms));
     let mut lanes: Vec<Lane> = (0..args.writers.max(1)).map(|_| Lane::default()).collect();
@@ -396,38 +293,6 @@ async fn watch_health(health: Arc<Health>, shutdown: CancellationToken) {
     }
 }
 
-/// Claims and assigns a fixed set of partitions, with no group membership.
-async fn assign_manually(
-    consumer: &StreamConsumer<Ctx>,
-    topic: &str,
-    spec: &str,
-    state: &Mutex<Assignment>,
-) -> Result<(), ProjectorError> {
-    let partitions: Vec<i32> = if spec.trim() == "all" {
-        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-        md.topics().iter().filter(|t| t.name() == topic).flat_map(|t| t.partitions().iter().map(|p| p.id())).collect()
-    } else {
-        spec.split(',')
-            .map(|p| p.trim().parse::<i32>().map_err(|_| ProjectorError::BadPartitions(spec.to_owned())))
-            .collect::<Result<_, _>>()?
-    };
-    if partitions.is_empty() {
-        return Err(ProjectorError::BadPartitions(spec.to_owned()));
-    }
-    let claims = consumer.client().context().claim_all(&partitions).await;
-    let mut tpl = TopicPartitionList::new();
-    let mut st = state.lock().unwrap_or_else(PoisonError::into_inner);
-    for (p, (epoch, next)) in claims {
-        st.gaps.start(p, next);
-        tpl.add_partition_offset(topic, p, next.map_or(Offset::Beginning, Offset::Offset))?;
-        st.epochs.insert(p, epoch);
-    }
-    drop(st);
-    consumer.assign(&tpl)?;
-    tracing::info!(?partitions, "partitions claimed and assigned manually");
-    Ok(())
-}
-
 fn drop_revoked(state: &Mutex<Assignment>, lanes: &mut [Lane]) {
     let revoked = std::mem::take(&mut state.lock().unwrap_or_else(PoisonError::into_inner).revoked);
     for lane in lanes {
@@ -463,163 +328,4 @@ fn to_record(msg: &impl Message) -> Record {
         payload: msg.payload().map(<[u8]>::to_vec),
         headers,
     }
-}
-
-/// Records a committed batch: sizes, outcomes and commit latency. Lag per
-/// partition comes from librdkafka's statistics (see `Ctx::stats`).
-fn record_metrics(batch: &Batch, new_events: usize, duplicates: usize, took: Duration) {
-    metrics::histogram!("tokenusage_projector_batch_records").record(batch.records as f64);
-    metrics::histogram!("tokenusage_projector_commit_seconds").record(took.as_secs_f64());
-    metrics::counter!("tokenusage_projector_records_total").increment(batch.records as u64);
-    metrics::counter!("tokenusage_projector_events_counted_total").increment(new_events as u64);
-    metrics::counter!("tokenusage_projector_duplicates_skipped_total")
-        .increment((duplicates + batch.in_batch_duplicates) as u64);
-    metrics::counter!("tokenusage_projector_dead_letters_total").increment(batch.dead.len() as u64);
-}
-
-/// How long a draining projector keeps retrying an unavailable database
-/// before giving up (uncommitted work is simply re-read by the next owner).
-const DRAIN_PATIENCE: Duration = Duration::from_secs(10);
-
-/// Commits `batch`, retrying transient database errors; fenced partitions
-/// are dropped from it. Returns the next offset of every partition it
-/// committed, for mirroring to Kafka. Runs as its own task so the next batch
-/// is read while this one is written (commits stay strictly sequential).
-async fn flush(
-    pool: PgPool,
-    who: Claimant,
-    state: Arc<Mutex<Assignment>>,
-    mut batch: Batch,
-    shutdown: CancellationToken,
-    health: Arc<Health>,
-) -> Result<BTreeMap<i32, i64>, ProjectorError> {
-    let started = Instant::now();
-    let mut backoff = Duration::from_millis(50);
-    while !batch.is_empty() && !batch.next_offsets.is_empty() {
-        let epochs = state.lock().unwrap_or_else(PoisonError::into_inner).epochs.clone();
-        match store::commit(&pool, &who, &epochs, &batch).await {
-            Ok(Committed::Done { new_events, duplicates, isolated }) => {
-                health.succeeded();
-                record_metrics(&batch, new_events, duplicates, started.elapsed());
-                metrics::counter!("tokenusage_projector_dead_letters_total").increment(isolated.len() as u64);
-                metrics::counter!("tokenusage_projector_refused_by_database_total").increment(isolated.len() as u64);
-                for d in &isolated {
-                    tracing::warn!(
-                        partition = d.record.partition,
-                        offset = d.record.offset,
-                        error = %d.error,
-                        "the database refused an event; it was sent to the dead-letter table"
-                    );
-                }
-                tracing::debug!(
-                    records = batch.records,
-                    new_events,
-                    duplicates = duplicates + batch.in_batch_duplicates,
-                    dead_letters = batch.dead.len(),
-                    commit_ms = started.elapsed().as_millis() as u64,
-                    "batch committed"
-                );
-                for d in &batch.dead {
-                    tracing::warn!(
-                        partition = d.record.partition,
-                        offset = d.record.offset,
-                        request_id = d.record.request_id().unwrap_or("-"),
-                        error = %d.error,
-                        "record sent to the dead-letter table"
-                    );
-                }
-                if tracing::enabled!(tracing::Level::TRACE) {
-                    for p in &batch.events {
-                        tracing::trace!(
-                            partition = p.partition,
-                            offset = p.offset,
-                            request_id = p.request_id.as_deref().unwrap_or("-"),
-                            event_id = %p.event.event_id,
-                            "event projected"
-                        );
-                    }
-                }
-                return Ok(batch.next_offsets);
-            }
-            Ok(Committed::Fenced(partitions)) => {
-                tracing::warn!(
-                    ?partitions,
-                    "another claim superseded ours on these partitions; dropping their uncommitted records"
-                );
-                {
-                    // Forget our claim only if it is still the one we used: a
-                    // newer claim of our own (re-assignment) stays.
-                    let mut st = state.lock().unwrap_or_else(PoisonError::into_inner);
-                    for p in &partitions {
-                        if st.epochs.get(p) == epochs.get(p) {
-                            st.epochs.remove(p);
-                        }
-                    }
-                }
-                batch.drop_partitions(&partitions);
-            }
-            Err(e) => {
-                // Data errors were isolated by `commit`: what is left here
-                // is transient (or not understood) and worth a retry.
-                let kind = Failure::of(&e);
-                metrics::counter!("tokenusage_projector_commit_failures_total", "kind" => kind.label()).increment(1);
-                health.failed(&failure::describe(&e));
-                if shutdown.is_cancelled() && started.elapsed() > DRAIN_PATIENCE {
-                    return Err(e.into());
-                }
-                tracing::warn!(error = %failure::describe(&e), kind = kind.label(), retry_in_ms = backoff.as_millis() as u64, "committing the batch failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-    Ok(BTreeMap::new())
-}
-
-/// Starts writing `batch` on a task of its own; `done` is signalled when
-/// the write ends, so the reading loop can hand over the lane's next batch.
-fn write(
-    pool: &PgPool,
-    who: &Claimant,
-    state: &Arc<Mutex<Assignment>>,
-    batch: Batch,
-    shutdown: &CancellationToken,
-    done: &Arc<tokio::sync::Notify>,
-    health: &Arc<Health>,
-) -> InFlight {
-    let (pool, who, state, shutdown, done) = (pool.clone(), who.clone(), state.clone(), shutdown.clone(), done.clone());
-    let health = health.clone();
-    tokio::spawn(async move {
-        let written = flush(pool, who, state, batch, shutdown, health).await;
-        done.notify_one();
-        written
-    })
-}
-
-type InFlight = tokio::task::JoinHandle<Result<BTreeMap<i32, i64>, ProjectorError>>;
-
-/// Waits for the batch being written, then mirrors its offsets to Kafka
-/// (best effort, so standard lag tooling sees progress; PostgreSQL stays the
-/// source of truth on assignment).
-async fn settle(
-    in_flight: &mut Option<InFlight>,
-    consumer: &StreamConsumer<Ctx>,
-    topic: &str,
-) -> Result<(), ProjectorError> {
-    let Some(handle) = in_flight.take() else { return Ok(()) };
-    let offsets = match handle.await {
-        Ok(r) => r?,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
-    };
-    if offsets.is_empty() {
-        return Ok(());
-    }
-    let mut tpl = TopicPartitionList::new();
-    for (p, next) in offsets {
-        let _ = tpl.add_partition_offset(topic, p, Offset::Offset(next));
-    }
-    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
-        tracing::debug!(error = %e, "mirroring offsets to Kafka failed");
-    }
-    Ok(())
 }

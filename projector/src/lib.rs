@@ -8,18 +8,17 @@
 //! It never serves HTTP and never reads rollups for display.
 
 pub mod batch;
+mod claims;
 mod consumer;
 pub mod deadletters;
 mod freshness;
 mod gapguard;
-pub mod grain;
 pub mod maintenance;
-pub mod notify;
 pub mod rebuild;
 mod store;
+mod writer;
 
 pub use consumer::{ProjectorArgs, ProjectorError, STALL_PATIENCE, run};
-pub use notify::NOTIFY_CHANNEL;
 pub use tokenusage_plumbing::health::Health;
 
 /// Counts events that did not come through Kafka (imports, tests and

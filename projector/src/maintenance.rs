@@ -20,7 +20,7 @@ const DELETE_BATCH: i64 = 10_000;
 /// number of raw rows (or chunks) removed.
 pub async fn apply_retention(pool: &PgPool, days: u32) -> Result<u64, sqlx::Error> {
     let cutoff = chrono::Utc::now() - chrono::TimeDelta::days(i64::from(days));
-    let removed = if tokenusage_plumbing::db::has_timescaledb(pool).await? {
+    let removed = if tokenusage_schema::migrations::has_timescaledb(pool).await? {
         let chunks: Vec<(String,)> = sqlx::query_as("select drop_chunks('usage_events', older_than => $1)::text")
             .bind(cutoff)
             .fetch_all(pool)

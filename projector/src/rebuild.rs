@@ -10,7 +10,7 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use serde::Serialize;
 use sqlx::{PgPool, Postgres, Transaction};
 
-use crate::grain::Grain;
+use tokenusage_schema::{Grain, notice};
 
 /// The advisory lock id shared by rebuilds (exclusive) and commits (shared).
 pub(crate) const REBUILD_LOCK: i64 = 0x746f_6b65_6e75; // "tokenu"
@@ -46,16 +46,6 @@ impl Drift {
     }
 }
 
-/// SQL for the bucket of `occurred_at` at a grain. Arithmetic on the epoch
-/// rather than `date_bin`, which PostgreSQL 13 lacks.
-fn bucket_sql(grain: Grain) -> &'static str {
-    match grain {
-        Grain::Minute => "date_trunc('minute', occurred_at, 'UTC')",
-        Grain::QuarterHour => "to_timestamp(floor(extract(epoch from occurred_at) / 900) * 900)",
-        Grain::Hour => "date_trunc('hour', occurred_at, 'UTC')",
-    }
-}
-
 /// Widens `[from, to)` to whole hours, the coarsest grain, so every rebuilt
 /// bucket is complete.
 pub fn align(from: DateTime<Utc>, to: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
@@ -84,7 +74,7 @@ async fn one_grain(
         where occurred_at >= $1 and occurred_at < $2 and ($3::text is null or user_id = $3)
         group by 1, 2, 3, 4
         "#,
-        bucket = bucket_sql(grain)
+        bucket = grain.sql_floor("occurred_at")
     );
     let diff_sql = format!(
         r#"
@@ -158,7 +148,7 @@ pub async fn replay(
         }
         if changed && !dry_run {
             // Rewritten rows have no increments to send: live views re-read.
-            crate::notify::send(&mut tx, &[crate::notify::everyone()]).await?;
+            notice::send(&mut tx, &[notice::everyone()]).await?;
         }
         if dry_run {
             tx.rollback().await?;

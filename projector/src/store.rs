@@ -8,12 +8,13 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
 use tokenusage_contract::UsageEvent;
 
-use tokenusage_contract::text;
 use tokenusage_plumbing::failure::{self, Failure};
 
-use crate::batch::{Batch, DeadLetter, Positioned, RollupKey, Sums, rollup};
-use crate::grain::Grain;
-use crate::notify;
+use tokenusage_schema::dead_letters::NewDeadLetter;
+use tokenusage_schema::rows::{RollupKey, Sums, fold};
+use tokenusage_schema::{Grain, notice};
+
+use crate::batch::{Batch, DeadLetter, Positioned};
 
 /// Identity of one claim on the stored offsets.
 #[derive(Debug, Clone)]
@@ -202,14 +203,14 @@ pub(crate) async fn write_events(
         return Ok(0);
     }
     let fresh_events: Vec<&UsageEvent> = fresh.iter().map(|p| &p.event).collect();
-    let grains = Grain::ALL.map(|grain| (grain, rollup(fresh_events.iter().copied(), grain)));
+    let grains = Grain::ALL.map(|grain| (grain, fold(fresh_events.iter().copied(), grain)));
     let mut rollups = RollupColumns::default();
     for (grain, rows) in &grains {
         rollups.extend(*grain, rows);
     }
     // Live views apply the minute increments; coarser buckets are their sums.
     let bodies =
-        grains.iter().find(|(g, _)| *g == Grain::Minute).map(|(_, rows)| notify::bodies(rows)).unwrap_or_default();
+        grains.iter().find(|(g, _)| *g == Grain::Minute).map(|(_, rows)| notice::bodies(rows)).unwrap_or_default();
     count_fresh(tx, &fresh, &rollups, &bodies).await?;
     Ok(fresh.len())
 }
@@ -315,39 +316,30 @@ async fn count_fresh(
     .bind(&rollups.input)
     .bind(&rollups.output)
     .bind(&rollups.events)
-    .bind(notify::NOTIFY_CHANNEL)
+    .bind(notice::NOTIFY_CHANNEL)
     .bind(bodies)
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
-/// Stores dead letters. Total by construction: the raw key and value are
-/// `bytea`, and every text (headers, the error) is escaped to storable
-/// text first (`contract::text`), so whatever a record holds, its dead
-/// letter can be written and the partition moves on.
+/// Stores dead letters (`schema::dead_letters::insert`: total by
+/// construction, so isolating refused events can always finish).
 async fn insert_dead_letters(
     tx: &mut Transaction<'_, Postgres>,
     topic: &str,
     dead: &[DeadLetter],
 ) -> Result<(), sqlx::Error> {
-    for d in dead {
-        sqlx::query(
-            r#"
-            insert into dead_letters (topic, partition, kafka_offset, record_key, payload, headers, error)
-            values ($1, $2, $3, $4, $5, $6, $7)
-            on conflict on constraint dead_letters_position do nothing
-            "#,
-        )
-        .bind(topic)
-        .bind(d.record.partition)
-        .bind(d.record.offset)
-        .bind(d.record.key.as_deref())
-        .bind(d.record.payload.as_deref())
-        .bind(crate::deadletters::encode_headers(&d.record.headers))
-        .bind(text::escape(&d.error).as_ref())
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(())
+    let rows: Vec<NewDeadLetter<'_>> = dead
+        .iter()
+        .map(|d| NewDeadLetter {
+            partition: d.record.partition,
+            offset: d.record.offset,
+            key: d.record.key.as_deref(),
+            payload: d.record.payload.as_deref(),
+            headers: &d.record.headers,
+            error: &d.error,
+        })
+        .collect();
+    tokenusage_schema::dead_letters::insert(tx, topic, &rows).await
 }

@@ -16,15 +16,19 @@
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sqlx::PgPool;
+use tokenusage_plumbing::cache::TtlCache;
 
+use super::params::Filters;
 use super::plan::{GroupBy, Plan};
-use super::query::{self, Filters, Snapshot, Subject};
+use super::read::{self, Snapshot, Subject};
 
 const MAX_CELLS: usize = 4_000_000;
 const TTL: Duration = Duration::from_secs(60);
+/// Users whose generation is tracked at most; past it, everything restarts.
+const MAX_TRACKED_USERS: usize = 100_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Generation {
@@ -32,29 +36,20 @@ struct Generation {
     subject: u64,
 }
 
-#[derive(Debug)]
-struct Entry {
-    generation: Generation,
-    at: Instant,
-    data: Arc<Snapshot>,
-    cells: usize,
-}
-
 #[derive(Debug, Default)]
-struct Inner {
+struct Generations {
     global: u64,
     /// Bumped by every change: the generation of all-users views.
     any: u64,
     by_user: HashMap<String, u64>,
-    entries: HashMap<u64, Entry>,
-    cells: usize,
 }
 
 /// The series cache of one API process.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SeriesCache {
-    inner: Mutex<Inner>,
-    max_entries: usize,
+    generations: Mutex<Generations>,
+    entries: TtlCache<u64, (Generation, Arc<Snapshot>)>,
+    enabled: bool,
 }
 
 fn key(subject: &Subject, plan: &Plan, group: GroupBy, filters: &Filters) -> u64 {
@@ -73,39 +68,44 @@ fn key(subject: &Subject, plan: &Plan, group: GroupBy, filters: &Filters) -> u64
 impl SeriesCache {
     /// A cache of at most `max_entries` reads (0: no caching).
     pub fn new(max_entries: usize) -> Self {
-        Self { inner: Mutex::default(), max_entries }
+        Self {
+            generations: Mutex::default(),
+            entries: TtlCache::new(TTL, max_entries, MAX_CELLS),
+            enabled: max_entries > 0,
+        }
     }
 
-    fn generation(inner: &Inner, subject: &Subject) -> Generation {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Generations> {
+        self.generations.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn generation(g: &Generations, subject: &Subject) -> Generation {
         let subject = match subject {
-            Subject::User(u) => inner.by_user.get(u).copied().unwrap_or(0),
-            Subject::All => inner.any,
+            Subject::User(u) => g.by_user.get(u).copied().unwrap_or(0),
+            Subject::All => g.any,
         };
-        Generation { global: inner.global, subject }
+        Generation { global: g.global, subject }
     }
 
     /// Some users' data changed.
     pub fn invalidate_users<'a>(&self, users: impl ExactSizeIterator<Item = &'a String>) {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner.any += 1;
-        if inner.by_user.len() + users.len() > 100_000 {
+        let mut g = self.lock();
+        g.any += 1;
+        if g.by_user.len() + users.len() > MAX_TRACKED_USERS {
             // Forgetting per-user counters is safe only together with the entries.
-            inner.by_user.clear();
-            inner.entries.clear();
-            inner.cells = 0;
-            inner.global += 1;
+            g.by_user.clear();
+            g.global += 1;
+            self.entries.clear();
         }
         for u in users {
-            *inner.by_user.entry(u.clone()).or_insert(0) += 1;
+            *g.by_user.entry(u.clone()).or_insert(0) += 1;
         }
     }
 
     /// Anything may have changed.
     pub fn invalidate_all(&self) {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner.global += 1;
-        inner.entries.clear();
-        inner.cells = 0;
+        self.lock().global += 1;
+        self.entries.clear();
     }
 
     /// A series read, from the cache when nothing changed since it was read.
@@ -117,37 +117,23 @@ impl SeriesCache {
         group: GroupBy,
         filters: &Filters,
     ) -> sqlx::Result<Arc<Snapshot>> {
-        if self.max_entries == 0 {
-            return Ok(Arc::new(query::read_snapshot(pool, subject, plan, group, filters).await?));
+        if !self.enabled {
+            return Ok(Arc::new(read::read_snapshot(pool, subject, plan, group, filters).await?));
         }
         let k = key(subject, plan, group, filters);
-        let generation = {
-            let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            let generation = Self::generation(&inner, subject);
-            if let Some(e) = inner.entries.get(&k)
-                && e.generation == generation
-                && e.at.elapsed() < TTL
-            {
-                metrics::counter!("tokenusage_api_series_cache_total", "result" => "hit").increment(1);
-                return Ok(e.data.clone());
-            }
-            generation
-        };
-        metrics::counter!("tokenusage_api_series_cache_total", "result" => "miss").increment(1);
-        let data = Arc::new(query::read_snapshot(pool, subject, plan, group, filters).await?);
-        let cells = data.data.totals.len() * (1 + data.data.groups.len());
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if inner.entries.len() >= self.max_entries || inner.cells + cells > MAX_CELLS {
-            inner.entries.clear();
-            inner.cells = 0;
+        let generation = Self::generation(&self.lock(), subject);
+        if let Some((at, data)) = self.entries.get(&k)
+            && at == generation
+        {
+            metrics::counter!("tokenusage_api_series_cache_total", "result" => "hit").increment(1);
+            return Ok(data);
         }
+        metrics::counter!("tokenusage_api_series_cache_total", "result" => "miss").increment(1);
+        let data = Arc::new(read::read_snapshot(pool, subject, plan, group, filters).await?);
+        let cells = data.data.totals.len() * (1 + data.data.groups.len());
         // Stored with the generation seen *before* the read: a change
         // notified meanwhile makes it stale at once.
-        if let Some(old) = inner.entries.insert(k, Entry { generation, at: Instant::now(), data: data.clone(), cells })
-        {
-            inner.cells -= old.cells;
-        }
-        inner.cells += cells;
+        self.entries.insert(k, (generation, data.clone()), cells.max(1));
         Ok(data)
     }
 }

@@ -1,7 +1,12 @@
-//! Usage history: planning a view (`plan`), reading it from the rollups
-//! (`query`), and the REST routes (`routes`).
+//! Usage history: parsing a request into a view (`params`), planning its
+//! buckets (`plan`), reading it from the rollups (`read`, through the
+//! series `cache`), and presenting it (`present`, shared with live views,
+//! and `csv`); `routes` are the REST handlers that chain them.
 
 pub mod cache;
+pub(crate) mod csv;
+pub mod params;
 pub mod plan;
-pub mod query;
+pub mod present;
+pub mod read;
 pub(crate) mod routes;

@@ -13,6 +13,7 @@
 use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Timelike, Utc, Weekday};
 use chrono_tz::Tz;
 use serde::Serialize;
+pub use tokenusage_schema::Grain;
 
 /// Bucket widths a view can ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
@@ -82,47 +83,6 @@ impl GroupBy {
     }
 }
 
-/// A rollup table and the width its buckets tile.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Rollup {
-    UsageMinute,
-    UsageQuarterHour,
-    UsageHour,
-}
-
-impl Rollup {
-    pub fn table(self) -> &'static str {
-        match self {
-            Rollup::UsageMinute => "usage_minute",
-            Rollup::UsageQuarterHour => "usage_quarter_hour",
-            Rollup::UsageHour => "usage_hour",
-        }
-    }
-
-    fn secs(self) -> i64 {
-        match self {
-            Rollup::UsageMinute => 60,
-            Rollup::UsageQuarterHour => 900,
-            Rollup::UsageHour => 3600,
-        }
-    }
-
-    /// The coarsest rollup on whose bucket starts every instant falls.
-    pub fn coarsest_for(instants: impl IntoIterator<Item = DateTime<Utc>>) -> Rollup {
-        let mut best = Rollup::UsageHour;
-        for t in instants {
-            while best != Rollup::UsageMinute && t.timestamp().rem_euclid(best.secs()) != 0 {
-                best = match best {
-                    Rollup::UsageHour => Rollup::UsageQuarterHour,
-                    _ => Rollup::UsageMinute,
-                };
-            }
-        }
-        best
-    }
-}
-
 /// Earliest and latest instants a view may touch.
 pub fn earliest() -> DateTime<Utc> {
     DateTime::from_timestamp(0, 0).unwrap_or_default()
@@ -140,7 +100,7 @@ pub struct Plan {
     /// and the last one ends at `end`.
     pub edges: Vec<DateTime<Utc>>,
     pub end: DateTime<Utc>,
-    pub rollup: Rollup,
+    pub rollup: Grain,
 }
 
 impl Plan {
@@ -286,9 +246,9 @@ pub fn plan(
         }
     };
     let rollup = if granularity == Granularity::Minute {
-        Rollup::UsageMinute
+        Grain::Minute
     } else {
-        Rollup::coarsest_for(edges.iter().copied().chain([end]))
+        Grain::coarsest_for(edges.iter().copied().chain([end]))
     };
     Ok(Plan { granularity, edges, end, rollup })
 }
@@ -324,7 +284,7 @@ mod tests {
         let p = plan_of(Granularity::Day, "America/New_York", "2026-10-31T04:00:00Z", "2026-11-03T05:00:00Z");
         let lens: Vec<i64> = (0..p.edges.len()).map(|i| (p.bucket_end(i) - p.edges[i]).num_hours()).collect();
         assert_eq!(lens, vec![24, 25, 24]);
-        assert_eq!(p.rollup, Rollup::UsageHour);
+        assert_eq!(p.rollup, Grain::Hour);
     }
 
     #[test]
@@ -345,14 +305,14 @@ mod tests {
         let p = plan_of(Granularity::Day, "Asia/Kolkata", "2026-11-20T00:00:00Z", "2026-11-23T00:00:00Z");
         assert_eq!(local(&p, "Asia/Kolkata")[0], "2026-11-20T00:00:00+05:30");
         assert_eq!(p.edges[0], t("2026-11-19T18:30:00Z"));
-        assert_eq!(p.rollup, Rollup::UsageQuarterHour);
+        assert_eq!(p.rollup, Grain::QuarterHour);
         let p = plan_of(Granularity::Hour, "Asia/Kathmandu", "2026-11-20T00:00:00Z", "2026-11-20T03:00:00Z");
         assert_eq!(p.edges[0], t("2026-11-19T23:15:00Z"));
-        assert_eq!(p.rollup, Rollup::UsageQuarterHour);
+        assert_eq!(p.rollup, Grain::QuarterHour);
         let p = plan_of(Granularity::Day, "UTC", "2026-11-20T00:00:00Z", "2026-11-23T00:00:00Z");
-        assert_eq!(p.rollup, Rollup::UsageHour);
+        assert_eq!(p.rollup, Grain::Hour);
         let p = plan_of(Granularity::Minute, "Asia/Kathmandu", "2026-11-20T00:00:00Z", "2026-11-20T00:05:00Z");
-        assert_eq!((p.rollup, p.edges.len()), (Rollup::UsageMinute, 5));
+        assert_eq!((p.rollup, p.edges.len()), (Grain::Minute, 5));
     }
 
     #[test]

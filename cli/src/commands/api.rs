@@ -20,7 +20,7 @@ pub async fn run(a: ApiCmd) -> anyhow::Result<ExitCode> {
     tokenusage_plumbing::metrics::recorder();
     let pool = super::database(&a.db, !a.migrate.no_migrate).await?;
     let shutdown = tokenusage_plumbing::shutdown::on_signal();
-    let app = Application::build(a.api, pool, axum::Router::new()).await?;
+    let app = Application::build(a.api, pool, tokenusage_api::Mounted::default()).await?;
     tracing::info!(addr = %app.local_addr(), "API listening");
     app.run_until_stopped(shutdown).await?;
     Ok(ExitCode::SUCCESS)

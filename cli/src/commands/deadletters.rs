@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use tokenusage_plumbing::DatabaseArgs;
 use tokenusage_projector::deadletters;
+use tokenusage_schema::dead_letters;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum DeadLettersCmd {
@@ -39,7 +40,7 @@ pub async fn run(cmd: DeadLettersCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         DeadLettersCmd::List { limit, all, db } => {
             let pool = super::database(&db, true).await?;
-            let rows = deadletters::list(&pool, limit, !all).await?;
+            let rows = dead_letters::list(&pool, limit, !all).await?;
             if rows.is_empty() {
                 println!("no dead letters");
             }
@@ -66,7 +67,7 @@ pub async fn run(cmd: DeadLettersCmd) -> anyhow::Result<ExitCode> {
         DeadLettersCmd::Redrive { id, all, payload, db } => {
             let pool = super::database(&db, true).await?;
             let bytes = payload.map(std::fs::read).transpose()?;
-            let marked = deadletters::request_redrive(&pool, if all { None } else { id }, bytes.as_deref()).await?;
+            let marked = dead_letters::request_redrive(&pool, if all { None } else { id }, bytes.as_deref()).await?;
             anyhow::ensure!(marked > 0, "nothing to re-drive (unknown id, or already re-driven)");
             let r = deadletters::process_requested(&pool).await?;
             println!("{} counted, {} still invalid (see `tokenusage dead-letters list`)", r.counted, r.still_invalid);

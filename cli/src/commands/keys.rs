@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
-use tokenusage_ingest::keys;
 use tokenusage_plumbing::DatabaseArgs;
+use tokenusage_schema::keys;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum KeysCmd {

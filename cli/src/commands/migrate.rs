@@ -12,7 +12,7 @@ pub struct MigrateCmd {
 
 pub async fn run(a: MigrateCmd) -> anyhow::Result<ExitCode> {
     let pool = super::database(&a.db, true).await?;
-    let timescale = tokenusage_plumbing::db::has_timescaledb(&pool).await?;
+    let timescale = tokenusage_schema::migrations::has_timescaledb(&pool).await?;
     println!(
         "database {} is migrated ({})",
         a.db.describe(),

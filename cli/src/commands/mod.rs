@@ -19,7 +19,7 @@ use tokenusage_plumbing::DatabaseArgs;
 pub(crate) async fn database(db: &DatabaseArgs, migrate: bool) -> anyhow::Result<sqlx::PgPool> {
     let pool = db.connect().await?;
     if migrate {
-        tokenusage_plumbing::db::migrate(&pool).await?;
+        tokenusage_schema::migrations::migrate(&pool).await?;
         tracing::info!(database = %db.describe(), "database schema is current");
     }
     Ok(pool)

@@ -34,9 +34,14 @@ pub struct ServeArgs {
     /// Password of the demo users (`demo`, a viewer, and `admin`).
     #[arg(long, env = "TOKENUSAGE_DEMO_PASSWORD", default_value = "tokenusage-demo", hide_env_values = true)]
     pub demo_password: String,
-    /// Demo events per second in the live stream.
-    #[arg(long, env = "TOKENUSAGE_DEMO_RATE", default_value_t = 2.0)]
+    /// Demo events per second at the busiest hour (weekday mornings), in the
+    /// history and the live stream alike; quieter hours get fewer.
+    #[arg(long, env = "TOKENUSAGE_DEMO_RATE", default_value_t = 0.25)]
     pub demo_rate: f64,
+    /// Days of demo history published at the first start.
+    #[arg(long, env = "TOKENUSAGE_DEMO_DAYS", default_value_t = 28,
+          value_parser = clap::value_parser!(i64).range(0..=400))]
+    pub demo_days: i64,
     /// How long draining may take on shutdown before tasks are abandoned, in seconds.
     #[arg(long, env = "TOKENUSAGE_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     pub shutdown_grace_secs: u64,
@@ -84,7 +89,8 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
 
     let ingest_publisher = Publisher::new(&a.kafka, &a.producer)?;
     let ingest = tokenusage_ingest::http::router(&a.ingest, ingest_publisher, pool.clone());
-    let app = Application::build(a.api.clone(), pool.clone(), ingest).await?;
+    let mounted = tokenusage_api::Mounted { router: ingest, doc: Some(tokenusage_ingest::http::openapi()) };
+    let app = Application::build(a.api.clone(), pool.clone(), mounted).await?;
     let addr = app.local_addr();
     let scheme = app.scheme();
     let readiness = app.readiness();
@@ -103,14 +109,14 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
 
     if a.demo {
         for (user, role) in [(demo::DEMO_USER, Role::Viewer), (demo::DEMO_ADMIN, Role::Admin)] {
-            super::users::upsert_user(&pool, user, user, role, &a.demo_password).await?;
+            tokenusage_api::accounts::upsert(&pool, user, user, role, &a.demo_password).await?;
         }
         let publisher = Publisher::new(&a.kafka, &a.producer)?;
-        let (s, pool2, rate) = (shutdown.clone(), pool.clone(), a.demo_rate);
+        let (s, pool2, rate, days) = (shutdown.clone(), pool.clone(), a.demo_rate, a.demo_days);
         tasks.spawn("demo", async move {
-            match demo::backfill(&publisher, &pool2, 14).await {
+            match demo::backfill(&publisher, &pool2, days, rate).await {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(events = n, "published two weeks of demo history"),
+                Ok(n) => tracing::info!(events = n, days, "published the demo history"),
                 Err(e) => tracing::warn!(error = %e, "demo history not published"),
             }
             demo::live(publisher, rate, s).await;

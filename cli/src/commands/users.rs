@@ -1,9 +1,11 @@
-//! `tokenusage users ...`: local accounts for the dashboard.
+//! `tokenusage users ...`: local accounts for the dashboard (`api::accounts`
+//! owns them; this is their command line).
 
 use std::io::BufRead;
 use std::process::ExitCode;
 
-use tokenusage_api::{Role, hash_password};
+use tokenusage_api::Role;
+use tokenusage_api::accounts;
 use tokenusage_plumbing::DatabaseArgs;
 
 #[derive(Debug, clap::Subcommand)]
@@ -20,8 +22,8 @@ pub enum UsersCmd {
         /// Display name (defaults to the id).
         #[arg(long)]
         name: Option<String>,
-        #[arg(long, default_value = "viewer", value_parser = ["viewer", "admin"])]
-        role: String,
+        #[arg(long, value_enum, default_value = "viewer")]
+        role: Role,
         #[command(flatten)]
         db: DatabaseArgs,
     },
@@ -40,8 +42,8 @@ pub enum UsersCmd {
     /// Change a user's role.
     SetRole {
         id: String,
-        #[arg(value_parser = ["viewer", "admin"])]
-        role: String,
+        #[arg(value_enum)]
+        role: Role,
         #[command(flatten)]
         db: DatabaseArgs,
     },
@@ -58,80 +60,28 @@ pub async fn run(cmd: UsersCmd) -> anyhow::Result<ExitCode> {
                     line.trim_end_matches(['\r', '\n']).to_owned()
                 }
             };
-            if password.chars().count() < 8 {
-                anyhow::bail!("the password must be at least 8 characters");
-            }
             let pool = super::database(&db, true).await?;
-            let role = Role::parse(&role).unwrap_or(Role::Viewer);
-            upsert_user(&pool, &id, name.as_deref().unwrap_or(&id), role, &password).await?;
+            accounts::upsert(&pool, &id, name.as_deref().unwrap_or(&id), role, &password).await?;
             println!("user {id} ({}) is ready", role.as_str());
         }
         UsersCmd::List { db } => {
             let pool = super::database(&db, true).await?;
-            let rows: Vec<(String, String, String, bool)> =
-                sqlx::query_as("select id, display_name, role, disabled from users order by id")
-                    .fetch_all(&pool)
-                    .await?;
             println!("{:<32} {:<8} {:<9} name", "id", "role", "status");
-            for (id, name, role, disabled) in rows {
-                println!("{id:<32} {role:<8} {:<9} {name}", if disabled { "disabled" } else { "active" });
+            for a in accounts::list(&pool).await? {
+                let status = if a.disabled { "disabled" } else { "active" };
+                println!("{:<32} {:<8} {status:<9} {}", a.id, a.role.as_str(), a.display_name);
             }
         }
         UsersCmd::Disable { id, db } => {
             let pool = super::database(&db, true).await?;
-            let mut tx = pool.begin().await?;
-            let n = sqlx::query("update users set disabled = true where id = $1")
-                .bind(&id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if n == 0 {
-                anyhow::bail!("no user {id}");
-            }
-            let sessions = sqlx::query(
-                "update refresh_tokens set revoked_at = now() where user_id = $1 and revoked_at is null and rotated_at is null",
-            )
-            .bind(&id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            tx.commit().await?;
+            let sessions = accounts::disable(&pool, &id).await?;
             println!("user {id} is disabled ({sessions} open session(s) ended)");
         }
         UsersCmd::SetRole { id, role, db } => {
             let pool = super::database(&db, true).await?;
-            let n = sqlx::query("update users set role = $2 where id = $1")
-                .bind(&id)
-                .bind(&role)
-                .execute(&pool)
-                .await?
-                .rows_affected();
-            if n == 0 {
-                anyhow::bail!("no user {id}");
-            }
-            println!("user {id} is now {role}");
+            accounts::set_role(&pool, &id, role).await?;
+            println!("user {id} is now {}", role.as_str());
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Creates or updates a user with an argon2id hash (computed off the
-/// async runtime).
-pub async fn upsert_user(pool: &sqlx::PgPool, id: &str, name: &str, role: Role, password: &str) -> anyhow::Result<()> {
-    let pw = password.to_owned();
-    let hash = tokio::task::spawn_blocking(move || hash_password(&pw)).await??;
-    sqlx::query(
-        r#"
-        insert into users (id, display_name, password_hash, role) values ($1, $2, $3, $4)
-        on conflict (id) do update set display_name = excluded.display_name,
-            password_hash = excluded.password_hash, role = excluded.role, disabled = false
-        "#,
-    )
-    .bind(id)
-    .bind(name)
-    .bind(hash)
-    .bind(role.as_str())
-    .execute(pool)
-    .await?;
-    Ok(())
 }

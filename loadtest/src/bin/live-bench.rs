@@ -21,6 +21,7 @@ use futures::{SinkExt, StreamExt};
 use rand::Rng;
 use sha2::Digest;
 use tokenusage_contract::UsageEvent;
+use tokenusage_ingest::synthetic::Synthetic;
 use tokenusage_ingest::{ProducerArgs, Publisher};
 use tokenusage_plumbing::KafkaArgs;
 use tokio_tungstenite::tungstenite::Message;
@@ -119,18 +120,12 @@ async fn open(addr: &str, token: &str, views: &[serde_json::Value]) -> anyhow::R
     anyhow::bail!("closed before the snapshot")
 }
 
+/// One event of `user` now: one activity and model, so the benchmark's
+/// views stay one series each.
 fn event(user: String, rng: &mut impl Rng) -> UsageEvent {
-    UsageEvent {
-        source: "live-bench".into(),
-        event_id: uuid::Uuid::now_v7().to_string(),
-        user_id: user,
-        occurred_at: Utc::now(),
-        activity: "chat".into(),
-        model: "m".into(),
-        input_tokens: rng.random_range(1..1000),
-        output_tokens: rng.random_range(0..100),
-        metadata: None,
-    }
+    static ONE_SERIES: std::sync::LazyLock<Synthetic> =
+        std::sync::LazyLock::new(|| Synthetic::with("live-bench", &["chat"], &["m"]));
+    ONE_SERIES.event(rng, &user, Utc::now())
 }
 
 fn pct(sorted: &[f64], p: f64) -> f64 {

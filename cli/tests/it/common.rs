@@ -61,7 +61,7 @@ impl TestEnv {
             acquire_timeout_secs: 10,
         };
         let pool = db.connect().await.unwrap();
-        tokenusage_plumbing::db::migrate(&pool).await.unwrap();
+        tokenusage_schema::migrations::migrate(&pool).await.unwrap();
         let kafka = KafkaArgs {
             bootstrap_servers: brokers,
             topic: format!("tu-test-{}", &id[..12]),
@@ -82,22 +82,19 @@ impl TestEnv {
         Self { db: self.db.clone(), kafka: self.kafka.clone(), pool: self.pool.clone(), db_name: String::new() }
     }
 
+    /// The projector's declared defaults, with this test's group and the
+    /// shorter waits tests want.
     pub fn projector_args(&self) -> ProjectorArgs {
-        ProjectorArgs {
-            group: format!("{}-projector", self.kafka.topic),
-            batch_max_events: 1000,
-            batch_max_wait_ms: 20,
-            batch_linger_ms: 1,
-            fetch_wait_ms: 2,
-            writers: 2,
-            session_timeout_ms: 6000,
-            assign_partitions: None,
-            raw_retention_days: 400,
-        }
+        let mut args: ProjectorArgs = tokenusage_plumbing::config::defaults();
+        args.group = format!("{}-projector", self.kafka.topic);
+        args.batch_max_events = 1000;
+        args.batch_max_wait_ms = 20;
+        args.session_timeout_ms = 6000;
+        args
     }
 
     pub async fn add_user(&self, id: &str, role: Role, password: &str) {
-        tokenusage::commands::users::upsert_user(&self.pool, id, id, role, password).await.unwrap();
+        tokenusage_api::accounts::upsert(&self.pool, id, id, role, password).await.unwrap();
     }
 
     /// Drops the database. Call at the end of a test; `scripts/test.sh`
@@ -157,7 +154,8 @@ impl TestApp {
             publisher,
             env.pool.clone(),
         );
-        let app = Application::build(api, env.pool.clone(), ingest).await.unwrap();
+        let mounted = tokenusage_api::Mounted { router: ingest, doc: Some(tokenusage_ingest::http::openapi()) };
+        let app = Application::build(api, env.pool.clone(), mounted).await.unwrap();
         let addr = app.local_addr();
         let readiness = app.readiness();
         let s = shutdown.clone();
@@ -214,7 +212,7 @@ pub const TEST_JWT_SECRET: &str = "test-secret-test-secret-test-secret!!";
 /// API settings of test servers.
 pub fn test_api_args() -> ApiArgs {
     let mut api = ApiArgs::for_tests();
-    api.jwt_secret = Some(SecretString::from(TEST_JWT_SECRET));
+    api.jwt.secret = Some(SecretString::from(TEST_JWT_SECRET));
     api
 }
 

@@ -2,7 +2,7 @@
 //! ranges (sums match to the token), DST and odd offsets, calendar
 //! boundaries, CSV = JSON, summaries, admin views and validation.
 
-mod common;
+use crate::common;
 
 use chrono::{DateTime, Duration, Utc};
 use common::{TestApp, TestEnv, test_api_args};

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, Transaction};
 
-use crate::batch::{RollupKey, Sums};
+use crate::rows::{RollupKey, Sums};
 
 /// The NOTIFY channel the API listens on.
 pub const NOTIFY_CHANNEL: &str = "tokenusage_rollups";
@@ -87,7 +87,7 @@ impl Notice {
 /// in the database, in the same call that sends the notices (migration
 /// 0009), so `'{"seq":' || seq || body` is the payload. [`PAYLOAD_BYTES`]
 /// leaves room for any seq under PostgreSQL's 8000-byte cap.
-pub(crate) fn bodies(minute_rows: &BTreeMap<RollupKey, Sums>) -> Vec<String> {
+pub fn bodies(minute_rows: &BTreeMap<RollupKey, Sums>) -> Vec<String> {
     const HEAD: &str = ",\"rows\":[";
     let mut out = Vec::new();
     let mut cur = HEAD.to_owned();
@@ -143,7 +143,7 @@ fn users_bodies(minute_rows: &BTreeMap<RollupKey, Sums>) -> Vec<String> {
 }
 
 /// The body of a notice that every view must be re-read.
-pub(crate) fn everyone() -> String {
+pub fn everyone() -> String {
     body(serde_json::json!({ "all": true }))
 }
 
@@ -156,7 +156,7 @@ fn body(members: serde_json::Value) -> String {
 /// Takes the next number in `rollup_sequence` and queues the notices with
 /// it; PostgreSQL sends them at commit, or never. Call it last in a
 /// transaction (see migration 0009).
-pub(crate) async fn send(tx: &mut Transaction<'_, Postgres>, bodies: &[String]) -> Result<(), sqlx::Error> {
+pub async fn send(tx: &mut Transaction<'_, Postgres>, bodies: &[String]) -> Result<(), sqlx::Error> {
     sqlx::query("select tokenusage_notify_rollups($1, $2)")
         .bind(NOTIFY_CHANNEL)
         .bind(bodies)
@@ -182,7 +182,7 @@ mod tests {
                         activity: "chat".into(),
                         model: "gpt-x".into(),
                     },
-                    Sums { input_tokens: u as i64 + i, output_tokens: 2, events: 1 },
+                    Sums::new(u as i64 + i, 2, 1),
                 );
             }
         }
@@ -190,7 +190,7 @@ mod tests {
     }
 
     /// The payload `tokenusage_notify_rollups` sends for a body (checked
-    /// against PostgreSQL in cli/tests/projector.rs).
+    /// against PostgreSQL in cli/tests/it/projector.rs).
     fn with_seq(seq: i64, body: &str) -> String {
         format!("{{\"seq\":{seq}{body}")
     }

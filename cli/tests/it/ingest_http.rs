@@ -1,7 +1,7 @@
 //! HTTP ingest against the real broker and database: every bad-input class
 //! with its exact error, keys, rate limits, and a broker outage.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -9,7 +9,7 @@ use common::{OwnBroker, TestApp, TestEnv, eventually};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokenusage_api::Role;
-use tokenusage_ingest::keys;
+use tokenusage_schema::keys;
 
 fn ev(id: &str) -> Value {
     json!({"event_id": id, "user_id": "alice", "occurred_at": "2026-11-20T10:00:00Z",

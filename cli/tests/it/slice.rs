@@ -1,7 +1,7 @@
 //! The thin vertical slice, end to end: `tokenusage publish` -> Kafka ->
 //! projector -> PostgreSQL rollups -> authenticated `GET` on the API.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

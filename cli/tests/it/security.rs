@@ -3,60 +3,56 @@
 //! request), the hash chain under tampering, fail-closed auditing,
 //! sessions, sign-in rate limiting, OIDC, and TLS.
 
-mod common;
-
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use crate::common;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use common::{TEST_JWT_SECRET, TestApp, TestEnv, eventually, test_api_args};
+use common::{TEST_JWT_SECRET, TestApp, TestEnv, test_api_args};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokenusage_api::Role;
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     jsonwebtoken::get_current_timestamp()
 }
 
 /// The `kid` the server derives from a secret (see api/src/tokens.rs).
-fn kid_of(secret: &str) -> String {
+pub(crate) fn kid_of(secret: &str) -> String {
     let d = Sha256::digest([b"tokenusage-kid:".as_slice(), secret.as_bytes()].concat());
     format!("tu-{}", hex::encode(&d[..8]))
 }
 
-fn good_claims(sub: &str) -> Value {
+pub(crate) fn good_claims(sub: &str) -> Value {
     let n = now();
     json!({"sub": sub, "iss": "tokenusage", "aud": "tokenusage-api", "exp": n + 300, "nbf": n - 1, "iat": n, "role": "viewer"})
 }
 
-fn sign(alg: Algorithm, kid: Option<&str>, claims: &Value, secret: &[u8]) -> String {
+pub(crate) fn sign(alg: Algorithm, kid: Option<&str>, claims: &Value, secret: &[u8]) -> String {
     let mut h = Header::new(alg);
     h.kid = kid.map(str::to_owned);
     jsonwebtoken::encode(&h, claims, &EncodingKey::from_secret(secret)).unwrap()
 }
 
-fn hs256(claims: &Value) -> String {
+pub(crate) fn hs256(claims: &Value) -> String {
     sign(Algorithm::HS256, Some(&kid_of(TEST_JWT_SECRET)), claims, TEST_JWT_SECRET.as_bytes())
 }
 
-fn without(claim: &str) -> Value {
+pub(crate) fn without(claim: &str) -> Value {
     let mut c = good_claims("alice");
     c.as_object_mut().unwrap().remove(claim);
     c
 }
 
-fn with(claim: &str, v: Value) -> Value {
+pub(crate) fn with(claim: &str, v: Value) -> Value {
     let mut c = good_claims("alice");
     c[claim] = v;
     c
 }
 
 /// A token with a hand-made header and a given signature part.
-fn raw_token(header: Value, claims: &Value, signature: &str) -> String {
+pub(crate) fn raw_token(header: Value, claims: &Value, signature: &str) -> String {
     format!("{}.{}.{signature}", B64.encode(header.to_string()), B64.encode(claims.to_string()))
 }
 
@@ -146,7 +142,7 @@ async fn keys_rotate_by_kid() {
     let old = "the-previous-secret-the-previous-secret!";
     let retired = "a-long-retired-secret-a-long-retired-secret";
     let mut args = test_api_args();
-    args.jwt_previous_secrets = vec![SecretString::from(old)];
+    args.jwt.previous_secrets = vec![SecretString::from(old)];
     let app = TestApp::spawn_api(&env, args).await;
 
     let by_old = sign(Algorithm::HS256, Some(&kid_of(old)), &good_claims("alice"), old.as_bytes());
@@ -165,14 +161,14 @@ async fn keys_rotate_by_kid() {
 }
 
 #[derive(Clone, Copy, Debug)]
-enum Caller {
+pub(crate) enum Caller {
     Anonymous,
     Publisher,
     Alice,
     Admin,
 }
 
-async fn audit_count(env: &TestEnv) -> i64 {
+pub(crate) async fn audit_count(env: &TestEnv) -> i64 {
     sqlx::query_scalar("select count(*) from audit_log").fetch_one(&env.pool).await.unwrap()
 }
 
@@ -200,7 +196,7 @@ async fn every_endpoint_by_every_role_sees_only_what_it_may_and_leaves_one_audit
     let app = TestApp::spawn_api(&env, test_api_args()).await;
     let alice = app.login("alice", "alice-password").await;
     let admin = app.login("root", "root-password").await;
-    let publisher_key = tokenusage_ingest::keys::create(&env.pool, "pub", "pub", 100).await.unwrap().key;
+    let publisher_key = tokenusage_schema::keys::create(&env.pool, "pub", "pub", 100).await.unwrap().key;
 
     const RANGE: &str = "from=2026-11-20T00:00:00Z&to=2026-11-21T00:00:00Z";
     let series_own = format!("/api/v1/usage/series?{RANGE}&granularity=hour");
@@ -418,311 +414,4 @@ async fn data_is_not_served_when_the_audit_entry_cannot_be_written() {
 
     app.stop().await;
     env.cleanup().await;
-}
-
-/// The session cookie's value from a response.
-fn session_cookie(resp: &reqwest::Response) -> Option<(String, String)> {
-    resp.headers().get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).find_map(|c| {
-        let value = c.strip_prefix("tu_refresh=")?.split(';').next()?.to_owned();
-        Some((value, c.to_owned()))
-    })
-}
-
-async fn refresh(app: &TestApp, cookie: &str) -> reqwest::Response {
-    app.http
-        .post(app.url("/api/v1/auth/refresh"))
-        .header("cookie", format!("tu_refresh={cookie}"))
-        .send()
-        .await
-        .unwrap()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sessions_rotate_end_on_logout_and_reuse_and_disabling_locks_out() {
-    let env = TestEnv::database_only().await;
-    env.add_user("alice", Role::Viewer, "alice-password").await;
-    let app = TestApp::spawn_api(&env, test_api_args()).await;
-
-    let login = app
-        .http
-        .post(app.url("/api/v1/auth/login"))
-        .json(&json!({"username": "alice", "password": "alice-password"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(login.status(), 200);
-    let (first, raw) = session_cookie(&login).expect("a session cookie");
-    for attr in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/api/v1/auth"] {
-        assert!(raw.contains(attr), "cookie lacks {attr}: {raw}");
-    }
-    let body: Value = login.json().await.unwrap();
-    assert!(body["expires_in"].as_u64().unwrap() <= 3600, "access tokens are short-lived");
-    // Only a hash of the refresh token is stored.
-    let stored: i64 = sqlx::query_scalar("select count(*) from refresh_tokens where token_hash = $1")
-        .bind(Sha256::digest(first.as_bytes()).to_vec())
-        .fetch_one(&env.pool)
-        .await
-        .unwrap();
-    assert_eq!(stored, 1);
-
-    // Refresh: a new access token and a rotated cookie.
-    let r = refresh(&app, &first).await;
-    assert_eq!(r.status(), 200);
-    let (second, _) = session_cookie(&r).unwrap();
-    assert_ne!(first, second);
-    let token: Value = r.json().await.unwrap();
-    assert_eq!(app.get(token["access_token"].as_str().unwrap(), "/api/v1/me").await.0, 200);
-
-    // Another site cannot drive the refresh.
-    let r = app
-        .http
-        .post(app.url("/api/v1/auth/refresh"))
-        .header("cookie", format!("tu_refresh={second}"))
-        .header("origin", "https://evil.example")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
-
-    // The first cookie comes back well after it was rotated: a copy is in
-    // someone else's hands, so the whole session ends.
-    sqlx::query("update refresh_tokens set rotated_at = now() - interval '1 minute' where rotated_at is not null")
-        .execute(&env.pool)
-        .await
-        .unwrap();
-    assert_eq!(refresh(&app, &first).await.status(), 401);
-    assert_eq!(refresh(&app, &second).await.status(), 401, "the session was revoked");
-
-    // Logout ends a session.
-    let again = app
-        .http
-        .post(app.url("/api/v1/auth/login"))
-        .json(&json!({"username": "alice", "password": "alice-password"}))
-        .send()
-        .await
-        .unwrap();
-    let (third, _) = session_cookie(&again).unwrap();
-    let access: Value = again.json().await.unwrap();
-    let access = access["access_token"].as_str().unwrap().to_owned();
-    let r = app
-        .http
-        .post(app.url("/api/v1/auth/logout"))
-        .header("cookie", format!("tu_refresh={third}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
-    assert_eq!(refresh(&app, &third).await.status(), 401);
-
-    // Disabling the user locks out a still-valid access token within seconds.
-    assert_eq!(app.get(&access, "/api/v1/me").await.0, 200);
-    let out = common::tokenusage(&env, &["users", "disable", "alice"], None);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let locked =
-        eventually(Duration::from_secs(20), || async { (app.get(&access, "/api/v1/me").await.0 == 401).then_some(()) })
-            .await;
-    assert!(locked.is_some(), "a disabled user's token kept working");
-    let r = app
-        .http
-        .post(app.url("/api/v1/auth/login"))
-        .json(&json!({"username": "alice", "password": "alice-password"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-
-    app.stop().await;
-    env.cleanup().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn password_guessing_is_rate_limited_and_audited() {
-    let env = TestEnv::database_only().await;
-    env.add_user("alice", Role::Viewer, "alice-password").await;
-    let mut args = test_api_args();
-    args.login_attempts_per_minute = 5;
-    let app = TestApp::spawn_api(&env, args).await;
-    let attempt = |pw: &'static str| {
-        app.http.post(app.url("/api/v1/auth/login")).json(&json!({"username": "alice", "password": pw})).send()
-    };
-    for _ in 0..5 {
-        assert_eq!(attempt("wrong").await.unwrap().status(), 401);
-    }
-    let r = attempt("alice-password").await.unwrap();
-    assert_eq!(r.status(), 429, "the right password does not help once the budget is spent");
-    assert!(r.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
-    let (failures, limited): (i64, i64) = sqlx::query_as(
-        "select count(*) filter (where outcome = 'unauthenticated'), count(*) filter (where outcome = 'rate_limited')
-         from audit_log where action = 'auth.login' and actor = 'alice'",
-    )
-    .fetch_one(&env.pool)
-    .await
-    .unwrap();
-    assert_eq!((failures, limited), (5, 1));
-    // The password is never on the record.
-    let leaked: i64 =
-        sqlx::query_scalar("select count(*) from audit_log where params like '%password%' or params like '%wrong%'")
-            .fetch_one(&env.pool)
-            .await
-            .unwrap();
-    assert_eq!(leaked, 0);
-
-    app.stop().await;
-    env.cleanup().await;
-}
-
-/// A minimal OpenID provider: discovery and a JWKS holding one ES256 key.
-struct MockIdp {
-    issuer: String,
-    jwks_hits: Arc<AtomicUsize>,
-    key: EncodingKey,
-    kid: &'static str,
-}
-
-impl MockIdp {
-    async fn start() -> Self {
-        let pem = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/oidc-test-es256.pem")).unwrap();
-        let key = EncodingKey::from_ec_pem(&pem).unwrap();
-        let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, Algorithm::ES256).unwrap();
-        jwk.common.key_id = Some("idp-key-1".into());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let issuer = format!("http://{}", listener.local_addr().unwrap());
-        let jwks_hits = Arc::new(AtomicUsize::new(0));
-        let (hits, iss) = (jwks_hits.clone(), issuer.clone());
-        let jwks = json!({ "keys": [jwk] });
-        let app = axum::Router::new()
-            .route(
-                "/.well-known/openid-configuration",
-                axum::routing::get(move || {
-                    let iss = iss.clone();
-                    async move { axum::Json(json!({"issuer": iss, "jwks_uri": format!("{iss}/jwks")})) }
-                }),
-            )
-            .route(
-                "/jwks",
-                axum::routing::get(move || {
-                    hits.fetch_add(1, Ordering::SeqCst);
-                    let jwks = jwks.clone();
-                    async move { axum::Json(jwks) }
-                }),
-            );
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { issuer, jwks_hits, key, kid: "idp-key-1" }
-    }
-
-    fn claims(&self, sub: &str, roles: Value) -> Value {
-        let n = now();
-        json!({"sub": sub, "iss": self.issuer, "aud": "tokenusage", "exp": n + 300, "nbf": n - 1, "iat": n, "groups": roles})
-    }
-
-    fn token(&self, kid: &str, claims: &Value) -> String {
-        let mut h = Header::new(Algorithm::ES256);
-        h.kid = Some(kid.into());
-        jsonwebtoken::encode(&h, claims, &self.key).unwrap()
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tokens_of_the_configured_identity_provider_are_validated_against_its_jwks() {
-    let env = TestEnv::database_only().await;
-    let idp = MockIdp::start().await;
-    let mut args = test_api_args();
-    args.oidc_issuer = Some(idp.issuer.clone());
-    args.oidc_role_claim = "groups".into();
-    args.oidc_admin_values = vec!["usage-admins".into()];
-    args.oidc_jwks_min_refetch_secs = 3600;
-    let app = TestApp::spawn_api(&env, args).await;
-
-    let viewer = idp.token(idp.kid, &idp.claims("carol", json!(["staff"])));
-    let (status, me) = app.get(&viewer, "/api/v1/me").await;
-    assert_eq!(status, 200, "{me}");
-    assert_eq!(
-        (me["user"].as_str(), me["role"].as_str(), me["issuer"].as_str()),
-        (Some("carol"), Some("viewer"), Some("oidc"))
-    );
-    let admin = idp.token(idp.kid, &idp.claims("dave", json!(["staff", "usage-admins"])));
-    assert_eq!(app.get(&admin, "/api/v1/me").await.1["role"], "admin");
-    // Claim-to-role mapping decides; a viewer cannot read others.
-    assert_eq!(
-        app.get(&viewer, "/api/v1/usage/series?from=2026-11-20T00:00:00Z&to=2026-11-21T00:00:00Z&user=dave").await.0,
-        403
-    );
-    assert_eq!(idp.jwks_hits.load(Ordering::SeqCst), 1, "keys are cached");
-
-    let mut wrong_aud = idp.claims("carol", json!([]));
-    wrong_aud["aud"] = json!("another-app");
-    let mut wrong_iss = idp.claims("carol", json!([]));
-    wrong_iss["iss"] = json!("https://evil.example");
-    let mut expired = idp.claims("carol", json!([]));
-    expired["exp"] = json!(now() - 60);
-    // Key confusion: HS256 with the provider's public key as the HMAC secret.
-    let public_jwk =
-        serde_json::to_vec(&jsonwebtoken::jwk::Jwk::from_encoding_key(&idp.key, Algorithm::ES256).unwrap()).unwrap();
-    let confused = sign(Algorithm::HS256, Some(idp.kid), &idp.claims("carol", json!(["usage-admins"])), &public_jwk);
-    for (what, token) in [
-        ("wrong audience", idp.token(idp.kid, &wrong_aud)),
-        ("wrong issuer", idp.token(idp.kid, &wrong_iss)),
-        ("expired", idp.token(idp.kid, &expired)),
-        ("HS256 with the public key", confused),
-    ] {
-        assert_eq!(app.get(&token, "/api/v1/me").await.0, 401, "{what}");
-    }
-    // Unknown kids trigger at most one refetch within the window.
-    for i in 0..5 {
-        let t = idp.token(&format!("rotated-{i}"), &idp.claims("carol", json!([])));
-        assert_eq!(app.get(&t, "/api/v1/me").await.0, 401);
-    }
-    assert_eq!(idp.jwks_hits.load(Ordering::SeqCst), 2, "unknown kids refetch, rate-limited");
-
-    app.stop().await;
-    env.cleanup().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_built_in_tls_listener_serves_https_with_hsts() {
-    let env = TestEnv::database_only().await;
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-    let dir = std::env::temp_dir().join(format!("tu-tls-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), cert.key_pair.serialize_pem()).unwrap();
-    let mut args = test_api_args();
-    args.tls_cert = Some(dir.join("cert.pem"));
-    args.tls_key = Some(dir.join("key.pem"));
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let server = tokenusage_api::Application::build(args, env.pool.clone(), axum::Router::new()).await.unwrap();
-    assert_eq!(server.scheme(), "https");
-    let port = server.local_addr().port();
-    let s = shutdown.clone();
-    let task = tokio::spawn(async move { server.run_until_stopped(s).await });
-
-    let client = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
-        .build()
-        .unwrap();
-    let r = client.get(format!("https://localhost:{port}/healthz")).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    assert!(r.headers()["strict-transport-security"].to_str().unwrap().starts_with("max-age="));
-    assert!(r.headers()["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"));
-    // Plain HTTP to the TLS port gets nothing.
-    let plain = reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await;
-    assert!(plain.is_err() || !plain.unwrap().status().is_success());
-
-    shutdown.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(35), task).await;
-    let _ = std::fs::remove_dir_all(dir);
-    env.cleanup().await;
-}
-
-#[test]
-fn serve_refuses_plain_http_on_a_reachable_address() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tokenusage"))
-        .args(["serve", "--listen", "0.0.0.0:0"])
-        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("refusing to serve plain HTTP on 0.0.0.0:0"), "{stderr}");
-    assert!(stderr.contains("--behind-tls-proxy"), "{stderr}");
 }

@@ -1,0 +1,36 @@
+//! Live views over WebSocket: a snapshot, then deltas, fed only by
+//! committed data (the projector's post-commit NOTIFY).
+//!
+//! Protocol `tokenusage.v1` (docs/LIVE.md): the browser authenticates in the
+//! handshake with the subprotocols `tokenusage.v1` and `bearer.<token>` (no
+//! token in the URL); a foreign `Origin` is refused before the upgrade. A
+//! socket holds several subscriptions, each a view in the REST vocabulary.
+//!
+//! Exactness without re-reading: every notification carries the committed
+//! per-minute increments and the commit's number in `rollup_sequence`
+//! (`schema::notice`). A view's snapshot is read together with that number
+//! S; the socket then adds, in memory, exactly the increments numbered above
+//! S. Whatever cannot be applied that way (an inbox overflowed, a notice too
+//! big to carry increments, a gap in the numbers, a lost listener) makes
+//! the affected sockets re-read their views: slower, never wrong.
+//!
+//! The parts, in the order a change travels:
+//! - `feed`: LISTENs for the notices (and polls freshness);
+//! - `hub`: routes each notice to the sockets watching its users;
+//! - `handshake`: what is checked before a socket exists;
+//! - `socket`: one task per socket, its loop and pacing;
+//! - `requests`: what each client message does;
+//! - `view`: the arithmetic of one subscription;
+//! - `protocol`: the messages both ways, typed, and the close codes.
+
+mod feed;
+pub(crate) mod handshake;
+mod hub;
+pub mod protocol;
+mod requests;
+mod socket;
+mod view;
+
+pub(crate) use handshake::upgrade;
+pub use hub::Live;
+pub use protocol::{PROTOCOL, close};

@@ -1,0 +1,182 @@
+//! The native decoder's field rules, and the property test over arbitrary
+//! Unicode in every field.
+use super::*;
+use serde_json::json;
+
+fn now() -> DateTime<Utc> {
+    "2026-11-27T12:00:00Z".parse().unwrap()
+}
+
+fn good() -> Value {
+    json!({
+        "event_id": "e-1", "user_id": "alice", "occurred_at": "2026-11-27T11:00:00+01:00",
+        "activity": "chat", "model": "gpt-4o-mini", "input_tokens": 120, "output_tokens": 30
+    })
+}
+
+fn errors(v: Value) -> Vec<(String, String)> {
+    parse_native(v.to_string().as_bytes(), "direct", now())
+        .unwrap_err()
+        .0
+        .into_iter()
+        .map(|e| (e.field, e.reason))
+        .collect()
+}
+
+#[test]
+fn a_good_event_parses_and_is_normalised_to_utc() {
+    let e = parse_native(good().to_string().as_bytes(), "direct", now()).unwrap();
+    assert_eq!(e.source, "direct");
+    assert_eq!(e.occurred_at.to_rfc3339(), "2026-11-27T10:00:00+00:00");
+    assert_eq!(e.total_tokens(), 150);
+}
+
+#[test]
+fn every_bad_field_is_named_with_its_reason() {
+    let mut v = good();
+    v["input_tokens"] = json!(-5);
+    v["output_tokens"] = json!(1.5);
+    v["activity"] = json!("Chat");
+    v.as_object_mut().unwrap().remove("model");
+    v["extra"] = json!(1);
+    let errs = errors(v);
+    let fields: Vec<&str> = errs.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(fields, ["activity", "model", "input_tokens", "output_tokens", "extra"]);
+    assert_eq!(errs[2].1, "must not be negative, got -5");
+    assert_eq!(errs[1].1, "is required");
+    assert!(errs[0].1.contains("lowercase"), "{}", errs[0].1);
+}
+
+#[test]
+fn timestamps_must_have_an_offset_and_not_be_far_in_the_future() {
+    let mut v = good();
+    v["occurred_at"] = json!("2026-11-27 11:00:00");
+    assert_eq!(errors(v.clone())[0].0, "occurred_at");
+    v["occurred_at"] = json!("2026-11-27T12:06:00Z");
+    assert!(errors(v.clone())[0].1.contains("in the future"));
+    v["occurred_at"] = json!("2026-11-27T12:04:00Z");
+    assert!(parse_native(v.to_string().as_bytes(), "d", now()).is_ok());
+    v["occurred_at"] = json!("1999-12-31T23:59:59Z");
+    assert!(errors(v)[0].1.contains("before 2000"));
+}
+
+#[test]
+fn token_counts_are_bounded() {
+    let mut v = good();
+    v["input_tokens"] = json!(Limits::MAX_TOKENS + 1);
+    v["output_tokens"] = json!("12");
+    let errs = errors(v);
+    assert_eq!(errs[0], ("input_tokens".into(), "must be at most 1000000000, got 1000000001".into()));
+    assert_eq!(errs[1], ("output_tokens".into(), "must be a whole number, got a string".into()));
+}
+
+#[test]
+fn metadata_is_flat_and_bounded() {
+    let mut v = good();
+    v["metadata"] = json!({"team": "search", "nested": {"a": 1}});
+    assert_eq!(errors(v.clone())[0].0, "metadata.nested");
+    let many: Map<String, Value> = (0..17).map(|i| (format!("k{i}"), json!(i))).collect();
+    v["metadata"] = Value::Object(many);
+    assert!(errors(v)[0].1.contains("at most 16 keys"));
+}
+
+#[test]
+fn non_objects_and_broken_json_are_explained() {
+    assert!(parse_native(b"[1]", "d", now()).unwrap_err().to_string().contains("JSON object"));
+    assert!(parse_native(b"{", "d", now()).unwrap_err().to_string().contains("not valid JSON"));
+}
+
+#[test]
+fn nul_is_refused_in_every_string_field_and_metadata_value_with_a_field_error() {
+    for field in ["event_id", "user_id", "activity", "model", "source"] {
+        let mut v = good();
+        v[field] = json!("x\u{0}y");
+        let errs = errors(v);
+        assert_eq!(errs[0].0, field, "{errs:?}");
+    }
+    let mut v = good();
+    v["metadata"] = json!({"a": "x\u{0}y", "ok": "tab\tand\nnewline"});
+    assert_eq!(errors(v.clone()), vec![("metadata.a".to_owned(), crate::text::Unstorable::Nul.reason().to_owned())]);
+    v["metadata"] = json!({"k\u{0}": 1});
+    let errs = errors(v);
+    assert_eq!(errs[0].0, "metadata.k\\u{0000}", "the field path itself is printable");
+    // Lone surrogates never get past the JSON parser.
+    let raw = good().to_string().replace("\"alice\"", "\"\\ud800\"");
+    assert!(parse_native(raw.as_bytes(), "d", now()).unwrap_err().to_string().contains("not valid JSON"));
+}
+
+#[test]
+fn a_leap_second_stays_in_the_second_it_extends() {
+    let mut v = good();
+    v["occurred_at"] = json!("2016-12-31T23:59:60Z");
+    let e = parse_native(v.to_string().as_bytes(), "d", "2017-01-01T00:00:01Z".parse().unwrap()).unwrap();
+    assert_eq!(e.occurred_at.to_rfc3339(), "2016-12-31T23:59:59.999999+00:00");
+}
+
+/// Strings of every kind: NUL and other controls, RTL marks, 4-byte
+/// characters, noncharacters, and long runs.
+fn hostile_string() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    prop_oneof![
+        any::<String>(),
+        "[a-z0-9\\-]{1,12}",
+        proptest::collection::vec(
+            prop_oneof![Just('\0'), Just('\u{202e}'), Just('\u{1F600}'), Just('\u{FFFF}'), Just('\n'), any::<char>()],
+            0..40
+        )
+        .prop_map(|cs| cs.into_iter().collect()),
+        (1usize..600).prop_map(|n| "é".repeat(n)),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+    /// Whatever a publisher puts in any field, the decoder answers with an
+    /// event or with field errors, never a panic; an accepted event holds
+    /// only storable text; every error is printable.
+    #[test]
+    fn any_unicode_in_any_field_is_accepted_storably_or_refused_by_field(
+        field in proptest::sample::select(vec!["event_id", "user_id", "activity", "model", "source", "meta_key", "meta_value", "occurred_at"]),
+        s in hostile_string(),
+        cloud in proptest::bool::ANY,
+    ) {
+        let mut v = good();
+        match field {
+            "meta_key" => v["metadata"] = Value::Object([(s.clone(), json!(1))].into_iter().collect()),
+            "meta_value" => v["metadata"] = json!({"k": s}),
+            f => v[f] = json!(s),
+        }
+        let bytes = v.to_string();
+        let result = if cloud {
+            let ce = crate::cloudevents::to_cloudevent(&parse_native(good().to_string().as_bytes(), "d", now()).unwrap());
+            let mut ce = ce;
+            match field {
+                "event_id" => ce["id"] = json!(s),
+                "user_id" => ce["subject"] = json!(s),
+                "source" => ce["source"] = json!(s),
+                "occurred_at" => ce["time"] = json!(s),
+                "meta_key" | "meta_value" => ce["data"]["metadata"] = v["metadata"].clone(),
+                f => ce["data"][f] = json!(s),
+            }
+            crate::parse_cloudevent(ce.to_string().as_bytes(), now())
+        } else {
+            parse_native(bytes.as_bytes(), "d", now())
+        };
+        match result {
+            Ok(e) => {
+                for t in [&e.source, &e.event_id, &e.user_id, &e.activity, &e.model] {
+                    proptest::prop_assert!(crate::text::storable(t).is_ok());
+                }
+                if let Some(m) = &e.metadata {
+                    proptest::prop_assert!(crate::text::storable_json(&Value::Object(m.clone())).is_ok());
+                }
+            }
+            Err(errs) => {
+                proptest::prop_assert!(!errs.0.is_empty());
+                for fe in &errs.0 {
+                    proptest::prop_assert!(!fe.field.chars().chain(fe.reason.chars()).any(char::is_control), "{:?}", fe);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! The database schema the parts of tokenusage share: the migrations, and
+//! the Rust side of every table that one part writes and another reads.
+//!
+//! - `grain`, `rows`: the rollup tables (which grains, how instants floor
+//!   to buckets, what a row holds and how events fold into rows);
+//! - `sequence`, `notice`: the commit order of rollup changes and the
+//!   post-commit notification that carries them to live views;
+//! - `freshness`: how current the rollups are, written by the projector's
+//!   probe, read by the API;
+//! - `dead_letters`: what the projector could not count, re-driven by admins;
+//! - `keys`: publisher API keys, managed by admins, checked by ingest;
+//! - `migrations`: the schema itself, embedded.
+//!
+//! The projector, ingest and the API depend on this crate and not on each
+//! other. It holds data shapes and the queries on them that more than one
+//! part runs; queries with a single caller stay beside that caller.
+
+pub mod dead_letters;
+pub mod freshness;
+pub mod grain;
+pub mod keys;
+pub mod migrations;
+pub mod notice;
+pub mod rows;
+pub mod sequence;
+
+pub use grain::Grain;
+pub use rows::{RollupKey, Sums};
