@@ -60,8 +60,16 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # start_broker PORT DATA_DIR PIDFILE [ENGINE]: starts Tansu unless something
 # already answers on PORT. ENGINE is `sqlite` (durable, the default) or
 # `memory` (several times faster; loses everything on restart).
+#
+# Tansu holds every fetch for the full wait (it does not answer early when
+# records arrive, as Apache Kafka does), so processes run against it get a
+# short fetch wait instead of the product's Kafka default (500 ms). The
+# value and its latency/idle-CPU trade are measured in docs/BENCHMARKS.md
+# ("Fetch wait"); benchmarks choose their own.
+TANSU_FETCH_WAIT_MS=20
 start_broker() {
   local port="$1" dir="$2" pidfile="$3" engine="${4:-sqlite}"
+  export TOKENUSAGE_KAFKA_FETCH_WAIT_MS="${TOKENUSAGE_KAFKA_FETCH_WAIT_MS:-$TANSU_FETCH_WAIT_MS}"
   if port_open "$port"; then say "a Kafka broker already answers on 127.0.0.1:$port"; return; fi
   mkdir -p "$dir"
   say "starting the Tansu broker on 127.0.0.1:$port (data in $dir)"
@@ -162,6 +170,8 @@ bench_setup() {
   ensure_postgres; ensure_tansu; ensure_web_assets
   cargo build --release -q -p tokenusage -p tokenusage-loadtest --manifest-path "$ROOT/Cargo.toml" || die "the release build failed"
   psql_admin -c "drop database if exists $db with (force)" >/dev/null; psql_admin -c "create database $db" >/dev/null
+  # Latency benchmarks want the shortest useful wait (2 ms: docs/BENCHMARKS.md).
+  export TOKENUSAGE_KAFKA_FETCH_WAIT_MS="${TOKENUSAGE_KAFKA_FETCH_WAIT_MS:-2}"
   start_broker "$port" "$WORK/tansu" "$WORK/broker.pid" memory
   export DATABASE_URL="postgres://$PG_USER@$PG_HOST:$PG_PORT/$db" KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:$port" \
          KAFKA_OPTIONS=broker.address.family=v4 TOKENUSAGE_TOPIC="$topic" RUST_LOG=warn

@@ -140,6 +140,7 @@ impl Application {
     /// `serve` it carries HTTP ingest, so one port serves everything.
     pub async fn build(args: ApiArgs, pool: PgPool, mounted: Mounted) -> anyhow::Result<Self> {
         install_crypto_provider();
+        describe_metrics();
         args.check_transport()?;
         if !tokenusage_web::vendor_present() {
             tracing::warn!("uPlot is not embedded (run `npm ci --prefix web` before building); charts will not draw");
@@ -366,6 +367,26 @@ pub(crate) fn api_routes() -> Routes<AppState> {
         .delete("/admin/keys/{id}", admin::revoke_key)
         .get("/admin/dead-letters", admin::list_dead_letters)
         .post("/admin/dead-letters/{id}/redrive", admin::redrive_dead_letter)
+}
+
+/// The `# HELP` lines of the API's metrics, exported at zero from the start
+/// (dashboards and `rate()` then see them before the first event).
+fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge};
+    describe_gauge!("tokenusage_live_sockets", Unit::Count, "Open live WebSockets");
+    describe_counter!("tokenusage_live_sockets_closed_total", Unit::Count, "Live WebSockets closed, by reason");
+    describe_counter!(
+        "tokenusage_api_series_cache_total",
+        Unit::Count,
+        "Series reads, by result (hit: served from the cache)"
+    );
+    metrics::gauge!("tokenusage_live_sockets").increment(0.0);
+    for result in ["hit", "miss"] {
+        metrics::counter!("tokenusage_api_series_cache_total", "result" => result).increment(0);
+    }
+    for reason in crate::live::protocol::close::REASONS {
+        metrics::counter!("tokenusage_live_sockets_closed_total", "reason" => reason).increment(0);
+    }
 }
 
 /// The operational routes beside the API.

@@ -9,6 +9,7 @@
 
 pub mod commands;
 pub mod demo;
+pub mod embedded;
 
 use std::process::ExitCode;
 
@@ -57,6 +58,26 @@ pub enum Command {
     /// Manage local dashboard users.
     #[command(subcommand)]
     Users(commands::users::UsersCmd),
+}
+
+impl Cli {
+    /// Parses the command line, noting what was given explicitly rather
+    /// than defaulted (`serve --demo` embeds a broker only when no Kafka
+    /// was configured).
+    pub fn parse_noting_sources() -> Self {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Cli::command().get_matches();
+        let mut cli = match Cli::from_arg_matches(&matches) {
+            Ok(c) => c,
+            Err(e) => e.exit(),
+        };
+        if let (Command::Serve(a), Some(m)) = (&mut cli.command, matches.subcommand_matches("serve")) {
+            let given = |id: &str| m.value_source(id).is_some_and(|s| s != clap::parser::ValueSource::DefaultValue);
+            a.kafka_configured = given("bootstrap_servers");
+            a.fetch_wait_configured = given("fetch_wait_ms");
+        }
+        cli
+    }
 }
 
 /// Runs the parsed command. `Ok` carries the exit code for commands whose

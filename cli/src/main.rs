@@ -2,11 +2,9 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = tokenusage::Cli::parse();
+    let cli = tokenusage::Cli::parse_noting_sources();
     tokenusage_plumbing::telemetry::init(cli.log_format);
     match tokenusage::run(cli).await {
         Ok(code) => code,

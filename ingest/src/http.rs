@@ -125,8 +125,26 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     <IngestDoc as utoipa::OpenApi>::openapi()
 }
 
+/// The `# HELP` lines of ingest's metrics, and its outcome counters at zero.
+fn describe_metrics() {
+    metrics::describe_counter!(
+        "tokenusage_ingest_events_total",
+        metrics::Unit::Count,
+        "Events received over HTTP, by outcome: accepted (Kafka has it), rejected (invalid), failed (not acknowledged; retry)"
+    );
+    metrics::describe_histogram!(
+        "tokenusage_ingest_ack_seconds",
+        metrics::Unit::Seconds,
+        "Per request, time from sending its valid events to Kafka's last acknowledgement"
+    );
+    for outcome in ["accepted", "rejected", "failed"] {
+        metrics::counter!("tokenusage_ingest_events_total", "outcome" => outcome).increment(0);
+    }
+}
+
 /// The ingest routes, ready to merge into a server.
 pub fn router(args: &IngestArgs, publisher: Publisher, pool: PgPool) -> axum::Router {
+    describe_metrics();
     let state = IngestState {
         publisher,
         pool,
@@ -322,7 +340,9 @@ pub async fn ingest(
             }
         }
     });
+    let sent_at = std::time::Instant::now();
     let outcomes = futures::future::join_all(sends).await;
+    metrics::histogram!("tokenusage_ingest_ack_seconds").record(sent_at.elapsed().as_secs_f64());
 
     let (mut accepted, mut rejected, mut unavailable, mut queue_full) = (0usize, 0usize, 0usize, 0usize);
     let mut results = Vec::with_capacity(items.len());
@@ -351,6 +371,11 @@ pub async fn ingest(
         results.push(ItemResult { index, status, event_id, errors });
     }
 
+    // Per event, by outcome: accepted (Kafka has it), rejected (invalid),
+    // failed (valid but not acknowledged: retry).
+    for (outcome, n) in [("accepted", accepted), ("rejected", rejected), ("failed", unavailable + queue_full)] {
+        metrics::counter!("tokenusage_ingest_events_total", "outcome" => outcome).increment(n as u64);
+    }
     let status = if unavailable > 0 {
         StatusCode::SERVICE_UNAVAILABLE
     } else if queue_full > 0 {

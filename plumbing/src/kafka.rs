@@ -27,6 +27,10 @@ pub struct KafkaArgs {
     #[arg(long = "topic-replication", env = "TOKENUSAGE_TOPIC_REPLICATION", default_value_t = 1,
           value_parser = clap::value_parser!(i32).range(1..=100))]
     pub topic_replication: i32,
+    /// The topic is known to exist (the embedded broker made it, and does
+    /// not implement CreateTopics): do not try to create it.
+    #[arg(skip)]
+    pub topic_exists: bool,
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -86,6 +90,7 @@ mod tests {
             options: options.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
             topic_partitions: 1,
             topic_replication: 1,
+            topic_exists: false,
         }
     }
 

@@ -15,6 +15,9 @@ const ATTEMPTS: u32 = 4;
 /// Timeouts are retried: creation is idempotent, and a busy broker (or one
 /// still electing a controller) can miss the first deadline.
 pub async fn ensure_topic(kafka: &KafkaArgs) -> Result<(), KafkaError> {
+    if kafka.topic_exists {
+        return Ok(());
+    }
     let mut attempt = 1;
     loop {
         match create_once(kafka).await {

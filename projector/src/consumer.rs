@@ -42,10 +42,12 @@ pub struct ProjectorArgs {
     #[arg(long = "batch-linger-ms", env = "TOKENUSAGE_BATCH_LINGER_MS", default_value_t = 1)]
     pub batch_linger_ms: u64,
     /// Longest the broker may hold a fetch when it has no new records, in
-    /// ms. Brokers that do not answer early when records arrive (Tansu) add
-    /// up to about twice this to every event's way to the dashboard; each
-    /// idle fetch costs the broker a little CPU.
-    #[arg(long = "kafka-fetch-wait-ms", env = "TOKENUSAGE_KAFKA_FETCH_WAIT_MS", default_value_t = 2,
+    /// ms. Apache Kafka answers as soon as records arrive, so this only
+    /// paces idle fetches (its own default is 500). Brokers that hold every
+    /// fetch for the full wait (Tansu, the embedded one) add up to about
+    /// twice this to every event's way to the dashboard: the dev scripts
+    /// lower it for those (docs/BENCHMARKS.md has latency and idle CPU).
+    #[arg(long = "kafka-fetch-wait-ms", env = "TOKENUSAGE_KAFKA_FETCH_WAIT_MS", default_value_t = 500,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub fetch_wait_ms: u32,
     /// Batches written at once, each on its own connection for its own
@@ -102,6 +104,7 @@ pub async fn run(
     shutdown: CancellationToken,
     health: Arc<Health>,
 ) -> Result<(), ProjectorError> {
+    crate::metrics::describe();
     health.set_running(true);
     let result = consume(args, kafka, pool, shutdown, health.clone()).await;
     health.set_running(false);

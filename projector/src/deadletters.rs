@@ -61,7 +61,9 @@ pub async fn process_requested(pool: &PgPool) -> Result<Redriven, sqlx::Error> {
 async fn count_redriven(pool: &PgPool, id: i64, events: &[Positioned]) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
     sqlx::query("select pg_advisory_xact_lock_shared($1)").bind(crate::rebuild::REBUILD_LOCK).execute(&mut *tx).await?;
-    crate::store::write_events(&mut tx, events).await?;
+    let counted = crate::store::write_events(&mut tx, events).await?;
     dead_letters::mark_redriven(&mut tx, id).await?;
-    tx.commit().await
+    tx.commit().await?;
+    counted.record();
+    Ok(())
 }

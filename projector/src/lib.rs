@@ -14,6 +14,7 @@ pub mod deadletters;
 mod freshness;
 mod gapguard;
 pub mod maintenance;
+pub mod metrics;
 pub mod rebuild;
 mod store;
 mod writer;
@@ -34,5 +35,6 @@ pub async fn count_events(pool: &sqlx::PgPool, events: Vec<tokenusage_contract::
     let mut tx = pool.begin().await?;
     let n = store::write_events(&mut tx, &positioned).await?;
     tx.commit().await?;
-    Ok(n)
+    n.record();
+    Ok(n.events())
 }

@@ -15,6 +15,7 @@ use tokenusage_schema::rows::{RollupKey, Sums, fold};
 use tokenusage_schema::{Grain, notice};
 
 use crate::batch::{Batch, DeadLetter, Positioned};
+use crate::metrics::Tally;
 
 /// Identity of one claim on the stored offsets.
 #[derive(Debug, Clone)]
@@ -30,7 +31,7 @@ pub(crate) enum Committed {
     /// Rows written: new events, duplicates skipped by the database, and
     /// the events the database refused, which went to the dead letters
     /// instead (with its message).
-    Done { new_events: usize, duplicates: usize, isolated: Vec<DeadLetter> },
+    Done { new_events: Tally, duplicates: usize, isolated: Vec<DeadLetter> },
     /// These partitions were claimed by someone else since we claimed them;
     /// nothing was written.
     Fenced(Vec<i32>),
@@ -148,7 +149,7 @@ async fn commit_with(
         }
     };
     tx.commit().await?;
-    let duplicates = batch.events.len() - new_events - isolated.len();
+    let duplicates = batch.events.len() - new_events.events() - isolated.len();
     Ok(Committed::Done { new_events, duplicates, isolated })
 }
 
@@ -160,9 +161,9 @@ async fn commit_with(
 async fn write_isolating<'a>(
     tx: &mut Transaction<'_, Postgres>,
     events: &'a [Positioned],
-) -> Result<(usize, Vec<(&'a Positioned, String)>), sqlx::Error> {
+) -> Result<(Tally, Vec<(&'a Positioned, String)>), sqlx::Error> {
     use sqlx::Acquire;
-    let mut counted = 0;
+    let mut counted = Tally::default();
     let mut refused = Vec::new();
     let mut todo: Vec<&'a [Positioned]> = vec![events];
     while let Some(group) = todo.pop() {
@@ -173,7 +174,7 @@ async fn write_isolating<'a>(
         match write_events(&mut savepoint, group).await {
             Ok(n) => {
                 savepoint.commit().await?;
-                counted += n;
+                counted.merge(n);
             }
             Err(e) if Failure::of(&e) == Failure::Data => {
                 savepoint.rollback().await?;
@@ -193,14 +194,15 @@ async fn write_isolating<'a>(
 
 /// Counts `events` inside `tx`: keeps those whose (source, event_id) is
 /// new, stores them, adds them to every rollup grain and notifies. Returns
-/// how many were new. The one path by which events become numbers.
+/// the new ones' tally (for the usage counters, once `tx` commits). The one
+/// path by which events become numbers.
 pub(crate) async fn write_events(
     tx: &mut Transaction<'_, Postgres>,
     events: &[Positioned],
-) -> Result<usize, sqlx::Error> {
+) -> Result<Tally, sqlx::Error> {
     let fresh = insert_new_keys(tx, events).await?;
     if fresh.is_empty() {
-        return Ok(0);
+        return Ok(Tally::default());
     }
     let fresh_events: Vec<&UsageEvent> = fresh.iter().map(|p| &p.event).collect();
     let grains = Grain::ALL.map(|grain| (grain, fold(fresh_events.iter().copied(), grain)));
@@ -212,7 +214,7 @@ pub(crate) async fn write_events(
     let bodies =
         grains.iter().find(|(g, _)| *g == Grain::Minute).map(|(_, rows)| notice::bodies(rows)).unwrap_or_default();
     count_fresh(tx, &fresh, &rollups, &bodies).await?;
-    Ok(fresh.len())
+    Ok(Tally::of(fresh_events))
 }
 
 /// Inserts the (source, event_id) keys and returns the events whose key was

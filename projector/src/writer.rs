@@ -18,15 +18,17 @@ use tokio_util::sync::CancellationToken;
 use crate::batch::Batch;
 use crate::claims::{Assignment, Ctx};
 use crate::consumer::ProjectorError;
+use crate::metrics::Tally;
 use crate::store::{self, Claimant, Committed};
 
 /// Records a committed batch: sizes, outcomes and commit latency. Lag per
 /// partition comes from librdkafka's statistics (see `Ctx::stats`).
-fn record_metrics(batch: &Batch, new_events: usize, duplicates: usize, took: Duration) {
+fn record_metrics(batch: &Batch, new_events: &Tally, duplicates: usize, took: Duration) {
     metrics::histogram!("tokenusage_projector_batch_records").record(batch.records as f64);
     metrics::histogram!("tokenusage_projector_commit_seconds").record(took.as_secs_f64());
     metrics::counter!("tokenusage_projector_records_total").increment(batch.records as u64);
-    metrics::counter!("tokenusage_projector_events_counted_total").increment(new_events as u64);
+    metrics::counter!("tokenusage_projector_events_counted_total").increment(new_events.events() as u64);
+    new_events.record();
     metrics::counter!("tokenusage_projector_duplicates_skipped_total")
         .increment((duplicates + batch.in_batch_duplicates) as u64);
     metrics::counter!("tokenusage_projector_dead_letters_total").increment(batch.dead.len() as u64);
@@ -55,7 +57,7 @@ async fn flush(
         match store::commit(&pool, &who, &epochs, &batch).await {
             Ok(Committed::Done { new_events, duplicates, isolated }) => {
                 health.succeeded();
-                record_metrics(&batch, new_events, duplicates, started.elapsed());
+                record_metrics(&batch, &new_events, duplicates, started.elapsed());
                 metrics::counter!("tokenusage_projector_dead_letters_total").increment(isolated.len() as u64);
                 metrics::counter!("tokenusage_projector_refused_by_database_total").increment(isolated.len() as u64);
                 for d in &isolated {
@@ -68,7 +70,7 @@ async fn flush(
                 }
                 tracing::debug!(
                     records = batch.records,
-                    new_events,
+                    new_events = new_events.events(),
                     duplicates = duplicates + batch.in_batch_duplicates,
                     dead_letters = batch.dead.len(),
                     commit_ms = started.elapsed().as_millis() as u64,

@@ -477,6 +477,9 @@
     $("who-name").textContent = session.user + (session.role === "admin" ? " (admin)" : "");
     const admin = session.role === "admin";
     for (const el of document.querySelectorAll(".admin-only")) el.hidden = !admin;
+    // An admin comes to see the organisation: start on everyone's usage
+    // (their own is one entry of the picker away).
+    $("user").value = admin ? "*" : "";
     startLive(); loadViews();
     if (admin) { loadAudit(); loadUserPicker(); }
     $("dash-title").focus({ preventScroll: true });

@@ -28,6 +28,10 @@ pub mod close {
     pub const IDLE: u16 = 4008;
     pub const TOO_SLOW: u16 = 4009;
 
+    /// Every label `reason` gives, and "client" (the client closed it).
+    pub const REASONS: [&str; 8] =
+        ["client", "shutdown", "policy", "token_expired", "account_disabled", "idle", "too_slow", "other"];
+
     /// A metric label for why the server closed a socket.
     pub fn reason(code: u16) -> &'static str {
         match code {
@@ -138,6 +142,14 @@ mod tests {
     fn json(m: &ServerMessage<'_>) -> serde_json::Value {
         let Message::Text(t) = m.encode() else { panic!("text frames only") };
         serde_json::from_str(&t).unwrap()
+    }
+
+    #[test]
+    fn every_close_reason_is_a_listed_label() {
+        // The metric is exported at zero for the listed labels only.
+        for code in 0..=u16::MAX {
+            assert!(close::REASONS.contains(&close::reason(code)), "{code}");
+        }
     }
 
     #[test]

@@ -42,6 +42,14 @@ pub struct ServeArgs {
     #[arg(long, env = "TOKENUSAGE_DEMO_DAYS", default_value_t = 28,
           value_parser = clap::value_parser!(i64).range(0..=400))]
     pub demo_days: i64,
+    /// Set by the parser: brokers were given (flag or environment). Without
+    /// them, `--demo` runs the embedded broker.
+    #[arg(skip)]
+    pub kafka_configured: bool,
+    /// Set by the parser: `--kafka-fetch-wait-ms` was given (flag or
+    /// environment), so the embedded broker's tuning does not override it.
+    #[arg(skip)]
+    pub fetch_wait_configured: bool,
     /// How long draining may take on shutdown before tasks are abandoned, in seconds.
     #[arg(long, env = "TOKENUSAGE_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     pub shutdown_grace_secs: u64,
@@ -76,10 +84,23 @@ fn spawn_projector(
     Ok(rx)
 }
 
-pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(mut a: ServeArgs) -> anyhow::Result<ExitCode> {
     // Before touching anything else: a misconfigured listener is the
     // mistake to report first.
     a.api.check_transport()?;
+    // Trying it out with nothing installed: an in-process broker. Held until
+    // `run` returns; it stops when dropped.
+    let embedded = if a.demo && !a.kafka_configured {
+        let b = crate::embedded::EmbeddedBroker::start(&a.kafka.topic, a.kafka.topic_partitions)?;
+        a.kafka.bootstrap_servers = b.bootstrap_servers().to_owned();
+        a.kafka.topic_exists = true;
+        if !a.fetch_wait_configured {
+            a.projector.fetch_wait_ms = crate::embedded::FETCH_WAIT_MS;
+        }
+        Some(b)
+    } else {
+        None
+    };
     tokenusage_plumbing::metrics::recorder();
     let pool = super::database(&a.db, !a.migrate.no_migrate).await?;
     let shutdown = tokenusage_plumbing::shutdown::on_signal();
@@ -132,6 +153,13 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
             demo::DEMO_USER,
             demo::DEMO_ADMIN,
             a.demo_password
+        );
+    }
+    if let Some(b) = &embedded {
+        println!(
+            "events go through an embedded, in-memory Kafka-protocol broker at {}: fine for trying tokenusage, \
+             NOT durable (set KAFKA_BOOTSTRAP_SERVERS for a real broker, or use scripts/run.sh --durable)",
+            b.bootstrap_servers()
         );
     }
     println!("press Ctrl-C to stop");

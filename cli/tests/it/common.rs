@@ -68,6 +68,7 @@ impl TestEnv {
             options: vec![("broker.address.family".into(), "v4".into())],
             topic_partitions: 3,
             topic_replication: 1,
+            topic_exists: false,
         };
         let env = Self { db, kafka, pool, db_name };
         if with_topic {
@@ -90,6 +91,9 @@ impl TestEnv {
         args.batch_max_events = 1000;
         args.batch_max_wait_ms = 20;
         args.session_timeout_ms = 6000;
+        // Tansu holds every fetch for the full wait: the dev scripts' value
+        // (scripts/lib.sh, TANSU_FETCH_WAIT_MS), not Kafka's 500 ms.
+        args.fetch_wait_ms = 20;
         args
     }
 

@@ -16,6 +16,7 @@ mod live;
 mod live_faults;
 mod maintenance;
 mod oidc_tls;
+mod operations;
 mod projector;
 mod security;
 mod sessions;
