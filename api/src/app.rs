@@ -11,6 +11,7 @@ use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use sqlx::PgPool;
 use tokenusage_plumbing::health::{Health, Verdict};
+use tokenusage_plumbing::http::limit_bodies;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -416,21 +417,24 @@ fn router(state: AppState, mounted: Mounted) -> Router {
     let (api, _) = api_routes().into_parts("");
     // Every route here, and the fallback, is audited (one entry per
     // request, fail closed).
-    let api =
-        api.fallback(api_not_found).layer(axum::middleware::from_fn_with_state(state.clone(), audit::audit_requests));
-    let (ops, _) = operational_routes().into_parts("");
+    // Bodies are bounded inside the audit, so a refused one is on the record.
     let max_body = state.config.max_body_bytes;
+    let api = limit_bodies(api.fallback(api_not_found), max_body, "")
+        .layer(axum::middleware::from_fn_with_state(state.clone(), audit::audit_requests));
+    let (ops, _) = operational_routes().into_parts("");
     let hsts = state.config.tls_in_front();
-    let mut app = Router::new()
-        .nest("/api/v1", api)
+    let rest = Router::new()
         .merge(ops)
         .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", crate::openapi::document(mounted.doc)))
-        .merge(tokenusage_web::router())
+        .merge(tokenusage_web::router());
+    // Mounted routers (ingest) bring their own body limit.
+    let mut app = Router::new()
+        .nest("/api/v1", api)
+        .merge(limit_bodies(rest, max_body, ""))
         .with_state(state)
         .merge(mounted.router)
         // Outside the audited API, heads are bounded without an entry.
         .layer(axum::middleware::from_fn(limit_unaudited_heads));
-    app = app.layer(axum::extract::DefaultBodyLimit::max(max_body));
     if hsts {
         app = app.layer(SetResponseHeaderLayer::overriding(
             header::STRICT_TRANSPORT_SECURITY,

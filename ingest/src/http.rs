@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -151,9 +151,8 @@ pub fn router(args: &IngestArgs, publisher: Publisher, pool: PgPool) -> axum::Ro
         keys: Arc::new(KeyCache::new(Duration::from_secs(args.ingest_key_cache_secs))),
         max_batch: args.ingest_max_batch as usize,
     };
-    axum::Router::new()
-        .route("/api/v1/events", post(ingest))
-        .layer(DefaultBodyLimit::max(args.ingest_max_body_bytes))
+    let routes = axum::Router::new().route("/api/v1/events", post(ingest));
+    tokenusage_plumbing::http::limit_bodies(routes, args.ingest_max_body_bytes, "; send smaller batches")
         .with_state(state)
 }
 
@@ -230,13 +229,6 @@ pub async fn ingest(
     };
     let body = match body {
         Ok(b) => b,
-        Err(rej) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                "the request body exceeds the ingest limit; send smaller batches",
-            );
-        }
         Err(rej) => return error(StatusCode::BAD_REQUEST, "unreadable_body", rej.body_text()),
     };
     // No default: a body of unknown type is refused, not guessed at.

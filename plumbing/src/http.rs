@@ -166,6 +166,102 @@ pub async fn limit_heads(req: Request, next: Next) -> Response {
     next.run(Request::from_parts(parts, body)).await
 }
 
+/// How much of a body past its limit is still read (and thrown away)
+/// before the 413 goes out, and for how long. A server that answers while
+/// the client is still sending and then closes makes the client's write
+/// fail with a reset before it reads the answer: the caller sees "connection
+/// reset", not "too large, send less". Reading the rest first (as nginx's
+/// lingering close does) gets the answer through; the bounds stop a client
+/// from making us read forever.
+const DRAIN_BYTES: u64 = 16 * 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// A body limit and what to advise a client that went over it.
+#[derive(Debug, Clone, Copy)]
+struct BodyLimit {
+    bytes: usize,
+    advice: &'static str,
+}
+
+/// Bounds every request body of `router`'s routes at `limit` bytes. A body
+/// within it is buffered and handed on (handlers buffer it anyway); one over
+/// it is answered 413 in the envelope, after the rest has been read within
+/// [`DRAIN_BYTES`] and [`DRAIN_TIME`] so the client receives the answer.
+/// `advice` ends the message ("send smaller batches").
+pub fn limit_bodies<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    limit: usize,
+    advice: &'static str,
+) -> Router<S> {
+    router
+        .layer(axum::middleware::from_fn_with_state(BodyLimit { bytes: limit, advice }, bound_body))
+        // The extractors' own limit, so the buffered body is never refused
+        // again below a limit set higher than axum's default.
+        .layer(axum::extract::DefaultBodyLimit::max(limit))
+}
+
+async fn bound_body(
+    axum::extract::State(limit): axum::extract::State<BodyLimit>,
+    req: Request,
+    next: Next,
+) -> Response {
+    use axum::body::HttpBody;
+    use futures::StreamExt;
+
+    if req.body().size_hint().exact() == Some(0) {
+        return next.run(req).await;
+    }
+    let too_large = |limit: BodyLimit| {
+        error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body exceeds the limit of {} bytes{}", limit.bytes, limit.advice),
+        )
+    };
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let (parts, body) = req.into_parts();
+    let mut stream = body.into_data_stream();
+    if declared.is_some_and(|n| n > limit.bytes as u64 + DRAIN_BYTES) {
+        // Too far over to be worth reading: answer now and close.
+        let mut r = too_large(limit);
+        r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return r;
+    }
+    let mut buf = Vec::with_capacity(declared.map_or(0, |n| n.min(limit.bytes as u64) as usize));
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "unreadable_body",
+                    format!("the request body could not be read: {e}"),
+                );
+            }
+        };
+        if buf.len() + chunk.len() > limit.bytes {
+            let mut drained = chunk.len() as u64;
+            let drain = async {
+                while let Some(Ok(c)) = stream.next().await {
+                    drained += c.len() as u64;
+                    if drained > DRAIN_BYTES {
+                        return false;
+                    }
+                }
+                true
+            };
+            let complete = tokio::time::timeout(DRAIN_TIME, drain).await.unwrap_or(false);
+            let mut r = too_large(limit);
+            if !complete {
+                r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            return r;
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    next.run(Request::from_parts(parts, axum::body::Body::from(buf))).await
+}
+
 /// Response headers that hold for every route: a strict CSP (no inline
 /// script or style anywhere in the dashboard), no framing, no sniffing, no
 /// referrer leakage.
@@ -296,5 +392,63 @@ mod tests {
         let limited = app().layer(axum::middleware::from_fn(limit_heads));
         let (status, _, body) = call(limited, &long).await;
         assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::URI_TOO_LONG, Some("uri_too_long")));
+    }
+
+    /// Serves `limit_bodies(echo, limit)` on a real socket.
+    async fn serve_limited(limit: usize) -> std::net::SocketAddr {
+        let echo = Router::new()
+            .route("/echo", axum::routing::post(|body: axum::body::Bytes| async move { body.len().to_string() }));
+        let app = limit_bodies(echo, limit, "; send less");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        addr
+    }
+
+    /// Writes the whole request (head, then the body in pieces), then reads
+    /// the answer: what a client that does not watch for early answers does.
+    async fn raw_post(addr: std::net::SocketAddr, body: &[u8], chunked: bool) -> std::io::Result<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        let framing =
+            if chunked { "transfer-encoding: chunked".to_owned() } else { format!("content-length: {}", body.len()) };
+        s.write_all(format!("POST /echo HTTP/1.1\r\nhost: x\r\nconnection: close\r\n{framing}\r\n\r\n").as_bytes())
+            .await?;
+        for piece in body.chunks(64 * 1024) {
+            if chunked {
+                s.write_all(format!("{:x}\r\n", piece.len()).as_bytes()).await?;
+                s.write_all(piece).await?;
+                s.write_all(b"\r\n").await?;
+            } else {
+                s.write_all(piece).await?;
+            }
+            // Let the server run between pieces, as a real network would.
+            tokio::task::yield_now().await;
+        }
+        if chunked {
+            s.write_all(b"0\r\n\r\n").await?;
+        }
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).await?;
+        Ok(answer)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_oversized_body_is_read_before_the_413_so_the_client_gets_it() {
+        let addr = serve_limited(16 * 1024).await;
+        // Several times over the socket buffers: a server that answered at
+        // the limit and closed would reset this client's writes.
+        let big = vec![b'x'; 4 * 1024 * 1024];
+        for chunked in [false, true] {
+            for _ in 0..5 {
+                let answer = raw_post(addr, &big, chunked).await.expect("the client reads an answer, not a reset");
+                assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+                assert!(answer.contains(r#""code":"body_too_large""#), "{answer}");
+                assert!(answer.contains("exceeds the limit of 16384 bytes; send less"), "{answer}");
+            }
+        }
+        // Within the limit the body reaches the handler whole.
+        let answer = raw_post(addr, &vec![b'y'; 16 * 1024], true).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("16384"), "{answer}");
     }
 }
