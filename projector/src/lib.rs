@@ -20,6 +20,7 @@ mod store;
 mod writer;
 
 pub use consumer::{ProjectorArgs, ProjectorError, STALL_PATIENCE, run};
+pub use store::forget_positions;
 pub use tokenusage_plumbing::health::Health;
 
 /// Counts events that did not come through Kafka (imports, tests and

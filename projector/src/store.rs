@@ -60,6 +60,25 @@ pub(crate) async fn claim(pool: &PgPool, who: &Claimant, partition: i32) -> Resu
     Ok((epoch, (next >= 0).then_some(next)))
 }
 
+/// Forgets where `group` is in each partition of `topic`, for a log that
+/// was replaced by a new, empty one (the embedded broker starts empty every
+/// run): offsets stored for the old log point past the end of the new one,
+/// and every new record below them would be taken as already counted. The
+/// epochs stay, so a fenced projector stays fenced; events already counted
+/// stay counted, and their keys de-duplicate any replay. Returns how many
+/// partitions had a position.
+pub async fn forget_positions(pool: &PgPool, group: &str, topic: &str) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "update projector_offsets set next_offset = -1, updated_at = now() \
+         where consumer_group = $1 and topic = $2 and next_offset >= 0",
+    )
+    .bind(group)
+    .bind(topic)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// Writes `batch` atomically, in five round trips whatever its size: begin
 /// (with the rebuild lock), offsets, de-duplication keys, one call for
 /// everything else (migration 0009), commit. Dead letters, when there are

@@ -103,6 +103,14 @@ pub async fn run(mut a: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     tokenusage_plumbing::metrics::recorder();
     let pool = super::database(&a.db, !a.migrate.no_migrate).await?;
+    if embedded.is_some() {
+        // Its log is new and empty: positions an earlier run stored for it
+        // would make the projector skip everything this run publishes.
+        let reset = tokenusage_projector::forget_positions(&pool, &a.projector.group, &a.kafka.topic).await?;
+        if reset > 0 {
+            tracing::info!(partitions = reset, "the embedded broker starts empty: reading it from the beginning");
+        }
+    }
     let shutdown = tokenusage_plumbing::shutdown::on_signal();
     // Created up front so the demo publisher never races the projector to it.
     tokenusage_plumbing::topic::ensure_topic(&a.kafka).await?;

@@ -9,6 +9,7 @@
 
 mod common;
 mod docs;
+mod first_run;
 mod history;
 mod hostile;
 mod ingest_http;
