@@ -43,7 +43,12 @@ impl Demo {
         Self { child, base }
     }
 
-    fn stop(mut self) {
+    fn stop(self) {}
+}
+
+/// Stopped on every path, a failed assertion's too.
+impl Drop for Demo {
+    fn drop(&mut self) {
         let _ = std::process::Command::new("kill").arg(self.child.id().to_string()).status();
         let _ = self.child.wait();
     }
