@@ -159,6 +159,30 @@ ensure_api_fuzzer() {
     || { rm -rf "$API_FUZZ_VENV"; die "installing schemathesis failed"; }
 }
 
+# LiteLLM's model_prices_and_context_window.json, out of the pinned wheel
+# (scripts/fixtures/litellm.txt), for the price-import tests. Sets and
+# exports TOKENUSAGE_TEST_LITELLM_JSON.
+ensure_litellm_fixture() {
+  local req="$ROOT/scripts/fixtures/litellm.txt"
+  local sum; sum="$(sha256sum "$req" | cut -c1-16)"
+  local dir="$CACHE/litellm-fixture-$sum"
+  export TOKENUSAGE_TEST_LITELLM_JSON="$dir/model_prices_and_context_window.json"
+  [ -s "$TOKENUSAGE_TEST_LITELLM_JSON" ] && return
+  command -v python3 >/dev/null || apt_install python3 python3-venv
+  python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+  say "downloading the LiteLLM price catalogue (pinned wheel, not installed) into $dir"
+  rm -rf "$dir"; mkdir -p "$dir/wheel"
+  python3 -m pip download -q --disable-pip-version-check --no-deps --require-hashes -r "$req" -d "$dir/wheel" \
+    || die "downloading the pinned litellm wheel failed"
+  python3 - "$dir/wheel" "$TOKENUSAGE_TEST_LITELLM_JSON" <<'PY' || die "the litellm wheel holds no price catalogue"
+import glob, sys, zipfile
+wheel = glob.glob(sys.argv[1] + "/*.whl")[0]
+with zipfile.ZipFile(wheel) as z, open(sys.argv[2], "wb") as out:
+    out.write(z.read("litellm/model_prices_and_context_window_backup.json"))
+PY
+  rm -rf "$dir/wheel"
+}
+
 # bench_setup DB PORT TOPIC: everything a benchmark in loadtest/ needs: a
 # release build, an empty database DB, a memory-engine broker on PORT, the
 # environment pointing at both, and a trap that removes it all on exit

@@ -23,6 +23,7 @@ ensure_postgres
 ensure_web_assets
 ensure_chromium
 ensure_tansu
+ensure_litellm_fixture
 # The shared test broker never restarts, so the fast memory engine serves;
 # tests that restart a broker start their own with SQLite storage.
 start_broker "$BROKER_PORT" "$WORK/tansu" "$WORK/broker.pid" memory

@@ -58,6 +58,11 @@ pub enum Command {
     /// Manage local dashboard users.
     #[command(subcommand)]
     Users(commands::users::UsersCmd),
+    /// Manage the price book: dated prices per model and token kind.
+    #[command(subcommand)]
+    Prices(commands::prices::PricesCmd),
+    /// Price stored events again with the current book and rebuild their rollups.
+    Reprice(commands::prices::RepriceCmd),
 }
 
 impl Cli {
@@ -96,6 +101,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Publish(a) => commands::publish::run(a).await,
         Command::Users(a) => commands::users::run(a).await,
         Command::Audit(a) => commands::audit::run(a).await,
+        Command::Prices(a) => commands::prices::run(a).await,
+        Command::Reprice(a) => commands::prices::reprice(a).await,
     }
 }
 

@@ -14,7 +14,8 @@ use crate::validate::{
 
 /// The only CloudEvents version we speak.
 pub const CE_SPEC_VERSION: &str = "1.0";
-/// The CloudEvents `type` of a usage event, contract v1.
+/// The CloudEvents `type` of a usage event. Contract v2 only adds optional
+/// `data` fields, so the type keeps its v1 name.
 pub const CE_TYPE: &str = "dev.tokenusage.usage.v1";
 
 /// Renders an event as a structured-mode CloudEvent.
@@ -25,6 +26,14 @@ pub fn to_cloudevent(e: &UsageEvent) -> Value {
         "input_tokens": e.input_tokens,
         "output_tokens": e.output_tokens,
     });
+    // The v2 kinds (only those present) and the supplied cost, named as in
+    // the native encoding.
+    if let Ok(Value::Object(kinds)) = serde_json::to_value(e.kinds) {
+        data.as_object_mut().into_iter().for_each(|d| d.extend(kinds.clone()));
+    }
+    if let Some(c) = &e.cost {
+        data["cost"] = serde_json::to_value(c).unwrap_or(Value::Null);
+    }
     if let Some(m) = &e.metadata {
         data["metadata"] = Value::Object(m.clone());
     }
@@ -85,12 +94,12 @@ pub(crate) fn cloudevent_from_object(
             let mut dr = FieldReader::new(d, "data.");
             let activity = dr.string("activity", Limits::ACTIVITY_MAX_CHARS, Some((ACTIVITY_CHARS, activity_char)));
             let model = dr.string("model", Limits::MODEL_MAX_CHARS, Some((MODEL_CHARS, model_char)));
-            let input = dr.tokens("input_tokens");
-            let output = dr.tokens("output_tokens");
+            let tokens = dr.token_fields();
+            let cost = dr.cost("cost");
             let metadata = dr.metadata("metadata");
             dr.reject_unknown();
             r.errors.append(&mut dr.errors);
-            fields = (|| Some((activity?, model?, input?, output?, metadata?)))();
+            fields = (|| Some((activity?, model?, tokens?, cost?, metadata?)))();
         }
         Some(other) => r.fail("data", format!("must be an object, got {}", kind(other))),
         None => r.fail("data", "is required"),
@@ -109,7 +118,7 @@ pub(crate) fn cloudevent_from_object(
         }
     }
     let event = (|| {
-        let (activity, model, input_tokens, output_tokens, metadata) = fields?;
+        let (activity, model, (input_tokens, output_tokens, kinds), cost, metadata) = fields?;
         Some(UsageEvent {
             source: source?,
             event_id: event_id?,
@@ -119,6 +128,8 @@ pub(crate) fn cloudevent_from_object(
             model,
             input_tokens,
             output_tokens,
+            kinds,
+            cost,
             metadata,
         })
     })();
@@ -143,6 +154,12 @@ mod tests {
             model: "claude-sonnet-4".into(),
             input_tokens: 1000,
             output_tokens: 250,
+            kinds: crate::TokenKinds {
+                cache_read_input_tokens: 600,
+                reasoning_output_tokens: 50,
+                ..Default::default()
+            },
+            cost: Some(crate::SuppliedCost { amount: 12_300_000, currency: "USD".into() }),
             metadata: Some([("team".to_string(), json!("search"))].into_iter().collect()),
         }
     }

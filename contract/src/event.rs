@@ -24,9 +24,102 @@ pub struct UsageEvent {
     pub model: String,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Contract v2: which kinds of token the totals hold (all zero for a v1
+    /// event). See [`TokenKinds`] for the subset rule.
+    #[serde(flatten)]
+    pub kinds: TokenKinds,
+    /// Contract v2: the cost as the publisher knows it (a gateway that has
+    /// the bill). When present it wins over the price book.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<SuppliedCost>,
     /// Small free-form annotations (flat object, bounded by [`Limits`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Map<String, Value>>,
+}
+
+/// The kinds of token inside an event's totals (contract v2), as providers
+/// bill them.
+///
+/// **The subset rule** (the OpenTelemetry GenAI conventions' reading): the
+/// input kinds are disjoint parts of `input_tokens`, the output kinds
+/// disjoint parts of `output_tokens`. So `cache_read + cache_write +
+/// cache_write_1h + audio_input + image_input <= input_tokens` and
+/// `reasoning + audio_output + image_output <= output_tokens`; the rest of
+/// each total is plain text input or output. Events that break the rule are
+/// refused with the field named.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenKinds {
+    /// Input tokens served from a prompt cache.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_read_input_tokens: u64,
+    /// Input tokens written to a prompt cache at the default (5-minute) rate.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_write_input_tokens: u64,
+    /// Input tokens written to a prompt cache at the 1-hour rate (Anthropic
+    /// bills these apart from 5-minute writes).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_write_1h_input_tokens: u64,
+    /// Audio input tokens.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub audio_input_tokens: u64,
+    /// Image input tokens.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub image_input_tokens: u64,
+    /// Output tokens spent on reasoning.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reasoning_output_tokens: u64,
+    /// Audio output tokens.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub audio_output_tokens: u64,
+    /// Image output tokens.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub image_output_tokens: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl TokenKinds {
+    /// The input kinds' sum: at most `input_tokens` by the subset rule.
+    pub fn input_parts(&self) -> u64 {
+        self.cache_read_input_tokens
+            + self.cache_write_input_tokens
+            + self.cache_write_1h_input_tokens
+            + self.audio_input_tokens
+            + self.image_input_tokens
+    }
+
+    /// The output kinds' sum: at most `output_tokens` by the subset rule.
+    pub fn output_parts(&self) -> u64 {
+        self.reasoning_output_tokens + self.audio_output_tokens + self.image_output_tokens
+    }
+}
+
+/// A cost the publisher supplies, exactly: an amount in nano-units (10^-9)
+/// of an ISO 4217 currency. On the wire the amount is a decimal string (or
+/// number) with at most 9 decimal places, e.g. `{"amount": "0.0123",
+/// "currency": "USD"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SuppliedCost {
+    #[serde(with = "nanos_text")]
+    pub amount: i64,
+    pub currency: String,
+}
+
+/// Nano-units written as the decimal text they stand for ("0.0123"), so
+/// the native JSON on Kafka says what the publisher said.
+mod nanos_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(n: &i64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&crate::money::format_nanos(*n))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        let text = String::deserialize(d)?;
+        crate::money::parse_nanos(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 /// The bounds of contract v1. They are part of the contract (documented in
@@ -55,6 +148,9 @@ impl Limits {
     pub const MIN_YEAR: i32 = 2000;
     /// A whole encoded event (native JSON or CloudEvent), in bytes.
     pub const MAX_EVENT_BYTES: usize = 8 * 1024;
+    /// A supplied cost is at most a million units of its currency per event
+    /// (10^15 nano-units): sums over years stay far inside 64 bits.
+    pub const MAX_SUPPLIED_COST_NANOS: i64 = 1_000_000_000_000_000;
 }
 
 impl UsageEvent {

@@ -1,4 +1,5 @@
-//! The usage-event contract, version 1: what a publisher sends and what the
+//! The usage-event contract, version 2 (v1 events are v2 events without
+//! token kinds or cost): what a publisher sends and what the
 //! projector accepts.
 //!
 //! This crate owns the event type, its validation (which field is wrong and
@@ -11,11 +12,12 @@
 
 mod cloudevents;
 mod event;
+pub mod money;
 pub mod text;
 mod validate;
 pub mod wire;
 
 pub use cloudevents::{CE_SPEC_VERSION, CE_TYPE, parse_cloudevent, parse_cloudevent_value, to_cloudevent};
-pub use event::{Limits, UsageEvent};
+pub use event::{Limits, SuppliedCost, TokenKinds, UsageEvent};
 pub use validate::{FieldError, ValidationErrors, normalise_leap_second, parse_native, parse_native_value};
 pub use wire::{Encoding, decode_kafka};

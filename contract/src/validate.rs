@@ -5,7 +5,7 @@ use chrono::{DateTime, Datelike, Utc};
 use serde_json::{Map, Value};
 use std::fmt;
 
-use crate::event::{Limits, UsageEvent};
+use crate::event::{Limits, SuppliedCost, TokenKinds, UsageEvent};
 use crate::text;
 
 /// One thing wrong with one field.
@@ -156,6 +156,135 @@ impl<'a> FieldReader<'a> {
                 None
             }
         }
+    }
+
+    /// An optional token count: absent or null is 0.
+    pub(crate) fn optional_tokens(&mut self, field: &'static str) -> Option<u64> {
+        if self.obj.get(field).is_none_or(Value::is_null) {
+            self.seen.push(field);
+            return Some(0);
+        }
+        self.tokens(field)
+    }
+
+    /// The token totals and the v2 kinds inside them, checked against the
+    /// subset rule ([`TokenKinds`]): a kind larger than its total is refused
+    /// naming the kind.
+    pub(crate) fn token_fields(&mut self) -> Option<(u64, u64, TokenKinds)> {
+        let input = self.tokens("input_tokens");
+        let output = self.tokens("output_tokens");
+        let kinds = (|| {
+            Some(TokenKinds {
+                cache_read_input_tokens: self.optional_tokens("cache_read_input_tokens")?,
+                cache_write_input_tokens: self.optional_tokens("cache_write_input_tokens")?,
+                cache_write_1h_input_tokens: self.optional_tokens("cache_write_1h_input_tokens")?,
+                audio_input_tokens: self.optional_tokens("audio_input_tokens")?,
+                image_input_tokens: self.optional_tokens("image_input_tokens")?,
+                reasoning_output_tokens: self.optional_tokens("reasoning_output_tokens")?,
+                audio_output_tokens: self.optional_tokens("audio_output_tokens")?,
+                image_output_tokens: self.optional_tokens("image_output_tokens")?,
+            })
+        })();
+        let (input, output, kinds) = (input?, output?, kinds?);
+        let mut ok = true;
+        if kinds.input_parts() > input {
+            let named: Vec<&str> = [
+                ("cache_read_input_tokens", kinds.cache_read_input_tokens),
+                ("cache_write_input_tokens", kinds.cache_write_input_tokens),
+                ("cache_write_1h_input_tokens", kinds.cache_write_1h_input_tokens),
+                ("audio_input_tokens", kinds.audio_input_tokens),
+                ("image_input_tokens", kinds.image_input_tokens),
+            ]
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(f, _)| *f)
+            .collect();
+            let field = if named.len() == 1 { named[0] } else { "input_tokens" };
+            self.fail(
+                field,
+                format!(
+                    "{} sum to {}, more than input_tokens ({input}); cache and audio/image tokens are part of input_tokens",
+                    named.join(" + "),
+                    kinds.input_parts()
+                ),
+            );
+            ok = false;
+        }
+        if kinds.output_parts() > output {
+            let named: Vec<&str> = [
+                ("reasoning_output_tokens", kinds.reasoning_output_tokens),
+                ("audio_output_tokens", kinds.audio_output_tokens),
+                ("image_output_tokens", kinds.image_output_tokens),
+            ]
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(f, _)| *f)
+            .collect();
+            let field = if named.len() == 1 { named[0] } else { "output_tokens" };
+            self.fail(
+                field,
+                format!(
+                    "{} sum to {}, more than output_tokens ({output}); reasoning and audio/image tokens are part of output_tokens",
+                    named.join(" + "),
+                    kinds.output_parts()
+                ),
+            );
+            ok = false;
+        }
+        ok.then_some((input, output, kinds))
+    }
+
+    /// The optional supplied cost: `{"amount": "<decimal>", "currency": "USD"}`.
+    pub(crate) fn cost(&mut self, field: &'static str) -> Option<Option<SuppliedCost>> {
+        let Some(v) = self.get(field) else {
+            return Some(None);
+        };
+        let Some(obj) = v.as_object() else {
+            self.fail(
+                field,
+                format!("must be an object like {{\"amount\": \"0.0123\", \"currency\": \"USD\"}}, got {}", kind(v)),
+            );
+            return None;
+        };
+        let before = self.errors.len();
+        let amount = match obj.get("amount") {
+            Some(Value::String(s)) => Some(s.clone()),
+            // A JSON number is read by its text; serde_json prints the
+            // shortest text that reads back as the same number.
+            Some(Value::Number(n)) => Some(n.to_string()),
+            Some(other) => {
+                self.fail(&format!("{field}.amount"), format!("must be a decimal string, got {}", kind(other)));
+                None
+            }
+            None => {
+                self.fail(&format!("{field}.amount"), "is required");
+                None
+            }
+        };
+        let amount = amount
+            .and_then(|a| crate::money::parse_nanos(&a).map_err(|why| self.fail(&format!("{field}.amount"), why)).ok());
+        let currency = match obj.get("currency") {
+            Some(Value::String(c)) if crate::money::is_currency_code(c) => Some(c.clone()),
+            Some(Value::String(c)) => {
+                self.fail(&format!("{field}.currency"), format!("must be an ISO 4217 code like USD, got {c:?}"));
+                None
+            }
+            Some(other) => {
+                self.fail(&format!("{field}.currency"), format!("must be a string, got {}", kind(other)));
+                None
+            }
+            None => {
+                self.fail(&format!("{field}.currency"), "is required");
+                None
+            }
+        };
+        for k in obj.keys().filter(|k| !matches!(k.as_str(), "amount" | "currency")) {
+            self.fail(&format!("{field}.{k}"), "is not a field of cost (amount, currency)");
+        }
+        if self.errors.len() != before {
+            return None;
+        }
+        Some(Some(SuppliedCost { amount: amount?, currency: currency? }))
     }
 
     pub(crate) fn time(&mut self, field: &'static str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
@@ -317,9 +446,9 @@ pub(crate) fn native_from_object(
 ) -> Result<UsageEvent, ValidationErrors> {
     let mut r = FieldReader::new(obj, "");
     if let Some(v) = r.get("schema_version")
-        && v.as_u64() != Some(1)
+        && !matches!(v.as_u64(), Some(1 | 2))
     {
-        r.fail("schema_version", format!("must be 1 for this contract, got {v}"));
+        r.fail("schema_version", format!("must be 1 or 2 for this contract, got {v}"));
     }
     let source = r.optional_string("source", Limits::SOURCE_MAX_CHARS);
     let event_id = r.string("event_id", Limits::ID_MAX_CHARS, None);
@@ -327,11 +456,12 @@ pub(crate) fn native_from_object(
     let occurred_at = r.time("occurred_at", now);
     let activity = r.string("activity", Limits::ACTIVITY_MAX_CHARS, Some((ACTIVITY_CHARS, activity_char)));
     let model = r.string("model", Limits::MODEL_MAX_CHARS, Some((MODEL_CHARS, model_char)));
-    let input_tokens = r.tokens("input_tokens");
-    let output_tokens = r.tokens("output_tokens");
+    let tokens = r.token_fields();
+    let cost = r.cost("cost");
     let metadata = r.metadata("metadata");
     r.reject_unknown();
     let event = (|| {
+        let (input_tokens, output_tokens, kinds) = tokens?;
         Some(UsageEvent {
             source: source?.unwrap_or_else(|| default_source.to_owned()),
             event_id: event_id?,
@@ -339,8 +469,10 @@ pub(crate) fn native_from_object(
             occurred_at: occurred_at?,
             activity: activity?,
             model: model?,
-            input_tokens: input_tokens?,
-            output_tokens: output_tokens?,
+            input_tokens,
+            output_tokens,
+            kinds,
+            cost: cost?,
             metadata: metadata?,
         })
     })();

@@ -74,6 +74,8 @@ impl Synthetic {
             model,
             input_tokens,
             output_tokens,
+            kinds: Default::default(),
+            cost: None,
             metadata: None,
         }
     }

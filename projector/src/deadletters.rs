@@ -59,11 +59,26 @@ pub async fn process_requested(pool: &PgPool) -> Result<Redriven, sqlx::Error> {
 /// Counts a re-driven dead letter's event and marks it re-driven, in one
 /// transaction under the shared rebuild lock.
 async fn count_redriven(pool: &PgPool, id: i64, events: &[Positioned]) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("select pg_advisory_xact_lock_shared($1)").bind(crate::rebuild::REBUILD_LOCK).execute(&mut *tx).await?;
-    let counted = crate::store::write_events(&mut tx, events).await?;
-    dead_letters::mark_redriven(&mut tx, id).await?;
-    tx.commit().await?;
-    counted.record();
-    Ok(())
+    let mut book = crate::prices::current(pool).await?;
+    let mut tries = 0;
+    loop {
+        let mut tx = pool.begin().await?;
+        sqlx::query("select pg_advisory_xact_lock_shared($1)")
+            .bind(crate::rebuild::REBUILD_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        match crate::store::write_events(&mut tx, &book, events).await {
+            Err(e) if crate::store::is_stale_book(&e) && tries < crate::store::MAX_STALE_RETRIES => {
+                tries += 1;
+                book = crate::prices::reload(pool).await?;
+            }
+            Err(e) => return Err(e),
+            Ok(counted) => {
+                dead_letters::mark_redriven(&mut tx, id).await?;
+                tx.commit().await?;
+                counted.record();
+                return Ok(());
+            }
+        }
+    }
 }

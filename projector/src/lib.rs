@@ -15,6 +15,7 @@ mod freshness;
 mod gapguard;
 pub mod maintenance;
 pub mod metrics;
+mod prices;
 pub mod rebuild;
 mod store;
 mod writer;
@@ -33,9 +34,18 @@ pub async fn count_events(pool: &sqlx::PgPool, events: Vec<tokenusage_contract::
         .into_iter()
         .map(|event| batch::Positioned { event, partition: -1, offset: -1, request_id: None })
         .collect();
-    let mut tx = pool.begin().await?;
-    let n = store::write_events(&mut tx, &positioned).await?;
-    tx.commit().await?;
-    n.record();
-    Ok(n.events())
+    let mut book = prices::current(pool).await?;
+    for _ in 0..store::MAX_STALE_RETRIES {
+        let mut tx = pool.begin().await?;
+        match store::write_events(&mut tx, &book, &positioned).await {
+            Err(e) if store::is_stale_book(&e) => book = prices::reload(pool).await?,
+            Err(e) => return Err(e),
+            Ok(n) => {
+                tx.commit().await?;
+                n.record();
+                return Ok(n.events());
+            }
+        }
+    }
+    Err(sqlx::Error::Protocol("the price book kept changing while these events were priced".into()))
 }

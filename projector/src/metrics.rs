@@ -94,10 +94,10 @@ pub fn describe() {
 pub(crate) struct Tally(BTreeMap<String, Sums>);
 
 impl Tally {
-    pub(crate) fn of<'a>(events: impl IntoIterator<Item = &'a UsageEvent>) -> Self {
+    pub(crate) fn of<'a>(events: impl IntoIterator<Item = (&'a UsageEvent, Sums)>) -> Self {
         let mut t = BTreeMap::<String, Sums>::new();
-        for e in events {
-            t.entry(e.model.clone()).or_default().add(&Sums::of(e));
+        for (e, s) in events {
+            t.entry(e.model.clone()).or_default().add(&s);
         }
         Self(t)
     }

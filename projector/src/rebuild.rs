@@ -29,6 +29,9 @@ pub struct Drift {
     pub input_tokens_delta: i64,
     pub output_tokens_delta: i64,
     pub events_delta: i64,
+    /// Stored minus recomputed cost, in nano-units.
+    pub cost_nanos_delta: i64,
+    pub unpriced_tokens_delta: i64,
 }
 
 impl Drift {
@@ -43,6 +46,8 @@ impl Drift {
         self.input_tokens_delta += o.input_tokens_delta;
         self.output_tokens_delta += o.output_tokens_delta;
         self.events_delta += o.events_delta;
+        self.cost_nanos_delta += o.cost_nanos_delta;
+        self.unpriced_tokens_delta += o.unpriced_tokens_delta;
     }
 }
 
@@ -69,7 +74,14 @@ async fn one_grain(
     let recomputed = format!(
         r#"
         select user_id, {bucket} as bucket, activity, model,
-               sum(input_tokens)::int8 as input_tokens, sum(output_tokens)::int8 as output_tokens, count(*)::int8 as events
+               sum(input_tokens)::int8 as input_tokens, sum(output_tokens)::int8 as output_tokens, count(*)::int8 as events,
+               coalesce(sum((detail->>'cache_read_input_tokens')::int8), 0)::int8 as cache_read_tokens,
+               coalesce(sum(coalesce((detail->>'cache_write_input_tokens')::int8, 0)
+                            + coalesce((detail->>'cache_write_1h_input_tokens')::int8, 0)), 0)::int8 as cache_write_tokens,
+               coalesce(sum((detail->>'reasoning_output_tokens')::int8), 0)::int8 as reasoning_tokens,
+               sum(cost_nanos)::int8 as cost_nanos, sum(unpriced_tokens)::int8 as unpriced_tokens,
+               count(*) filter (where detail->'cost'->>'currency' = (select currency from price_book_state))::int8
+                 as supplied_events
         from usage_events
         where occurred_at >= $1 and occurred_at < $2 and ($3::text is null or user_id = $3)
         group by 1, 2, 3, 4
@@ -82,17 +94,22 @@ async fn one_grain(
              s as (select * from {table} where bucket >= $1 and bucket < $2 and ($3::text is null or user_id = $3))
         select
           count(*) filter (where s.user_id is not null and r.user_id is not null
-                           and (s.input_tokens, s.output_tokens, s.events) <> (r.input_tokens, r.output_tokens, r.events))::int8,
+                           and (s.input_tokens, s.output_tokens, s.events, s.cache_read_tokens, s.cache_write_tokens,
+                                s.reasoning_tokens, s.cost_nanos, s.unpriced_tokens, s.supplied_events)
+                            <> (r.input_tokens, r.output_tokens, r.events, r.cache_read_tokens, r.cache_write_tokens,
+                                r.reasoning_tokens, r.cost_nanos, r.unpriced_tokens, r.supplied_events))::int8,
           count(*) filter (where s.user_id is null)::int8,
           count(*) filter (where r.user_id is null)::int8,
           (coalesce(sum(s.input_tokens), 0) - coalesce(sum(r.input_tokens), 0))::int8,
           (coalesce(sum(s.output_tokens), 0) - coalesce(sum(r.output_tokens), 0))::int8,
-          (coalesce(sum(s.events), 0) - coalesce(sum(r.events), 0))::int8
+          (coalesce(sum(s.events), 0) - coalesce(sum(r.events), 0))::int8,
+          (coalesce(sum(s.cost_nanos), 0) - coalesce(sum(r.cost_nanos), 0))::int8,
+          (coalesce(sum(s.unpriced_tokens), 0) - coalesce(sum(r.unpriced_tokens), 0))::int8
         from r full outer join s using (user_id, bucket, activity, model)
         "#,
         table = grain.table()
     );
-    let (changed, missing, extra, di, dout, de): (i64, i64, i64, i64, i64, i64) =
+    let (changed, missing, extra, di, dout, de, dc, du): (i64, i64, i64, i64, i64, i64, i64, i64) =
         sqlx::query_as(&diff_sql).bind(from).bind(to).bind(user).fetch_one(&mut **tx).await?;
     let drift = Drift {
         grain: grain.table().to_owned(),
@@ -102,6 +119,8 @@ async fn one_grain(
         input_tokens_delta: di,
         output_tokens_delta: dout,
         events_delta: de,
+        cost_nanos_delta: dc,
+        unpriced_tokens_delta: du,
     };
     if !dry_run && !drift.is_clean() {
         let delete = format!(
@@ -110,12 +129,34 @@ async fn one_grain(
         );
         sqlx::query(&delete).bind(from).bind(to).bind(user).execute(&mut **tx).await?;
         let insert = format!(
-            "insert into {table} (user_id, bucket, activity, model, input_tokens, output_tokens, events) {recomputed}",
+            "insert into {table} (user_id, bucket, activity, model, input_tokens, output_tokens, events, \
+             cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_nanos, unpriced_tokens, supplied_events) {recomputed}",
             table = grain.table()
         );
         sqlx::query(&insert).bind(from).bind(to).bind(user).execute(&mut **tx).await?;
     }
     Ok(drift)
+}
+
+/// Compares (and unless `dry_run`, rewrites) every grain over one day,
+/// inside `tx`, which holds the rebuild lock. Live views are told to
+/// re-read if anything was rewritten.
+async fn rebuild_day(
+    tx: &mut Transaction<'_, Postgres>,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    user: Option<&str>,
+    dry_run: bool,
+) -> Result<Vec<Drift>, sqlx::Error> {
+    let mut out = Vec::new();
+    for g in Grain::ALL {
+        out.push(one_grain(tx, g, start, end, user, dry_run).await?);
+    }
+    if !dry_run && out.iter().any(|d| !d.is_clean()) {
+        // Rewritten rows have no increments to send: live views re-read.
+        notice::send(tx, &[notice::everyone()]).await?;
+    }
+    Ok(out)
 }
 
 /// Replays (or with `dry_run`, only compares) `[from, to)` a day at a time,
@@ -140,15 +181,8 @@ pub async fn replay(
         let end = (start + TimeDelta::days(1)).min(to);
         let mut tx = pool.begin().await?;
         sqlx::query("select pg_advisory_xact_lock($1)").bind(REBUILD_LOCK).execute(&mut *tx).await?;
-        let mut changed = false;
-        for (i, g) in Grain::ALL.iter().enumerate() {
-            let d = one_grain(&mut tx, *g, start, end, user, dry_run).await?;
-            changed |= !d.is_clean();
-            totals[i].add(&d);
-        }
-        if changed && !dry_run {
-            // Rewritten rows have no increments to send: live views re-read.
-            notice::send(&mut tx, &[notice::everyone()]).await?;
+        for (i, d) in rebuild_day(&mut tx, start, end, user, dry_run).await?.iter().enumerate() {
+            totals[i].add(d);
         }
         if dry_run {
             tx.rollback().await?;
@@ -184,5 +218,155 @@ mod tests {
             align(t("2026-11-20T10:00:00Z"), t("2026-11-20T12:00:01Z")),
             (t("2026-11-20T10:00:00Z"), t("2026-11-20T13:00:00Z"))
         );
+    }
+}
+
+/// How re-pricing changed one model's cost on one UTC day.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PriceChange {
+    pub day: chrono::NaiveDate,
+    pub model: String,
+    /// Events whose charge changed.
+    pub events: i64,
+    pub cost_nanos_before: i64,
+    pub cost_nanos_after: i64,
+    pub unpriced_tokens_before: i64,
+    pub unpriced_tokens_after: i64,
+}
+
+/// Prices the stored raw events of `[from, to)` (optionally of one model)
+/// again with the price book as it is now, a day at a time; unless
+/// `dry_run`, stores the new charges and rebuilds that day's rollups from
+/// them in the same transaction (under the rebuild lock, so live counting
+/// never interleaves; live views re-read). Idempotent: a second run finds
+/// nothing to change. Returns the changes per day and model.
+pub async fn reprice(
+    pool: &PgPool,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    model: Option<&str>,
+    dry_run: bool,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<Vec<PriceChange>, sqlx::Error> {
+    let (from, to) = align(from, to);
+    let days = ((to - from).num_hours() as u64).div_ceil(24).max(1);
+    let mut book = crate::prices::current(pool).await?;
+    let mut changes = Vec::new();
+    let mut start = from;
+    let mut done = 0;
+    while start < to {
+        let end = (start + TimeDelta::days(1)).min(to);
+        let mut tx = pool.begin().await?;
+        sqlx::query("select pg_advisory_xact_lock($1)").bind(REBUILD_LOCK).execute(&mut *tx).await?;
+        // Held to the commit, like a projector commit: the book cannot
+        // change while this day is priced with it.
+        let (version,): (i64,) =
+            sqlx::query_as("select version from price_book_state for share").fetch_one(&mut *tx).await?;
+        if version != book.version {
+            book = crate::prices::reload(pool).await?;
+        }
+        let day = reprice_day(&mut tx, &book, start, end, model, dry_run).await?;
+        if !dry_run && !day.is_empty() {
+            rebuild_day(&mut tx, start, end, None, false).await?;
+        }
+        changes.extend(day);
+        if dry_run {
+            tx.rollback().await?;
+        } else {
+            tx.commit().await?;
+        }
+        done += 1;
+        progress(done, days);
+        start = end;
+    }
+    Ok(changes)
+}
+
+type RawRow = (DateTime<Utc>, String, String, String, i64, i64, Option<serde_json::Value>, i64, i64);
+
+async fn reprice_day(
+    tx: &mut Transaction<'_, Postgres>,
+    book: &tokenusage_pricing::Book,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    model: Option<&str>,
+    dry_run: bool,
+) -> Result<Vec<PriceChange>, sqlx::Error> {
+    let rows: Vec<RawRow> = sqlx::query_as(
+        "select occurred_at, source, event_id, model, input_tokens, output_tokens, detail, cost_nanos, unpriced_tokens \
+         from usage_events where occurred_at >= $1 and occurred_at < $2 and ($3::text is null or model = $3)",
+    )
+    .bind(start)
+    .bind(end)
+    .bind(model)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut by_model: std::collections::BTreeMap<String, PriceChange> = Default::default();
+    let (mut times, mut sources, mut ids, mut costs, mut unpriced) = (vec![], vec![], vec![], vec![], vec![]);
+    for (at, source, event_id, m, input, output, detail, cost, unp) in rows {
+        let event = stored_event(at, &m, input, output, detail.as_ref());
+        let c = book.charge(&event);
+        if (c.cost_nanos, c.unpriced_tokens) == (cost, unp) {
+            continue;
+        }
+        let ch = by_model.entry(m.clone()).or_insert_with(|| PriceChange {
+            day: start.date_naive(),
+            model: m,
+            events: 0,
+            cost_nanos_before: 0,
+            cost_nanos_after: 0,
+            unpriced_tokens_before: 0,
+            unpriced_tokens_after: 0,
+        });
+        ch.events += 1;
+        ch.cost_nanos_before += cost;
+        ch.cost_nanos_after += c.cost_nanos;
+        ch.unpriced_tokens_before += unp;
+        ch.unpriced_tokens_after += c.unpriced_tokens;
+        times.push(at);
+        sources.push(source);
+        ids.push(event_id);
+        costs.push(c.cost_nanos);
+        unpriced.push(c.unpriced_tokens);
+    }
+    if !dry_run && !times.is_empty() {
+        sqlx::query(
+            "update usage_events as e set cost_nanos = c.cost, unpriced_tokens = c.unpriced \
+             from unnest($1::timestamptz[], $2::text[], $3::text[], $4::int8[], $5::int8[]) as c(at, source, event_id, cost, unpriced) \
+             where e.occurred_at = c.at and e.source = c.source and e.event_id = c.event_id",
+        )
+        .bind(&times)
+        .bind(&sources)
+        .bind(&ids)
+        .bind(&costs)
+        .bind(&unpriced)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(by_model.into_values().collect())
+}
+
+/// The parts of a stored raw event that pricing reads, as an event.
+fn stored_event(
+    at: DateTime<Utc>,
+    model: &str,
+    input: i64,
+    output: i64,
+    detail: Option<&serde_json::Value>,
+) -> tokenusage_contract::UsageEvent {
+    let kinds = detail.and_then(|d| serde_json::from_value(d.clone()).ok()).unwrap_or_default();
+    let cost = detail.and_then(|d| d.get("cost")).and_then(|c| serde_json::from_value(c.clone()).ok());
+    tokenusage_contract::UsageEvent {
+        source: String::new(),
+        event_id: String::new(),
+        user_id: String::new(),
+        occurred_at: at,
+        activity: String::new(),
+        model: model.to_owned(),
+        input_tokens: input.max(0) as u64,
+        output_tokens: output.max(0) as u64,
+        kinds,
+        cost,
+        metadata: None,
     }
 }

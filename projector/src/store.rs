@@ -10,6 +10,7 @@ use tokenusage_contract::UsageEvent;
 
 use tokenusage_plumbing::failure::{self, Failure};
 
+use tokenusage_pricing::Book;
 use tokenusage_schema::dead_letters::NewDeadLetter;
 use tokenusage_schema::rows::{RollupKey, Sums, fold};
 use tokenusage_schema::{Grain, notice};
@@ -96,18 +97,35 @@ pub(crate) async fn commit(
     epochs: &BTreeMap<i32, i64>,
     batch: &Batch,
 ) -> Result<Committed, sqlx::Error> {
-    match commit_with(pool, who, epochs, batch, Isolation::Off).await {
-        Err(e) if Failure::of(&e) == Failure::Data => {
-            tracing::warn!(
-                error = %failure::describe(&e),
-                records = batch.records,
-                "the database refused part of a batch; isolating the refused events"
-            );
-            commit_with(pool, who, epochs, batch, Isolation::On).await
+    let mut book = crate::prices::current(pool).await?;
+    let mut isolation = Isolation::Off;
+    let mut stale = 0;
+    loop {
+        match commit_with(pool, who, epochs, batch, isolation, &book).await {
+            // The price book changed since it was loaded: price again with
+            // the new one (bounded: a book changing faster than commits is
+            // an error worth surfacing as a transient failure).
+            Err(e) if is_stale_book(&e) && stale < MAX_STALE_RETRIES => {
+                stale += 1;
+                book = crate::prices::reload(pool).await?;
+            }
+            Err(e) if Failure::of(&e) == Failure::Data && isolation == Isolation::Off => {
+                tracing::warn!(
+                    error = %failure::describe(&e),
+                    records = batch.records,
+                    "the database refused part of a batch; isolating the refused events"
+                );
+                isolation = Isolation::On;
+            }
+            other => return other,
         }
-        other => other,
     }
 }
+
+/// How often one write re-prices for a book that changed under it.
+pub(crate) const MAX_STALE_RETRIES: u32 = 8;
+
+pub(crate) use tokenusage_pricing::store::is_stale_book;
 
 /// Whether events are written in savepoints, bisecting to find the ones
 /// the database refuses.
@@ -123,6 +141,7 @@ async fn commit_with(
     epochs: &BTreeMap<i32, i64>,
     batch: &Batch,
     isolation: Isolation,
+    book: &Book,
 ) -> Result<Committed, sqlx::Error> {
     // Shared with other commits, exclusive against a replay rebuilding
     // rollups. Sent with BEGIN as one simple query: the id is a constant.
@@ -158,9 +177,9 @@ async fn commit_with(
 
     insert_dead_letters(&mut tx, &who.topic, &batch.dead).await?;
     let (new_events, isolated) = match isolation {
-        Isolation::Off => (write_events(&mut tx, &batch.events).await?, Vec::new()),
+        Isolation::Off => (write_events(&mut tx, book, &batch.events).await?, Vec::new()),
         Isolation::On => {
-            let (n, refused) = write_isolating(&mut tx, &batch.events).await?;
+            let (n, refused) = write_isolating(&mut tx, book, &batch.events).await?;
             let dead: Vec<DeadLetter> =
                 refused.into_iter().map(|(p, error)| DeadLetter { record: p.as_record(), error }).collect();
             insert_dead_letters(&mut tx, &who.topic, &dead).await?;
@@ -179,6 +198,7 @@ async fn commit_with(
 /// transient errors end it (the whole transaction is retried).
 async fn write_isolating<'a>(
     tx: &mut Transaction<'_, Postgres>,
+    book: &Book,
     events: &'a [Positioned],
 ) -> Result<(Tally, Vec<(&'a Positioned, String)>), sqlx::Error> {
     use sqlx::Acquire;
@@ -190,7 +210,7 @@ async fn write_isolating<'a>(
             continue;
         }
         let mut savepoint = Acquire::begin(&mut **tx).await?;
-        match write_events(&mut savepoint, group).await {
+        match write_events(&mut savepoint, book, group).await {
             Ok(n) => {
                 savepoint.commit().await?;
                 counted.merge(n);
@@ -212,19 +232,28 @@ async fn write_isolating<'a>(
 }
 
 /// Counts `events` inside `tx`: keeps those whose (source, event_id) is
-/// new, stores them, adds them to every rollup grain and notifies. Returns
-/// the new ones' tally (for the usage counters, once `tx` commits). The one
-/// path by which events become numbers.
+/// new, prices them with `book` at their event time, stores them, adds them
+/// to every rollup grain and notifies. Returns the new ones' tally (for the
+/// usage counters, once `tx` commits). The one path by which events become
+/// numbers. Fails with SQLSTATE TU001 ([`is_stale_book`]) if the book in
+/// the database is no longer `book`'s version: price again and retry.
 pub(crate) async fn write_events(
     tx: &mut Transaction<'_, Postgres>,
+    book: &Book,
     events: &[Positioned],
 ) -> Result<Tally, sqlx::Error> {
     let fresh = insert_new_keys(tx, events).await?;
     if fresh.is_empty() {
         return Ok(Tally::default());
     }
-    let fresh_events: Vec<&UsageEvent> = fresh.iter().map(|p| &p.event).collect();
-    let grains = Grain::ALL.map(|grain| (grain, fold(fresh_events.iter().copied(), grain)));
+    let priced: Vec<(&UsageEvent, Sums)> = fresh
+        .iter()
+        .map(|p| {
+            let c = book.charge(&p.event);
+            (&p.event, Sums::of(&p.event, c.cost_nanos, c.unpriced_tokens, c.supplied))
+        })
+        .collect();
+    let grains = Grain::ALL.map(|grain| (grain, fold(priced.iter().map(|(e, s)| (*e, *s)), grain)));
     let mut rollups = RollupColumns::default();
     for (grain, rows) in &grains {
         rollups.extend(*grain, rows);
@@ -232,8 +261,8 @@ pub(crate) async fn write_events(
     // Live views apply the minute increments; coarser buckets are their sums.
     let bodies =
         grains.iter().find(|(g, _)| *g == Grain::Minute).map(|(_, rows)| notice::bodies(rows)).unwrap_or_default();
-    count_fresh(tx, &fresh, &rollups, &bodies).await?;
-    Ok(Tally::of(fresh_events))
+    count_fresh(tx, book.version, &fresh, &priced, &rollups, &bodies).await?;
+    Ok(Tally::of(priced))
 }
 
 /// Inserts the (source, event_id) keys and returns the events whose key was
@@ -273,9 +302,8 @@ struct RollupColumns<'a> {
     bucket: Vec<DateTime<Utc>>,
     activity: Vec<&'a str>,
     model: Vec<&'a str>,
-    input: Vec<i64>,
-    output: Vec<i64>,
-    events: Vec<i64>,
+    /// The sums, column by column in [`Sums::to_array`] order.
+    sums: [Vec<i64>; Sums::WIDTH],
 }
 
 impl<'a> RollupColumns<'a> {
@@ -286,9 +314,9 @@ impl<'a> RollupColumns<'a> {
             self.bucket.push(k.bucket);
             self.activity.push(&k.activity);
             self.model.push(&k.model);
-            self.input.push(s.input_tokens);
-            self.output.push(s.output_tokens);
-            self.events.push(s.events);
+            for (col, v) in self.sums.iter_mut().zip(s.to_array()) {
+                col.push(v);
+            }
         }
     }
 }
@@ -297,7 +325,9 @@ impl<'a> RollupColumns<'a> {
 /// bodies, in one call (`tokenusage_count_events`, migration 0009).
 async fn count_fresh(
     tx: &mut Transaction<'_, Postgres>,
+    book_version: i64,
     events: &[&Positioned],
+    priced: &[(&UsageEvent, Sums)],
     rollups: &RollupColumns<'_>,
     bodies: &[String],
 ) -> Result<(), sqlx::Error> {
@@ -309,15 +339,22 @@ async fn count_fresh(
         events.iter().map(|p| p.event.metadata.clone().map(serde_json::Value::Object)).collect();
     let partitions: Vec<i32> = events.iter().map(|p| p.partition).collect();
     let offsets: Vec<i64> = events.iter().map(|p| p.offset).collect();
+    let detail: Vec<Option<serde_json::Value>> = events.iter().map(|p| detail_of(&p.event)).collect();
+    let cost: Vec<i64> = priced.iter().map(|(_, s)| s.cost_nanos).collect();
+    let unpriced: Vec<i64> = priced.iter().map(|(_, s)| s.unpriced_tokens).collect();
+    let [r_input, r_output, r_events, r_cache_read, r_cache_write, r_reasoning, r_cost, r_unpriced, r_supplied] =
+        &rollups.sums;
     sqlx::query(
         r#"
-        select tokenusage_count_events(
-            $1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-            $7::int8[], $8::int8[], $9::jsonb[], $10::int4[], $11::int8[],
-            $12::text[], $13::text[], $14::timestamptz[], $15::text[], $16::text[], $17::int8[], $18::int8[], $19::int8[],
-            $20, $21::text[])
+        select tokenusage_count_priced_events($1,
+            $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+            $8::int8[], $9::int8[], $10::jsonb[], $11::int4[], $12::int8[], $13::jsonb[], $14::int8[], $15::int8[],
+            $16::text[], $17::text[], $18::timestamptz[], $19::text[], $20::text[], $21::int8[], $22::int8[], $23::int8[],
+            $24::int8[], $25::int8[], $26::int8[], $27::int8[], $28::int8[], $29::int8[],
+            $30, $31::text[])
         "#,
     )
+    .bind(book_version)
     .bind(&times)
     .bind(col(|e| &e.source))
     .bind(col(|e| &e.event_id))
@@ -329,19 +366,42 @@ async fn count_fresh(
     .bind(&metadata)
     .bind(&partitions)
     .bind(&offsets)
+    .bind(&detail)
+    .bind(&cost)
+    .bind(&unpriced)
     .bind(&rollups.table)
     .bind(&rollups.user)
     .bind(&rollups.bucket)
     .bind(&rollups.activity)
     .bind(&rollups.model)
-    .bind(&rollups.input)
-    .bind(&rollups.output)
-    .bind(&rollups.events)
+    .bind(r_input)
+    .bind(r_output)
+    .bind(r_events)
+    .bind(r_cache_read)
+    .bind(r_cache_write)
+    .bind(r_reasoning)
+    .bind(r_cost)
+    .bind(r_unpriced)
+    .bind(r_supplied)
     .bind(notice::NOTIFY_CHANNEL)
     .bind(bodies)
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// What a raw event keeps of contract v2 (`usage_events.detail`): the
+/// kinds present and the supplied cost, as in the native JSON, so `reprice`
+/// can price it again. `None` for a v1 event.
+pub(crate) fn detail_of(e: &UsageEvent) -> Option<serde_json::Value> {
+    if e.kinds == tokenusage_contract::TokenKinds::default() && e.cost.is_none() {
+        return None;
+    }
+    let mut v = serde_json::to_value(e.kinds).ok()?;
+    if let (Some(obj), Some(c)) = (v.as_object_mut(), &e.cost) {
+        obj.insert("cost".into(), serde_json::to_value(c).ok()?);
+    }
+    Some(v)
 }
 
 /// Stores dead letters (`schema::dead_letters::insert`: total by

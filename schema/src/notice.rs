@@ -31,10 +31,10 @@ const MAX_DELTA_PAYLOADS: usize = 32;
 const MAX_USER_PAYLOADS: usize = 16;
 
 /// One committed increment of one minute rollup row. Serialized as a JSON
-/// array, `[user, activity, model, minute (Unix seconds), input, output,
-/// events]`, to keep payloads small.
+/// array, `[user, activity, model, minute (Unix seconds), [sums...]]` (the
+/// sums in [`Sums::to_array`] order), to keep payloads small.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Delta(pub String, pub String, pub String, pub i64, pub i64, pub i64, pub i64);
+pub struct Delta(pub String, pub String, pub String, pub i64, pub [i64; Sums::WIDTH]);
 
 impl Delta {
     pub fn user(&self) -> &str {
@@ -50,9 +50,9 @@ impl Delta {
     pub fn minute(&self) -> i64 {
         self.3
     }
-    /// (input tokens, output tokens, events) added.
-    pub fn sums(&self) -> (i64, i64, i64) {
-        (self.4, self.5, self.6)
+    /// What was added.
+    pub fn sums(&self) -> Sums {
+        Sums::from_array(self.4)
     }
 }
 
@@ -92,15 +92,7 @@ pub fn bodies(minute_rows: &BTreeMap<RollupKey, Sums>) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = HEAD.to_owned();
     for (k, s) in minute_rows {
-        let row = Delta(
-            k.user_id.clone(),
-            k.activity.clone(),
-            k.model.clone(),
-            k.bucket.timestamp(),
-            s.input_tokens,
-            s.output_tokens,
-            s.events,
-        );
+        let row = Delta(k.user_id.clone(), k.activity.clone(), k.model.clone(), k.bucket.timestamp(), s.to_array());
         let row = serde_json::to_string(&row).unwrap_or_default();
         if cur.len() + row.len() + 2 > PAYLOAD_BYTES && cur.len() > HEAD.len() {
             cur.push_str("]}");
@@ -220,7 +212,7 @@ mod tests {
                 (d.user(), d.activity(), d.model(), d.minute()),
                 (k.user_id.as_str(), "chat", "gpt-x", k.bucket.timestamp())
             );
-            assert_eq!(d.sums(), (s.input_tokens, s.output_tokens, s.events));
+            assert_eq!(d.sums(), *s);
         }
     }
 

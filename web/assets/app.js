@@ -200,15 +200,16 @@
     for (const b of m.buckets) {
       const p = s.points[b.index];
       if (!p || p.start !== b.start) continue;
-      p.input_tokens = b.input_tokens; p.output_tokens = b.output_tokens; p.total_tokens = b.total_tokens; p.events = b.events;
+      for (const k of SUM_FIELDS) p[k] = b[k];
       for (const [key, g] of Object.entries(b.groups || {})) {
         let ser = s.series.find((x) => x.key === key);
         if (!ser) {
           const n = s.points.length;
-          ser = { key, input_tokens: new Array(n).fill(0), output_tokens: new Array(n).fill(0), events: new Array(n).fill(0) };
+          ser = { key };
+          for (const k of GROUP_FIELDS) ser[k] = new Array(n).fill(0);
           s.series.push(ser); s.series.sort((a, b2) => (a.key < b2.key ? -1 : 1));
         }
-        ser.input_tokens[b.index] = g.input_tokens; ser.output_tokens[b.index] = g.output_tokens; ser.events[b.index] = g.events;
+        for (const k of GROUP_FIELDS) ser[k][b.index] = g[k];
       }
     }
     s.total = m.total;
@@ -234,7 +235,31 @@
   }
 
   // ---- rendering ----------------------------------------------------------
+  // The sums every bucket carries (REST series, snapshot and delta alike),
+  // and the per-group arrays of a grouped series.
+  const SUM_FIELDS = ["input_tokens", "output_tokens", "total_tokens", "events", "cache_read_tokens", "cache_write_tokens",
+    "reasoning_tokens", "cost_nanos", "cost", "unpriced_tokens", "supplied_events"];
+  const GROUP_FIELDS = ["input_tokens", "output_tokens", "events", "cost_nanos", "unpriced_tokens"];
+
+  /** A cost (exact decimal text from the server, or null when nothing had a
+   * price) in the viewer's locale and the book's currency. */
+  function money(text) {
+    if (text == null) return "unknown";
+    const cur = (live.series && live.series.currency) || "USD";
+    const n = Number(text);
+    const digits = n !== 0 && Math.abs(n) < 1 ? 6 : 2;
+    try { return new Intl.NumberFormat(undefined, { style: "currency", currency: cur, minimumFractionDigits: 2, maximumFractionDigits: digits }).format(n); }
+    catch (e) { return text + " " + cur; }
+  }
+  function costCell(row, sums) {
+    let t = money(sums.cost);
+    if (sums.unpriced_tokens > 0) t += (sums.cost == null ? "" : " + ") + num(sums.unpriced_tokens) + " tokens unpriced";
+    if (sums.supplied_events > 0) t += " (includes cost supplied by the publisher)";
+    return cell(row, t);
+  }
+
   function metricOf(obj, i, metric) {
+    if (metric === "cost") return obj.cost_nanos[i] / 1e9;
     if (metric === "input") return obj.input_tokens[i];
     if (metric === "output") return obj.output_tokens[i];
     return obj.input_tokens[i] + obj.output_tokens[i];
@@ -251,8 +276,11 @@
       lines.push({ label: "Input", values: s.points.map((p) => p.input_tokens) });
       lines.push({ label: "Output", values: s.points.map((p) => p.output_tokens) });
     } else {
-      const key = metric === "input" ? "input_tokens" : metric === "output" ? "output_tokens" : "total_tokens";
-      lines.push({ label: metric === "total" ? "Tokens" : metric === "input" ? "Input" : "Output", values: s.points.map((p) => p[key]) });
+      if (metric === "cost") lines.push({ label: "Cost (" + (s.currency || "USD") + ")", values: s.points.map((p) => p.cost_nanos / 1e9) });
+      else {
+        const key = metric === "input" ? "input_tokens" : metric === "output" ? "output_tokens" : "total_tokens";
+        lines.push({ label: metric === "total" ? "Tokens" : metric === "input" ? "Input" : "Output", values: s.points.map((p) => p[key]) });
+      }
     }
     const stacked = s.series.length > 0 && metric !== "split";
     const data = [xs];
@@ -318,12 +346,15 @@
       box.appendChild(span);
     });
     if (model.stacked) box.appendChild(document.createTextNode(" (stacked)"));
+    if ($("metric").value === "cost") box.appendChild(document.createTextNode(" · cost in " + ((live.series && live.series.currency) || "USD")));
   }
 
   function figures() {
     const s = live.series; if (!s) return;
     const t = s.total;
     $("fig-total").textContent = num(t.total_tokens);
+    $("fig-cost").textContent = money(t.cost) + (t.supplied_events > 0 ? " (some supplied by publishers)" : "");
+    $("fig-unpriced").textContent = t.unpriced_tokens > 0 ? num(t.unpriced_tokens) + " (no price known: see the breakdown)" : "none";
     $("fig-input").textContent = num(t.input_tokens);
     $("fig-output").textContent = num(t.output_tokens);
     let peak = -1;
@@ -350,12 +381,13 @@
     const head = $("table").tHead, body = $("table").tBodies[0];
     head.textContent = ""; body.textContent = "";
     const hr = head.insertRow();
-    const cols = ["Bucket start (" + s.timezone + ")", "Input", "Output", "Total", "Events"].concat(s.series.map((g) => g.key + " (total)"));
+    const cols = ["Bucket start (" + s.timezone + ")", "Input", "Output", "Total", "Events", "Cost"].concat(s.series.map((g) => g.key + " (total)"));
     cols.forEach((c, i) => { const th = document.createElement("th"); th.scope = "col"; th.textContent = c; if (i === 0) th.className = "text"; hr.appendChild(th); });
     s.points.forEach((p, i) => {
       const tr = body.insertRow();
       const th = document.createElement("th"); th.scope = "row"; th.className = "text"; th.textContent = label(p.start, s.granularity); tr.appendChild(th);
       cell(tr, num(p.input_tokens)); cell(tr, num(p.output_tokens)); cell(tr, num(p.total_tokens)); cell(tr, num(p.events));
+      costCell(tr, p);
       for (const g of s.series) cell(tr, num(g.input_tokens[i] + g.output_tokens[i]));
     });
   }
@@ -368,7 +400,7 @@
     const top = chart.valToPos(chart.data[chart.data.length - 1][cursorIdx] || 0, "y");
     chart.setCursor({ left: x, top });
     const p = s.points[cursorIdx];
-    $("point-live").textContent = label(p.start, s.granularity) + ": " + num(p.total_tokens) + " tokens, input " + num(p.input_tokens) + ", output " + num(p.output_tokens) + ", " + num(p.events) + " events";
+    $("point-live").textContent = label(p.start, s.granularity) + ": " + num(p.total_tokens) + " tokens, input " + num(p.input_tokens) + ", output " + num(p.output_tokens) + ", " + num(p.events) + " events, cost " + money(p.cost) + (p.unpriced_tokens ? ", " + num(p.unpriced_tokens) + " tokens unpriced" : "");
     scheduleDetail();
   }
 
@@ -402,6 +434,8 @@
       for (const row of b.rows) {
         const tr = tbody.insertRow();
         cell(tr, row.activity, "text"); cell(tr, row.model, "text"); cell(tr, num(row.input_tokens)); cell(tr, num(row.output_tokens)); cell(tr, num(row.events));
+        const c = costCell(tr, row);
+        if (row.unpriced_tokens > 0 && session.role === "admin") c.title = "Add a price: tokenusage prices set " + row.model + " --from … --input … --output …";
       }
       $("detail-caption").textContent = label(p.start, s.granularity) + ": " + num(b.total.total_tokens) + " tokens by activity and model";
       $("detail-table").hidden = false;

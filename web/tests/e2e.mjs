@@ -137,6 +137,21 @@ async function main() {
       await page.screenshot({ path: join(artifacts, "dashboard.png"), fullPage: true });
     });
 
+    await test("cost: priced with the shipped catalogue, shown in the viewer's locale, and charted on request", async () => {
+      // gpt-4o-mini at $0.15 / $0.60 per million: 6900 input and 370 output tokens = $0.001257.
+      const api = await (await fetch(url + "/api/v1/usage/summary?from=" + new Date(Date.now() - 7 * 86400000).toISOString().slice(0, 10) + "&tz=UTC",
+        { headers: { Authorization: "Bearer " + token } })).json();
+      assert(api.total.cost === "0.001257", "the API prices the events exactly (got " + JSON.stringify(api.total) + ")");
+      await page.waitForFunction(() => /0\.001257/.test(document.getElementById("fig-cost").textContent), null, { timeout: 10000 });
+      assert(/US\$|\$/.test(await page.textContent("#fig-cost")), "the cost is formatted as a currency: " + await page.textContent("#fig-cost"));
+      assert((await page.textContent("#fig-unpriced")).trim() === "none", "every token had a price");
+      await page.selectOption("#metric", "cost");
+      await page.waitForFunction(() => /cost in USD/.test(document.getElementById("legend").textContent), null, { timeout: 5000 });
+      assert(await page.locator("#chart canvas").count() > 0, "the cost chart is drawn");
+      await a11y(page, "cost-view");
+      await page.selectOption("#metric", "total");
+    });
+
     await test("publish an event and watch the chart and totals change without a reload", async () => {
       await page.evaluate(() => { window.__sameDocument = true; });
       run(["publish", "-", "--source", "e2e"], event("alice", 5, "agent-run", 40, 2));

@@ -15,6 +15,20 @@ use super::read::{SeriesData, Subject};
 
 const CHUNK_ROWS: usize = 1000;
 
+/// The value columns, after the bucket bounds and the group key.
+pub const COLUMNS: [&str; 10] = [
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "events",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "cost",
+    "unpriced_tokens",
+    "supplied_events",
+];
+
 /// A CSV cell that a spreadsheet cannot mistake for a formula.
 fn safe_cell(s: &str) -> String {
     if s.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{s}") } else { s.to_owned() }
@@ -32,8 +46,16 @@ fn encode(rows: impl Iterator<Item = Vec<String>>) -> Vec<u8> {
 /// The rows of a series (without the header).
 pub fn rows(view: &View, plan: &Plan, data: &SeriesData) -> Vec<Vec<String>> {
     let grouped = view.group != GroupBy::None;
-    let sums_row =
-        |s: &Sums| [s.input_tokens, s.output_tokens, s.total_tokens, s.events].map(|n| n.to_string()).to_vec();
+    let sums_row = |s: &Sums| {
+        let mut cells = [s.input_tokens, s.output_tokens, s.total_tokens, s.events, s.cache_read_tokens]
+            .map(|n| n.to_string())
+            .to_vec();
+        cells.extend([s.cache_write_tokens, s.reasoning_tokens].map(|n| n.to_string()));
+        // Exact decimal text; empty when tokens were used and none had a price.
+        cells.push(s.cost_text().unwrap_or_default());
+        cells.extend([s.unpriced_tokens, s.supplied_events].map(|n| n.to_string()));
+        cells
+    };
     let mut rows = Vec::new();
     for i in 0..plan.edges.len() {
         let bounds = [fmt_time(plan.edges[i], &view.tz), fmt_time(plan.bucket_end(i), &view.tz)];
@@ -56,7 +78,7 @@ pub fn response(view: &View, plan: &Plan, subject: &Subject, rows: Vec<Vec<Strin
         GroupBy::Activity => Some("activity"),
         GroupBy::Model => Some("model"),
     });
-    header_row.extend(["input_tokens", "output_tokens", "total_tokens", "events"]);
+    header_row.extend(COLUMNS);
     let header_line = encode(std::iter::once(header_row.into_iter().map(str::to_owned).collect()));
     let mut rows = rows.into_iter().peekable();
     let chunks = std::iter::from_fn(move || rows.peek().is_some().then(|| encode(rows.by_ref().take(CHUNK_ROWS))));

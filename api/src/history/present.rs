@@ -28,6 +28,10 @@ pub struct GroupSeries {
     pub input_tokens: Vec<i64>,
     pub output_tokens: Vec<i64>,
     pub events: Vec<i64>,
+    /// Exact cost per bucket, nano-units of the price book's currency.
+    pub cost_nanos: Vec<i64>,
+    /// Tokens without a price per bucket (their cost is unknown, not 0).
+    pub unpriced_tokens: Vec<i64>,
 }
 
 /// A usage series.
@@ -49,6 +53,8 @@ pub struct SeriesResponse {
     /// Per group (empty unless `group` is set).
     pub series: Vec<GroupSeries>,
     pub total: Sums,
+    /// The currency every cost is in (ISO 4217).
+    pub currency: String,
 }
 
 /// The busiest bucket.
@@ -156,6 +162,8 @@ pub fn series_response(view: &View, plan: &Plan, subject: &Subject, data: &Serie
             input_tokens: sums.iter().map(|s| s.input_tokens).collect(),
             output_tokens: sums.iter().map(|s| s.output_tokens).collect(),
             events: sums.iter().map(|s| s.events).collect(),
+            cost_nanos: sums.iter().map(|s| s.cost_nanos).collect(),
+            unpriced_tokens: sums.iter().map(|s| s.unpriced_tokens).collect(),
         })
         .collect();
     SeriesResponse {
@@ -170,6 +178,7 @@ pub fn series_response(view: &View, plan: &Plan, subject: &Subject, data: &Serie
         points,
         series,
         total: data.total(),
+        currency: data.currency.clone(),
     }
 }
 

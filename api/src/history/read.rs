@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{PgPool, QueryBuilder};
+use sqlx::{PgPool, QueryBuilder, Row};
 use tokenusage_schema::{Grain, Sums};
 
 use super::params::Filters;
@@ -50,6 +50,8 @@ pub struct SeriesData {
     pub totals: Vec<Sums>,
     /// Group key to per-bucket sums (empty when not grouped).
     pub groups: BTreeMap<String, Vec<Sums>>,
+    /// The price book's currency, which every cost is in (ISO 4217).
+    pub currency: String,
 }
 
 impl SeriesData {
@@ -80,7 +82,8 @@ pub async fn read_snapshot(
 ) -> sqlx::Result<Snapshot> {
     let mut tx = pool.begin_with("begin isolation level repeatable read read only").await?;
     let seq = tokenusage_schema::sequence::current(&mut *tx).await?;
-    let data = read_series(&mut *tx, subject, plan, group, filters).await?;
+    let mut data = read_series(&mut *tx, subject, plan, group, filters).await?;
+    data.currency = tokenusage_pricing::store::state(&mut *tx).await?.0;
     tx.commit().await?;
     Ok(Snapshot { data, seq })
 }
@@ -97,21 +100,22 @@ pub async fn read_series(
     let mut qb = QueryBuilder::new("select width_bucket(bucket, ");
     qb.push_bind(plan.edges.clone());
     qb.push(format!(
-        ")::int4 as i, {key} as key, sum(input_tokens)::int8, sum(output_tokens)::int8, sum(events)::int8 \
-         from {table} where bucket >= ",
+        ")::int4 as i, {key} as key, {sums} from {table} where bucket >= ",
         key = group.column(),
+        sums = Sums::SQL_SUMS,
         table = plan.rollup.table()
     ));
     qb.push_bind(plan.start()).push(" and bucket < ").push_bind(plan.end);
     push_filters(&mut qb, subject, filters);
     qb.push(" group by 1, 2");
-    let rows: Vec<(i32, String, i64, i64, i64)> = qb.build_query_as().fetch_all(db).await?;
+    let rows = qb.build().fetch_all(db).await?;
     let n = plan.edges.len();
-    let mut data = SeriesData { totals: vec![Sums::default(); n], groups: BTreeMap::new() };
-    for (i, key, input, output, events) in rows {
+    let mut data = SeriesData { totals: vec![Sums::default(); n], ..SeriesData::default() };
+    for row in rows {
+        let (i, key): (i32, String) = (row.try_get(0)?, row.try_get(1)?);
         // width_bucket: 1-based index of the last edge <= bucket.
         let Some(idx) = usize::try_from(i).ok().and_then(|i| i.checked_sub(1)).filter(|i| *i < n) else { continue };
-        let s = Sums::new(input, output, events);
+        let s = Sums::from_row(&row, 2)?;
         data.totals[idx].add(&s);
         if group != GroupBy::None {
             data.groups.entry(key).or_insert_with(|| vec![Sums::default(); n])[idx].add(&s);
@@ -146,11 +150,9 @@ pub async fn read_total(
     to: DateTime<Utc>,
     filters: &Filters,
 ) -> sqlx::Result<Sums> {
-    let select = "select coalesce(sum(input_tokens), 0)::int8, coalesce(sum(output_tokens), 0)::int8, \
-                  coalesce(sum(events), 0)::int8";
-    let (i, o, e): (i64, i64, i64) =
-        ranged(select, rollup, from, to, subject, filters).build_query_as().fetch_one(pool).await?;
-    Ok(Sums::new(i, o, e))
+    let select = format!("select {}", Sums::SQL_TOTALS);
+    let row = ranged(&select, rollup, from, to, subject, filters).build().fetch_one(pool).await?;
+    Sums::from_row(&row, 0)
 }
 
 /// One row of a breakdown.
@@ -171,14 +173,13 @@ pub async fn read_breakdown(
     to: DateTime<Utc>,
     filters: &Filters,
 ) -> sqlx::Result<Vec<BreakdownRow>> {
-    let select = "select activity, model, sum(input_tokens)::int8, sum(output_tokens)::int8, sum(events)::int8";
-    let mut qb = ranged(select, rollup, from, to, subject, filters);
+    let select = format!("select activity, model, {}", Sums::SQL_SUMS);
+    let mut qb = ranged(&select, rollup, from, to, subject, filters);
     qb.push(" group by 1, 2 order by sum(input_tokens + output_tokens) desc, 1, 2");
-    let rows: Vec<(String, String, i64, i64, i64)> = qb.build_query_as().fetch_all(pool).await?;
-    Ok(rows
-        .into_iter()
-        .map(|(activity, model, i, o, e)| BreakdownRow { activity, model, sums: Sums::new(i, o, e) })
-        .collect())
+    let rows = qb.build().fetch_all(pool).await?;
+    rows.iter()
+        .map(|r| Ok(BreakdownRow { activity: r.try_get(0)?, model: r.try_get(1)?, sums: Sums::from_row(r, 2)? }))
+        .collect()
 }
 
 /// Activities and models seen in a range (hour grid, widened to whole hours).
@@ -205,9 +206,10 @@ pub async fn read_top_users(
     to: DateTime<Utc>,
     limit: i64,
 ) -> sqlx::Result<Vec<(String, Sums)>> {
-    let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(&format!(
-        "select user_id, sum(input_tokens)::int8, sum(output_tokens)::int8, sum(events)::int8 from {} \
+    let rows = sqlx::query(&format!(
+        "select user_id, {} from {} \
          where bucket >= $1 and bucket < $2 group by 1 order by sum(input_tokens + output_tokens) desc, 1 limit $3",
+        Sums::SQL_SUMS,
         rollup.table()
     ))
     .bind(from)
@@ -215,5 +217,5 @@ pub async fn read_top_users(
     .bind(limit)
     .fetch_all(pool)
     .await?;
-    Ok(rows.into_iter().map(|(u, i, o, e)| (u, Sums::new(i, o, e))).collect())
+    rows.iter().map(|r| Ok((r.try_get(0)?, Sums::from_row(r, 1)?))).collect()
 }

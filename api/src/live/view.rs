@@ -80,8 +80,7 @@ impl Sub {
                 continue;
             }
             let i = self.plan.edges.partition_point(|e| *e <= t) - 1;
-            let (input, output, events) = d.sums();
-            let sums = Sums::new(input, output, events);
+            let sums = d.sums();
             self.data.totals[i].add(&sums);
             let key = match self.view.group {
                 GroupBy::None => None,
@@ -157,7 +156,13 @@ pub(crate) mod tests {
     }
 
     fn d(user: &str, model: &str, at: &str, input: i64) -> Delta {
-        Delta(user.into(), "chat".into(), model.into(), t(at).timestamp(), input, 1, 1)
+        Delta(
+            user.into(),
+            "chat".into(),
+            model.into(),
+            t(at).timestamp(),
+            tokenusage_schema::Sums::new(input, 1, 1).to_array(),
+        )
     }
 
     #[test]

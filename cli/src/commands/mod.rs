@@ -7,6 +7,7 @@ pub mod deadletters;
 pub mod ingest;
 pub mod keys;
 pub mod migrate;
+pub mod prices;
 pub mod projector;
 pub mod publish;
 pub mod rebuild;
@@ -21,6 +22,10 @@ pub(crate) async fn database(db: &DatabaseArgs, migrate: bool) -> anyhow::Result
     if migrate {
         tokenusage_schema::migrations::migrate(&pool).await?;
         tracing::info!(database = %db.describe(), "database schema is current");
+        let seeded = tokenusage_pricing::store::seed(&pool).await?;
+        if seeded > 0 {
+            tracing::info!(entries = seeded, "the price book was empty: loaded the default catalogue");
+        }
     }
     Ok(pool)
 }

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use tokenusage_plumbing::DatabaseArgs;
 use tokenusage_projector::rebuild::{self, Drift};
 
-fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+pub(crate) fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
         .or_else(|_| {
@@ -53,18 +53,26 @@ pub struct VerifyCmd {
 
 fn print(drifts: &[Drift]) {
     println!(
-        "{:<20} {:>9} {:>9} {:>9} {:>16} {:>16} {:>10}",
-        "rollup", "changed", "missing", "extra", "Δ input", "Δ output", "Δ events"
+        "{:<20} {:>9} {:>9} {:>9} {:>16} {:>16} {:>10} {:>18} {:>14}",
+        "rollup", "changed", "missing", "extra", "Δ input", "Δ output", "Δ events", "Δ cost", "Δ unpriced"
     );
     for d in drifts {
         println!(
-            "{:<20} {:>9} {:>9} {:>9} {:>16} {:>16} {:>10}",
-            d.grain, d.changed, d.missing, d.extra, d.input_tokens_delta, d.output_tokens_delta, d.events_delta
+            "{:<20} {:>9} {:>9} {:>9} {:>16} {:>16} {:>10} {:>18} {:>14}",
+            d.grain,
+            d.changed,
+            d.missing,
+            d.extra,
+            d.input_tokens_delta,
+            d.output_tokens_delta,
+            d.events_delta,
+            tokenusage_contract::money::format_nanos(d.cost_nanos_delta),
+            d.unpriced_tokens_delta
         );
     }
 }
 
-fn progress(done: u64, total: u64) {
+pub(crate) fn progress(done: u64, total: u64) {
     eprint!("\r{done}/{total} days");
     if done == total {
         eprintln!();

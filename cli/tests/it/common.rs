@@ -377,6 +377,8 @@ pub fn synthetic_events(prefix: &str, n: usize, users: usize) -> Vec<tokenusage_
             model: ["m-a", "m-b"][i % 2].into(),
             input_tokens: (i % 97) as u64 + 1,
             output_tokens: (i % 13) as u64,
+            kinds: Default::default(),
+            cost: None,
             metadata: None,
         })
         .collect()

@@ -16,6 +16,7 @@ mod ingest_http;
 mod live;
 mod live_faults;
 mod maintenance;
+mod money;
 mod oidc_tls;
 mod operations;
 mod projector;

@@ -268,8 +268,8 @@ async fn each_commit_notifies_its_increments_under_the_next_number() {
         seqs.push(notice.seq);
         for d in notice.rows {
             let s = sums.entry((d.0.clone(), d.1.clone(), d.2.clone(), d.minute())).or_default();
-            let (i, o, e) = d.sums();
-            *s = (s.0 + i, s.1 + o, s.2 + e);
+            let d = d.sums();
+            *s = (s.0 + d.input_tokens, s.1 + d.output_tokens, s.2 + d.events);
         }
     }
     seqs.dedup();

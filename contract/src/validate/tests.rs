@@ -71,6 +71,74 @@ fn token_counts_are_bounded() {
 }
 
 #[test]
+fn v2_token_kinds_and_a_supplied_cost_parse_and_v1_events_keep_their_encoding() {
+    let v1 = parse_native(good().to_string().as_bytes(), "direct", now()).unwrap();
+    assert_eq!(v1.kinds, TokenKinds::default());
+    assert_eq!(v1.cost, None);
+    // A v1 event's native JSON is what it was: no v2 keys appear.
+    let text = String::from_utf8(v1.to_native_json()).unwrap();
+    assert!(!text.contains("cache") && !text.contains("cost"), "{text}");
+
+    let mut v = good();
+    v["schema_version"] = json!(2);
+    v["cache_read_input_tokens"] = json!(100);
+    v["cache_write_input_tokens"] = json!(10);
+    v["cache_write_1h_input_tokens"] = json!(5);
+    v["reasoning_output_tokens"] = json!(20);
+    v["cost"] = json!({"amount": "0.0123", "currency": "EUR"});
+    let e = parse_native(v.to_string().as_bytes(), "direct", now()).unwrap();
+    assert_eq!(e.kinds.input_parts(), 115);
+    assert_eq!(e.kinds.reasoning_output_tokens, 20);
+    assert_eq!(e.cost, Some(SuppliedCost { amount: 12_300_000, currency: "EUR".into() }));
+    // What goes on Kafka reads back as the same event.
+    let again = parse_native(&e.to_native_json(), "other", now()).unwrap();
+    assert_eq!(again, e);
+}
+
+#[test]
+fn the_subset_rule_is_enforced_with_the_field_named() {
+    let mut v = good();
+    v["cache_read_input_tokens"] = json!(121);
+    assert_eq!(errors(v.clone())[0].0, "cache_read_input_tokens");
+    assert!(errors(v)[0].1.contains("more than input_tokens (120)"));
+
+    let mut v = good();
+    v["cache_read_input_tokens"] = json!(100);
+    v["cache_write_input_tokens"] = json!(21);
+    let e = errors(v);
+    assert_eq!(e[0].0, "input_tokens");
+    assert!(e[0].1.contains("cache_read_input_tokens + cache_write_input_tokens sum to 121"), "{e:?}");
+
+    let mut v = good();
+    v["reasoning_output_tokens"] = json!(31);
+    assert_eq!(errors(v)[0].0, "reasoning_output_tokens");
+
+    let mut v = good();
+    v["audio_output_tokens"] = json!(-1);
+    assert_eq!(errors(v)[0], ("audio_output_tokens".into(), "must not be negative, got -1".into()));
+}
+
+#[test]
+fn a_supplied_cost_must_be_exact_and_complete() {
+    let bad = |cost: Value| {
+        let mut v = good();
+        v["cost"] = cost;
+        errors(v)
+    };
+    assert_eq!(bad(json!({"amount": "0.1"}))[0].0, "cost.currency");
+    assert_eq!(bad(json!({"currency": "USD"}))[0].0, "cost.amount");
+    assert!(bad(json!({"amount": "0.0000000001", "currency": "USD"}))[0].1.contains("9 decimal places"));
+    assert!(bad(json!({"amount": "-1", "currency": "USD"}))[0].1.contains("negative"));
+    assert_eq!(bad(json!({"amount": "1", "currency": "usd"}))[0].0, "cost.currency");
+    assert_eq!(bad(json!({"amount": "1", "currency": "USD", "tax": 1}))[0].0, "cost.tax");
+    assert_eq!(bad(json!(0.5))[0].0, "cost");
+    // A JSON number is taken by its decimal text.
+    let mut v = good();
+    v["cost"] = json!({"amount": 0.1, "currency": "USD"});
+    assert_eq!(parse_native(v.to_string().as_bytes(), "d", now()).unwrap().cost.unwrap().amount, 100_000_000);
+}
+
+#[test]
 fn metadata_is_flat_and_bounded() {
     let mut v = good();
     v["metadata"] = json!({"team": "search", "nested": {"a": 1}});

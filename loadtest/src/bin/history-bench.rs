@@ -73,6 +73,8 @@ async fn seed(pool: &sqlx::PgPool, user: &str) -> anyhow::Result<()> {
             model: MODELS[series % 6].into(),
             input_tokens: 100 + (m % 997) as u64,
             output_tokens: (m % 331) as u64,
+            kinds: Default::default(),
+            cost: None,
             metadata: None,
         });
         if batch.len() == 20_000 || m == minutes - 1 {

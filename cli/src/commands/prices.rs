@@ -1,0 +1,410 @@
+//! `tokenusage prices ...` and `tokenusage reprice`: the price book's
+//! command line (`pricing` owns the book; `projector::rebuild` re-prices).
+//! Every change is written to the audit trail.
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use chrono::{DateTime, Utc};
+use tokenusage_contract::money;
+use tokenusage_plumbing::DatabaseArgs;
+use tokenusage_pricing::import::{self, ImportOptions};
+use tokenusage_pricing::{Entry, Kind, Price, store};
+
+use super::rebuild::parse_time;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum PricesCmd {
+    /// List the price book (prices per million tokens, in the book's currency).
+    List {
+        /// Only entries for this exact model name or pattern.
+        #[arg(long)]
+        model: Option<String>,
+        /// Show which entry prices MODEL at this time (RFC 3339 or YYYY-MM-DD), with the lookup rules applied.
+        #[arg(long, value_parser = parse_time, requires = "model")]
+        at: Option<DateTime<Utc>>,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+    /// Add or correct one dated price. Prices are per million tokens in the
+    /// book's currency, as decimal text ("2.5"); kinds left out have no
+    /// price (their tokens stay unpriced), except reasoning, priced as output.
+    Set(Box<SetArgs>),
+    /// Remove one entry by id (see `prices list`).
+    Remove {
+        id: i64,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+    /// Import a catalogue: LiteLLM's model_prices_and_context_window.json,
+    /// models.dev's api.json, or a `prices export` file. Entries with the
+    /// same model and date are replaced.
+    Import {
+        /// The file, or - for standard input.
+        file: String,
+        /// In force from, for catalogues that carry no dates (LiteLLM, models.dev).
+        #[arg(long, value_parser = parse_time)]
+        effective_from: Option<DateTime<Utc>>,
+        /// Read and report; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+    /// Print the whole book in the `tokenusage.prices.v1` format (what `import` reads back).
+    Export {
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SetArgs {
+    /// Exact model name, or a pattern where `*` matches any characters.
+    model: String,
+    /// In force from (RFC 3339 or YYYY-MM-DD, UTC).
+    #[arg(long, value_parser = parse_time)]
+    from: DateTime<Utc>,
+    /// In force until (exclusive); open-ended if left out.
+    #[arg(long, value_parser = parse_time)]
+    to: Option<DateTime<Utc>>,
+    #[arg(long)]
+    input: Option<String>,
+    #[arg(long)]
+    output: Option<String>,
+    #[arg(long)]
+    cache_read: Option<String>,
+    /// Cache writes at the default (5-minute) rate.
+    #[arg(long)]
+    cache_write: Option<String>,
+    #[arg(long)]
+    cache_write_1h: Option<String>,
+    #[arg(long)]
+    reasoning: Option<String>,
+    #[arg(long)]
+    audio_input: Option<String>,
+    #[arg(long)]
+    audio_output: Option<String>,
+    #[arg(long)]
+    image_input: Option<String>,
+    #[arg(long)]
+    image_output: Option<String>,
+    /// Where the price comes from (a price page's URL, a contract).
+    #[arg(long)]
+    source: String,
+    /// Re-price the stored events from --from (to --to or now) right away.
+    #[arg(long)]
+    reprice: bool,
+    #[command(flatten)]
+    db: DatabaseArgs,
+}
+
+/// Price the stored raw events of a range again with the book as it is now,
+/// and rebuild the affected rollups (live views see the corrected buckets).
+#[derive(Debug, clap::Args)]
+pub struct RepriceCmd {
+    /// Start (inclusive), RFC 3339 or YYYY-MM-DD (UTC). Widened to the hour.
+    #[arg(long, value_parser = parse_time)]
+    pub from: DateTime<Utc>,
+    /// End (exclusive). Widened to the hour.
+    #[arg(long, value_parser = parse_time)]
+    pub to: DateTime<Utc>,
+    /// Only events of this model (the name as published).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Print the cost before and after per day and model; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+}
+
+fn price_text(n: Option<i64>) -> String {
+    n.map(money::format_nanos).unwrap_or_else(|| "-".into())
+}
+
+fn print_entries(currency: &str, entries: &[Entry]) {
+    println!("prices in {currency} per million tokens ('-': no price; reasoning '-' is priced as output)");
+    println!(
+        "{:>6} {:<40} {:<20} {:<20} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  source",
+        "id", "model", "from", "to", "input", "output", "c.read", "c.write", "c.w.1h", "reason"
+    );
+    let t = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    for e in entries {
+        let p = |k: Kind| price_text(e.price.0[Kind::ALL.iter().position(|x| *x == k).unwrap_or(0)]);
+        println!(
+            "{:>6} {:<40} {:<20} {:<20} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  {}",
+            e.id.unwrap_or_default(),
+            e.model,
+            t(e.effective_from),
+            e.effective_to.map(t).unwrap_or_else(|| "-".into()),
+            p(Kind::Input),
+            p(Kind::Output),
+            p(Kind::CacheRead),
+            p(Kind::CacheWrite),
+            p(Kind::CacheWrite1h),
+            p(Kind::Reasoning),
+            e.source
+        );
+    }
+}
+
+/// One audit entry for a change made from the command line.
+async fn audit(pool: &sqlx::PgPool, action: &str, endpoint: &str, params: serde_json::Value) -> anyhow::Result<()> {
+    let log = tokenusage_api::audit::AuditLog::spawn(pool.clone());
+    let who = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    log.record(tokenusage_api::audit::Entry {
+        at: Utc::now(),
+        actor: Some(format!("cli:{who}")),
+        actor_role: Some("operator".into()),
+        action: action.into(),
+        method: "CLI".into(),
+        endpoint: endpoint.into(),
+        params: params.to_string(),
+        outcome: "ok".into(),
+        status: 0,
+        ..Default::default()
+    })
+    .await?;
+    Ok(())
+}
+
+pub async fn run(cmd: PricesCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        PricesCmd::List { model, at, db } => {
+            let pool = super::database(&db, true).await?;
+            let (currency, _) = store::state(&pool).await?;
+            if let (Some(m), Some(at)) = (&model, at) {
+                let book = store::load(&pool).await?;
+                match book.lookup(m, at) {
+                    Some(e) => {
+                        println!("{m} at {at} is priced by entry {} ({}):", e.id.unwrap_or_default(), e.model);
+                        print_entries(&currency, std::slice::from_ref(e));
+                    }
+                    None => println!("{m} has no price at {at}: its tokens are counted as unpriced"),
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let entries = store::entries(&pool, model.as_deref()).await?;
+            print_entries(&currency, &entries);
+        }
+        PricesCmd::Set(a) => {
+            let SetArgs {
+                model,
+                from,
+                to,
+                input,
+                output,
+                cache_read,
+                cache_write,
+                cache_write_1h,
+                reasoning,
+                audio_input,
+                audio_output,
+                image_input,
+                image_output,
+                source,
+                reprice,
+                db,
+            } = *a;
+            import::check_model(&model).map_err(|why| anyhow::anyhow!("model {model:?}: {why}"))?;
+            anyhow::ensure!(to.is_none_or(|to| to > from), "--to must be after --from");
+            let mut price = Price::default();
+            for (kind, text) in [
+                (Kind::Input, input),
+                (Kind::Output, output),
+                (Kind::CacheRead, cache_read),
+                (Kind::CacheWrite, cache_write),
+                (Kind::CacheWrite1h, cache_write_1h),
+                (Kind::Reasoning, reasoning),
+                (Kind::AudioInput, audio_input),
+                (Kind::AudioOutput, audio_output),
+                (Kind::ImageInput, image_input),
+                (Kind::ImageOutput, image_output),
+            ] {
+                if let Some(t) = text {
+                    let n = Price::parse_per_million(&t).map_err(|why| anyhow::anyhow!("--{}: {why}", kind.name()))?;
+                    price.set(kind, Some(n));
+                }
+            }
+            anyhow::ensure!(price.named().next().is_some(), "give at least one price (--input, --output, ...)");
+            let pool = super::database(&db, true).await?;
+            let (currency, _) = store::state(&pool).await?;
+            let entry = Entry {
+                id: None,
+                model: model.clone(),
+                currency: currency.clone(),
+                effective_from: from,
+                effective_to: to,
+                price,
+                source,
+            };
+            let mut tx = pool.begin().await?;
+            let changed = store::put(&mut tx, std::slice::from_ref(&entry), &operator()).await?;
+            tx.commit().await?;
+            let params =
+                serde_json::json!({ "entries": import::export(&currency, &[entry])["entries"], "changed": changed });
+            audit(&pool, "prices.set", "tokenusage prices set", params).await?;
+            println!(
+                "{} the price of {model} from {from}{}",
+                if changed.added > 0 { "added" } else { "replaced" },
+                to.map(|t| format!(" to {t}")).unwrap_or_default()
+            );
+            let until = to.unwrap_or_else(Utc::now).min(Utc::now() + chrono::TimeDelta::hours(1));
+            if from < Utc::now() {
+                if reprice {
+                    return do_reprice(&pool, from, until, None, false).await;
+                }
+                println!(
+                    "events already counted since {from} keep their old cost until re-priced:\n  tokenusage reprice --from {} --to {}",
+                    from.format("%Y-%m-%dT%H:%M:%SZ"),
+                    until.format("%Y-%m-%dT%H:%M:%SZ")
+                );
+            }
+        }
+        PricesCmd::Remove { id, db } => {
+            let pool = super::database(&db, true).await?;
+            let mut tx = pool.begin().await?;
+            let gone = store::remove(&mut tx, id).await?;
+            let Some(gone) = gone else {
+                anyhow::bail!("there is no price entry {id} (see `tokenusage prices list`)");
+            };
+            tx.commit().await?;
+            let params = serde_json::json!({ "removed": import::export(&gone.currency, std::slice::from_ref(&gone))["entries"] });
+            audit(&pool, "prices.remove", "tokenusage prices remove", params).await?;
+            println!("removed entry {id} ({} from {}); re-price its range to apply", gone.model, gone.effective_from);
+        }
+        PricesCmd::Import { file, effective_from, dry_run, db } => {
+            let mut text = String::new();
+            if file == "-" {
+                std::io::stdin().read_to_string(&mut text)?;
+            } else {
+                text = std::fs::read_to_string(&file).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+            }
+            let pool = super::database(&db, true).await?;
+            let (currency, _) = store::state(&pool).await?;
+            let opts = ImportOptions {
+                currency: currency.clone(),
+                effective_from: effective_from.unwrap_or(DateTime::UNIX_EPOCH),
+                source: format!(
+                    "import of {}",
+                    std::path::Path::new(&file).file_name().map_or(file.clone(), |f| f.to_string_lossy().into_owned())
+                ),
+            };
+            let got = import::read(&text, &opts)?;
+            anyhow::ensure!(
+                got.format == import::FORMAT || effective_from.is_some(),
+                "a {} catalogue carries no dates: give --effective-from (the date its prices apply from)",
+                got.format
+            );
+            eprintln!(
+                "read {} entries from a {} catalogue; {} skipped",
+                got.entries.len(),
+                got.format,
+                got.skipped.len()
+            );
+            for (model, why) in got.skipped.iter().take(20) {
+                eprintln!("  skipped {model}: {why}");
+            }
+            if got.skipped.len() > 20 {
+                eprintln!("  ... and {} more", got.skipped.len() - 20);
+            }
+            if dry_run {
+                println!("dry run: {} entries would be added or replaced", got.entries.len());
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut tx = pool.begin().await?;
+            let changed = store::put(&mut tx, &got.entries, &operator()).await?;
+            tx.commit().await?;
+            let params = serde_json::json!({
+                "file": opts.source, "format": got.format, "effective_from": effective_from,
+                "changed": changed, "skipped": got.skipped.len(),
+            });
+            audit(&pool, "prices.import", "tokenusage prices import", params).await?;
+            println!("imported: {} added, {} replaced", changed.added, changed.replaced);
+        }
+        PricesCmd::Export { db } => {
+            let pool = super::database(&db, true).await?;
+            let (currency, _) = store::state(&pool).await?;
+            let entries = store::entries(&pool, None).await?;
+            println!("{}", serde_json::to_string_pretty(&import::export(&currency, &entries))?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn operator() -> String {
+    format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
+}
+
+pub async fn reprice(a: RepriceCmd) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(a.from < a.to, "--from must be before --to");
+    let pool = super::database(&a.db, true).await?;
+    do_reprice(&pool, a.from, a.to, a.model.as_deref(), a.dry_run).await
+}
+
+async fn do_reprice(
+    pool: &sqlx::PgPool,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    model: Option<&str>,
+    dry_run: bool,
+) -> anyhow::Result<ExitCode> {
+    let (currency, _) = store::state(pool).await?;
+    eprintln!(
+        "{} {from} .. {to}{}",
+        if dry_run { "pricing (dry run)" } else { "re-pricing" },
+        model.map(|m| format!(" ({m})")).unwrap_or_default()
+    );
+    let changes =
+        tokenusage_projector::rebuild::reprice(pool, from, to, model, dry_run, super::rebuild::progress).await?;
+    if changes.is_empty() {
+        println!("every event in the range is already priced with the current book; nothing to change");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<10} {:<40} {:>8} {:>18} {:>18} {:>14} {:>14}",
+        "day",
+        "model",
+        "events",
+        format!("cost before {currency}"),
+        format!("cost after {currency}"),
+        "unpriced before",
+        "unpriced after"
+    );
+    for c in &changes {
+        println!(
+            "{:<10} {:<40} {:>8} {:>18} {:>18} {:>14} {:>14}",
+            c.day,
+            c.model,
+            c.events,
+            money::format_nanos(c.cost_nanos_before),
+            money::format_nanos(c.cost_nanos_after),
+            c.unpriced_tokens_before,
+            c.unpriced_tokens_after
+        );
+    }
+    let before: i64 = changes.iter().map(|c| c.cost_nanos_before).sum();
+    let after: i64 = changes.iter().map(|c| c.cost_nanos_after).sum();
+    let events: i64 = changes.iter().map(|c| c.events).sum();
+    if dry_run {
+        println!(
+            "dry run: {events} events would change from {} to {} {currency}",
+            money::format_nanos(before),
+            money::format_nanos(after)
+        );
+    } else {
+        let params = serde_json::json!({
+            "from": from, "to": to, "model": model, "events": events,
+            "cost_nanos_before": before, "cost_nanos_after": after,
+            "by_day_and_model": changes.iter().take(40).collect::<Vec<_>>(),
+        });
+        audit(pool, "reprice", "tokenusage reprice", params).await?;
+        println!(
+            "re-priced {events} events: {} → {} {currency}; their rollups were rebuilt",
+            money::format_nanos(before),
+            money::format_nanos(after)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

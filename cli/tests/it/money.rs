@@ -1,0 +1,338 @@
+//! Money against the real database and broker: prices in force at event
+//! time, unpriced tokens, supplied cost, re-pricing a past range (REST = WS
+//! = CSV afterwards), the real LiteLLM catalogue to the cent, and the
+//! subset rule at the HTTP door.
+
+use crate::common;
+use crate::live::{connect, next_of, send};
+
+use std::time::Duration;
+
+use common::{TestApp, TestEnv, test_api_args, tokenusage};
+use serde_json::{Value, json};
+use tokenusage_api::Role;
+
+fn line(id: &str, at: &str, model: &str, input: i64, output: i64, extra: Value) -> String {
+    let mut v: Value =
+        serde_json::from_str(&common::event_line(id, "alice", at, "chat", model, input, output)).unwrap();
+    if let (Some(o), Value::Object(x)) = (v.as_object_mut(), extra) {
+        o.extend(x);
+    }
+    v.to_string()
+}
+
+fn event(id: &str, at: &str, model: &str, input: i64, output: i64, extra: Value) -> tokenusage_contract::UsageEvent {
+    tokenusage_contract::parse_native(
+        line(id, at, model, input, output, extra).as_bytes(),
+        "money-test",
+        chrono::Utc::now(),
+    )
+    .unwrap()
+}
+
+fn ok(out: std::process::Output) -> String {
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+    stdout.into_owned()
+}
+
+const YEAR: &str = "from=2026-01-01T00:00:00Z&to=2027-01-01T00:00:00Z&granularity=month&tz=UTC";
+
+/// Cost per monthly bucket: (cost text or null, cost nanos, unpriced tokens, supplied events).
+fn months(series: &Value) -> Vec<(Value, i64, i64, i64)> {
+    series["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["cost"].clone(),
+                p["cost_nanos"].as_i64().unwrap(),
+                p["unpriced_tokens"].as_i64().unwrap(),
+                p["supplied_events"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prices_apply_at_event_time_unpriced_is_never_zero_and_repricing_changes_exactly_the_past_it_corrects() {
+    let env = TestEnv::new().await;
+    env.add_user("alice", Role::Viewer, "alice-password").await;
+    // $2 / $8 per million from January; $1 / $4 from June (a price cut).
+    ok(tokenusage(
+        &env,
+        &[
+            "prices",
+            "set",
+            "m-priced",
+            "--from",
+            "2026-01-01",
+            "--input",
+            "2",
+            "--output",
+            "8",
+            "--cache-read",
+            "0.5",
+            "--source",
+            "https://example.test/prices",
+        ],
+        None,
+    ));
+    ok(tokenusage(
+        &env,
+        &[
+            "prices",
+            "set",
+            "m-priced",
+            "--from",
+            "2026-06-01",
+            "--input",
+            "1",
+            "--output",
+            "4",
+            "--cache-read",
+            "0.25",
+            "--source",
+            "https://example.test/prices",
+        ],
+        None,
+    ));
+    let events = vec![
+        // March: 1M input of which 400k cached, 100k output.
+        event(
+            "mar",
+            "2026-03-10T12:00:00Z",
+            "m-priced",
+            1_000_000,
+            100_000,
+            json!({"cache_read_input_tokens": 400_000}),
+        ),
+        // July, the same usage at the new price, named with a provider prefix and a date.
+        event(
+            "jul",
+            "2026-07-10T12:00:00Z",
+            "vendor/m-priced-2026-07-01",
+            1_000_000,
+            100_000,
+            json!({"cache_read_input_tokens": 400_000}),
+        ),
+        // May: a model nobody priced.
+        event("may", "2026-05-05T12:00:00Z", "m-nobody-priced", 3_000, 1_000, json!({})),
+        // August: a gateway that knows its bill.
+        event(
+            "aug",
+            "2026-08-08T12:00:00Z",
+            "m-nobody-priced",
+            10,
+            10,
+            json!({"cost": {"amount": "0.123456789", "currency": "USD"}}),
+        ),
+    ];
+    common::produce(&env, &events).await;
+    let app = TestApp::spawn_with_api(&env, test_api_args()).await;
+    let alice = app.login("alice", "alice-password").await;
+    assert!(common::wait_for_totals(&env.pool, common::expected_totals(&events), Duration::from_secs(30)).await);
+
+    let (status, before) = app.get(&alice, &format!("/api/v1/usage/series?{YEAR}")).await;
+    assert_eq!(status, 200, "{before}");
+    let m = months(&before);
+    // 600k × $2/M + 400k × $0.5/M + 100k × $8/M = 1.2 + 0.2 + 0.8 = $2.2
+    assert_eq!(m[2], (json!("2.2"), 2_200_000_000, 0, 0), "March at the January price");
+    // 600k × $1/M + 400k × $0.25/M + 100k × $4/M = 0.6 + 0.1 + 0.4 = $1.1
+    assert_eq!(m[6], (json!("1.1"), 1_100_000_000, 0, 0), "July at the June price");
+    assert_eq!(m[4], (Value::Null, 0, 4_000, 0), "an unpriced model's cost is unknown, not 0");
+    assert_eq!(m[7], (json!("0.123456789"), 123_456_789, 0, 1), "a supplied cost wins and is marked");
+    assert_eq!(m[0], (json!("0"), 0, 0, 0), "no usage costs nothing");
+    assert_eq!(before["total"]["cost_nanos"], 3_423_456_789i64);
+    assert_eq!(before["total"]["unpriced_tokens"], 4_000);
+
+    // A live view of the same range, open while the past is corrected.
+    let mut ws = connect(&app, Some(&alice), None).await.unwrap();
+    let view =
+        json!({"from": "2026-01-01T00:00:00Z", "to": "2027-01-01T00:00:00Z", "granularity": "month", "tz": "UTC"});
+    send(&mut ws, json!({"type": "subscribe", "id": "y", "view": view})).await;
+    let snap = next_of(&mut ws, &["snapshot"], Duration::from_secs(5)).await.unwrap();
+    assert_eq!(months(&snap["series"]), m, "the socket's snapshot is the REST series");
+
+    // The March price was wrong: $3 input from March 1st (until the June cut).
+    let out = ok(tokenusage(
+        &env,
+        &[
+            "prices",
+            "set",
+            "m-priced",
+            "--from",
+            "2026-03-01",
+            "--to",
+            "2026-06-01",
+            "--input",
+            "3",
+            "--output",
+            "8",
+            "--cache-read",
+            "0.5",
+            "--source",
+            "correction",
+        ],
+        None,
+    ));
+    assert!(out.contains("tokenusage reprice --from 2026-03-01T00:00:00Z"), "{out}");
+    // Counted events keep their cost until re-priced; a dry run shows the diff and changes nothing.
+    let dry = ok(tokenusage(&env, &["reprice", "--from", "2026-01-01", "--to", "2027-01-01", "--dry-run"], None));
+    assert!(dry.contains("2026-03-10") && dry.contains("2.2") && dry.contains("2.8"), "{dry}");
+    assert!(!dry.contains("2026-07-10"), "July's price did not change: {dry}");
+    let (_, still) = app.get(&alice, &format!("/api/v1/usage/series?{YEAR}")).await;
+    assert_eq!(months(&still), m, "a dry run changes nothing");
+
+    let done = ok(tokenusage(&env, &["reprice", "--from", "2026-01-01", "--to", "2027-01-01"], None));
+    assert!(done.contains("re-priced 1 events"), "{done}");
+    let again = ok(tokenusage(&env, &["reprice", "--from", "2026-01-01", "--to", "2027-01-01"], None));
+    assert!(again.contains("nothing to change"), "re-pricing is idempotent: {again}");
+
+    let (_, after) = app.get(&alice, &format!("/api/v1/usage/series?{YEAR}")).await;
+    let a = months(&after);
+    // 600k × $3/M + 0.2 + 0.8 = $2.8; every other bucket is as it was.
+    assert_eq!(a[2], (json!("2.8"), 2_800_000_000, 0, 0));
+    for i in (0..12).filter(|i| *i != 2) {
+        assert_eq!(a[i], m[i], "month {} changed", i + 1);
+    }
+
+    // The socket re-read: its numbers are REST's.
+    let s = next_of(&mut ws, &["snapshot"], Duration::from_secs(10))
+        .await
+        .expect("the live view re-reads after a re-price");
+    let fresh = months(&s["series"]);
+    assert_eq!(fresh, a, "WS = REST after re-pricing");
+
+    // The CSV carries the same cost, exactly.
+    let csv = app
+        .http
+        .get(app.url(&format!("/api/v1/usage/export.csv?{YEAR}")))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut r = csv::Reader::from_reader(csv.as_bytes());
+    let head: Vec<String> = r.headers().unwrap().iter().map(str::to_owned).collect();
+    let col = |name: &str| head.iter().position(|h| h == name).unwrap();
+    let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
+    for (i, row) in rows.iter().enumerate() {
+        let want = a[i].0.as_str().unwrap_or("");
+        assert_eq!(&row[col("cost")], want, "CSV month {}", i + 1);
+        assert_eq!(row[col("unpriced_tokens")].parse::<i64>().unwrap(), a[i].2);
+    }
+
+    // verify checks cost as well as tokens; every change is on the audit trail.
+    ok(tokenusage(&env, &["verify"], None));
+    let audited: Vec<String> = sqlx::query_scalar(
+        "select action from audit_log where action like 'prices.%' or action = 'reprice' order by seq",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(audited, ["prices.set", "prices.set", "prices.set", "reprice", "reprice"].map(String::from));
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_litellm_catalogue_prices_reference_events_to_the_cent() {
+    let file = std::env::var("TOKENUSAGE_TEST_LITELLM_JSON")
+        .expect("TOKENUSAGE_TEST_LITELLM_JSON: run scripts/test.sh, which downloads the pinned LiteLLM catalogue");
+    let env = TestEnv::database_only().await;
+    // Dated after every entry of the default catalogue the command seeds
+    // first, so the LiteLLM prices are the ones in force for these events.
+    let out = ok(tokenusage(&env, &["prices", "import", &file, "--effective-from", "2026-01-01"], None));
+    assert!(out.contains("imported:"), "{out}");
+    let at = "2026-02-02T10:00:00Z";
+    let events = vec![
+        // 800k × $2.5/M + 200k cached × $1.25/M + 100k × $10/M = 2.00 + 0.25 + 1.00 = $3.25
+        event("a", at, "gpt-4o", 1_000_000, 100_000, json!({"cache_read_input_tokens": 200_000})),
+        // 13k × $3/M + 30k × $0.30/M + 5k × $3.75/M + 4k × $15/M = 0.039 + 0.009 + 0.01875 + 0.06 = $0.12675;
+        // LiteLLM has no 1-hour write price for this model: those 2k tokens are unpriced.
+        event(
+            "b",
+            at,
+            "claude-sonnet-4-5",
+            50_000,
+            4_000,
+            json!({"cache_read_input_tokens": 30_000,
+            "cache_write_input_tokens": 5_000, "cache_write_1h_input_tokens": 2_000}),
+        ),
+        // 6k × $0.30/M + 4k audio × $1/M + 1k × $2.5/M + 2k reasoning × $2.5/M = 0.0018 + 0.004 + 0.0025 + 0.005 = $0.0133
+        event(
+            "c",
+            at,
+            "gemini-2.5-flash",
+            10_000,
+            3_000,
+            json!({"audio_input_tokens": 4_000,
+            "reasoning_output_tokens": 2_000}),
+        ),
+        // A provider prefix and a dated name find gpt-4o-2024-08-06: 1k × $2.5/M + 500 × $10/M = $0.0075
+        event("d", at, "openai/gpt-4o-2024-08-06", 1_000, 500, json!({})),
+        // Not in any catalogue.
+        event("e", at, "my-own-finetune", 700, 77, json!({})),
+    ];
+    tokenusage_projector::count_events(&env.pool, events).await.unwrap();
+    env.add_user("alice", Role::Viewer, "alice-password").await;
+    let app = TestApp::spawn_api(&env, test_api_args()).await;
+    let alice = app.login("alice", "alice-password").await;
+    let (status, b) =
+        app.get(&alice, "/api/v1/usage/breakdown?from=2026-02-02T00:00:00Z&to=2026-02-03T00:00:00Z&tz=UTC").await;
+    assert_eq!(status, 200, "{b}");
+    let rows = b["rows"].as_array().unwrap_or_else(|| panic!("{b}"));
+    let cost = |model: &str| {
+        let r = rows.iter().find(|r| r["model"] == model).unwrap_or_else(|| panic!("{model} in {b}"));
+        (r["cost"].clone(), r["unpriced_tokens"].as_i64().unwrap())
+    };
+    assert_eq!(cost("gpt-4o"), (json!("3.25"), 0));
+    assert_eq!(cost("claude-sonnet-4-5"), (json!("0.12675"), 2_000));
+    assert_eq!(cost("gemini-2.5-flash"), (json!("0.0133"), 0));
+    assert_eq!(cost("openai/gpt-4o-2024-08-06"), (json!("0.0075"), 0));
+    assert_eq!(cost("my-own-finetune"), (Value::Null, 777));
+    let (_, s) =
+        app.get(&alice, "/api/v1/usage/summary?from=2026-02-02T00:00:00Z&to=2026-02-03T00:00:00Z&tz=UTC").await;
+    assert_eq!(s["total"]["cost"], "3.39755", "{s}");
+    assert_eq!(s["total"]["unpriced_tokens"], 2_777);
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_that_break_the_subset_rule_are_refused_with_the_field_named() {
+    let env = TestEnv::new().await;
+    let app = TestApp::spawn(&env).await;
+    let key = tokenusage_schema::keys::create(&env.pool, "test", "svc", 1000).await.unwrap().key;
+    let at = "2026-11-20T10:00:00Z";
+    let batch = format!(
+        "[{},{},{},{}]",
+        line("ok", at, "m", 100, 10, json!({"cache_read_input_tokens": 100, "reasoning_output_tokens": 10})),
+        line("cache", at, "m", 100, 10, json!({"cache_read_input_tokens": 101})),
+        line("reason", at, "m", 100, 10, json!({"reasoning_output_tokens": 11})),
+        line("cost", at, "m", 100, 10, json!({"cost": {"amount": "0.1", "currency": "dollars"}})),
+    );
+    let r = app
+        .http
+        .post(app.url("/api/v1/events"))
+        .bearer_auth(&key)
+        .header("content-type", "application/json")
+        .body(batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 207);
+    let b: Value = r.json().await.unwrap();
+    let field = |i: usize| b["results"][i]["errors"][0]["field"].as_str().unwrap_or("").to_owned();
+    assert_eq!(b["results"][0]["status"], "accepted", "{b}");
+    assert_eq!(field(1), "cache_read_input_tokens");
+    assert!(b["results"][1]["errors"][0]["reason"].as_str().unwrap().contains("more than input_tokens (100)"));
+    assert_eq!(field(2), "reasoning_output_tokens");
+    assert_eq!(field(3), "cost.currency");
+    app.stop().await;
+    env.cleanup().await;
+}

@@ -1,0 +1,358 @@
+//! Reading price catalogues: LiteLLM's `model_prices_and_context_window.json`,
+//! models.dev's `api.json`, and our own export format (`tokenusage.prices.v1`,
+//! also the format of the shipped catalogue). Every price is read from its
+//! decimal text and kept exactly, or the entry is skipped and reported.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde_json::{Map, Value, json};
+use tokenusage_contract::money;
+
+use crate::book::{Entry, Kind, MAX_PRICE_NANOS_PER_MTOK, Price};
+
+/// Our export and catalogue format's name.
+pub const FORMAT: &str = "tokenusage.prices.v1";
+
+/// What an import read.
+#[derive(Debug, Default)]
+pub struct Imported {
+    pub entries: Vec<Entry>,
+    /// (model, why) for every entry not taken.
+    pub skipped: Vec<(String, String)>,
+    /// Which format the file was in.
+    pub format: &'static str,
+}
+
+/// Why a catalogue cannot be read at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("not JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("{0}")]
+    Shape(String),
+}
+
+/// How an import dates and labels what it reads.
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    /// The book's currency. LiteLLM and models.dev price in USD; importing
+    /// them into a book in another currency is refused.
+    pub currency: String,
+    /// Used for formats that carry no dates (LiteLLM, models.dev).
+    pub effective_from: DateTime<Utc>,
+    /// A label for `source` when the file gives none.
+    pub source: String,
+}
+
+/// Reads any supported format, recognised by its shape.
+pub fn read(text: &str, opts: &ImportOptions) -> Result<Imported, ImportError> {
+    let v: Value = serde_json::from_str(text)?;
+    let Some(obj) = v.as_object() else {
+        return Err(ImportError::Shape("a price catalogue is a JSON object".into()));
+    };
+    if obj.get("format").and_then(Value::as_str) == Some(FORMAT) {
+        return ours(obj, opts);
+    }
+    let usd = || {
+        if opts.currency == "USD" {
+            Ok(())
+        } else {
+            Err(ImportError::Shape(format!("this catalogue is in USD and the book is in {}", opts.currency)))
+        }
+    };
+    if obj.values().any(|m| m.get("input_cost_per_token").is_some() || m.get("litellm_provider").is_some()) {
+        usd()?;
+        return Ok(litellm(obj, opts));
+    }
+    if obj.values().any(|p| p.get("models").is_some_and(Value::is_object)) {
+        usd()?;
+        return Ok(models_dev(obj, opts));
+    }
+    Err(ImportError::Shape(format!(
+        "unrecognised catalogue: expected {FORMAT}, LiteLLM's model_prices_and_context_window.json or models.dev's api.json"
+    )))
+}
+
+/// A JSON number or string as an exact decimal.
+fn decimal(v: &Value) -> Result<Decimal, String> {
+    match v {
+        // serde_json prints the shortest text that reads back as the same
+        // f64: for catalogue prices that is the text the file holds.
+        Value::Number(n) => money::parse_decimal(&n.to_string()),
+        Value::String(s) => money::parse_decimal(s),
+        other => Err(format!("expected a number, got {other}")),
+    }
+}
+
+/// LiteLLM: `{model: {input_cost_per_token: 3e-06, ...}}`, USD per token.
+fn litellm(obj: &Map<String, Value>, opts: &ImportOptions) -> Imported {
+    const KEYS: [(&str, Kind); 10] = [
+        ("input_cost_per_token", Kind::Input),
+        ("output_cost_per_token", Kind::Output),
+        ("cache_read_input_token_cost", Kind::CacheRead),
+        ("cache_creation_input_token_cost", Kind::CacheWrite),
+        ("cache_creation_input_token_cost_above_1hr", Kind::CacheWrite1h),
+        ("output_cost_per_reasoning_token", Kind::Reasoning),
+        ("input_cost_per_audio_token", Kind::AudioInput),
+        ("output_cost_per_audio_token", Kind::AudioOutput),
+        ("input_cost_per_image_token", Kind::ImageInput),
+        ("output_cost_per_image_token", Kind::ImageOutput),
+    ];
+    let mut out = Imported { format: "litellm", ..Imported::default() };
+    for (model, spec) in obj {
+        if model == "sample_spec" {
+            continue;
+        }
+        let Some(spec) = spec.as_object() else { continue };
+        let mut price = Price::default();
+        let mut bad = None;
+        for (key, kind) in KEYS {
+            if let Some(v) = spec.get(key) {
+                // Per token → per million tokens, in nano-units: × 10^15.
+                match decimal(v).and_then(|d| money::to_scaled(d, 15, MAX_PRICE_NANOS_PER_MTOK)) {
+                    Ok(n) => price.set(kind, Some(n)),
+                    Err(why) => bad = Some(format!("{key}: {why}")),
+                }
+            }
+        }
+        if let Some(why) = bad {
+            out.skipped.push((model.clone(), why));
+            continue;
+        }
+        if price.named().next().is_none() {
+            // Image generation, search, rerank...: priced per request, not per token.
+            out.skipped.push((model.clone(), "no per-token price".into()));
+            continue;
+        }
+        let source = spec.get("source").and_then(Value::as_str).unwrap_or(&opts.source).to_owned();
+        push(&mut out, model, price, opts.effective_from, None, &opts.currency, source);
+    }
+    out
+}
+
+/// models.dev: `{provider: {models: {id: {cost: {input: 3, output: 15,
+/// cache_read: 0.3, cache_write: 3.75}}}}}`, USD per million tokens. The
+/// model is named `provider/id` and `id`; the first provider listing an
+/// id gives the bare name.
+fn models_dev(obj: &Map<String, Value>, opts: &ImportOptions) -> Imported {
+    const KEYS: [(&str, Kind); 6] = [
+        ("input", Kind::Input),
+        ("output", Kind::Output),
+        ("cache_read", Kind::CacheRead),
+        ("cache_write", Kind::CacheWrite),
+        ("reasoning", Kind::Reasoning),
+        ("input_audio", Kind::AudioInput),
+    ];
+    let mut out = Imported { format: "models.dev", ..Imported::default() };
+    let mut bare_seen = std::collections::HashSet::new();
+    for (provider, p) in obj {
+        let Some(models) = p.get("models").and_then(Value::as_object) else { continue };
+        for (id, m) in models {
+            let name = format!("{provider}/{id}");
+            let Some(cost) = m.get("cost").and_then(Value::as_object) else {
+                out.skipped.push((name, "no cost".into()));
+                continue;
+            };
+            let mut price = Price::default();
+            let mut bad = None;
+            for (key, kind) in KEYS {
+                if let Some(v) = cost.get(key) {
+                    match decimal(v).and_then(|d| money::to_scaled(d, 9, MAX_PRICE_NANOS_PER_MTOK)) {
+                        Ok(n) => price.set(kind, Some(n)),
+                        Err(why) => bad = Some(format!("{key}: {why}")),
+                    }
+                }
+            }
+            if let Some(why) = bad {
+                out.skipped.push((name, why));
+                continue;
+            }
+            let source = format!("models.dev ({provider})");
+            if bare_seen.insert(id.clone()) {
+                push(&mut out, id, price, opts.effective_from, None, &opts.currency, source.clone());
+            }
+            push(&mut out, &name, price, opts.effective_from, None, &opts.currency, source);
+        }
+    }
+    out
+}
+
+fn push(
+    out: &mut Imported,
+    model: &str,
+    price: Price,
+    from: DateTime<Utc>,
+    to: Option<DateTime<Utc>>,
+    currency: &str,
+    source: String,
+) {
+    match check_model(model) {
+        Ok(()) => out.entries.push(Entry {
+            id: None,
+            model: model.to_owned(),
+            currency: currency.to_owned(),
+            effective_from: from,
+            effective_to: to,
+            price,
+            source,
+        }),
+        Err(why) => out.skipped.push((model.to_owned(), why)),
+    }
+}
+
+/// A model name (or pattern) the book can hold: what an event's `model`
+/// may be (contract v1 characters, 128 at most), plus `*`.
+pub fn check_model(model: &str) -> Result<(), String> {
+    let ok = |c: char| c.is_ascii_alphanumeric() || "-_.:/@+*".contains(c);
+    if model.is_empty() || model.chars().count() > 128 {
+        return Err("a model name has 1 to 128 characters".into());
+    }
+    match model.chars().find(|c| !ok(*c)) {
+        Some(c) => Err(format!("{c:?} cannot appear in a model name")),
+        None => Ok(()),
+    }
+}
+
+/// Our format: dated entries with prices per million tokens as decimal text.
+fn ours(obj: &Map<String, Value>, opts: &ImportOptions) -> Result<Imported, ImportError> {
+    let currency = obj.get("currency").and_then(Value::as_str).unwrap_or("USD");
+    if currency != opts.currency {
+        return Err(ImportError::Shape(format!(
+            "this catalogue is in {currency} and the book is in {}",
+            opts.currency
+        )));
+    }
+    let Some(entries) = obj.get("entries").and_then(Value::as_array) else {
+        return Err(ImportError::Shape("`entries` must be an array".into()));
+    };
+    let mut out = Imported { format: FORMAT, ..Imported::default() };
+    for (i, e) in entries.iter().enumerate() {
+        let model = e.get("model").and_then(Value::as_str).unwrap_or_default().to_owned();
+        match entry_of(e, currency, opts) {
+            Ok(entry) => out.entries.push(entry),
+            Err(why) => out.skipped.push((if model.is_empty() { format!("entries[{i}]") } else { model }, why)),
+        }
+    }
+    Ok(out)
+}
+
+fn entry_of(e: &Value, currency: &str, opts: &ImportOptions) -> Result<Entry, String> {
+    let model = e.get("model").and_then(Value::as_str).ok_or("`model` is required")?;
+    check_model(model)?;
+    let time = |key: &str| -> Result<Option<DateTime<Utc>>, String> {
+        match e.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => {
+                DateTime::parse_from_rfc3339(s).map(|t| Some(t.to_utc())).map_err(|err| format!("{key}: {err}"))
+            }
+            Some(other) => Err(format!("{key}: expected an RFC 3339 time, got {other}")),
+        }
+    };
+    let from = time("effective_from")?.ok_or("`effective_from` is required")?;
+    let to = time("effective_to")?;
+    if to.is_some_and(|to| to <= from) {
+        return Err("effective_to must be after effective_from".into());
+    }
+    let per_million = e.get("per_million").and_then(Value::as_object).ok_or("`per_million` must be an object")?;
+    let mut price = Price::default();
+    for (k, v) in per_million {
+        let kind = Kind::parse(k).ok_or_else(|| format!("unknown token kind {k:?}"))?;
+        let text = match v {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            other => return Err(format!("{k}: expected a decimal string, got {other}")),
+        };
+        price.set(kind, Some(Price::parse_per_million(&text)?));
+    }
+    let source = e.get("source").and_then(Value::as_str).unwrap_or(&opts.source).to_owned();
+    Ok(Entry {
+        id: None,
+        model: model.to_owned(),
+        currency: currency.to_owned(),
+        effective_from: from,
+        effective_to: to,
+        price,
+        source,
+    })
+}
+
+/// Writes entries in our format (what `prices export` prints and
+/// `prices import` reads back unchanged).
+pub fn export(currency: &str, entries: &[Entry]) -> Value {
+    let rows: Vec<Value> = entries
+        .iter()
+        .map(|e| {
+            let per_million: Map<String, Value> =
+                e.price.named().map(|(k, n)| (k.name().to_owned(), Value::String(money::format_nanos(n)))).collect();
+            json!({
+                "model": e.model,
+                "effective_from": e.effective_from.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                "effective_to": e.effective_to.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+                "per_million": per_million,
+                "source": e.source,
+            })
+        })
+        .collect();
+    json!({ "format": FORMAT, "currency": currency, "entries": rows })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> ImportOptions {
+        ImportOptions {
+            currency: "USD".into(),
+            effective_from: "2025-01-01T00:00:00Z".parse().unwrap(),
+            source: "test".into(),
+        }
+    }
+
+    #[test]
+    fn litellm_prices_are_read_exactly_per_kind() {
+        let text = r#"{
+            "sample_spec": {"input_cost_per_token": 0.0},
+            "claude-sonnet-4-5": {"input_cost_per_token": 3e-06, "output_cost_per_token": 1.5e-05,
+                "cache_read_input_token_cost": 3e-07, "cache_creation_input_token_cost": 3.75e-06,
+                "cache_creation_input_token_cost_above_1hr": 6e-06, "litellm_provider": "anthropic"},
+            "gemini-2.0-flash-lite": {"input_cost_per_token": 7.5e-08, "output_cost_per_token": 3e-07},
+            "dall-e-3": {"input_cost_per_pixel": 1e-07, "litellm_provider": "openai"}
+        }"#;
+        let got = read(text, &opts()).unwrap();
+        assert_eq!(got.format, "litellm");
+        let sonnet = got.entries.iter().find(|e| e.model == "claude-sonnet-4-5").unwrap();
+        assert_eq!(sonnet.price.get(Kind::Input), Some(3_000_000_000));
+        assert_eq!(sonnet.price.get(Kind::CacheRead), Some(300_000_000));
+        assert_eq!(sonnet.price.get(Kind::CacheWrite1h), Some(6_000_000_000));
+        let lite = got.entries.iter().find(|e| e.model == "gemini-2.0-flash-lite").unwrap();
+        assert_eq!(lite.price.get(Kind::Input), Some(75_000_000));
+        assert_eq!(got.skipped, vec![("dall-e-3".to_owned(), "no per-token price".to_owned())]);
+    }
+
+    #[test]
+    fn our_format_round_trips_and_refuses_bad_entries_by_name() {
+        let text = r#"{"format": "tokenusage.prices.v1", "currency": "USD", "entries": [
+            {"model": "gpt-4o", "effective_from": "2024-05-13T00:00:00Z", "per_million": {"input": "2.5", "output": "10", "cache_read": "1.25"}, "source": "https://openai.com/api/pricing/"},
+            {"model": "bad model", "effective_from": "2024-05-13T00:00:00Z", "per_million": {"input": "1"}},
+            {"model": "m", "effective_from": "2024-05-13T00:00:00Z", "per_million": {"inptu": "1"}},
+            {"model": "m2", "effective_from": "2024-05-13T00:00:00Z", "per_million": {"input": "0.0000000001"}}
+        ]}"#;
+        let got = read(text, &opts()).unwrap();
+        assert_eq!(got.entries.len(), 1);
+        assert_eq!(got.skipped.len(), 3, "{:?}", got.skipped);
+        assert!(got.skipped[1].1.contains("inptu"));
+        let again = read(&export("USD", &got.entries).to_string(), &opts()).unwrap();
+        assert_eq!(again.entries, got.entries);
+        let eur = ImportOptions { currency: "EUR".into(), ..opts() };
+        assert!(read(text, &eur).unwrap_err().to_string().contains("in USD and the book is in EUR"));
+    }
+
+    #[test]
+    fn models_dev_prices_are_per_million() {
+        let text = r#"{"anthropic": {"id": "anthropic", "models": {"claude-sonnet-4-5": {"cost": {"input": 3, "output": 15, "cache_read": 0.3, "cache_write": 3.75}}}}}"#;
+        let got = read(text, &opts()).unwrap();
+        assert_eq!(got.entries.len(), 2);
+        assert_eq!(got.entries[1].model, "anthropic/claude-sonnet-4-5");
+        assert_eq!(got.entries[0].price.get(Kind::CacheWrite), Some(3_750_000_000));
+    }
+}
