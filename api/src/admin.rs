@@ -140,3 +140,104 @@ pub(crate) async fn redrive_dead_letter(
     tracing::info!(admin = %user.id, dead_letter = id, "re-drive requested");
     Ok(StatusCode::ACCEPTED)
 }
+
+/// The price book as the API shows it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct PriceBook {
+    /// The currency every price and cost is in (ISO 4217).
+    currency: String,
+    /// Bumped by every change.
+    version: i64,
+    /// Entries in the `tokenusage.prices.v1` shape, with their `id`.
+    #[schema(value_type = Vec<PriceEntry>)]
+    entries: Vec<serde_json::Value>,
+}
+
+/// One dated price (the `tokenusage.prices.v1` entry shape).
+#[derive(Debug, Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PriceEntry {
+    /// Set by the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id: Option<i64>,
+    /// An exact model name, or a pattern where `*` matches any characters.
+    model: String,
+    /// RFC 3339.
+    effective_from: String,
+    /// RFC 3339, exclusive; open-ended if null.
+    #[serde(default)]
+    effective_to: Option<String>,
+    /// Per token kind (input, output, cache_read, cache_write, cache_write_1h, reasoning,
+    /// audio_input, audio_output, image_input, image_output): the price per million tokens
+    /// as decimal text, e.g. "2.5". A kind left out has no price (its tokens are unpriced).
+    per_million: std::collections::BTreeMap<String, String>,
+    /// Where the price comes from (a price page, a contract).
+    source: String,
+}
+
+/// The price book.
+#[utoipa::path(get, path = "/api/v1/admin/prices", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, body = PriceBook)))]
+pub(crate) async fn list_prices(
+    State(st): State<AppState>,
+    axum::Extension(slot): axum::Extension<AuditSlot>,
+    user: AuthUser,
+) -> Result<Json<PriceBook>, ApiError> {
+    user.require_admin()?;
+    let (currency, version) = tokenusage_pricing::store::state(&st.pool).await?;
+    let entries = tokenusage_pricing::store::entries(&st.pool, None).await?;
+    slot.set_detail("admin.prices.list", None, serde_json::json!({}), Some(entries.len() as i64));
+    let entries = entries.iter().map(tokenusage_pricing::import::entry_json).collect();
+    Ok(Json(PriceBook { currency, version, entries }))
+}
+
+/// Adds a dated price, or replaces the one with the same model and
+/// `effective_from`. Events already counted keep their cost until
+/// re-priced (`tokenusage reprice`).
+#[utoipa::path(post, path = "/api/v1/admin/prices", tag = "admin", security(("bearer" = [])), request_body = PriceEntry,
+    responses((status = 201, body = PriceEntry)))]
+pub(crate) async fn set_price(
+    State(st): State<AppState>,
+    axum::Extension(slot): axum::Extension<AuditSlot>,
+    user: AuthUser,
+    ApiJson(req): ApiJson<PriceEntry>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let body = serde_json::to_value(&req).unwrap_or_default();
+    slot.set_detail("admin.prices.set", None, body.clone(), None);
+    user.require_admin()?;
+    let (currency, _) = tokenusage_pricing::store::state(&st.pool).await?;
+    let entry = tokenusage_pricing::import::parse_entry(&body, &currency)
+        .map_err(|why| ApiError::bad_request("invalid_price", why))?;
+    let mut tx = st.pool.begin().await?;
+    tokenusage_pricing::store::put(&mut tx, std::slice::from_ref(&entry), &format!("api:{}", user.id)).await?;
+    tx.commit().await?;
+    let stored = tokenusage_pricing::store::entries(&st.pool, Some(&entry.model))
+        .await?
+        .into_iter()
+        .find(|e| e.effective_from == entry.effective_from && e.currency == entry.currency);
+    tracing::info!(admin = %user.id, model = %entry.model, "price set");
+    Ok((StatusCode::CREATED, Json(tokenusage_pricing::import::entry_json(stored.as_ref().unwrap_or(&entry)))))
+}
+
+/// Removes one price entry.
+#[utoipa::path(delete, path = "/api/v1/admin/prices/{id}", tag = "admin", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The entry's id")),
+    responses((status = 204, description = "Removed")))]
+pub(crate) async fn remove_price(
+    State(st): State<AppState>,
+    axum::Extension(slot): axum::Extension<AuditSlot>,
+    user: AuthUser,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<StatusCode, ApiError> {
+    slot.set_detail("admin.prices.remove", None, serde_json::json!({ "id": id }), None);
+    user.require_admin()?;
+    let mut tx = st.pool.begin().await?;
+    match tokenusage_pricing::store::remove(&mut tx, id).await? {
+        Some(_) => {
+            tx.commit().await?;
+            tracing::info!(admin = %user.id, entry = id, "price removed");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        None => Err(ApiError::NotFound(format!("no price entry {id}"))),
+    }
+}

@@ -366,6 +366,9 @@ pub(crate) fn api_routes() -> Routes<AppState> {
         .get("/admin/keys", admin::list_keys)
         .post("/admin/keys", admin::create_key)
         .delete("/admin/keys/{id}", admin::revoke_key)
+        .get("/admin/prices", admin::list_prices)
+        .post("/admin/prices", admin::set_price)
+        .delete("/admin/prices/{id}", admin::remove_price)
         .get("/admin/dead-letters", admin::list_dead_letters)
         .post("/admin/dead-letters/{id}/redrive", admin::redrive_dead_letter)
 }

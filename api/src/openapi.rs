@@ -23,7 +23,7 @@ use crate::{admin, app, audit, live, session};
         live::handshake::upgrade,
         history::series, history::summary, history::breakdown, history::dimensions, history::export_csv,
         history::top_users, audit::search::views_of_me, audit::search::admin_search,
-        admin::list_keys, admin::create_key, admin::revoke_key, admin::list_dead_letters, admin::redrive_dead_letter,
+        admin::list_keys, admin::create_key, admin::revoke_key, admin::list_prices, admin::set_price, admin::remove_price, admin::list_dead_letters, admin::redrive_dead_letter,
         app::healthz, app::readyz, app::metrics,
     ),
     components(schemas(crate::error::ErrorBody)),

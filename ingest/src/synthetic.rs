@@ -65,6 +65,16 @@ impl Synthetic {
             "classify" => (rng.random_range(100..1_200), rng.random_range(1..40)),
             _ => (rng.random_range(200..4_000), rng.random_range(50..1_500)),
         };
+        // Conversations and agents re-send their context: part of their
+        // input is a prompt-cache read, and agents reason. The kinds stay
+        // inside the totals (the contract's subset rule).
+        let mut kinds = tokenusage_contract::TokenKinds::default();
+        if matches!(activity.as_str(), "chat" | "agent-run") && rng.random_bool(0.6) {
+            kinds.cache_read_input_tokens = input_tokens * rng.random_range(20..80) / 100;
+        }
+        if activity == "agent-run" {
+            kinds.reasoning_output_tokens = output_tokens * rng.random_range(10..60) / 100;
+        }
         UsageEvent {
             source: self.source.clone(),
             event_id: uuid::Uuid::now_v7().to_string(),
@@ -74,7 +84,7 @@ impl Synthetic {
             model,
             input_tokens,
             output_tokens,
-            kinds: Default::default(),
+            kinds,
             cost: None,
             metadata: None,
         }

@@ -276,23 +276,41 @@ fn entry_of(e: &Value, currency: &str, opts: &ImportOptions) -> Result<Entry, St
     })
 }
 
+/// Reads one entry in our format (an API body), in the book's currency.
+pub fn parse_entry(v: &Value, currency: &str) -> Result<Entry, String> {
+    let opts =
+        ImportOptions { currency: currency.to_owned(), effective_from: DateTime::UNIX_EPOCH, source: String::new() };
+    let e = entry_of(v, currency, &opts)?;
+    if e.source.trim().is_empty() {
+        return Err("`source` is required: where the price comes from (a price page, a contract)".into());
+    }
+    if e.price.named().next().is_none() {
+        return Err("`per_million` must name at least one price".into());
+    }
+    Ok(e)
+}
+
+/// One entry in our format, with its id when stored.
+pub fn entry_json(e: &Entry) -> Value {
+    let per_million: Map<String, Value> =
+        e.price.named().map(|(k, n)| (k.name().to_owned(), Value::String(money::format_nanos(n)))).collect();
+    let mut v = json!({
+        "model": e.model,
+        "effective_from": e.effective_from.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        "effective_to": e.effective_to.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+        "per_million": per_million,
+        "source": e.source,
+    });
+    if let (Some(id), Some(o)) = (e.id, v.as_object_mut()) {
+        o.insert("id".into(), json!(id));
+    }
+    v
+}
+
 /// Writes entries in our format (what `prices export` prints and
 /// `prices import` reads back unchanged).
 pub fn export(currency: &str, entries: &[Entry]) -> Value {
-    let rows: Vec<Value> = entries
-        .iter()
-        .map(|e| {
-            let per_million: Map<String, Value> =
-                e.price.named().map(|(k, n)| (k.name().to_owned(), Value::String(money::format_nanos(n)))).collect();
-            json!({
-                "model": e.model,
-                "effective_from": e.effective_from.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
-                "effective_to": e.effective_to.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
-                "per_million": per_million,
-                "source": e.source,
-            })
-        })
-        .collect();
+    let rows: Vec<Value> = entries.iter().map(|e| entry_json(&Entry { id: None, ..e.clone() })).collect();
     json!({ "format": FORMAT, "currency": currency, "entries": rows })
 }
 

@@ -151,7 +151,7 @@ pub(crate) mod tests {
         view.group = group;
         view.filters = filters;
         let plan = crate::history::params::plan_view(&view, 10_000).unwrap();
-        let data = SeriesData { totals: vec![Sums::default(); plan.edges.len()], groups: Default::default() };
+        let data = SeriesData { totals: vec![Sums::default(); plan.edges.len()], ..Default::default() };
         Sub::new(view, plan, Subject::User("alice".into()), false, &Snapshot { data, seq: 10 })
     }
 
@@ -197,7 +197,7 @@ pub(crate) mod tests {
         s.needs_snapshot = true;
         s.apply(11, &[d("alice", "m1", "2026-11-20T01:00:00Z", 5)]);
         assert!(s.has_changes());
-        let data = SeriesData { totals: vec![Sums::new(1, 0, 1); 24], groups: Default::default() };
+        let data = SeriesData { totals: vec![Sums::new(1, 0, 1); 24], ..Default::default() };
         s.reset(&Snapshot { data, seq: 20 });
         assert!(!s.has_changes());
         s.apply(20, &[d("alice", "m1", "2026-11-20T01:00:00Z", 5)]);

@@ -359,6 +359,11 @@ async fn do_reprice(
     let changes =
         tokenusage_projector::rebuild::reprice(pool, from, to, model, dry_run, super::rebuild::progress).await?;
     if changes.is_empty() {
+        if !dry_run {
+            // A run that changed nothing is still on the record.
+            let params = serde_json::json!({ "from": from, "to": to, "model": model, "events": 0 });
+            audit(pool, "reprice", "tokenusage reprice", params).await?;
+        }
         println!("every event in the range is already priced with the current book; nothing to change");
         return Ok(ExitCode::SUCCESS);
     }

@@ -336,3 +336,68 @@ async fn events_that_break_the_subset_rule_are_refused_with_the_field_named() {
     app.stop().await;
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_manage_the_price_book_over_the_api_and_bad_prices_are_named() {
+    let env = TestEnv::database_only().await;
+    env.add_user("root", Role::Admin, "root-password").await;
+    let app = TestApp::spawn_api(&env, test_api_args()).await;
+    let admin = app.login("root", "root-password").await;
+    let post = |body: Value| app.http.post(app.url("/api/v1/admin/prices")).bearer_auth(&admin).json(&body).send();
+    let r = post(json!({"model": "m-api", "effective_from": "2026-01-01T00:00:00Z",
+        "per_million": {"input": "1.25", "cache_read": "0.125"}, "source": "https://example.test"}))
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().await.unwrap();
+    assert_eq!(created["per_million"], json!({"input": "1.25", "cache_read": "0.125"}));
+    for (body, needle) in [
+        (
+            json!({"model": "m", "effective_from": "2026-01-01T00:00:00Z", "per_million": {"inptu": "1"}, "source": "s"}),
+            "inptu",
+        ),
+        (
+            json!({"model": "m", "effective_from": "2026-01-01T00:00:00Z", "per_million": {"input": "0.0000000001"}, "source": "s"}),
+            "9 decimal places",
+        ),
+        (
+            json!({"model": "m", "effective_from": "2026-01-01T00:00:00Z", "per_million": {"input": "-1"}, "source": "s"}),
+            "negative",
+        ),
+        (
+            json!({"model": "m m", "effective_from": "2026-01-01T00:00:00Z", "per_million": {"input": "1"}, "source": "s"}),
+            "model",
+        ),
+        (
+            json!({"model": "m", "effective_from": "yesterday", "per_million": {"input": "1"}, "source": "s"}),
+            "effective_from",
+        ),
+        (
+            json!({"model": "m", "effective_from": "2026-01-01T00:00:00Z", "per_million": {}, "source": "s"}),
+            "at least one",
+        ),
+    ] {
+        let r = post(body.clone()).await.unwrap();
+        assert_eq!(r.status(), 400, "{body}");
+        let e: Value = r.json().await.unwrap();
+        assert!(e["error"]["message"].as_str().unwrap().contains(needle), "{body}: {e}");
+    }
+    let (status, book) = app.get(&admin, "/api/v1/admin/prices").await;
+    assert_eq!(status, 200);
+    let entry = book["entries"].as_array().unwrap().iter().find(|e| e["model"] == "m-api").unwrap().clone();
+    let id = entry["id"].as_i64().unwrap();
+    let r = app.http.delete(app.url(&format!("/api/v1/admin/prices/{id}"))).bearer_auth(&admin).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let (_, after) = app.get(&admin, "/api/v1/admin/prices").await;
+    assert!(after["version"].as_i64() > book["version"].as_i64(), "every change bumps the version");
+    assert!(!after["entries"].as_array().unwrap().iter().any(|e| e["model"] == "m-api"));
+    let actions: Vec<String> =
+        sqlx::query_scalar("select action from audit_log where action like 'admin.prices.%' order by seq")
+            .fetch_all(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(actions.iter().filter(|a| *a == "admin.prices.set").count(), 7, "{actions:?}");
+    assert!(actions.contains(&"admin.prices.remove".to_owned()));
+    app.stop().await;
+    env.cleanup().await;
+}

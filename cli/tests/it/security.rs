@@ -226,6 +226,15 @@ async fn every_endpoint_by_every_role_sees_only_what_it_may_and_leaves_one_audit
         ("DELETE", "/api/v1/admin/keys/tu_nope".into(), None, [401, 401, 403, 404]),
         ("GET", "/api/v1/admin/dead-letters".into(), None, [401, 401, 403, 200]),
         ("POST", "/api/v1/admin/dead-letters/999999/redrive".into(), None, [401, 401, 403, 404]),
+        ("GET", "/api/v1/admin/prices".into(), None, [401, 401, 403, 200]),
+        (
+            "POST",
+            "/api/v1/admin/prices".into(),
+            Some(json!({"model": "m-sec", "effective_from": "2026-01-01T00:00:00Z",
+                        "per_million": {"input": "1"}, "source": "test"})),
+            [401, 401, 403, 201],
+        ),
+        ("DELETE", "/api/v1/admin/prices/999999".into(), None, [401, 401, 403, 404]),
     ];
     for (method, path, body, expected) in &matrix {
         for (i, caller) in [Caller::Anonymous, Caller::Publisher, Caller::Alice, Caller::Admin].into_iter().enumerate()
