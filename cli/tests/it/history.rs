@@ -231,7 +231,23 @@ async fn csv_export_matches_the_json_series_and_defuses_formulas() {
     let text = r.text().await.unwrap();
     assert!(text.contains("\r\n"), "RFC 4180 line endings");
     let (header, rows) = parse_csv(&text);
-    assert_eq!(header, ["start", "end", "input_tokens", "output_tokens", "total_tokens", "events"]);
+    assert_eq!(
+        header,
+        [
+            "start",
+            "end",
+            "input_tokens",
+            "output_tokens",
+            "total_tokens",
+            "events",
+            "cache_read_tokens",
+            "cache_write_tokens",
+            "reasoning_tokens",
+            "cost",
+            "unpriced_tokens",
+            "supplied_events"
+        ]
+    );
     let points = json["points"].as_array().unwrap();
     assert_eq!(rows.len(), points.len());
     for (row, p) in rows.iter().zip(points) {
@@ -240,6 +256,12 @@ async fn csv_export_matches_the_json_series_and_defuses_formulas() {
         assert_eq!(row[2], p["input_tokens"].to_string());
         assert_eq!(row[4], p["total_tokens"].to_string());
         assert_eq!(row[5], p["events"].to_string());
+        // No price book here: every token is unpriced and the cost cell is empty, never 0.
+        assert_eq!(row[9], p["cost"].as_str().unwrap_or(""));
+        assert_eq!(row[10], p["unpriced_tokens"].to_string());
+        if p["total_tokens"].as_i64() > Some(0) {
+            assert_eq!((row[9].as_str(), p["unpriced_tokens"].as_i64()), ("", p["total_tokens"].as_i64()));
+        }
     }
     // Grouped: one row per bucket and key; a formula-like key is defused.
     let r = app
