@@ -186,52 +186,40 @@ impl<'a> FieldReader<'a> {
             })
         })();
         let (input, output, kinds) = (input?, output?, kinds?);
-        let mut ok = true;
-        if kinds.input_parts() > input {
-            let named: Vec<&str> = [
-                ("cache_read_input_tokens", kinds.cache_read_input_tokens),
-                ("cache_write_input_tokens", kinds.cache_write_input_tokens),
-                ("cache_write_1h_input_tokens", kinds.cache_write_1h_input_tokens),
-                ("audio_input_tokens", kinds.audio_input_tokens),
-                ("image_input_tokens", kinds.image_input_tokens),
-            ]
-            .iter()
-            .filter(|(_, n)| *n > 0)
-            .map(|(f, _)| *f)
-            .collect();
-            let field = if named.len() == 1 { named[0] } else { "input_tokens" };
-            self.fail(
-                field,
-                format!(
-                    "{} sum to {}, more than input_tokens ({input}); cache and audio/image tokens are part of input_tokens",
-                    named.join(" + "),
-                    kinds.input_parts()
-                ),
-            );
-            ok = false;
+        let inputs = [
+            ("cache_read_input_tokens", kinds.cache_read_input_tokens),
+            ("cache_write_input_tokens", kinds.cache_write_input_tokens),
+            ("cache_write_1h_input_tokens", kinds.cache_write_1h_input_tokens),
+            ("audio_input_tokens", kinds.audio_input_tokens),
+            ("image_input_tokens", kinds.image_input_tokens),
+        ];
+        let outputs = [
+            ("reasoning_output_tokens", kinds.reasoning_output_tokens),
+            ("audio_output_tokens", kinds.audio_output_tokens),
+            ("image_output_tokens", kinds.image_output_tokens),
+        ];
+        let ok_in = self.within_total("input_tokens", input, &inputs, "cache and audio/image tokens");
+        let ok_out = self.within_total("output_tokens", output, &outputs, "reasoning and audio/image tokens");
+        (ok_in && ok_out).then_some((input, output, kinds))
+    }
+
+    /// Checks that `parts` (kind, count) sum to at most `total`; if not,
+    /// fails naming the one kind given, or the total when several are.
+    fn within_total(&mut self, total_field: &str, total: u64, parts: &[(&str, u64)], what: &str) -> bool {
+        let sum: u64 = parts.iter().map(|(_, n)| n).sum();
+        if sum <= total {
+            return true;
         }
-        if kinds.output_parts() > output {
-            let named: Vec<&str> = [
-                ("reasoning_output_tokens", kinds.reasoning_output_tokens),
-                ("audio_output_tokens", kinds.audio_output_tokens),
-                ("image_output_tokens", kinds.image_output_tokens),
-            ]
-            .iter()
-            .filter(|(_, n)| *n > 0)
-            .map(|(f, _)| *f)
-            .collect();
-            let field = if named.len() == 1 { named[0] } else { "output_tokens" };
-            self.fail(
-                field,
-                format!(
-                    "{} sum to {}, more than output_tokens ({output}); reasoning and audio/image tokens are part of output_tokens",
-                    named.join(" + "),
-                    kinds.output_parts()
-                ),
-            );
-            ok = false;
-        }
-        ok.then_some((input, output, kinds))
+        let named: Vec<&str> = parts.iter().filter(|(_, n)| *n > 0).map(|(f, _)| *f).collect();
+        let field = if named.len() == 1 { named[0] } else { total_field };
+        self.fail(
+            field,
+            format!(
+                "{} sum to {sum}, more than {total_field} ({total}); {what} are part of {total_field}",
+                named.join(" + ")
+            ),
+        );
+        false
     }
 
     /// The optional supplied cost: `{"amount": "<decimal>", "currency": "USD"}`.

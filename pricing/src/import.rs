@@ -84,6 +84,22 @@ fn decimal(v: &Value) -> Result<Decimal, String> {
     }
 }
 
+/// Reads the prices named by `keys` out of `spec`, each scaled by 10^`scale`
+/// to nano-units per million tokens; the first price that cannot be kept
+/// exactly is the error.
+fn prices(spec: &Map<String, Value>, keys: &[(&str, Kind)], scale: u32) -> Result<Price, String> {
+    let mut price = Price::default();
+    for (key, kind) in keys {
+        if let Some(v) = spec.get(*key) {
+            let n = decimal(v)
+                .and_then(|d| money::to_scaled(d, scale, MAX_PRICE_NANOS_PER_MTOK))
+                .map_err(|why| format!("{key}: {why}"))?;
+            price.set(*kind, Some(n));
+        }
+    }
+    Ok(price)
+}
+
 /// LiteLLM: `{model: {input_cost_per_token: 3e-06, ...}}`, USD per token.
 fn litellm(obj: &Map<String, Value>, opts: &ImportOptions) -> Imported {
     const KEYS: [(&str, Kind); 10] = [
@@ -104,21 +120,14 @@ fn litellm(obj: &Map<String, Value>, opts: &ImportOptions) -> Imported {
             continue;
         }
         let Some(spec) = spec.as_object() else { continue };
-        let mut price = Price::default();
-        let mut bad = None;
-        for (key, kind) in KEYS {
-            if let Some(v) = spec.get(key) {
-                // Per token → per million tokens, in nano-units: × 10^15.
-                match decimal(v).and_then(|d| money::to_scaled(d, 15, MAX_PRICE_NANOS_PER_MTOK)) {
-                    Ok(n) => price.set(kind, Some(n)),
-                    Err(why) => bad = Some(format!("{key}: {why}")),
-                }
+        // Per token → per million tokens, in nano-units: × 10^15.
+        let price = match prices(spec, &KEYS, 15) {
+            Ok(p) => p,
+            Err(why) => {
+                out.skipped.push((model.clone(), why));
+                continue;
             }
-        }
-        if let Some(why) = bad {
-            out.skipped.push((model.clone(), why));
-            continue;
-        }
+        };
         if price.named().next().is_none() {
             // Image generation, search, rerank...: priced per request, not per token.
             out.skipped.push((model.clone(), "no per-token price".into()));
@@ -153,20 +162,14 @@ fn models_dev(obj: &Map<String, Value>, opts: &ImportOptions) -> Imported {
                 out.skipped.push((name, "no cost".into()));
                 continue;
             };
-            let mut price = Price::default();
-            let mut bad = None;
-            for (key, kind) in KEYS {
-                if let Some(v) = cost.get(key) {
-                    match decimal(v).and_then(|d| money::to_scaled(d, 9, MAX_PRICE_NANOS_PER_MTOK)) {
-                        Ok(n) => price.set(kind, Some(n)),
-                        Err(why) => bad = Some(format!("{key}: {why}")),
-                    }
+            // Per million tokens → nano-units: × 10^9.
+            let price = match prices(cost, &KEYS, 9) {
+                Ok(p) => p,
+                Err(why) => {
+                    out.skipped.push((name, why));
+                    continue;
                 }
-            }
-            if let Some(why) = bad {
-                out.skipped.push((name, why));
-                continue;
-            }
+            };
             let source = format!("models.dev ({provider})");
             if bare_seen.insert(id.clone()) {
                 push(&mut out, id, price, opts.effective_from, None, &opts.currency, source.clone());

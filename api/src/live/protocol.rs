@@ -94,7 +94,8 @@ pub enum ServerMessage<'a> {
         id: &'a str,
         /// Open-ended: the view grows with time.
         live: bool,
-        series: SeriesResponse,
+        /// Boxed: it is by far the largest message.
+        series: Box<SeriesResponse>,
         freshness: &'a Freshness,
     },
     /// The buckets changed since the last message for this view.

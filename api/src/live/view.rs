@@ -104,7 +104,7 @@ impl Sub {
     /// The whole view, shaped like the REST series.
     pub(crate) fn snapshot<'a>(&self, id: &'a str, freshness: &'a Freshness) -> ServerMessage<'a> {
         let series = series_response(&self.view, &self.plan, &self.subject, &self.data);
-        ServerMessage::Snapshot { id, live: self.open_ended, series, freshness }
+        ServerMessage::Snapshot { id, live: self.open_ended, series: Box::new(series), freshness }
     }
 
     /// The buckets changed since the last call, with absolute values (a
