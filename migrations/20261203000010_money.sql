@@ -30,10 +30,13 @@ create table price_book (
 );
 
 -- The book's currency and version. Every change to the book bumps the
--- version in the same transaction; every projector commit holds this row
--- FOR SHARE and refuses to commit events priced with another version
--- (tokenusage_count_priced_events), so a price change waits for commits in
--- flight and every later commit prices with it.
+-- version in a transaction holding the counting advisory lock exclusively;
+-- every counting transaction holds it shared and refuses to commit events
+-- priced with another version (tokenusage_count_priced_events), so a price
+-- change waits for commits in flight and every later commit prices with it.
+-- (An advisory lock, not FOR SHARE on this row: concurrent FOR SHARE locks
+-- create a MultiXact per commit, which cost a third of the projector's
+-- throughput when measured; docs/BENCHMARKS.md.)
 create table price_book_state (
     id        boolean     not null default true constraint price_book_state_pkey primary key check (id),
     currency  text        not null default 'USD',
@@ -101,9 +104,10 @@ create or replace function tokenusage_count_priced_events(
 returns bigint
 language plpgsql as $$
 begin
-    -- Held until commit: a price change waits for this commit, and this
-    -- commit refuses a book that changed since its events were priced.
-    perform 1 from price_book_state where version = book_version for share;
+    -- The caller holds the counting lock shared (schema/src/locks.rs): the
+    -- version cannot change before this transaction ends. A batch priced
+    -- with another version is refused, to be priced again.
+    perform 1 from price_book_state where version = book_version;
     if not found then
         raise exception 'the price book changed since this batch was priced (version %)', book_version
             using errcode = 'TU001';

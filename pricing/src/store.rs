@@ -9,6 +9,9 @@ use crate::book::{Book, Entry, Kind, Price};
 
 /// The SQLSTATE `tokenusage_count_priced_events` raises when the book
 /// changed after a batch was priced: reload and write the batch again.
+/// (Consistency comes from the counting lock: a change holds it
+/// exclusively, every counting transaction shared, so the version a
+/// counting transaction reads stays current until it commits.)
 pub const STALE_BOOK: &str = "TU001";
 
 /// Did this error come from a stale price book?
@@ -69,7 +72,8 @@ pub struct Changed {
 
 /// Adds entries, replacing any with the same (model, currency,
 /// effective_from), and bumps the version, in `tx`. Waits for projector
-/// commits in flight (they hold the state row).
+/// commits in flight and holds new ones off until `tx` ends (the counting
+/// lock, `schema::locks`): keep `tx` short.
 pub async fn put(tx: &mut Transaction<'_, Postgres>, entries: &[Entry], who: &str) -> Result<Changed, sqlx::Error> {
     let mut changed = Changed::default();
     bump(tx).await?;
@@ -123,7 +127,10 @@ pub async fn remove(tx: &mut Transaction<'_, Postgres>, id: i64) -> Result<Optio
     row.map(|r| decode(&r).map(entry_of)).transpose()
 }
 
+/// Takes the counting lock exclusively (waiting for counting transactions
+/// in flight, holding off new ones until `tx` ends) and bumps the version.
 async fn bump(tx: &mut Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {
+    sqlx::query("select pg_advisory_xact_lock($1)").bind(tokenusage_schema::locks::COUNTING).execute(&mut **tx).await?;
     sqlx::query("update price_book_state set version = version + 1").execute(&mut **tx).await?;
     Ok(())
 }

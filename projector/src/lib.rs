@@ -37,6 +37,7 @@ pub async fn count_events(pool: &sqlx::PgPool, events: Vec<tokenusage_contract::
     let mut book = prices::current(pool).await?;
     for _ in 0..store::MAX_STALE_RETRIES {
         let mut tx = pool.begin().await?;
+        sqlx::query("select pg_advisory_xact_lock_shared($1)").bind(rebuild::REBUILD_LOCK).execute(&mut *tx).await?;
         match store::write_events(&mut tx, &book, &positioned).await {
             Err(e) if store::is_stale_book(&e) => book = prices::reload(pool).await?,
             Err(e) => return Err(e),

@@ -13,7 +13,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use tokenusage_schema::{Grain, notice};
 
 /// The advisory lock id shared by rebuilds (exclusive) and commits (shared).
-pub(crate) const REBUILD_LOCK: i64 = 0x746f_6b65_6e75; // "tokenu"
+pub(crate) const REBUILD_LOCK: i64 = tokenusage_schema::locks::COUNTING;
 
 /// How one grain's stored rollups differ from the raw events in a range.
 #[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
@@ -258,10 +258,9 @@ pub async fn reprice(
         let end = (start + TimeDelta::days(1)).min(to);
         let mut tx = pool.begin().await?;
         sqlx::query("select pg_advisory_xact_lock($1)").bind(REBUILD_LOCK).execute(&mut *tx).await?;
-        // Held to the commit, like a projector commit: the book cannot
-        // change while this day is priced with it.
-        let (version,): (i64,) =
-            sqlx::query_as("select version from price_book_state for share").fetch_one(&mut *tx).await?;
+        // The exclusive counting lock keeps the book as it is until this
+        // day commits (a book change takes the same lock).
+        let (version,): (i64,) = sqlx::query_as("select version from price_book_state").fetch_one(&mut *tx).await?;
         if version != book.version {
             book = crate::prices::reload(pool).await?;
         }

@@ -19,6 +19,7 @@ pub mod dead_letters;
 pub mod freshness;
 pub mod grain;
 pub mod keys;
+pub mod locks;
 pub mod migrations;
 pub mod notice;
 pub mod rows;
