@@ -8,7 +8,7 @@ use crate::live::{connect, next_of, send};
 
 use std::time::Duration;
 
-use common::{TestApp, TestEnv, test_api_args, tokenusage};
+use common::{TestApp, TestEnv, eventually, test_api_args, tokenusage};
 use serde_json::{Value, json};
 use tokenusage_api::Role;
 
@@ -225,6 +225,19 @@ async fn prices_apply_at_event_time_unpriced_is_never_zero_and_repricing_changes
         assert_eq!(&row[col("cost")], want, "CSV month {}", i + 1);
         assert_eq!(row[col("unpriced_tokens")].parse::<i64>().unwrap(), a[i].2);
     }
+
+    // The running projector priced its batches with the book it loaded
+    // before the correction: its next commit is refused as stale (TU001),
+    // it reloads, and the new event is priced with the corrected book.
+    common::produce(&env, &[event("apr", "2026-04-10T12:00:00Z", "m-priced", 1_000_000, 0, json!({}))]).await;
+    let april = eventually(Duration::from_secs(30), || async {
+        let (_, s) = app.get(&alice, &format!("/api/v1/usage/series?{YEAR}")).await;
+        let m = months(&s);
+        (m[3].1 > 0).then(|| m[3].clone())
+    })
+    .await
+    .expect("the April event is counted");
+    assert_eq!(april, (json!("3"), 3_000_000_000, 0, 0), "priced at the corrected $3/M");
 
     // verify checks cost as well as tokens; every change is on the audit trail.
     ok(tokenusage(&env, &["verify"], None));
