@@ -35,8 +35,8 @@ create table price_book (
 -- priced with another version (tokenusage_count_priced_events), so a price
 -- change waits for commits in flight and every later commit prices with it.
 -- (An advisory lock, not FOR SHARE on this row: concurrent FOR SHARE locks
--- create a MultiXact per commit, which cost a third of the projector's
--- throughput when measured; docs/BENCHMARKS.md.)
+-- create a MultiXact per commit; the projector measured 24k events/s with
+-- it and 30-34k without; docs/BENCHMARKS.md.)
 create table price_book_state (
     id        boolean     not null default true constraint price_book_state_pkey primary key check (id),
     currency  text        not null default 'USD',
