@@ -351,6 +351,20 @@ async fn do_reprice(
     dry_run: bool,
 ) -> anyhow::Result<ExitCode> {
     let (currency, _) = store::state(pool).await?;
+    // Raw events past retention are gone: their rollups keep the cost they had.
+    let (raw_min, rollup_min): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
+        sqlx::query_as("select (select min(occurred_at) from usage_events), (select min(bucket) from usage_hour)")
+            .fetch_one(pool)
+            .await?;
+    if let Some(rollup_min) = rollup_min
+        && rollup_min < raw_min.unwrap_or(to)
+        && from < raw_min.unwrap_or(to)
+    {
+        eprintln!(
+            "warning: usage before {} has no stored raw events (raw-event retention); those buckets keep the cost they were counted with",
+            raw_min.map_or_else(|| to.to_string(), |t| t.to_string())
+        );
+    }
     eprintln!(
         "{} {from} .. {to}{}",
         if dry_run { "pricing (dry run)" } else { "re-pricing" },
