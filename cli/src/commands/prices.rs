@@ -353,7 +353,7 @@ async fn do_reprice(
     let (currency, _) = store::state(pool).await?;
     // Raw events past retention are gone: their rollups keep the cost they had.
     let (raw_min, rollup_min): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
-        sqlx::query_as("select (select min(occurred_at) from usage_events), (select min(bucket) from usage_hour)")
+        sqlx::query_as("select (select date_trunc('hour', min(occurred_at)) from usage_events), (select min(bucket) from usage_hour)")
             .fetch_one(pool)
             .await?;
     if let Some(rollup_min) = rollup_min
