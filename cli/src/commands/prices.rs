@@ -352,10 +352,11 @@ async fn do_reprice(
 ) -> anyhow::Result<ExitCode> {
     let (currency, _) = store::state(pool).await?;
     // Raw events past retention are gone: their rollups keep the cost they had.
-    let (raw_min, rollup_min): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
-        sqlx::query_as("select (select date_trunc('hour', min(occurred_at)) from usage_events), (select min(bucket) from usage_hour)")
-            .fetch_one(pool)
-            .await?;
+    let (raw_min, rollup_min): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = sqlx::query_as(
+        "select (select date_trunc('hour', min(occurred_at)) from usage_events), (select min(bucket) from usage_hour)",
+    )
+    .fetch_one(pool)
+    .await?;
     if let Some(rollup_min) = rollup_min
         && rollup_min < raw_min.unwrap_or(to)
         && from < raw_min.unwrap_or(to)
