@@ -243,6 +243,8 @@
 
   /** A cost (exact decimal text from the server, or null when nothing had a
    * price) in the viewer's locale and the book's currency. */
+  // Cost axis ticks: small amounts need their digits (0.0004, not 0).
+  const costAxis = new Intl.NumberFormat(undefined, { maximumSignificantDigits: 3 });
   function money(text) {
     if (text == null) return "unknown";
     const cur = (live.series && live.series.currency) || "USD";
@@ -325,7 +327,7 @@
       scales: { x: { time: true } },
       axes: [
         { stroke: fg, grid: { stroke: rule }, ticks: { stroke: rule } },
-        { stroke: fg, grid: { stroke: rule }, ticks: { stroke: rule }, size: 70, values: (u, vals) => vals.map((v) => fmt.format(v)) },
+        { stroke: fg, grid: { stroke: rule }, ticks: { stroke: rule }, size: 70, values: (u, vals) => vals.map((v) => ($("metric").value === "cost" ? costAxis.format(v) : fmt.format(v))) },
       ],
       hooks: { setCursor: [(u) => { if (u.cursor.idx != null && u.cursor.idx !== cursorIdx) { cursorIdx = u.cursor.idx; scheduleDetail(); } }] },
     }, model.data, el);
