@@ -59,8 +59,9 @@ impl Kind {
         Kind::ALL.into_iter().find(|k| k.name() == s)
     }
 
+    /// The kind's slot in [`Price`]: declaration order, the order of [`Kind::ALL`].
     fn index(self) -> usize {
-        Kind::ALL.iter().position(|k| *k == self).unwrap_or(0)
+        self as usize
     }
 }
 
@@ -79,6 +80,12 @@ impl Price {
             (Kind::Reasoning, None) => self.0[Kind::Output.index()],
             (_, p) => p,
         }
+    }
+
+    /// The kind's own price, without the reasoning → output fallback (what
+    /// is stored and shown).
+    pub fn own(&self, k: Kind) -> Option<i64> {
+        self.0[k.index()]
     }
 
     pub fn set(&mut self, k: Kind, nanos_per_mtok: Option<i64>) {
@@ -364,6 +371,13 @@ mod tests {
             .with(Kind::CacheRead, per_m("0.30"))
             .with(Kind::CacheWrite, per_m("3.75"))
             .with(Kind::CacheWrite1h, per_m("6"))
+    }
+
+    #[test]
+    fn kinds_index_their_price_slots_in_declaration_order() {
+        for (i, k) in Kind::ALL.iter().enumerate() {
+            assert_eq!(k.index(), i);
+        }
     }
 
     #[test]

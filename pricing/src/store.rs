@@ -78,7 +78,7 @@ pub async fn put(tx: &mut Transaction<'_, Postgres>, entries: &[Entry], who: &st
     let mut changed = Changed::default();
     bump(tx).await?;
     for e in entries {
-        let p = |k: Kind| e.price.0[Kind::ALL.iter().position(|x| *x == k).unwrap_or(0)];
+        let p = |k: Kind| e.price.own(k);
         let (inserted,): (bool,) = sqlx::query_as(
             "insert into price_book as b (model, currency, effective_from, effective_to, input, output, cache_read, \
              cache_write, cache_write_1h, reasoning, audio_input, audio_output, image_input, image_output, source, created_by) \

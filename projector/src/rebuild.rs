@@ -138,6 +138,31 @@ async fn one_grain(
     Ok(drift)
 }
 
+/// `[from, to)` widened to whole hours ([`align`]) and cut into UTC days
+/// (the last one may be shorter): the unit of work of replay and reprice.
+fn days(from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+    let (mut start, to) = align(from, to);
+    let mut out = Vec::new();
+    while start < to {
+        let end = (start + TimeDelta::days(1)).min(to);
+        out.push((start, end));
+        start = end;
+    }
+    out
+}
+
+/// One day's transaction, holding the rebuild lock exclusively.
+async fn begin_day(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("select pg_advisory_xact_lock($1)").bind(REBUILD_LOCK).execute(&mut *tx).await?;
+    Ok(tx)
+}
+
+/// Commits a day's work, or with `dry_run` throws it away.
+async fn end_day(tx: Transaction<'_, Postgres>, dry_run: bool) -> Result<(), sqlx::Error> {
+    if dry_run { tx.rollback().await } else { tx.commit().await }
+}
+
 /// Compares (and unless `dry_run`, rewrites) every grain over one day,
 /// inside `tx`, which holds the rebuild lock. Live views are told to
 /// re-read if anything was rewritten.
@@ -171,27 +196,16 @@ pub async fn replay(
     dry_run: bool,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<Vec<Drift>, sqlx::Error> {
-    let (from, to) = align(from, to);
-    let days = ((to - from).num_hours() as u64).div_ceil(24).max(1);
     let mut totals: Vec<Drift> =
         Grain::ALL.iter().map(|g| Drift { grain: g.table().to_owned(), ..Drift::default() }).collect();
-    let mut start = from;
-    let mut done = 0;
-    while start < to {
-        let end = (start + TimeDelta::days(1)).min(to);
-        let mut tx = pool.begin().await?;
-        sqlx::query("select pg_advisory_xact_lock($1)").bind(REBUILD_LOCK).execute(&mut *tx).await?;
+    let days = days(from, to);
+    for (done, &(start, end)) in days.iter().enumerate() {
+        let mut tx = begin_day(pool).await?;
         for (i, d) in rebuild_day(&mut tx, start, end, user, dry_run).await?.iter().enumerate() {
             totals[i].add(d);
         }
-        if dry_run {
-            tx.rollback().await?;
-        } else {
-            tx.commit().await?;
-        }
-        done += 1;
-        progress(done, days);
-        start = end;
+        end_day(tx, dry_run).await?;
+        progress(done as u64 + 1, days.len() as u64);
     }
     Ok(totals)
 }
@@ -206,6 +220,18 @@ pub async fn raw_span(pool: &PgPool) -> Result<Option<(DateTime<Utc>, DateTime<U
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges_are_cut_into_utc_days_after_widening() {
+        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        assert_eq!(
+            days(t("2026-11-20T10:15:00Z"), t("2026-11-22T01:30:00Z")),
+            vec![
+                (t("2026-11-20T10:00:00Z"), t("2026-11-21T10:00:00Z")),
+                (t("2026-11-21T10:00:00Z"), t("2026-11-22T02:00:00Z")),
+            ]
+        );
+    }
 
     #[test]
     fn ranges_widen_to_whole_hours() {
@@ -248,16 +274,11 @@ pub async fn reprice(
     dry_run: bool,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<Vec<PriceChange>, sqlx::Error> {
-    let (from, to) = align(from, to);
-    let days = ((to - from).num_hours() as u64).div_ceil(24).max(1);
     let mut book = crate::prices::current(pool).await?;
     let mut changes = Vec::new();
-    let mut start = from;
-    let mut done = 0;
-    while start < to {
-        let end = (start + TimeDelta::days(1)).min(to);
-        let mut tx = pool.begin().await?;
-        sqlx::query("select pg_advisory_xact_lock($1)").bind(REBUILD_LOCK).execute(&mut *tx).await?;
+    let days = days(from, to);
+    for (done, &(start, end)) in days.iter().enumerate() {
+        let mut tx = begin_day(pool).await?;
         // The exclusive counting lock keeps the book as it is until this
         // day commits (a book change takes the same lock).
         let (version,): (i64,) = sqlx::query_as("select version from price_book_state").fetch_one(&mut *tx).await?;
@@ -269,14 +290,8 @@ pub async fn reprice(
             rebuild_day(&mut tx, start, end, None, false).await?;
         }
         changes.extend(day);
-        if dry_run {
-            tx.rollback().await?;
-        } else {
-            tx.commit().await?;
-        }
-        done += 1;
-        progress(done, days);
-        start = end;
+        end_day(tx, dry_run).await?;
+        progress(done as u64 + 1, days.len() as u64);
     }
     Ok(changes)
 }

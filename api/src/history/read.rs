@@ -81,9 +81,13 @@ pub async fn read_snapshot(
     filters: &Filters,
 ) -> sqlx::Result<Snapshot> {
     let mut tx = pool.begin_with("begin isolation level repeatable read read only").await?;
-    let seq = tokenusage_schema::sequence::current(&mut *tx).await?;
+    // The sequence and the book's currency in one round trip.
+    let (seq, currency): (i64, String) =
+        sqlx::query_as("select s.seq, p.currency from rollup_sequence s, price_book_state p")
+            .fetch_one(&mut *tx)
+            .await?;
     let mut data = read_series(&mut *tx, subject, plan, group, filters).await?;
-    data.currency = tokenusage_pricing::store::state(&mut *tx).await?.0;
+    data.currency = currency;
     tx.commit().await?;
     Ok(Snapshot { data, seq })
 }

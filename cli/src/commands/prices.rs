@@ -131,7 +131,7 @@ fn print_entries(currency: &str, entries: &[Entry]) {
     );
     let t = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
     for e in entries {
-        let p = |k: Kind| price_text(e.price.0[Kind::ALL.iter().position(|x| *x == k).unwrap_or(0)]);
+        let p = |k: Kind| price_text(e.price.own(k));
         println!(
             "{:>6} {:<40} {:<20} {:<20} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  {}",
             e.id.unwrap_or_default(),
