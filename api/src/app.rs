@@ -24,6 +24,7 @@ use crate::error::ApiError;
 use crate::history::routes as history;
 use crate::oidc::Oidc;
 use crate::session::{self, LoginLimiter};
+use crate::teams;
 use crate::tokens::LocalKeys;
 
 /// Shared state of every request.
@@ -37,6 +38,8 @@ pub struct AppState {
     pub(crate) oidc: Option<Arc<Oidc>>,
     /// Account status of local users (cached).
     pub(crate) users: Arc<Directory>,
+    /// Who manages which team, and teams' members (cached).
+    pub(crate) teams: Arc<crate::teams::TeamDirectory>,
     /// The audit trail writer.
     pub(crate) audit: AuditLog,
     pub(crate) login_limiter: Arc<LoginLimiter>,
@@ -61,6 +64,7 @@ impl AppState {
             keys: Arc::new(LocalKeys::from_args(&args)?),
             oidc: Oidc::from_args(&args)?.map(Arc::new),
             users: Arc::new(Directory::default()),
+            teams: Arc::default(),
             audit: AuditLog::spawn(pool.clone()),
             login_limiter: Arc::new(LoginLimiter::new(args.login_attempts_per_minute)),
             readiness: Arc::new(Readiness::default()),
@@ -332,6 +336,22 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
         self.add(axum::http::Method::POST, path, post(handler))
     }
 
+    pub(crate) fn put<H, T>(self, path: &'static str, handler: H) -> Self
+    where
+        H: axum::handler::Handler<T, S>,
+        T: 'static,
+    {
+        self.add(axum::http::Method::PUT, path, axum::routing::put(handler))
+    }
+
+    pub(crate) fn patch<H, T>(self, path: &'static str, handler: H) -> Self
+    where
+        H: axum::handler::Handler<T, S>,
+        T: 'static,
+    {
+        self.add(axum::http::Method::PATCH, path, axum::routing::patch(handler))
+    }
+
     pub(crate) fn delete<H, T>(self, path: &'static str, handler: H) -> Self
     where
         H: axum::handler::Handler<T, S>,
@@ -360,6 +380,15 @@ pub(crate) fn api_routes() -> Routes<AppState> {
         .get("/usage/breakdown", history::breakdown)
         .get("/usage/dimensions", history::dimensions)
         .get("/usage/export.csv", history::export_csv)
+        .get("/usage/overview", history::overview)
+        .get("/teams", teams::my_teams)
+        .get("/admin/teams", teams::admin_list)
+        .post("/admin/teams", teams::admin_create)
+        .get("/admin/teams/{team}", teams::admin_get)
+        .patch("/admin/teams/{team}", teams::admin_rename)
+        .delete("/admin/teams/{team}", teams::admin_delete)
+        .put("/admin/teams/{team}/members/{user}", teams::admin_set_member)
+        .delete("/admin/teams/{team}/members/{user}", teams::admin_remove_member)
         .get("/admin/usage/top-users", history::top_users)
         .get("/audit/views", audit::search::views_of_me)
         .get("/admin/audit", audit::search::admin_search)

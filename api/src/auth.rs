@@ -40,17 +40,43 @@ pub struct AuthUser {
 }
 
 impl AuthUser {
-    /// Whose usage a request may read for its `user` parameter: the
-    /// caller, or for an admin, whoever they name, or `*` for everyone. The
-    /// user never comes from the request for anyone else.
-    pub fn usage_subject(&self, requested: Option<&str>) -> Result<Subject, ApiError> {
-        match requested {
+    /// Whose usage a request may read for its `user` and `team`
+    /// parameters:
+    /// - nothing, or the caller's own id: the caller;
+    /// - `team=T`: T's members, for T's managers and for admins (anyone
+    ///   else gets 403, whether T exists or not, so names do not leak);
+    /// - `user=U`: U, for admins and for managers of a team U is in;
+    /// - `user=*`: everyone, for admins.
+    ///
+    /// The user never comes from the request for anyone else.
+    pub async fn usage_subject(
+        &self,
+        state: &AppState,
+        user: Option<&str>,
+        team: Option<&str>,
+    ) -> Result<Subject, ApiError> {
+        let admin = self.role == Role::Admin;
+        if let Some(t) = team {
+            let members = if admin {
+                state.teams.members(&state.pool, t).await?.ok_or_else(|| ApiError::NotFound(format!("no team {t:?}")))?
+            } else {
+                let reach = state.teams.reach(&state.pool, &self.id).await?;
+                reach.manages.get(t).cloned().ok_or(ApiError::Forbidden(
+                    "only the team's managers and admins can see a team's usage",
+                ))?
+            };
+            return Ok(Subject::team(t, members));
+        }
+        match user {
             None => Ok(Subject::User(self.id.clone())),
             Some(u) if u == self.id => Ok(Subject::User(self.id.clone())),
-            Some("*") if self.role == Role::Admin => Ok(Subject::All),
+            Some("*") if admin => Ok(Subject::All),
             Some("*") => Err(ApiError::Forbidden("only admins can see all users together")),
-            Some(u) if self.role == Role::Admin => Ok(Subject::User(u.to_owned())),
-            Some(_) => Err(ApiError::Forbidden("viewers can only see their own usage")),
+            Some(u) if admin => Ok(Subject::User(u.to_owned())),
+            Some(u) if state.teams.reach(&state.pool, &self.id).await?.covers(u) => Ok(Subject::User(u.to_owned())),
+            Some(_) => {
+                Err(ApiError::Forbidden("you can see your own usage and that of members of teams you manage, no one else's"))
+            }
         }
     }
 
@@ -83,6 +109,11 @@ pub(crate) async fn authenticate(state: &AppState, token: &str) -> Result<AuthUs
         (c.sub, c.role, Issuer::Local, c.exp)
     } else if let Some(oidc) = &state.oidc {
         let ident = oidc.verify(&kid, token).await.ok_or(ApiError::Unauthorized)?;
+        if let Some(teams) = ident.teams {
+            // The provider's groups are the truth about `oidc` memberships:
+            // mirrored before this request is authorized.
+            state.teams.sync_oidc(&state.pool, &ident.user, teams).await?;
+        }
         (ident.user, ident.role, Issuer::Oidc, ident.exp)
     } else {
         return Err(ApiError::Unauthorized);

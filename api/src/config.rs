@@ -128,6 +128,26 @@ pub struct OidcArgs {
         value_delimiter = ','
     )]
     pub admin_values: Vec<String>,
+    /// Claim of OIDC tokens listing the caller's groups (a string or a list),
+    /// read for team membership when a team prefix below is set.
+    #[arg(
+        id = "oidc_groups_claim",
+        long = "oidc-groups-claim",
+        env = "TOKENUSAGE_OIDC_GROUPS_CLAIM",
+        default_value = "groups"
+    )]
+    pub groups_claim: String,
+    /// A group named `<prefix><team>` makes the caller a member of that team
+    /// (created if missing); unset: groups do not make members.
+    #[arg(id = "oidc_team_member_prefix", long = "oidc-team-member-prefix", env = "TOKENUSAGE_OIDC_TEAM_MEMBER_PREFIX")]
+    pub team_member_prefix: Option<String>,
+    /// A group named `<prefix><team>` makes the caller a manager of that team.
+    #[arg(
+        id = "oidc_team_manager_prefix",
+        long = "oidc-team-manager-prefix",
+        env = "TOKENUSAGE_OIDC_TEAM_MANAGER_PREFIX"
+    )]
+    pub team_manager_prefix: Option<String>,
     /// Least time between two JWKS fetches triggered by an unknown `kid`, in seconds.
     #[arg(
         id = "oidc_jwks_min_refetch_secs",

@@ -30,6 +30,9 @@ pub enum ApiError {
     /// Nothing here; the message says what was looked for.
     #[error("{0}")]
     NotFound(String),
+    /// The change clashes with what exists (a name already taken).
+    #[error("{0}")]
+    Conflict(String),
     /// The body's media type is not one we read.
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -58,6 +61,7 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -73,6 +77,7 @@ impl ApiError {
             ApiError::Unauthorized => ("unauthorized", "a valid access token is required".to_owned()),
             ApiError::Forbidden(why) => ("forbidden", (*why).to_owned()),
             ApiError::NotFound(what) => ("not_found", what.clone()),
+            ApiError::Conflict(what) => ("conflict", what.clone()),
             ApiError::UnsupportedMediaType(why) => ("unsupported_media_type", why.clone()),
             ApiError::PayloadTooLarge => ("body_too_large", "the request body exceeds the limit".to_owned()),
             ApiError::TooManyRequests { .. } => ("rate_limited", "too many requests; retry later".to_owned()),

@@ -2,8 +2,8 @@
 //! dashboard.
 //!
 //! It owns authentication (strict JWTs, ours or an OIDC provider's),
-//! authorization (a viewer sees only their own rows, an admin sees
-//! everyone's), the audit trail (one hash-chained entry per request), and
+//! authorization (a viewer sees only their own rows, a team's manager the
+//! team's and its members', an admin everyone's), the audit trail (one hash-chained entry per request), and
 //! the read queries over the rollup tables. It never writes usage data and
 //! never talks to Kafka.
 
@@ -21,6 +21,7 @@ mod oidc;
 pub mod openapi;
 mod origin;
 mod session;
+pub mod teams;
 mod tokens;
 
 pub use accounts::{Role, hash_password};

@@ -18,6 +18,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use crate::auth::Role;
+use crate::teams::TeamRole;
 use crate::config::ApiArgs;
 use crate::tokens::LEEWAY_SECS;
 
@@ -31,6 +32,8 @@ pub(crate) struct Identity {
     pub role: Role,
     /// `exp` of the token (Unix seconds).
     pub exp: u64,
+    /// The teams the groups claim names, when team prefixes are set.
+    pub teams: Option<Vec<(String, TeamRole)>>,
 }
 
 #[derive(Clone)]
@@ -54,6 +57,7 @@ pub(crate) struct Oidc {
     user_claim: String,
     role_claim: String,
     admin_values: Vec<String>,
+    groups: GroupMapping,
     min_refetch: Duration,
     http: reqwest::Client,
     keys: RwLock<Arc<HashMap<String, Key>>>,
@@ -113,6 +117,11 @@ impl Oidc {
             user_claim: args.oidc.user_claim.clone(),
             role_claim: args.oidc.role_claim.clone(),
             admin_values: args.oidc.admin_values.clone(),
+            groups: GroupMapping {
+                claim: args.oidc.groups_claim.clone(),
+                member_prefix: args.oidc.team_member_prefix.clone().filter(|p| !p.is_empty()),
+                manager_prefix: args.oidc.team_manager_prefix.clone().filter(|p| !p.is_empty()),
+            },
             min_refetch: Duration::from_secs(args.oidc.jwks_min_refetch_secs),
             http,
             keys: RwLock::new(Arc::new(HashMap::new())),
@@ -199,15 +208,79 @@ impl Oidc {
         if user.is_empty() || user.len() > tokenusage_contract::Limits::ID_MAX_CHARS {
             return None;
         }
-        let is_admin = match claim(&claims, &self.role_claim) {
-            Some(serde_json::Value::String(s)) => self.admin_values.iter().any(|a| a == s),
-            Some(serde_json::Value::Array(a)) => {
-                a.iter().filter_map(|v| v.as_str()).any(|s| self.admin_values.iter().any(|a| a == s))
-            }
-            _ => false,
-        };
+        let is_admin = strings(claim(&claims, &self.role_claim)).any(|s| self.admin_values.iter().any(|a| a == s));
         let exp = claims.get("exp").and_then(serde_json::Value::as_u64).unwrap_or(0);
-        Some(Identity { user, role: if is_admin { Role::Admin } else { Role::Viewer }, exp })
+        let teams = self.groups.teams(strings(claim(&claims, &self.groups.claim)));
+        Some(Identity { user, role: if is_admin { Role::Admin } else { Role::Viewer }, exp, teams })
+    }
+}
+
+/// The strings of a claim that is a string or a list of them.
+fn strings(v: Option<&serde_json::Value>) -> impl Iterator<Item = &str> {
+    let (one, many) = match v {
+        Some(serde_json::Value::String(s)) => (Some(s.as_str()), None),
+        Some(serde_json::Value::Array(a)) => (None, Some(a.iter().filter_map(|v| v.as_str()))),
+        _ => (None, None),
+    };
+    one.into_iter().chain(many.into_iter().flatten())
+}
+
+/// How group names map to team membership.
+#[derive(Debug, Clone)]
+struct GroupMapping {
+    claim: String,
+    member_prefix: Option<String>,
+    manager_prefix: Option<String>,
+}
+
+/// At most this many teams are taken from one token.
+const MAX_GROUP_TEAMS: usize = 100;
+
+impl GroupMapping {
+    /// The teams named by `groups` (`None` when no prefix is set). A
+    /// manager group wins over a member group of the same team; names
+    /// that are not valid team names are ignored.
+    fn teams<'a>(&self, groups: impl Iterator<Item = &'a str>) -> Option<Vec<(String, TeamRole)>> {
+        if self.member_prefix.is_none() && self.manager_prefix.is_none() {
+            return None;
+        }
+        let mut out: std::collections::BTreeMap<String, TeamRole> = Default::default();
+        for g in groups {
+            for (prefix, role) in [(&self.manager_prefix, TeamRole::Manager), (&self.member_prefix, TeamRole::Member)] {
+                if let Some(team) = prefix.as_deref().and_then(|p| g.strip_prefix(p))
+                    && crate::teams::valid_name(team)
+                    && (out.len() < MAX_GROUP_TEAMS || out.contains_key(team))
+                {
+                    let r = out.entry(team.to_owned()).or_insert(role);
+                    *r = (*r).max(role);
+                }
+            }
+        }
+        Some(out.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_map_to_teams_with_manager_winning_and_bad_names_ignored() {
+        let m = GroupMapping {
+            claim: "groups".into(),
+            member_prefix: Some("team:".into()),
+            manager_prefix: Some("manager:".into()),
+        };
+        let groups = ["team:a", "manager:a", "team:b", "team:Bad Name", "other", "manager:"];
+        assert_eq!(
+            m.teams(groups.into_iter()),
+            Some(vec![("a".to_owned(), TeamRole::Manager), ("b".to_owned(), TeamRole::Member)])
+        );
+        let off = GroupMapping { member_prefix: None, manager_prefix: None, ..m };
+        assert_eq!(off.teams(groups.into_iter()), None);
+        let claims = serde_json::json!({"g": "team:x", "realm": {"groups": ["team:y"]}});
+        assert_eq!(strings(claim(&claims, "g")).collect::<Vec<_>>(), vec!["team:x"]);
+        assert_eq!(strings(claim(&claims, "realm.groups")).collect::<Vec<_>>(), vec!["team:y"]);
     }
 }
 

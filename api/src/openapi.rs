@@ -12,7 +12,7 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::history::routes as history;
-use crate::{admin, app, audit, live, session};
+use crate::{admin, app, audit, live, session, teams};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -22,17 +22,20 @@ use crate::{admin, app, audit, live, session};
         session::login, session::refresh, session::logout, session::me,
         live::handshake::upgrade,
         history::series, history::summary, history::breakdown, history::dimensions, history::export_csv,
-        history::top_users, audit::search::views_of_me, audit::search::admin_search,
+        history::top_users, history::overview, audit::search::views_of_me, audit::search::admin_search,
         admin::list_keys, admin::create_key, admin::revoke_key, admin::list_prices, admin::set_price, admin::remove_price, admin::list_dead_letters, admin::redrive_dead_letter,
+        teams::my_teams, teams::admin_list, teams::admin_create, teams::admin_get, teams::admin_rename,
+        teams::admin_delete, teams::admin_set_member, teams::admin_remove_member,
         app::healthz, app::readyz, app::metrics,
     ),
     components(schemas(crate::error::ErrorBody)),
     modifiers(&Conventions),
     tags(
         (name = "auth", description = "Sign-in and sessions"),
-        (name = "usage", description = "Usage history for the caller (admins: anyone, or `*`)"),
+        (name = "usage", description = "Usage history for the caller, a member or a team they manage (admins: anyone, any team, or `*`)"),
         (name = "live", description = "Live chart updates over WebSocket"),
         (name = "audit", description = "The audit trail"),
+        (name = "teams", description = "Teams and their members (managing them: admins only)"),
         (name = "admin", description = "Admins only"),
         (name = "operations", description = "Health, readiness and metrics"),
     )

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use rand::Rng;
+use tokenusage_api::teams::TeamRole;
 use tokenusage_contract::UsageEvent;
 use tokenusage_ingest::Publisher;
 use tokenusage_ingest::synthetic::{Synthetic, rhythm};
@@ -25,6 +26,29 @@ const SOURCE: &str = "demo-generator";
 /// Users with usage, and each one's share of it (the viewer first).
 const USERS: [(&str, f64); 6] =
     [(DEMO_USER, 0.30), ("alice", 0.22), ("bob", 0.16), ("carol", 0.14), ("dan", 0.10), ("erin", 0.08)];
+
+/// The demo's teams: the viewer manages `platform`; `research` has a
+/// manager of its own. Created once (later edits are kept).
+const TEAMS: [(&str, &[(&str, TeamRole)]); 2] = [
+    ("platform", &[(DEMO_USER, TeamRole::Manager), ("alice", TeamRole::Member), ("bob", TeamRole::Member)]),
+    ("research", &[("carol", TeamRole::Manager), ("dan", TeamRole::Member), ("erin", TeamRole::Member)]),
+];
+
+/// Creates the demo's teams if they do not exist yet.
+pub async fn teams(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    for (name, members) in TEAMS {
+        match tokenusage_api::teams::create(pool, name, "demo").await {
+            Ok(()) => {
+                for (user, role) in members {
+                    tokenusage_api::teams::set_member(pool, name, user, *role).await?;
+                }
+            }
+            Err(tokenusage_api::teams::TeamError::Exists(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
 
 fn pick_user(rng: &mut impl Rng) -> &'static str {
     let mut r: f64 = rng.random();

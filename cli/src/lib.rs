@@ -58,6 +58,9 @@ pub enum Command {
     /// Manage local dashboard users.
     #[command(subcommand)]
     Users(commands::users::UsersCmd),
+    /// Manage teams: members, managers, names.
+    #[command(subcommand)]
+    Teams(commands::teams::TeamsCmd),
     /// Manage the price book: dated prices per model and token kind.
     #[command(subcommand)]
     Prices(commands::prices::PricesCmd),
@@ -100,6 +103,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate(a) => commands::migrate::run(a).await,
         Command::Publish(a) => commands::publish::run(a).await,
         Command::Users(a) => commands::users::run(a).await,
+        Command::Teams(a) => commands::teams::run(a).await,
         Command::Audit(a) => commands::audit::run(a).await,
         Command::Prices(a) => commands::prices::run(a).await,
         Command::Reprice(a) => commands::prices::reprice(a).await,

@@ -34,6 +34,9 @@ pub fn to_cloudevent(e: &UsageEvent) -> Value {
     if let Some(c) = &e.cost {
         data["cost"] = serde_json::to_value(c).unwrap_or(Value::Null);
     }
+    if let Some(p) = &e.project {
+        data["project"] = Value::String(p.clone());
+    }
     if let Some(m) = &e.metadata {
         data["metadata"] = Value::Object(m.clone());
     }
@@ -94,12 +97,13 @@ pub(crate) fn cloudevent_from_object(
             let mut dr = FieldReader::new(d, "data.");
             let activity = dr.string("activity", Limits::ACTIVITY_MAX_CHARS, Some((ACTIVITY_CHARS, activity_char)));
             let model = dr.string("model", Limits::MODEL_MAX_CHARS, Some((MODEL_CHARS, model_char)));
+            let project = dr.project();
             let tokens = dr.token_fields();
             let cost = dr.cost("cost");
             let metadata = dr.metadata("metadata");
             dr.reject_unknown();
             r.errors.append(&mut dr.errors);
-            fields = (|| Some((activity?, model?, tokens?, cost?, metadata?)))();
+            fields = (|| Some((activity?, model?, project?, tokens?, cost?, metadata?)))();
         }
         Some(other) => r.fail("data", format!("must be an object, got {}", kind(other))),
         None => r.fail("data", "is required"),
@@ -118,7 +122,7 @@ pub(crate) fn cloudevent_from_object(
         }
     }
     let event = (|| {
-        let (activity, model, (input_tokens, output_tokens, kinds), cost, metadata) = fields?;
+        let (activity, model, project, (input_tokens, output_tokens, kinds), cost, metadata) = fields?;
         Some(UsageEvent {
             source: source?,
             event_id: event_id?,
@@ -126,6 +130,7 @@ pub(crate) fn cloudevent_from_object(
             occurred_at: occurred_at?,
             activity,
             model,
+            project,
             input_tokens,
             output_tokens,
             kinds,
@@ -160,6 +165,7 @@ mod tests {
                 ..Default::default()
             },
             cost: Some(crate::SuppliedCost { amount: 12_300_000, currency: "USD".into() }),
+            project: None,
             metadata: Some([("team".to_string(), json!("search"))].into_iter().collect()),
         }
     }

@@ -22,6 +22,11 @@ pub struct UsageEvent {
     pub activity: String,
     /// Which model, as the publisher names it.
     pub model: String,
+    /// Which project the tokens were spent for (optional; the same
+    /// characters as `activity`). Views group and filter by it; events
+    /// without one are in the project `""` ("no project").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
     pub input_tokens: u64,
     pub output_tokens: u64,
     /// Contract v2: which kinds of token the totals hold (all zero for a v1
@@ -131,6 +136,7 @@ impl Limits {
     pub const ID_MAX_CHARS: usize = 128;
     pub const SOURCE_MAX_CHARS: usize = 256;
     pub const ACTIVITY_MAX_CHARS: usize = 64;
+    pub const PROJECT_MAX_CHARS: usize = 64;
     pub const MODEL_MAX_CHARS: usize = 128;
     /// One event can report at most a billion tokens in each direction: far
     /// above any real request, far below where sums over years could overflow
@@ -157,6 +163,11 @@ impl UsageEvent {
     /// Total tokens in this event.
     pub fn total_tokens(&self) -> u64 {
         self.input_tokens + self.output_tokens
+    }
+
+    /// The project as rollups key it: `""` when the event names none.
+    pub fn project_key(&self) -> &str {
+        self.project.as_deref().unwrap_or("")
     }
 
     /// The native JSON encoding, as put on the Kafka topic.

@@ -119,9 +119,19 @@ impl<'a> FieldReader<'a> {
     }
 
     pub(crate) fn optional_string(&mut self, field: &'static str, max: usize) -> Option<Option<String>> {
+        self.optional_checked(field, max, None)
+    }
+
+    /// An optional string held to a character set (absent, or valid).
+    pub(crate) fn optional_checked(
+        &mut self,
+        field: &'static str,
+        max: usize,
+        allowed: Option<Charset>,
+    ) -> Option<Option<String>> {
         match self.get(field) {
             None => Some(None),
-            Some(Value::String(s)) => self.check_str(field, s, max, None).then(|| Some(s.clone())),
+            Some(Value::String(s)) => self.check_str(field, s, max, allowed).then(|| Some(s.clone())),
             Some(v) => {
                 self.fail(field, format!("must be a string, got {}", kind(v)));
                 None
@@ -319,6 +329,20 @@ impl<'a> FieldReader<'a> {
         (self.errors.len() == before).then(|| Some(map.clone()))
     }
 
+    /// The optional `project`: the `activity` characters, so a project
+    /// name is safe in URLs, CSV and metric-free labels alike.
+    /// It must hold a letter or digit: `-` alone means "no project" in views.
+    pub(crate) fn project(&mut self) -> Option<Option<String>> {
+        let p = self.optional_checked("project", Limits::PROJECT_MAX_CHARS, Some((ACTIVITY_CHARS, activity_char)))?;
+        if let Some(name) = &p
+            && !name.chars().any(|c| c.is_ascii_alphanumeric())
+        {
+            self.fail("project", "must contain a letter or a digit");
+            return None;
+        }
+        Some(p)
+    }
+
     /// Reports keys that no `get` asked for. Call last.
     pub(crate) fn reject_unknown(&mut self) {
         let unknown: Vec<String> = self.obj.keys().filter(|k| !self.seen.contains(&k.as_str())).cloned().collect();
@@ -444,6 +468,7 @@ pub(crate) fn native_from_object(
     let occurred_at = r.time("occurred_at", now);
     let activity = r.string("activity", Limits::ACTIVITY_MAX_CHARS, Some((ACTIVITY_CHARS, activity_char)));
     let model = r.string("model", Limits::MODEL_MAX_CHARS, Some((MODEL_CHARS, model_char)));
+    let project = r.project();
     let tokens = r.token_fields();
     let cost = r.cost("cost");
     let metadata = r.metadata("metadata");
@@ -457,6 +482,7 @@ pub(crate) fn native_from_object(
             occurred_at: occurred_at?,
             activity: activity?,
             model: model?,
+            project: project?,
             input_tokens,
             output_tokens,
             kinds,

@@ -22,12 +22,17 @@ pub struct Synthetic {
     pub source: String,
     pub activities: Vec<String>,
     pub models: Vec<String>,
+    /// Projects, most common first; empty: events name none.
+    pub projects: Vec<String>,
 }
 
+/// The demo's projects, most common first.
+pub const PROJECTS: [&str; 4] = ["support-bot", "search", "code-review", "internal-tools"];
+
 impl Synthetic {
-    /// All activities and models.
+    /// All activities, models and projects.
     pub fn new(source: &str) -> Self {
-        Self::with(source, &ACTIVITIES, &MODELS)
+        Self { projects: PROJECTS.map(str::to_owned).to_vec(), ..Self::with(source, &ACTIVITIES, &MODELS) }
     }
 
     /// Only these activities and models.
@@ -36,6 +41,7 @@ impl Synthetic {
             source: source.to_owned(),
             activities: activities.iter().map(|s| (*s).to_owned()).collect(),
             models: models.iter().map(|s| (*s).to_owned()).collect(),
+            projects: Vec::new(),
         }
     }
 
@@ -75,6 +81,7 @@ impl Synthetic {
         if activity == "agent-run" {
             kinds.reasoning_output_tokens = output_tokens * rng.random_range(10..60) / 100;
         }
+        let project = (!self.projects.is_empty()).then(|| Self::pick(rng, &self.projects).to_owned());
         UsageEvent {
             source: self.source.clone(),
             event_id: uuid::Uuid::now_v7().to_string(),
@@ -86,6 +93,7 @@ impl Synthetic {
             output_tokens,
             kinds,
             cost: None,
+            project,
             metadata: None,
         }
     }

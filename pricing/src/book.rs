@@ -360,6 +360,7 @@ mod tests {
             output_tokens: output,
             kinds,
             cost: None,
+            project: None,
             metadata: None,
         }
     }

@@ -73,7 +73,7 @@ async fn one_grain(
     // Table and bucket expression come from a fixed enum, never from input.
     let recomputed = format!(
         r#"
-        select user_id, {bucket} as bucket, activity, model,
+        select user_id, {bucket} as bucket, activity, model, source, coalesce(project, '') as project,
                sum(input_tokens)::int8 as input_tokens, sum(output_tokens)::int8 as output_tokens, count(*)::int8 as events,
                coalesce(sum((detail->>'cache_read_input_tokens')::int8), 0)::int8 as cache_read_tokens,
                coalesce(sum(coalesce((detail->>'cache_write_input_tokens')::int8, 0)
@@ -84,7 +84,7 @@ async fn one_grain(
                  as supplied_events
         from usage_events
         where occurred_at >= $1 and occurred_at < $2 and ($3::text is null or user_id = $3)
-        group by 1, 2, 3, 4
+        group by 1, 2, 3, 4, 5, 6
         "#,
         bucket = grain.sql_floor("occurred_at")
     );
@@ -105,7 +105,7 @@ async fn one_grain(
           (coalesce(sum(s.events), 0) - coalesce(sum(r.events), 0))::int8,
           (coalesce(sum(s.cost_nanos), 0) - coalesce(sum(r.cost_nanos), 0))::int8,
           (coalesce(sum(s.unpriced_tokens), 0) - coalesce(sum(r.unpriced_tokens), 0))::int8
-        from r full outer join s using (user_id, bucket, activity, model)
+        from r full outer join s using (user_id, bucket, activity, model, source, project)
         "#,
         table = grain.table()
     );
@@ -129,7 +129,7 @@ async fn one_grain(
         );
         sqlx::query(&delete).bind(from).bind(to).bind(user).execute(&mut **tx).await?;
         let insert = format!(
-            "insert into {table} (user_id, bucket, activity, model, input_tokens, output_tokens, events, \
+            "insert into {table} (user_id, bucket, activity, model, source, project, input_tokens, output_tokens, events, \
              cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_nanos, unpriced_tokens, supplied_events) {recomputed}",
             table = grain.table()
         );
@@ -381,6 +381,7 @@ fn stored_event(
         output_tokens: output.max(0) as u64,
         kinds,
         cost,
+        project: None,
         metadata: None,
     }
 }

@@ -302,6 +302,8 @@ struct RollupColumns<'a> {
     bucket: Vec<DateTime<Utc>>,
     activity: Vec<&'a str>,
     model: Vec<&'a str>,
+    source: Vec<&'a str>,
+    project: Vec<&'a str>,
     /// The sums, column by column in [`Sums::to_array`] order.
     sums: [Vec<i64>; Sums::WIDTH],
 }
@@ -314,6 +316,8 @@ impl<'a> RollupColumns<'a> {
             self.bucket.push(k.bucket);
             self.activity.push(&k.activity);
             self.model.push(&k.model);
+            self.source.push(&k.source);
+            self.project.push(&k.project);
             for (col, v) in self.sums.iter_mut().zip(s.to_array()) {
                 col.push(v);
             }
@@ -322,7 +326,7 @@ impl<'a> RollupColumns<'a> {
 }
 
 /// Stores the new events, adds the rollup rows and sends the notification
-/// bodies, in one call (`tokenusage_count_events`, migration 0009).
+/// bodies, in one call (`tokenusage_count_events_v3`, migration 0011).
 async fn count_fresh(
     tx: &mut Transaction<'_, Postgres>,
     book_version: i64,
@@ -346,12 +350,13 @@ async fn count_fresh(
         &rollups.sums;
     sqlx::query(
         r#"
-        select tokenusage_count_priced_events($1,
-            $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-            $8::int8[], $9::int8[], $10::jsonb[], $11::int4[], $12::int8[], $13::jsonb[], $14::int8[], $15::int8[],
-            $16::text[], $17::text[], $18::timestamptz[], $19::text[], $20::text[], $21::int8[], $22::int8[], $23::int8[],
-            $24::int8[], $25::int8[], $26::int8[], $27::int8[], $28::int8[], $29::int8[],
-            $30, $31::text[])
+        select tokenusage_count_events_v3($1,
+            $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+            $9::int8[], $10::int8[], $11::jsonb[], $12::int4[], $13::int8[], $14::jsonb[], $15::int8[], $16::int8[],
+            $17::text[], $18::text[], $19::timestamptz[], $20::text[], $21::text[], $22::text[], $23::text[],
+            $24::int8[], $25::int8[], $26::int8[],
+            $27::int8[], $28::int8[], $29::int8[], $30::int8[], $31::int8[], $32::int8[],
+            $33, $34::text[])
         "#,
     )
     .bind(book_version)
@@ -361,6 +366,7 @@ async fn count_fresh(
     .bind(col(|e| &e.user_id))
     .bind(col(|e| &e.activity))
     .bind(col(|e| &e.model))
+    .bind(events.iter().map(|p| p.event.project.as_deref()).collect::<Vec<Option<&str>>>())
     .bind(&input)
     .bind(&output)
     .bind(&metadata)
@@ -374,6 +380,8 @@ async fn count_fresh(
     .bind(&rollups.bucket)
     .bind(&rollups.activity)
     .bind(&rollups.model)
+    .bind(&rollups.source)
+    .bind(&rollups.project)
     .bind(r_input)
     .bind(r_output)
     .bind(r_events)

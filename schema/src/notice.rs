@@ -31,12 +31,31 @@ const MAX_DELTA_PAYLOADS: usize = 32;
 const MAX_USER_PAYLOADS: usize = 16;
 
 /// One committed increment of one minute rollup row. Serialized as a JSON
-/// array, `[user, activity, model, minute (Unix seconds), [sums...]]` (the
-/// sums in [`Sums::to_array`] order), to keep payloads small.
+/// array, `[user, activity, model, minute (Unix seconds), [sums...],
+/// source, project]` (the sums in [`Sums::to_array`] order), to keep
+/// payloads small.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Delta(pub String, pub String, pub String, pub i64, pub [i64; Sums::WIDTH]);
+pub struct Delta(pub String, pub String, pub String, pub i64, pub [i64; Sums::WIDTH], pub String, pub String);
 
 impl Delta {
+    /// The increment of one rollup row.
+    pub fn of(k: &RollupKey, s: &Sums) -> Delta {
+        Delta(
+            k.user_id.clone(),
+            k.activity.clone(),
+            k.model.clone(),
+            k.bucket.timestamp(),
+            s.to_array(),
+            k.source.clone(),
+            k.project.clone(),
+        )
+    }
+    pub fn source(&self) -> &str {
+        &self.5
+    }
+    pub fn project(&self) -> &str {
+        &self.6
+    }
     pub fn user(&self) -> &str {
         &self.0
     }
@@ -92,8 +111,7 @@ pub fn bodies(minute_rows: &BTreeMap<RollupKey, Sums>) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = HEAD.to_owned();
     for (k, s) in minute_rows {
-        let row = Delta(k.user_id.clone(), k.activity.clone(), k.model.clone(), k.bucket.timestamp(), s.to_array());
-        let row = serde_json::to_string(&row).unwrap_or_default();
+        let row = serde_json::to_string(&Delta::of(k, s)).unwrap_or_default();
         if cur.len() + row.len() + 2 > PAYLOAD_BYTES && cur.len() > HEAD.len() {
             cur.push_str("]}");
             out.push(std::mem::replace(&mut cur, HEAD.to_owned()));
@@ -173,6 +191,8 @@ mod tests {
                         bucket: t0 + TimeDelta::minutes(i),
                         activity: "chat".into(),
                         model: "gpt-x".into(),
+                        source: "s".into(),
+                        project: String::new(),
                     },
                     Sums::new(u as i64 + i, 2, 1),
                 );

@@ -1,4 +1,5 @@
-//! A rollup row: its identity (user, bucket, activity, model) and its sums,
+//! A rollup row: its identity (user, bucket, activity, model, source,
+//! project) and its sums,
 //! and the folding of events into rows. Pure, so the projector's batches and
 //! the API's live views are unit-tested without a database.
 
@@ -193,13 +194,19 @@ impl Sums {
     }
 }
 
-/// A rollup row's identity.
+/// A rollup row's identity (migration 0011 added source and project).
+/// Field order is the primary key's, so a sorted batch locks rows in index
+/// order.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RollupKey {
     pub user_id: String,
     pub bucket: DateTime<Utc>,
     pub activity: String,
     pub model: String,
+    /// The publisher (`UsageEvent::source`).
+    pub source: String,
+    /// The project, `""` for none.
+    pub project: String,
 }
 
 /// Sums events (each with its priced contribution, [`Sums::of`]) into
@@ -213,6 +220,8 @@ pub fn fold<'a>(events: impl IntoIterator<Item = (&'a UsageEvent, Sums)>, grain:
             bucket: grain.floor(e.occurred_at),
             activity: e.activity.clone(),
             model: e.model.clone(),
+            source: e.source.clone(),
+            project: e.project_key().to_owned(),
         };
         out.entry(key).or_default().add(&sums);
     }
@@ -235,6 +244,7 @@ mod tests {
             output_tokens: 1,
             kinds: Default::default(),
             cost: None,
+            project: None,
             metadata: None,
         }
     }

@@ -41,6 +41,9 @@ pub struct Entry {
     pub ip: Option<String>,
     pub user_agent: Option<String>,
     pub request_id: Option<String>,
+    /// The users a view of several people covered (a team's members), so
+    /// each of them finds it in "who viewed my usage". Empty otherwise.
+    pub covers: Vec<String>,
 }
 
 impl Entry {
@@ -94,6 +97,10 @@ struct Canonical<'a> {
     ip: Option<&'a str>,
     user_agent: Option<&'a str>,
     request_id: Option<&'a str>,
+    /// Left out when empty, so entries written before migration 0011 hash
+    /// as they did.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    covers: &'a [String],
 }
 
 fn chain_hash(prev: &[u8], seq: i64, e: &Entry) -> Vec<u8> {
@@ -113,6 +120,7 @@ fn chain_hash(prev: &[u8], seq: i64, e: &Entry) -> Vec<u8> {
         ip: e.ip.as_deref(),
         user_agent: e.user_agent.as_deref(),
         request_id: e.request_id.as_deref(),
+        covers: &e.covers,
     };
     let mut h = Sha256::new();
     h.update(prev);
@@ -210,7 +218,7 @@ async fn append(pool: &PgPool, entries: &[&Entry]) -> sqlx::Result<i64> {
     }
     let mut qb = QueryBuilder::new(
         "insert into audit_log (seq, at, actor, actor_role, action, method, endpoint, subject, params, rows, \
-         outcome, status, ip, user_agent, request_id, prev_hash, hash) ",
+         outcome, status, ip, user_agent, request_id, covers, prev_hash, hash) ",
     );
     qb.push_values(rows, |mut b, (seq, e, prev, hash)| {
         b.push_bind(seq)
@@ -228,6 +236,7 @@ async fn append(pool: &PgPool, entries: &[&Entry]) -> sqlx::Result<i64> {
             .push_bind(e.ip.clone())
             .push_bind(e.user_agent.clone())
             .push_bind(e.request_id.clone())
+            .push_bind((!e.covers.is_empty()).then(|| e.covers.clone()))
             .push_bind(prev)
             .push_bind(hash);
     });
@@ -283,7 +292,7 @@ pub async fn verify(pool: &PgPool) -> anyhow::Result<VerifyReport> {
 }
 
 pub(super) const COLUMNS: &str = "seq, at, actor, actor_role, action, method, endpoint, subject, params, rows, outcome, status, \
-                       ip, user_agent, request_id";
+                       ip, user_agent, request_id, coalesce(covers, '{}') as covers";
 
 #[derive(Debug, sqlx::FromRow, Serialize, utoipa::ToSchema)]
 pub(crate) struct AuditRow {
@@ -302,6 +311,9 @@ pub(crate) struct AuditRow {
     ip: Option<String>,
     user_agent: Option<String>,
     request_id: Option<String>,
+    /// Users a team view covered (empty for one user's or everyone's).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    covers: Vec<String>,
     #[serde(skip)]
     #[sqlx(default)]
     prev_hash: Vec<u8>,
@@ -327,6 +339,7 @@ impl AuditRow {
             ip: self.ip.clone(),
             user_agent: self.user_agent.clone(),
             request_id: self.request_id.clone(),
+            covers: self.covers.clone(),
         }
     }
 }

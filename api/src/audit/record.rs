@@ -28,6 +28,7 @@ pub(crate) struct Detail {
     subject: Option<String>,
     params: Option<serde_json::Value>,
     rows: Option<i64>,
+    covers: Vec<String>,
 }
 
 /// The request's audit details, filled in by extractors and handlers.
@@ -61,6 +62,11 @@ impl AuditSlot {
             d.params = Some(params);
             d.rows = rows;
         });
+    }
+
+    /// The users a view of several people covers (see `Entry::covers`).
+    pub fn set_covers(&self, users: &[String]) {
+        self.with(|d| d.covers = users.to_vec());
     }
 
     /// How many rows the request returned (after `set_detail`).
@@ -172,6 +178,8 @@ pub(crate) struct Action<'a> {
     pub subject: Option<&'a str>,
     pub params: serde_json::Value,
     pub rows: Option<i64>,
+    /// Users a team view covered.
+    pub covers: &'a [String],
     /// The HTTP status the outcome corresponds to (200 served, 400
     /// rejected, 401 unauthenticated, 403 denied, 429 rate limited).
     pub status: u16,
@@ -190,6 +198,7 @@ pub(crate) async fn record_action(
         subject: a.subject.map(str::to_owned),
         params: Some(a.params),
         rows: a.rows,
+        covers: a.covers.to_vec(),
     };
     state.audit.record(entry_for(facts.clone(), detail, a.status)).await
 }
@@ -224,6 +233,7 @@ pub(crate) fn entry_for(facts: RequestFacts, detail: Detail, status: u16) -> Ent
         ip: facts.ip,
         user_agent: facts.user_agent,
         request_id: facts.request_id,
+        covers: detail.covers,
     }
 }
 

@@ -29,9 +29,10 @@ pub(crate) async fn search(pool: &PgPool, q: &AuditQuery, only_views_of: Option<
     let mut qb = QueryBuilder::new(format!("select {COLUMNS} from audit_log where true"));
     if let Some(s) = only_views_of {
         // Someone else looked at this user's data, tried to and was denied,
-        // or read everyone's at once (an admin's `user=*`, which covers
-        // this user too).
-        qb.push(" and (subject = ").push_bind(s.to_owned()).push(" or subject = '*')");
+        // read everyone's at once (an admin's `user=*`, which covers this
+        // user too), or a team's with this user in it.
+        qb.push(" and (subject = ").push_bind(s.to_owned()).push(" or subject = '*' or covers @> array[");
+        qb.push_bind(s.to_owned()).push("]::text[])");
         qb.push(" and actor is distinct from ").push_bind(s.to_owned());
         qb.push(" and outcome in ('ok', 'denied')");
     }

@@ -56,12 +56,12 @@ fn key(subject: &Subject, plan: &Plan, group: GroupBy, filters: &Filters) -> u64
     let mut h = DefaultHasher::new();
     subject.label().hash(&mut h);
     matches!(subject, Subject::All).hash(&mut h);
+    subject.covers().hash(&mut h);
     plan.rollup.table().hash(&mut h);
     plan.edges.hash(&mut h);
     plan.end.hash(&mut h);
     group.column().hash(&mut h);
-    filters.activity.hash(&mut h);
-    filters.model.hash(&mut h);
+    filters.hash(&mut h);
     h.finish()
 }
 
@@ -82,7 +82,9 @@ impl SeriesCache {
     fn generation(g: &Generations, subject: &Subject) -> Generation {
         let subject = match subject {
             Subject::User(u) => g.by_user.get(u).copied().unwrap_or(0),
-            Subject::All => g.any,
+            // Any change may be a member's: a team's views are as fresh as
+            // everyone's (the members are part of the key).
+            Subject::Team { .. } | Subject::All => g.any,
         };
         Generation { global: g.global, subject }
     }

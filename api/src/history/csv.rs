@@ -73,11 +73,7 @@ pub fn rows(view: &View, plan: &Plan, data: &SeriesData) -> Vec<Vec<String>> {
 /// The streamed response: a header row, then `rows`.
 pub fn response(view: &View, plan: &Plan, subject: &Subject, rows: Vec<Vec<String>>) -> Response {
     let mut header_row = vec!["start", "end"];
-    header_row.extend(match view.group {
-        GroupBy::None => None,
-        GroupBy::Activity => Some("activity"),
-        GroupBy::Model => Some("model"),
-    });
+    header_row.extend(view.group.name());
     header_row.extend(COLUMNS);
     let header_line = encode(std::iter::once(header_row.into_iter().map(str::to_owned).collect()));
     let mut rows = rows.into_iter().peekable();

@@ -58,7 +58,7 @@ pub struct ViewParams {
     /// IANA time zone of the buckets (default `UTC`).
     #[param(example = "Europe/Berlin")]
     pub tz: Option<String>,
-    /// `none` (default), `activity` or `model`.
+    /// `none` (default), `activity`, `model`, `project`, `source` or `user`.
     pub group: Option<String>,
     /// Only these activities (comma-separated).
     #[param(value_type = Option<String>)]
@@ -66,8 +66,17 @@ pub struct ViewParams {
     /// Only these models (comma-separated).
     #[param(value_type = Option<String>)]
     pub model: Option<List>,
-    /// Admins: whose usage (`*` for everyone). Others may only name themselves.
+    /// Only these projects (comma-separated; `-` for events without one).
+    #[param(value_type = Option<String>)]
+    pub project: Option<List>,
+    /// Only these publishers (sources, comma-separated).
+    #[param(value_type = Option<String>)]
+    pub source: Option<List>,
+    /// Whose usage: yourself (default); a member of a team you manage;
+    /// anyone for admins, `*` for everyone.
     pub user: Option<String>,
+    /// A team's usage (its members' sum): managers of the team and admins.
+    pub team: Option<String>,
     /// `monday` or `sunday` (default from `TOKENUSAGE_WEEK_START`).
     pub week_start: Option<String>,
 }
@@ -91,8 +100,16 @@ pub struct BreakdownParams {
     /// Only these models.
     #[param(value_type = Option<String>)]
     pub model: Option<List>,
-    /// Admins: whose usage, `*` for everyone.
+    /// Only these projects (`-`: none).
+    #[param(value_type = Option<String>)]
+    pub project: Option<List>,
+    /// Only these sources.
+    #[param(value_type = Option<String>)]
+    pub source: Option<List>,
+    /// Whose usage (as for series).
     pub user: Option<String>,
+    /// A team's usage (as for series).
+    pub team: Option<String>,
 }
 
 /// A range (`dimensions`).
@@ -108,8 +125,10 @@ pub struct RangeParams {
     pub to: Option<String>,
     /// Zone for date-only bounds.
     pub tz: Option<String>,
-    /// Admins: whose usage, `*` for everyone.
+    /// Whose usage (as for series).
     pub user: Option<String>,
+    /// A team's usage (as for series).
+    pub team: Option<String>,
 }
 
 /// The heaviest users of a range (`admin/usage/top-users`).
@@ -130,6 +149,45 @@ pub struct TopUsersParams {
     pub limit: Option<String>,
 }
 
+/// The heaviest users, teams, projects and models of a range (`overview`).
+#[derive(Debug, Default, Clone, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct OverviewParams {
+    /// Range start.
+    #[param(required = true)]
+    pub from: Option<String>,
+    /// Range end.
+    #[param(required = true)]
+    pub to: Option<String>,
+    /// Zone for date-only bounds and returned times.
+    pub tz: Option<String>,
+    /// Whose usage (as for series; admins: `*` for everyone).
+    pub user: Option<String>,
+    /// A team's usage (as for series).
+    pub team: Option<String>,
+    /// Only these projects (`-`: none).
+    #[param(value_type = Option<String>)]
+    pub project: Option<List>,
+    /// Entries per list, 1 to 1000 (default 10).
+    #[param(value_type = Option<i64>)]
+    pub limit: Option<String>,
+}
+
+impl From<OverviewParams> for ViewParams {
+    fn from(p: OverviewParams) -> Self {
+        ViewParams {
+            from: p.from,
+            to: p.to,
+            tz: p.tz,
+            user: p.user,
+            team: p.team,
+            project: p.project,
+            ..Default::default()
+        }
+    }
+}
+
 impl From<BreakdownParams> for ViewParams {
     fn from(p: BreakdownParams) -> Self {
         ViewParams {
@@ -138,7 +196,10 @@ impl From<BreakdownParams> for ViewParams {
             tz: p.tz,
             activity: p.activity,
             model: p.model,
+            project: p.project,
+            source: p.source,
             user: p.user,
+            team: p.team,
             ..Default::default()
         }
     }
@@ -146,7 +207,7 @@ impl From<BreakdownParams> for ViewParams {
 
 impl From<RangeParams> for ViewParams {
     fn from(p: RangeParams) -> Self {
-        ViewParams { from: p.from, to: p.to, tz: p.tz, user: p.user, ..Default::default() }
+        ViewParams { from: p.from, to: p.to, tz: p.tz, user: p.user, team: p.team, ..Default::default() }
     }
 }
 
@@ -157,10 +218,31 @@ impl From<TopUsersParams> for ViewParams {
 }
 
 /// Filters on dimensions (empty = no filter).
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq, Hash, utoipa::ToSchema)]
 pub struct Filters {
     pub activity: Vec<String>,
     pub model: Vec<String>,
+    /// `-` stands for "no project" (stored as `""`).
+    pub project: Vec<String>,
+    pub source: Vec<String>,
+}
+
+impl Filters {
+    /// Each filter with the rollup column it applies to.
+    pub fn columns(&self) -> [(&'static str, &[String]); 4] {
+        [
+            ("activity", &self.activity),
+            ("model", &self.model),
+            ("project", &self.project),
+            ("source", &self.source),
+        ]
+    }
+
+    /// Whether a row with these dimension values passes every filter.
+    pub fn admits(&self, activity: &str, model: &str, project: &str, source: &str) -> bool {
+        let ok = |f: &[String], v: &str| f.is_empty() || f.iter().any(|x| x == v);
+        ok(&self.activity, activity) && ok(&self.model, model) && ok(&self.project, project) && ok(&self.source, source)
+    }
 }
 
 /// A parsed, validated view request.
@@ -175,6 +257,8 @@ pub struct View {
     pub filters: Filters,
     /// The `user` parameter as given (authorization decides what it means).
     pub user: Option<String>,
+    /// The `team` parameter as given.
+    pub team: Option<String>,
 }
 
 fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -256,7 +340,12 @@ impl View {
         let group = match &q.group {
             None => GroupBy::None,
             Some(g) => GroupBy::parse(g)
-                .ok_or_else(|| bad("unknown_group", format!("`group` must be none, activity or model, not {g:?}")))?,
+                .ok_or_else(|| {
+                    bad(
+                        "unknown_group",
+                        format!("`group` must be none, activity, model, project, source or user, not {g:?}"),
+                    )
+                })?,
         };
         let week_start = match q.week_start.as_deref() {
             None => default_week_start,
@@ -266,9 +355,21 @@ impl View {
                 return Err(bad("invalid_week_start", format!("`week_start` must be monday or sunday, not {w:?}")));
             }
         };
-        let filters =
-            Filters { activity: list(q.activity.as_ref(), "activity")?, model: list(q.model.as_ref(), "model")? };
-        Ok(View { from, to, granularity, tz, week_start, group, filters, user: q.user.clone() })
+        let mut project = list(q.project.as_ref(), "project")?;
+        project.iter_mut().filter(|p| *p == "-").for_each(String::clear);
+        let filters = Filters {
+            activity: list(q.activity.as_ref(), "activity")?,
+            model: list(q.model.as_ref(), "model")?,
+            project,
+            source: list(q.source.as_ref(), "source")?,
+        };
+        if q.user.is_some() && q.team.is_some() {
+            return Err(bad(
+                "conflicting_parameters",
+                "`user` and `team` cannot be combined: a team view with `group=user` shows each member",
+            ));
+        }
+        Ok(View { from, to, granularity, tz, week_start, group, filters, user: q.user.clone(), team: q.team.clone() })
     }
 }
 

@@ -61,6 +61,11 @@ pub enum GroupBy {
     None,
     Activity,
     Model,
+    /// `""` is "no project".
+    Project,
+    Source,
+    /// Each user of the view (a team's members, or everyone).
+    User,
 }
 
 impl GroupBy {
@@ -69,7 +74,22 @@ impl GroupBy {
             "none" | "" => Some(GroupBy::None),
             "activity" => Some(GroupBy::Activity),
             "model" => Some(GroupBy::Model),
+            "project" => Some(GroupBy::Project),
+            "source" => Some(GroupBy::Source),
+            "user" => Some(GroupBy::User),
             _ => None,
+        }
+    }
+
+    /// The group's name in exports (`None` when not grouped).
+    pub fn name(self) -> Option<&'static str> {
+        match self {
+            GroupBy::None => None,
+            GroupBy::Activity => Some("activity"),
+            GroupBy::Model => Some("model"),
+            GroupBy::Project => Some("project"),
+            GroupBy::Source => Some("source"),
+            GroupBy::User => Some("user"),
         }
     }
 
@@ -79,6 +99,9 @@ impl GroupBy {
             GroupBy::None => "''",
             GroupBy::Activity => "activity",
             GroupBy::Model => "model",
+            GroupBy::Project => "project",
+            GroupBy::Source => "source",
+            GroupBy::User => "user_id",
         }
     }
 }

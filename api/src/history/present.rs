@@ -121,6 +121,33 @@ pub struct DimensionsResponse {
     pub user: String,
     pub activities: Vec<String>,
     pub models: Vec<String>,
+    /// `""` stands for events without a project.
+    pub projects: Vec<String>,
+    pub sources: Vec<String>,
+}
+
+/// One ranked value of an overview.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Ranked {
+    /// The user, team, project (`""`: none) or model.
+    pub key: String,
+    pub total: Sums,
+}
+
+/// The heaviest users, teams, projects and models of a range.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct OverviewResponse {
+    /// Whose usage: a user, `team:<name>`, or `*`.
+    pub subject: String,
+    pub from: String,
+    pub to: String,
+    pub total: Sums,
+    /// Empty for one user's view.
+    pub users: Vec<Ranked>,
+    /// Only in an admin's view of everyone; a member of several teams counts in each.
+    pub teams: Vec<Ranked>,
+    pub projects: Vec<Ranked>,
+    pub models: Vec<Ranked>,
 }
 
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]

@@ -19,28 +19,60 @@ use super::plan::{GroupBy, Plan};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Subject {
     User(String),
+    /// A team: the sum of its members' usage (today's members, whole
+    /// history). `label` is `team:<name>`.
+    Team { label: String, members: crate::teams::Members },
     /// Everyone together (admins).
     All,
 }
 
 impl Subject {
+    pub fn team(name: &str, members: crate::teams::Members) -> Subject {
+        Subject::Team { label: format!("team:{name}"), members }
+    }
+
     pub fn label(&self) -> &str {
         match self {
             Subject::User(u) => u,
+            Subject::Team { label, .. } => label,
             Subject::All => "*",
+        }
+    }
+
+    /// Whether this subject's views include `user`'s rows.
+    pub fn includes(&self, user: &str) -> bool {
+        match self {
+            Subject::User(u) => u == user,
+            Subject::Team { members, .. } => members.binary_search_by(|m| m.as_str().cmp(user)).is_ok(),
+            Subject::All => true,
+        }
+    }
+
+    /// The users a view of several people covered, for the audit entry
+    /// ("who viewed my usage"); empty for one user or everyone.
+    pub fn covers(&self) -> &[String] {
+        match self {
+            Subject::Team { members, .. } => members,
+            _ => &[],
         }
     }
 }
 
 fn push_filters(qb: &mut QueryBuilder<'_, sqlx::Postgres>, subject: &Subject, filters: &Filters) {
-    if let Subject::User(u) = subject {
-        qb.push(" and user_id = ").push_bind(u.clone());
+    match subject {
+        Subject::User(u) => {
+            qb.push(" and user_id = ").push_bind(u.clone());
+        }
+        Subject::Team { members, .. } => {
+            qb.push(" and user_id = any(").push_bind(members.to_vec()).push(")");
+        }
+        Subject::All => {}
     }
-    if !filters.activity.is_empty() {
-        qb.push(" and activity = any(").push_bind(filters.activity.clone()).push(")");
-    }
-    if !filters.model.is_empty() {
-        qb.push(" and model = any(").push_bind(filters.model.clone()).push(")");
+    for (col, values) in filters.columns() {
+        if !values.is_empty() {
+            // Column names come from `Filters::columns`, never from input.
+            qb.push(format!(" and {col} = any(")).push_bind(values.to_vec()).push(")");
+        }
     }
 }
 
@@ -164,11 +196,16 @@ pub async fn read_total(
 pub struct BreakdownRow {
     pub activity: String,
     pub model: String,
+    /// `""`: no project.
+    pub project: String,
+    /// The publisher (`""`: counted before sources were kept in rollups).
+    pub source: String,
     #[serde(flatten)]
     pub sums: Sums,
 }
 
-/// Sums per activity and model over `[from, to)` (on `rollup`'s grid).
+/// Sums per activity, model, project and source over `[from, to)` (on
+/// `rollup`'s grid).
 pub async fn read_breakdown(
     pool: &PgPool,
     subject: &Subject,
@@ -177,49 +214,102 @@ pub async fn read_breakdown(
     to: DateTime<Utc>,
     filters: &Filters,
 ) -> sqlx::Result<Vec<BreakdownRow>> {
-    let select = format!("select activity, model, {}", Sums::SQL_SUMS);
+    let select = format!("select activity, model, project, source, {}", Sums::SQL_SUMS);
     let mut qb = ranged(&select, rollup, from, to, subject, filters);
-    qb.push(" group by 1, 2 order by sum(input_tokens + output_tokens) desc, 1, 2");
+    qb.push(" group by 1, 2, 3, 4 order by sum(input_tokens + output_tokens) desc, 1, 2, 3, 4");
     let rows = qb.build().fetch_all(pool).await?;
     rows.iter()
-        .map(|r| Ok(BreakdownRow { activity: r.try_get(0)?, model: r.try_get(1)?, sums: Sums::from_row(r, 2)? }))
+        .map(|r| {
+            Ok(BreakdownRow {
+                activity: r.try_get(0)?,
+                model: r.try_get(1)?,
+                project: r.try_get(2)?,
+                source: r.try_get(3)?,
+                sums: Sums::from_row(r, 4)?,
+            })
+        })
         .collect()
 }
 
-/// Activities and models seen in a range (hour grid, widened to whole hours).
+/// The values of each dimension seen in a range.
+#[derive(Debug, Default)]
+pub struct Dimensions {
+    pub activities: BTreeSet<String>,
+    pub models: BTreeSet<String>,
+    pub projects: BTreeSet<String>,
+    pub sources: BTreeSet<String>,
+}
+
+/// Activities, models, projects and sources seen in a range (hour grid,
+/// widened to whole hours).
 pub async fn read_dimensions(
     pool: &PgPool,
     subject: &Subject,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
-) -> sqlx::Result<(BTreeSet<String>, BTreeSet<String>)> {
+) -> sqlx::Result<Dimensions> {
     let from = Grain::Hour.floor(from);
-    let mut qb =
-        QueryBuilder::new(format!("select distinct activity, model from {} where bucket >= ", Grain::Hour.table()));
+    let mut qb = QueryBuilder::new(format!(
+        "select distinct activity, model, project, source from {} where bucket >= ",
+        Grain::Hour.table()
+    ));
     qb.push_bind(from).push(" and bucket < ").push_bind(to);
     push_filters(&mut qb, subject, &Filters::default());
-    let rows: Vec<(String, String)> = qb.build_query_as().fetch_all(pool).await?;
-    Ok(rows.into_iter().unzip())
+    let rows: Vec<(String, String, String, String)> = qb.build_query_as().fetch_all(pool).await?;
+    let mut d = Dimensions::default();
+    for (a, m, p, s) in rows {
+        d.activities.insert(a);
+        d.models.insert(m);
+        d.projects.insert(p);
+        d.sources.insert(s);
+    }
+    Ok(d)
 }
 
-/// Users by total tokens over `[from, to)` (on `rollup`'s grid).
-pub async fn read_top_users(
+/// What an overview ranks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ranked {
+    /// A rollup column (user, project, model, ...).
+    By(GroupBy),
+    /// Teams: each member's usage counts in every team they are in.
+    Team,
+}
+
+/// The heaviest values of one dimension over `[from, to)` (on `rollup`'s
+/// grid) within a subject's rows, by total tokens.
+#[allow(clippy::too_many_arguments)]
+pub async fn read_top(
     pool: &PgPool,
+    subject: &Subject,
     rollup: Grain,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
+    filters: &Filters,
+    ranked: Ranked,
     limit: i64,
 ) -> sqlx::Result<Vec<(String, Sums)>> {
-    let rows = sqlx::query(&format!(
-        "select user_id, {} from {} \
-         where bucket >= $1 and bucket < $2 group by 1 order by sum(input_tokens + output_tokens) desc, 1 limit $3",
-        Sums::SQL_SUMS,
-        rollup.table()
-    ))
-    .bind(from)
-    .bind(to)
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
+    let mut qb = match ranked {
+        Ranked::By(g) => {
+            ranged(&format!("select {}, {}", g.column(), Sums::SQL_SUMS), rollup, from, to, subject, filters)
+        }
+        Ranked::Team => team_ranking(subject, rollup, from, to, filters),
+    };
+    qb.push(" group by 1 order by sum(input_tokens + output_tokens) desc, 1 limit ").push_bind(limit);
+    let rows = qb.build().fetch_all(pool).await?;
     rows.iter().map(|r| Ok((r.try_get(0)?, Sums::from_row(r, 1)?))).collect()
+}
+
+/// `select team, sums from (<the subject's rows>) join memberships`.
+fn team_ranking<'a>(
+    subject: &Subject,
+    rollup: Grain,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    filters: &Filters,
+) -> QueryBuilder<'a, sqlx::Postgres> {
+    let mut qb = QueryBuilder::new(format!("select t.name, {} from (select * from {} where bucket >= ", Sums::SQL_SUMS, rollup.table()));
+    qb.push_bind(from).push(" and bucket < ").push_bind(to);
+    push_filters(&mut qb, subject, filters);
+    qb.push(") r join team_members m on m.user_id = r.user_id join teams t on t.id = m.team_id");
+    qb
 }

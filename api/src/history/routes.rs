@@ -10,10 +10,11 @@ use axum::response::Response;
 use serde_json::{Value, json};
 use tokenusage_schema::{Grain, Sums};
 
-use super::params::{self, BreakdownParams, RangeParams, TopUsersParams, View, ViewParams};
+use super::params::{self, BreakdownParams, OverviewParams, RangeParams, TopUsersParams, View, ViewParams};
 use super::plan::{GroupBy, Plan};
 use super::present::{
-    BreakdownResponse, DimensionsResponse, SeriesResponse, SummaryResponse, TopUser, TopUsersResponse, fmt_time,
+    BreakdownResponse, DimensionsResponse, OverviewResponse, Ranked, SeriesResponse, SummaryResponse, TopUser,
+    TopUsersResponse, fmt_time,
     series_response, summary_response,
 };
 use super::read::{self, Subject};
@@ -30,9 +31,14 @@ fn audit_params(v: &View, plan: Option<&Plan>) -> Value {
     })
 }
 
-/// The user a request asks about, as recorded before authorization decides.
-fn attempted<'a>(user: &'a AuthUser, view: &'a View) -> &'a str {
-    view.user.as_deref().unwrap_or(&user.id)
+/// The user (or `team:<name>`) a request asks about, as recorded before
+/// authorization decides.
+fn attempted(user: &AuthUser, view: &View) -> String {
+    match (&view.team, &view.user) {
+        (Some(t), _) => format!("team:{t}"),
+        (None, Some(u)) => u.clone(),
+        (None, None) => user.id.clone(),
+    }
 }
 
 /// A view parsed, recorded, authorized and planned: the start of every
@@ -43,7 +49,7 @@ struct Prepared {
     subject: Subject,
 }
 
-fn prepare(
+async fn prepare(
     state: &AppState,
     slot: &AuditSlot,
     action: &'static str,
@@ -51,15 +57,16 @@ fn prepare(
     q: &ViewParams,
 ) -> Result<Prepared, ApiError> {
     let view = View::parse(q, state.config.history.week_start.weekday(), true)?;
-    slot.set_detail(action, Some(attempted(user, &view)), audit_params(&view, None), None);
-    let subject = user.usage_subject(view.user.as_deref())?;
+    slot.set_detail(action, Some(&attempted(user, &view)), audit_params(&view, None), None);
+    let subject = user.usage_subject(state, view.user.as_deref(), view.team.as_deref()).await?;
     let plan = params::plan_view(&view, state.config.history.max_points)?;
     slot.set_detail(action, Some(subject.label()), audit_params(&view, Some(&plan)), None);
+    slot.set_covers(subject.covers());
     Ok(Prepared { view, plan, subject })
 }
 
 /// A range route's view (no buckets planned), parsed, recorded, authorized.
-fn prepare_range(
+async fn prepare_range(
     state: &AppState,
     slot: &AuditSlot,
     action: &'static str,
@@ -68,10 +75,11 @@ fn prepare_range(
 ) -> Result<(View, Subject), ApiError> {
     let view = View::parse(&q, state.config.history.week_start.weekday(), true)?;
     let recorded = json!({"from": view.from, "to": view.to, "filters": view.filters});
-    slot.set_detail(action, Some(attempted(user, &view)), recorded.clone(), None);
-    let subject = user.usage_subject(view.user.as_deref())?;
+    slot.set_detail(action, Some(&attempted(user, &view)), recorded.clone(), None);
+    let subject = user.usage_subject(state, view.user.as_deref(), view.team.as_deref()).await?;
     params::require_range(&view)?;
     slot.set_detail(action, Some(subject.label()), recorded, None);
+    slot.set_covers(subject.covers());
     Ok((view, subject))
 }
 
@@ -84,7 +92,7 @@ pub(crate) async fn series(
     user: AuthUser,
     ApiQuery(q): ApiQuery<ViewParams>,
 ) -> Result<Json<SeriesResponse>, ApiError> {
-    let p = prepare(&state, &slot, "usage.series", &user, &q)?;
+    let p = prepare(&state, &slot, "usage.series", &user, &q).await?;
     let snap = state.series_cache.read(&state.pool, &p.subject, &p.plan, p.view.group, &p.view.filters).await?;
     let data = &snap.data;
     slot.set_rows((data.totals.len() * data.groups.len().max(1)) as i64);
@@ -101,7 +109,7 @@ pub(crate) async fn summary(
     user: AuthUser,
     ApiQuery(q): ApiQuery<ViewParams>,
 ) -> Result<Json<SummaryResponse>, ApiError> {
-    let p = prepare(&state, &slot, "usage.summary", &user, &q)?;
+    let p = prepare(&state, &slot, "usage.summary", &user, &q).await?;
     let snap = state.series_cache.read(&state.pool, &p.subject, &p.plan, GroupBy::None, &p.view.filters).await?;
     let prev_to = p.plan.start();
     let prev_from = prev_to - (p.plan.end - prev_to);
@@ -121,7 +129,7 @@ pub(crate) async fn breakdown(
     user: AuthUser,
     ApiQuery(q): ApiQuery<BreakdownParams>,
 ) -> Result<Json<BreakdownResponse>, ApiError> {
-    let (view, subject) = prepare_range(&state, &slot, "usage.breakdown", &user, q.into())?;
+    let (view, subject) = prepare_range(&state, &slot, "usage.breakdown", &user, q.into()).await?;
     if !Grain::Minute.aligned(view.from) || !Grain::Minute.aligned(view.to) {
         return Err(ApiError::bad_request(
             "unaligned_range",
@@ -151,13 +159,15 @@ pub(crate) async fn dimensions(
     user: AuthUser,
     ApiQuery(q): ApiQuery<RangeParams>,
 ) -> Result<Json<DimensionsResponse>, ApiError> {
-    let (view, subject) = prepare_range(&state, &slot, "usage.dimensions", &user, q.into())?;
-    let (activities, models) = read::read_dimensions(&state.pool, &subject, view.from, view.to).await?;
-    slot.set_rows((activities.len() + models.len()) as i64);
+    let (view, subject) = prepare_range(&state, &slot, "usage.dimensions", &user, q.into()).await?;
+    let d = read::read_dimensions(&state.pool, &subject, view.from, view.to).await?;
+    slot.set_rows((d.activities.len() + d.models.len() + d.projects.len() + d.sources.len()) as i64);
     Ok(Json(DimensionsResponse {
         user: subject.label().to_owned(),
-        activities: activities.into_iter().collect(),
-        models: models.into_iter().collect(),
+        activities: d.activities.into_iter().collect(),
+        models: d.models.into_iter().collect(),
+        projects: d.projects.into_iter().collect(),
+        sources: d.sources.into_iter().collect(),
     }))
 }
 
@@ -174,7 +184,7 @@ pub(crate) async fn export_csv(
     user: AuthUser,
     ApiQuery(q): ApiQuery<ViewParams>,
 ) -> Result<Response, ApiError> {
-    let p = prepare(&state, &slot, "usage.export_csv", &user, &q)?;
+    let p = prepare(&state, &slot, "usage.export_csv", &user, &q).await?;
     let snap = state.series_cache.read(&state.pool, &p.subject, &p.plan, p.view.group, &p.view.filters).await?;
     let rows = super::csv::rows(&p.view, &p.plan, &snap.data);
     slot.set_rows(rows.len() as i64);
@@ -194,15 +204,13 @@ pub(crate) async fn top_users(
     let view = View::parse(&q.into(), state.config.history.week_start.weekday(), true)?;
     slot.set_detail("admin.top_users", Some("*"), json!({"from": view.from, "to": view.to}), None);
     user.require_admin()?;
-    let limit: i64 = match limit {
-        None => 10,
-        Some(l) => l.parse().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| {
-            ApiError::bad_request("invalid_limit", format!("`limit` must be a number from 1 to 1000, not {l:?}"))
-        })?,
-    };
+    let limit = parse_limit(limit.as_deref())?;
     params::require_range(&view)?;
     let (from, to) = (Grain::Minute.floor(view.from), Grain::Minute.floor(view.to));
-    let rows = read::read_top_users(&state.pool, Grain::coarsest_for([from, to]), from, to, limit).await?;
+    let grain = Grain::coarsest_for([from, to]);
+    let by_user = read::Ranked::By(GroupBy::User);
+    let rows =
+        read::read_top(&state.pool, &Subject::All, grain, from, to, &Default::default(), by_user, limit).await?;
     slot.set_detail(
         "admin.top_users",
         Some("*"),
@@ -213,5 +221,56 @@ pub(crate) async fn top_users(
         from: fmt_time(from, &view.tz),
         to: fmt_time(to, &view.tz),
         users: rows.into_iter().map(|(user, total)| TopUser { user, total }).collect(),
+    }))
+}
+
+fn parse_limit(limit: Option<&str>) -> Result<i64, ApiError> {
+    match limit {
+        None => Ok(10),
+        Some(l) => l.parse().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| {
+            ApiError::bad_request("invalid_limit", format!("`limit` must be a number from 1 to 1000, not {l:?}"))
+        }),
+    }
+}
+
+/// The heaviest users, teams, projects and models of a range, within what
+/// the caller may see: their own usage by default, a team they manage
+/// (`team=`), or, for admins, anyone's or everyone's (`user=*`). Users
+/// appear only when the view spans several people; teams only in an
+/// admin's view of everyone (a member of several teams counts in each).
+#[utoipa::path(get, path = "/api/v1/usage/overview", tag = "usage", params(OverviewParams),
+    security(("bearer" = [])), responses((status = 200, body = OverviewResponse)))]
+pub(crate) async fn overview(
+    State(state): State<AppState>,
+    Extension(slot): Extension<AuditSlot>,
+    user: AuthUser,
+    ApiQuery(q): ApiQuery<OverviewParams>,
+) -> Result<Json<OverviewResponse>, ApiError> {
+    let limit = q.limit.clone();
+    let (view, subject) = prepare_range(&state, &slot, "usage.overview", &user, q.into()).await?;
+    let limit = parse_limit(limit.as_deref())?;
+    let (from, to) = (Grain::Minute.floor(view.from), Grain::Minute.floor(view.to));
+    if from >= to {
+        return Err(ApiError::bad_request("empty_range", "`from` must be at least a minute before `to`"));
+    }
+    let grain = Grain::coarsest_for([from, to]);
+    let top = |ranked| read::read_top(&state.pool, &subject, grain, from, to, &view.filters, ranked, limit);
+    let several = !matches!(subject, Subject::User(_));
+    let entries = |rows: Vec<(String, Sums)>| rows.into_iter().map(|(key, total)| Ranked { key, total }).collect();
+    let users = if several { entries(top(read::Ranked::By(GroupBy::User)).await?) } else { Vec::new() };
+    let teams = if subject == Subject::All { entries(top(read::Ranked::Team).await?) } else { Vec::new() };
+    let projects = entries(top(read::Ranked::By(GroupBy::Project)).await?);
+    let models = entries(top(read::Ranked::By(GroupBy::Model)).await?);
+    let total = read::read_total(&state.pool, &subject, grain, from, to, &view.filters).await?;
+    slot.set_rows((users.len() + teams.len() + projects.len() + models.len()) as i64);
+    Ok(Json(OverviewResponse {
+        subject: subject.label().to_owned(),
+        from: fmt_time(from, &view.tz),
+        to: fmt_time(to, &view.tz),
+        total,
+        users,
+        teams,
+        projects,
+        models,
     }))
 }

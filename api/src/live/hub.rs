@@ -240,10 +240,12 @@ impl Membership {
         for s in subjects {
             match s {
                 Subject::All => all = true,
-                Subject::User(u) if !users.contains(u) => users.push(u.clone()),
-                Subject::User(_) => {}
+                Subject::User(u) => users.push(u.clone()),
+                Subject::Team { members, .. } => users.extend(members.iter().cloned()),
             }
         }
+        users.sort_unstable();
+        users.dedup();
         self.live.registry().set_scope(self.id, all, users);
     }
 }
@@ -259,7 +261,7 @@ mod tests {
     use super::*;
 
     fn row(user: &str, minute: i64, input: i64) -> Delta {
-        Delta(user.into(), "chat".into(), "m".into(), minute, tokenusage_schema::Sums::new(input, 0, 1).to_array())
+        Delta(user.into(), "chat".into(), "m".into(), minute, tokenusage_schema::Sums::new(input, 0, 1).to_array(), "s".into(), String::new())
     }
 
     fn member(r: &mut Registry, capacity: usize) -> (u64, mpsc::Receiver<Update>, Arc<AtomicBool>) {

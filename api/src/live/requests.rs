@@ -35,7 +35,7 @@ impl Socket {
         params: Value,
         status: u16,
     ) -> audit::Action<'a> {
-        audit::Action { actor: (&self.user.id, self.user.role), action, subject, params, rows: None, status }
+        audit::Action { actor: (&self.user.id, self.user.role), action, subject, params, rows: None, covers: &[], status }
     }
 
     /// Audits a refused message, then tells the client. If the record cannot
@@ -122,8 +122,9 @@ impl Socket {
             ClientMessage::Auth { token } => return self.reauthenticate(&token).await,
             ClientMessage::Subscribe { id, view } => {
                 // The user the view asked about, whether or not it is allowed.
-                let subject = match view.get("user") {
-                    Some(Value::String(u)) => u.clone(),
+                let subject = match (view.get("team"), view.get("user")) {
+                    (Some(Value::String(t)), _) => format!("team:{t}"),
+                    (_, Some(Value::String(u))) => u.clone(),
                     _ => self.user.id.clone(),
                 };
                 if let Err(e) = self.subscribe(&id, view).await {
@@ -205,7 +206,7 @@ impl Socket {
         if open_ended {
             view.to = chrono::Utc::now().max(view.from + chrono::Duration::seconds(1));
         }
-        let subject = self.user.usage_subject(view.user.as_deref())?;
+        let subject = self.user.usage_subject(&self.state, view.user.as_deref(), view.team.as_deref()).await?;
         let plan = params::plan_view(&view, self.state.config.history.max_points)?;
         // Later re-plans (open-ended views grow) keep the granularity.
         view.granularity = Some(plan.granularity);
@@ -224,6 +225,7 @@ impl Socket {
             "granularity": plan.granularity, "tz": view.tz.name(), "group": view.group, "filters": view.filters});
         let mut action = self.action("live.subscribe", Some(subject.label()), recorded, 200);
         action.rows = Some(snap.data.totals.len() as i64);
+        action.covers = subject.covers();
         if audit::record_action(&self.state, &self.facts, action).await.is_err() {
             self.rescope();
             return Err(ApiError::AuditUnavailable);

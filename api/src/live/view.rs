@@ -69,10 +69,7 @@ impl Sub {
         let n = self.plan.edges.len();
         let f = &self.view.filters;
         for d in rows {
-            if matches!(&self.subject, Subject::User(u) if u != d.user())
-                || !(f.activity.is_empty() || f.activity.iter().any(|a| a == d.activity()))
-                || !(f.model.is_empty() || f.model.iter().any(|m| m == d.model()))
-            {
+            if !self.subject.includes(d.user()) || !f.admits(d.activity(), d.model(), d.project(), d.source()) {
                 continue;
             }
             let Some(t) = DateTime::<Utc>::from_timestamp(d.minute(), 0) else { continue };
@@ -86,6 +83,9 @@ impl Sub {
                 GroupBy::None => None,
                 GroupBy::Activity => Some(d.activity()),
                 GroupBy::Model => Some(d.model()),
+                GroupBy::Project => Some(d.project()),
+                GroupBy::Source => Some(d.source()),
+                GroupBy::User => Some(d.user()),
             };
             if let Some(key) = key {
                 self.data.groups.entry(key.to_owned()).or_insert_with(|| vec![Sums::default(); n])[i].add(&sums);
@@ -162,6 +162,8 @@ pub(crate) mod tests {
             model.into(),
             t(at).timestamp(),
             tokenusage_schema::Sums::new(input, 1, 1).to_array(),
+            "src".into(),
+            String::new(),
         )
     }
 
@@ -184,7 +186,7 @@ pub(crate) mod tests {
 
     #[test]
     fn filters_apply_to_increments_like_to_reads() {
-        let mut s = sub(GroupBy::None, Filters { activity: vec![], model: vec!["m2".into()] });
+        let mut s = sub(GroupBy::None, Filters { model: vec!["m2".into()], ..Filters::default() });
         s.apply(11, &[d("alice", "m1", "2026-11-20T01:00:00Z", 5), d("alice", "m2", "2026-11-20T01:00:00Z", 6)]);
         let f = Freshness::default();
         let Some(ServerMessage::Delta { total, .. }) = s.take_delta("v", &f) else { panic!() };

@@ -12,6 +12,7 @@ pub mod projector;
 pub mod publish;
 pub mod rebuild;
 pub mod serve;
+pub mod teams;
 pub mod users;
 
 use tokenusage_plumbing::DatabaseArgs;
@@ -37,3 +38,24 @@ pub struct MigrateFlag {
     #[arg(long = "no-migrate", env = "TOKENUSAGE_NO_MIGRATE")]
     pub no_migrate: bool,
 }
+
+/// One audit entry for a change made from the command line.
+pub(crate) async fn audit_cli(pool: &sqlx::PgPool, action: &str, endpoint: &str, params: serde_json::Value) -> anyhow::Result<()> {
+    let log = tokenusage_api::audit::AuditLog::spawn(pool.clone());
+    let who = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    log.record(tokenusage_api::audit::Entry {
+        at: chrono::Utc::now(),
+        actor: Some(format!("cli:{who}")),
+        actor_role: Some("operator".into()),
+        action: action.into(),
+        method: "CLI".into(),
+        endpoint: endpoint.into(),
+        params: params.to_string(),
+        outcome: "ok".into(),
+        status: 0,
+        ..Default::default()
+    })
+    .await?;
+    Ok(())
+}
+

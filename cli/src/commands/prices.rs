@@ -11,6 +11,7 @@ use tokenusage_plumbing::DatabaseArgs;
 use tokenusage_pricing::import::{self, ImportOptions};
 use tokenusage_pricing::{Entry, Kind, Price, store};
 
+use super::audit_cli as audit;
 use super::rebuild::parse_time;
 
 #[derive(Debug, clap::Subcommand)]
@@ -147,26 +148,6 @@ fn print_entries(currency: &str, entries: &[Entry]) {
             e.source
         );
     }
-}
-
-/// One audit entry for a change made from the command line.
-async fn audit(pool: &sqlx::PgPool, action: &str, endpoint: &str, params: serde_json::Value) -> anyhow::Result<()> {
-    let log = tokenusage_api::audit::AuditLog::spawn(pool.clone());
-    let who = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    log.record(tokenusage_api::audit::Entry {
-        at: Utc::now(),
-        actor: Some(format!("cli:{who}")),
-        actor_role: Some("operator".into()),
-        action: action.into(),
-        method: "CLI".into(),
-        endpoint: endpoint.into(),
-        params: params.to_string(),
-        outcome: "ok".into(),
-        status: 0,
-        ..Default::default()
-    })
-    .await?;
-    Ok(())
 }
 
 pub async fn run(cmd: PricesCmd) -> anyhow::Result<ExitCode> {

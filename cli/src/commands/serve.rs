@@ -140,6 +140,7 @@ pub async fn run(mut a: ServeArgs) -> anyhow::Result<ExitCode> {
         for (user, role) in [(demo::DEMO_USER, Role::Viewer), (demo::DEMO_ADMIN, Role::Admin)] {
             tokenusage_api::accounts::upsert(&pool, user, user, role, &a.demo_password).await?;
         }
+        demo::teams(&pool).await?;
         let publisher = Publisher::new(&a.kafka, &a.producer)?;
         let (s, pool2, rate, days) = (shutdown.clone(), pool.clone(), a.demo_rate, a.demo_days);
         tasks.spawn("demo", async move {
@@ -157,7 +158,7 @@ pub async fn run(mut a: ServeArgs) -> anyhow::Result<ExitCode> {
     println!("tokenusage is running at {scheme}://{host}:{}/", addr.port());
     if a.demo {
         println!(
-            "demo sign-in: user `{}` (or `{}` for the admin view), password `{}`",
+            "demo sign-in: user `{}` (manager of team `platform`; or `{}` for the admin view), password `{}`",
             demo::DEMO_USER,
             demo::DEMO_ADMIN,
             a.demo_password

@@ -379,6 +379,7 @@ pub fn synthetic_events(prefix: &str, n: usize, users: usize) -> Vec<tokenusage_
             output_tokens: (i % 13) as u64,
             kinds: Default::default(),
             cost: None,
+            project: None,
             metadata: None,
         })
         .collect()

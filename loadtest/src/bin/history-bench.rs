@@ -75,6 +75,7 @@ async fn seed(pool: &sqlx::PgPool, user: &str) -> anyhow::Result<()> {
             output_tokens: (m % 331) as u64,
             kinds: Default::default(),
             cost: None,
+            project: None,
             metadata: None,
         });
         if batch.len() == 20_000 || m == minutes - 1 {
