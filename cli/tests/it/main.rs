@@ -23,3 +23,4 @@ mod projector;
 mod security;
 mod sessions;
 mod slice;
+mod teams;

@@ -168,3 +168,47 @@ fn serve_refuses_plain_http_on_a_reachable_address() {
     assert!(stderr.contains("refusing to serve plain HTTP on 0.0.0.0:0"), "{stderr}");
     assert!(stderr.contains("--behind-tls-proxy"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_provider_groups_make_team_members_and_managers() {
+    let env = TestEnv::database_only().await;
+    let idp = MockIdp::start().await;
+    let mut args = test_api_args();
+    args.oidc.issuer = Some(idp.issuer.clone());
+    args.oidc.groups_claim = "groups".into();
+    args.oidc.team_member_prefix = Some("tu-team-".into());
+    args.oidc.team_manager_prefix = Some("tu-manager-".into());
+    let app = TestApp::spawn_api(&env, args).await;
+    for (user, n) in [("erin", 11), ("frank", 2200)] {
+        sqlx::query(
+            "insert into usage_hour (user_id, activity, model, bucket, input_tokens, output_tokens, events) \
+             values ($1, 'chat', 'm', '2026-11-20T10:00:00Z', $2, 0, 1)",
+        )
+        .bind(user)
+        .bind(n)
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    }
+    // Frank signs in as a member of `ml` (created on the way), Erin as its manager.
+    let frank = idp.token(idp.kid, &idp.claims("frank", json!(["staff", "tu-team-ml", "tu-team-Not Valid"])));
+    let erin = idp.token(idp.kid, &idp.claims("erin", json!(["tu-manager-ml"])));
+    assert_eq!(app.get(&frank, "/api/v1/me").await.0, 200);
+    let (_, mine) = app.get(&erin, "/api/v1/teams").await;
+    assert_eq!(mine["member_of"], json!([{"team": "ml", "role": "manager"}]), "{mine}");
+    let members: Vec<&str> =
+        mine["visible"][0]["members"].as_array().unwrap().iter().map(|m| m["user"].as_str().unwrap()).collect();
+    assert_eq!(members, ["erin", "frank"]);
+    assert!(mine["visible"][0]["members"].as_array().unwrap().iter().all(|m| m["origin"] == "oidc"));
+    const TEAM: &str = "/api/v1/usage/series?from=2026-11-20T00:00:00Z&to=2026-11-21T00:00:00Z&team=ml";
+    assert_eq!(app.get(&erin, TEAM).await.1["total"]["input_tokens"], 2211);
+    assert_eq!(app.get(&frank, TEAM).await.0, 403, "a member is not a manager");
+    // The provider drops Frank from the group: his next token removes him.
+    let teams: Vec<(String,)> = sqlx::query_as("select name from teams").fetch_all(&env.pool).await.unwrap();
+    assert_eq!(teams, vec![("ml".to_owned(),)], "invalid group names make no team");
+    let frank = idp.token(idp.kid, &idp.claims("frank", json!(["staff"])));
+    assert_eq!(app.get(&frank, "/api/v1/me").await.0, 200);
+    assert_eq!(app.get(&erin, TEAM).await.1["total"]["input_tokens"], 11);
+    app.stop().await;
+    env.cleanup().await;
+}
