@@ -12,7 +12,7 @@
   const $ = (id) => document.getElementById(id);
   const fmt = new Intl.NumberFormat();
   const DASHES = [[], [6, 3], [2, 3], [8, 3, 2, 3], [12, 4], [1, 3], [4, 4], [10, 2, 2, 2]];
-  const session = { token: null, user: null, role: null, refreshTimer: null };
+  const session = { token: null, user: null, role: null, refreshTimer: null, teams: [] };
   const live = { ws: null, paused: false, retry: 0, retryTimer: null, series: null, freshness: null, wanted: false };
   let chart = null;
   let chartKeys = "";
@@ -124,10 +124,19 @@
         v.from = f; v.to = addDays(to, 1);
       }
     }
+    const team = $("team").value;
     const user = $("user").value.trim();
-    if (session.role === "admin" && user) v.user = user;
+    if (team) v.team = team;
+    else if (session.role === "admin" && user) v.user = user;
+    if ($("project").value) v.project = $("project").value;
+    // "Member" stacking needs several people in the view.
+    if (v.group === "user" && !v.team && v.user !== "*") v.group = "none";
     return v;
   }
+
+  /** Several people in one view: a team, or everyone. */
+  function viewsMany(v) { return !!v.team || v.user === "*"; }
+  function projectName(p) { return p === "" ? "(no project)" : p; }
 
   function query(v, extra) {
     const p = new URLSearchParams();
@@ -225,7 +234,55 @@
     } catch (e) { if (e.message !== "signed out") showAlert(e.message); }
   }
 
+  /** The overview tables: for a team or everyone, the heaviest members
+   * (and teams), projects and models of the range. */
+  async function loadOverview(v) {
+    const box = $("overview");
+    if (!live.series || !viewsMany(v)) { box.hidden = true; return; }
+    const q = { from: live.series.from, to: live.series.to, tz: v.tz, limit: 10 };
+    if (v.team) q.team = v.team; else q.user = v.user;
+    if (v.project) q.project = v.project;
+    try {
+      const o = await (await api("/api/v1/usage/overview?" + query(q))).json();
+      const fill = (id, rows, name) => {
+        const tbody = $(id).tBodies[0]; tbody.textContent = "";
+        if (!rows.length) { const tr = tbody.insertRow(); cell(tr, "Nothing in this range.", "text").colSpan = 3; return; }
+        for (const r of rows) {
+          const tr = tbody.insertRow();
+          const th = document.createElement("th"); th.scope = "row"; th.className = "text"; th.textContent = name(r.key); tr.appendChild(th);
+          cell(tr, num(r.total.total_tokens)); costCell(tr, r.total);
+        }
+      };
+      fill("ov-users", o.users, (k) => k);
+      fill("ov-projects", o.projects, projectName);
+      fill("ov-models", o.models, (k) => k);
+      $("ov-teams-box").hidden = !o.teams.length;
+      fill("ov-teams", o.teams, (k) => k);
+      $("overview-title").textContent = v.team ? "Team " + v.team + ": overview" : "Everyone: overview";
+      box.hidden = false;
+    } catch (e) { box.hidden = true; if (e.message !== "signed out") showAlert(e.message); }
+  }
+
+  /** The project picker lists the projects of the current view's range. */
+  async function loadProjects(v) {
+    if (!live.series) return;
+    const q = { from: live.series.from, to: live.series.to, tz: v.tz };
+    if (v.team) q.team = v.team; else if (v.user) q.user = v.user;
+    try {
+      const d = await (await api("/api/v1/usage/dimensions?" + query(q))).json();
+      const sel = $("project"), keep = sel.value;
+      sel.textContent = "";
+      const all = document.createElement("option"); all.value = ""; all.textContent = "All projects"; sel.appendChild(all);
+      for (const p of d.projects) { const o = document.createElement("option"); o.value = p === "" ? "-" : p; o.textContent = projectName(p); sel.appendChild(o); }
+      if (keep && !Array.from(sel.options).some((o) => o.value === keep)) {
+        const o = document.createElement("option"); o.value = keep; o.textContent = keep === "-" ? "(no project)" : keep; sel.appendChild(o);
+      }
+      sel.value = keep;
+    } catch (_) { /* the picker keeps its options */ }
+  }
+
   async function loadSummary(v) {
+    loadOverview(v); loadProjects(v);
     if (!live.series) return;
     try {
       const r = await api("/api/v1/usage/summary?" + query(v, { to: live.series.to, from: live.series.from }));
@@ -428,18 +485,20 @@
     const s = live.series; if (!s || cursorIdx < 0 || !s.points[cursorIdx]) return;
     const p = s.points[cursorIdx];
     const q = { from: p.start, to: p.end, tz: s.timezone };
-    if (s.user && s.user !== session.user) q.user = s.user;
+    if (s.user && s.user.startsWith("team:")) q.team = s.user.slice(5);
+    else if (s.user && s.user !== session.user) q.user = s.user;
+    if (s.filters && s.filters.project && s.filters.project.length) q.project = s.filters.project.map((x) => (x === "" ? "-" : x)).join(",");
     try {
       const r = await api("/api/v1/usage/breakdown?" + query(q));
       const b = await r.json();
       const tbody = $("detail-table").tBodies[0]; tbody.textContent = "";
       for (const row of b.rows) {
         const tr = tbody.insertRow();
-        cell(tr, row.activity, "text"); cell(tr, row.model, "text"); cell(tr, num(row.input_tokens)); cell(tr, num(row.output_tokens)); cell(tr, num(row.events));
+        cell(tr, row.activity, "text"); cell(tr, row.model, "text"); cell(tr, projectName(row.project), "text"); cell(tr, num(row.input_tokens)); cell(tr, num(row.output_tokens)); cell(tr, num(row.events));
         const c = costCell(tr, row);
         if (row.unpriced_tokens > 0 && session.role === "admin") c.title = "Add a price: tokenusage prices set " + row.model + " --from … --input … --output …";
       }
-      $("detail-caption").textContent = label(p.start, s.granularity) + ": " + num(b.total.total_tokens) + " tokens by activity and model";
+      $("detail-caption").textContent = label(p.start, s.granularity) + ": " + num(b.total.total_tokens) + " tokens by activity, model and project";
       $("detail-table").hidden = false;
       $("detail-hint").textContent = b.rows.length ? "" : "No usage in this bucket.";
     } catch (e) { if (e.message !== "signed out") showAlert(e.message); }
@@ -476,7 +535,9 @@
       for (const r of rows) {
         const tr = tbody.insertRow();
         // An admin's all-users view covered this user too; a denied attempt is shown as such.
-        const outcome = r.outcome === "denied" ? "Refused" : (r.subject === "*" ? "Viewed (all users)" : "Viewed");
+        const outcome = r.outcome === "denied" ? "Refused"
+          : r.subject === "*" ? "Viewed (all users)"
+          : r.subject && r.subject.startsWith("team:") ? "Viewed (team " + r.subject.slice(5) + ")" : "Viewed";
         cell(tr, new Date(r.at).toLocaleString(), "text"); cell(tr, r.actor || "?", "text"); cell(tr, r.action, "text");
         cell(tr, outcome, "text"); cell(tr, r.ip || "", "text");
       }
@@ -507,6 +568,29 @@
     } catch (_) { /* the picker still takes free text */ }
   }
 
+  /** The team picker: teams the caller manages (admins: every team). */
+  async function loadTeams() {
+    try {
+      const t = await (await api("/api/v1/teams")).json();
+      session.teams = t.visible.map((x) => x.name);
+    } catch (_) { session.teams = []; }
+    const sel = $("team"); sel.textContent = "";
+    const none = document.createElement("option"); none.value = "";
+    none.textContent = session.role === "admin" ? "None: the user above" : "None: my own usage"; sel.appendChild(none);
+    for (const name of session.teams) { const o = document.createElement("option"); o.value = name; o.textContent = name; sel.appendChild(o); }
+    $("team-field").hidden = !session.teams.length;
+    // A manager starts on their own usage; the team is one choice away.
+    sel.value = "";
+    manyOptions();
+  }
+
+  /** "Member" stacking is offered only when the view holds several people. */
+  function manyOptions() {
+    const many = !!$("team").value || (session.role === "admin" && $("user").value.trim() === "*");
+    for (const o of document.querySelectorAll("#group .many-only")) { o.hidden = !many; o.disabled = !many; }
+    if (!many && $("group").value === "user") $("group").value = "activity";
+  }
+
   // ---- wiring ---------------------------------------------------------------
   function showDashboard() {
     $("sign-in").hidden = true; $("dashboard").hidden = false; $("who").hidden = false;
@@ -516,7 +600,7 @@
     // An admin comes to see the organisation: start on everyone's usage
     // (their own is one entry of the picker away).
     $("user").value = admin ? "*" : "";
-    startLive(); loadViews();
+    loadTeams().then(startLive); loadViews();
     if (admin) { loadAudit(); loadUserPicker(); }
     $("dash-title").focus({ preventScroll: true });
   }
@@ -549,7 +633,8 @@
       if (custom && !$("custom-from").value) { $("custom-from").value = addDays(today(), -6); $("custom-to").value = today(); }
       startLive();
     });
-    for (const id of ["custom-from", "custom-to", "granularity", "group", "user"]) $(id).addEventListener("change", startLive);
+    for (const id of ["custom-from", "custom-to", "granularity", "group", "project"]) $(id).addEventListener("change", startLive);
+    for (const id of ["team", "user"]) $(id).addEventListener("change", () => { manyOptions(); startLive(); });
     $("tz").addEventListener("change", () => {
       if (!zones.includes($("tz").value.trim())) { showAlert("Unknown time zone: pick one from the list (for example Europe/Berlin)."); return; }
       startLive();

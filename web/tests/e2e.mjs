@@ -32,10 +32,10 @@ function run(args, input) {
 }
 
 let seq = 0;
-function event(user, minutesAgo, activity, input, output) {
+function event(user, minutesAgo, activity, input, output, project) {
   seq += 1;
   return JSON.stringify({ event_id: `e2e-${Date.now()}-${seq}`, user_id: user, occurred_at: new Date(Date.now() - minutesAgo * 60000).toISOString(),
-    activity, model: "gpt-4o-mini", input_tokens: input, output_tokens: output });
+    activity, model: "gpt-4o-mini", input_tokens: input, output_tokens: output, ...(project ? { project } : {}) });
 }
 
 async function startServer() {
@@ -65,8 +65,8 @@ function berlinDate(offsetDays) {
   return t.toISOString().slice(0, 10);
 }
 
-async function apiTotal(url, token, user) {
-  const q = new URLSearchParams({ from: berlinDate(-6), to: berlinDate(2), tz: TZ, group: "activity", ...(user ? { user } : {}) });
+async function apiTotal(url, token, user, extra) {
+  const q = new URLSearchParams({ from: berlinDate(-6), to: berlinDate(2), tz: TZ, group: "activity", ...(user ? { user } : {}), ...(extra || {}) });
   const r = await fetch(url + "/api/v1/usage/series?" + q, { headers: { authorization: "Bearer " + token } });
   return (await r.json()).total.total_tokens;
 }
@@ -110,7 +110,11 @@ async function signIn(page, user) {
 async function main() {
   run(["users", "add", "alice", "--role", "viewer"]);
   run(["users", "add", "root", "--role", "admin"]);
-  const lines = [event("alice", 60, "chat", 1200, 300), event("alice", 60 * 26, "embedding", 5000, 0), event("alice", 60 * 50, "chat", 700, 70),
+  // Alice manages a team with Bob in it.
+  run(["teams", "create", "e2e-team"]);
+  run(["teams", "add", "e2e-team", "alice", "--role", "manager"]);
+  run(["teams", "add", "e2e-team", "bob"]);
+  const lines = [event("alice", 60, "chat", 1200, 300, "search"), event("alice", 60 * 26, "embedding", 5000, 0), event("alice", 60 * 50, "chat", 700, 70),
     event("bob", 30, "chat", 99999, 1)].join("\n");
   run(["publish", "-", "--source", "e2e"], lines);
   const { child, url } = await startServer();
@@ -196,6 +200,28 @@ async function main() {
       await kctx.close();
     });
 
+    await test("a manager picks their team and a project: the members' sum, an overview of members", async () => {
+      const tctx = await browser.newContext({ timezoneId: TZ, locale: "en-GB" });
+      const p = await tctx.newPage();
+      await p.goto(url + "/");
+      await signIn(p, "alice");
+      await p.waitForSelector("#team-field:not([hidden])");
+      const tok = await apiLogin(url, "alice");
+      const want = await apiTotal(url, tok, null, { team: "e2e-team" });
+      assert(want === 7270 + 100000, "the team is alice + bob (got " + want + ")");
+      // Keyboard only: focus the team picker and choose the team.
+      await p.focus("#team"); await p.keyboard.press("ArrowDown");
+      await p.waitForFunction((w) => document.getElementById("fig-total").textContent.replace(/[^0-9]/g, "") === String(w), want, { timeout: 10000 });
+      await p.waitForSelector("#overview:not([hidden])");
+      assert(/bob/.test(await p.textContent("#ov-users")) && /alice/.test(await p.textContent("#ov-users")), "the members are ranked");
+      assert(/search/.test(await p.textContent("#ov-projects")), "the projects are ranked");
+      // The project picker lists the range's projects; picking one filters the chart.
+      await p.waitForFunction(() => Array.from(document.getElementById("project").options).some((o) => o.value === "search"), null, { timeout: 10000 });
+      await p.selectOption("#project", "search");
+      await p.waitForFunction(() => document.getElementById("fig-total").textContent.replace(/[^0-9]/g, "") === "1500", null, { timeout: 10000 });
+      await tctx.close();
+    });
+
     await test("an admin's first view is the organisation's usage, not their own", async () => {
       const actxAdmin = await browser.newContext({ timezoneId: TZ, locale: "en-GB" });
       const p = await actxAdmin.newPage();
@@ -224,6 +250,12 @@ async function main() {
     await test("a11y: data table open and a bucket's breakdown", async () => {
       await a.click("#table-details summary"); await a.focus("#chart"); await a.keyboard.press("Enter");
       await a.waitForSelector("#detail-table:not([hidden])"); await a11y(a, "table-open");
+    });
+    await test("a11y: a manager's team view with its overview", async () => {
+      await a.selectOption("#team", "e2e-team");
+      await a.waitForSelector("#overview:not([hidden])");
+      await a.waitForSelector("#ov-users tbody th");
+      await a11y(a, "team"); await a.selectOption("#team", "");
     });
     await test("a11y: dark theme", async () => { await a.click("#theme"); await a11y(a, "dark"); await a.click("#theme"); });
     await test("a11y: narrow screen (320 px)", async () => { await a.setViewportSize({ width: 320, height: 800 }); await a11y(a, "narrow"); await a.setViewportSize({ width: 1280, height: 900 }); });

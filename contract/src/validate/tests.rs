@@ -248,3 +248,30 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn a_project_is_optional_follows_the_activity_rule_and_survives_every_encoding() {
+    let mut v = good();
+    v["project"] = json!("support-bot.eu");
+    let e = parse_native(v.to_string().as_bytes(), "direct", now()).unwrap();
+    assert_eq!((e.project.as_deref(), e.project_key()), (Some("support-bot.eu"), "support-bot.eu"));
+    let again = parse_native(&e.to_native_json(), "direct", now()).unwrap();
+    assert_eq!(again, e, "native round trip");
+    let ce = crate::cloudevents::to_cloudevent(&e);
+    assert_eq!(ce["data"]["project"], "support-bot.eu");
+    assert_eq!(crate::cloudevents::parse_cloudevent(ce.to_string().as_bytes(), now()).unwrap(), e, "CloudEvents");
+    let none = parse_native(good().to_string().as_bytes(), "direct", now()).unwrap();
+    assert_eq!((none.project.as_deref(), none.project_key()), (None, ""));
+    for (bad, why) in [
+        (json!("Support"), "may only contain"),
+        (json!(""), "must not be empty"),
+        (json!("-"), "a letter or a digit"),
+        (json!("x".repeat(65)), "at most 64"),
+        (json!(7), "must be a string"),
+    ] {
+        let mut v = good();
+        v["project"] = bad.clone();
+        let errs = errors(v);
+        assert!(errs.iter().any(|(f, r)| f == "project" && r.contains(why)), "{bad}: {errs:?}");
+    }
+}
