@@ -259,6 +259,21 @@ async fn viewers_managers_members_and_admins_see_exactly_their_reach_on_every_ro
         }
     }
 
+    // A manager's live team view moves with each member's commits, and
+    // only theirs.
+    let mut ws = connect(&app, Some(&tokens["u-mia"]), None).await.unwrap();
+    let view = json!({"from": "2026-11-20", "to": "2026-11-21", "granularity": "hour", "team": "team-a", "group": "user"});
+    send(&mut ws, json!({"type": "subscribe", "id": "team", "view": view})).await;
+    let snap = next_of(&mut ws, &["snapshot"], Duration::from_secs(5)).await.unwrap();
+    assert_eq!(snap["series"]["total"]["input_tokens"].as_i64(), Some(usage_of(&TEAM_A)));
+    let live_ev = |id: &str, user: &str, n: u64| crate::live::ev(id, user, "2026-11-20T12:30:00Z", "chat", n);
+    tokenusage_projector::count_events(&env.pool, vec![live_ev("x1", "u-otto", 5)]).await.unwrap();
+    tokenusage_projector::count_events(&env.pool, vec![live_ev("x2", "u-ann", 9)]).await.unwrap();
+    let d = next_of(&mut ws, &["delta"], Duration::from_secs(5)).await.expect("a member's commit reaches the team view");
+    assert_eq!(d["total"]["input_tokens"].as_i64(), Some(usage_of(&TEAM_A) + 9), "Otto's 5 tokens are not in it: {d}");
+    assert!(d["buckets"][0]["groups"].as_object().unwrap().keys().all(|k| TEAM_A.contains(&k.as_str())), "{d}");
+    drop(ws);
+
     // Managing teams is for admins; everyone may list the teams they can see.
     let admin_routes: [(&str, &str, Option<Value>); 7] = [
         ("GET", "/api/v1/admin/teams", None),
@@ -332,7 +347,7 @@ async fn viewers_managers_members_and_admins_see_exactly_their_reach_on_every_ro
     // manager's reach, at once in this process.
     let mia = &tokens["u-mia"];
     let team_a = format!("/api/v1/usage/series?{RANGE}&granularity=day&team=team-a");
-    assert_eq!(app.get(mia, &team_a).await.1["total"]["input_tokens"], usage_of(&TEAM_A));
+    assert_eq!(app.get(mia, &team_a).await.1["total"]["input_tokens"], usage_of(&TEAM_A) + 9);
     let r = app.http.delete(app.url("/api/v1/admin/teams/team-a/members/u-ann")).bearer_auth(admin).send().await;
     assert_eq!(r.unwrap().status(), 204);
     assert_eq!(app.get(mia, &team_a).await.1["total"]["input_tokens"], usage_of(&["u-bea", "u-mia"]));

@@ -9,6 +9,12 @@
 //! 3. The same views computed from `usage_events` on read, in the same run.
 //!
 //! Totals of both paths are compared before any timing counts.
+//!
+//! With `--teams`: 1,000 users in 50 teams of 20 (`--seed` seeds a year of
+//! one event per user every 2 hours, 4.4M events, and the teams, with the
+//! benchmark user managing all of them); the same views for a team's year,
+//! rotating over the 50 teams, and for one member's year, against the raw
+//! events of the team's members.
 
 use std::time::{Duration, Instant};
 
@@ -45,6 +51,149 @@ struct Args {
     /// Requests per granularity for raw aggregation (it is slow).
     #[arg(long, default_value_t = 100)]
     raw_requests: usize,
+    /// The teams data set instead of the one-user year.
+    #[arg(long)]
+    teams: bool,
+}
+
+const TEAM_USERS: usize = 1_000;
+const TEAMS: usize = 50;
+
+fn member(i: usize) -> String {
+    format!("bench-member-{i:04}")
+}
+
+fn team(i: usize) -> String {
+    format!("bench-team-{i:02}")
+}
+
+/// One event per user every 2 hours of the year (minute and second vary),
+/// over 6 activity x model series and 3 projects; then the teams.
+async fn seed_teams(pool: &sqlx::PgPool, manager: &str) -> anyhow::Result<()> {
+    let (from, to) = (t(FROM), t(TO));
+    let slots = (to - from).num_hours() / 2;
+    let started = Instant::now();
+    let mut batch = Vec::with_capacity(20_000);
+    let total = slots as usize * TEAM_USERS;
+    let mut n = 0usize;
+    for slot in 0..slots {
+        for u in 0..TEAM_USERS {
+            let k = slot as usize * TEAM_USERS + u;
+            let series = k % 6;
+            batch.push(UsageEvent {
+                source: "history-bench".into(),
+                event_id: format!("t{k}"),
+                user_id: member(u),
+                occurred_at: from + chrono::Duration::hours(slot * 2) + chrono::Duration::seconds((k % 7193) as i64),
+                activity: ACTIVITIES[series / 3].into(),
+                model: MODELS[series % 3].into(),
+                input_tokens: 100 + (k % 997) as u64,
+                output_tokens: (k % 331) as u64,
+                kinds: Default::default(),
+                cost: None,
+                project: Some(["search", "support-bot", "code-review"][k % 3].into()),
+                metadata: None,
+            });
+            n += 1;
+            if batch.len() == 20_000 || n == total {
+                tokenusage_projector::count_events(pool, std::mem::take(&mut batch)).await?;
+                eprint!("\rseeded {n}/{total} events");
+            }
+        }
+    }
+    eprintln!(" in {:.1} s", started.elapsed().as_secs_f64());
+    for i in 0..TEAMS {
+        tokenusage_api::teams::create(pool, &team(i), "history-bench").await?;
+        for u in i * (TEAM_USERS / TEAMS)..(i + 1) * (TEAM_USERS / TEAMS) {
+            tokenusage_api::teams::set_member(pool, &team(i), &member(u), tokenusage_api::teams::TeamRole::Member).await?;
+        }
+        tokenusage_api::teams::set_member(pool, &team(i), manager, tokenusage_api::teams::TeamRole::Manager).await?;
+    }
+    Ok(())
+}
+
+/// The raw-event total of a team's members over the year.
+async fn raw_team_total(pool: &sqlx::PgPool, team_index: usize, g: Granularity) -> anyhow::Result<i64> {
+    let p = plan::plan(Some(g), &chrono_tz::UTC, chrono::Weekday::Mon, t(FROM), t(TO), 10_000)
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let members: Vec<String> =
+        (team_index * (TEAM_USERS / TEAMS)..(team_index + 1) * (TEAM_USERS / TEAMS)).map(member).collect();
+    let rows: Vec<(i32, i64)> = sqlx::query_as(
+        "select width_bucket(occurred_at, $1)::int4, sum(input_tokens + output_tokens)::int8 \
+         from usage_events where user_id = any($2) and occurred_at >= $3 and occurred_at < $4 group by 1",
+    )
+    .bind(&p.edges)
+    .bind(&members)
+    .bind(p.start())
+    .bind(p.end)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.iter().map(|r| r.1).sum())
+}
+
+/// Team views against one member's, cached and cold, and raw on read.
+async fn bench_teams(a: &Args, pool: &sqlx::PgPool, http: &reqwest::Client, token: &str) -> anyhow::Result<()> {
+    let base = a.url.trim_end_matches('/');
+    println!("| view | buckets | API, cached p50 / p99 (ms) | API, cache off p50 / p99 (ms) | raw on read p50 / p99 (ms) | raw / cache-off p50 |");
+    println!("|---|---|---|---|---|---|");
+    for g in [Granularity::Day, Granularity::Week, Granularity::Month] {
+        let name = serde_json::to_value(g)?.as_str().unwrap_or_default().to_owned();
+        let path = |subject: &str| format!("/api/v1/usage/series?from={FROM}&to={TO}&granularity={name}&{subject}");
+        // Totals first: the team's view equals its members' raw events.
+        let body: serde_json::Value = http
+            .get(format!("{base}{}", path(&format!("team={}", team(7)))))
+            .bearer_auth(token)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let (api_total, raw) = (body["total"]["total_tokens"].as_i64().unwrap_or(-1), raw_team_total(pool, 7, g).await?);
+        anyhow::ensure!(api_total == raw, "{name}: the team view says {api_total} tokens, its members' raw events {raw}");
+        let buckets = body["points"].as_array().map_or(0, Vec::len);
+        for (label, subject) in [("a team's (20 members)", None), ("one member's", Some(format!("user={}", member(140))))] {
+            let i = std::sync::atomic::AtomicUsize::new(0);
+            let url_for = |root: &str| {
+                let s = subject.clone().unwrap_or_else(|| {
+                    format!("team={}", team(i.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % TEAMS))
+                });
+                format!("{root}{}", path(&s))
+            };
+            let get = |url: String| {
+                let req = http.get(url).bearer_auth(token);
+                async move {
+                    req.send().await?.error_for_status()?.bytes().await?;
+                    Ok(())
+                }
+            };
+            let cached = run(a.requests, a.concurrency, || get(url_for(base))).await?;
+            let cold = match &a.cold_url {
+                Some(c) => run(a.raw_requests.max(200), a.concurrency, || get(url_for(c.trim_end_matches('/')))).await?,
+                None => Vec::new(),
+            };
+            let rawl = if subject.is_none() {
+                let j = std::sync::atomic::AtomicUsize::new(0);
+                run(a.raw_requests, a.concurrency, || {
+                    let k = j.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % TEAMS;
+                    async move { raw_team_total(pool, k, g).await.map(|_| ()) }
+                })
+                .await?
+            } else {
+                Vec::new()
+            };
+            println!(
+                "| {label} {name} series, whole year | {buckets} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1}x |",
+                pct(&cached, 0.5),
+                pct(&cached, 0.99),
+                pct(&cold, 0.5),
+                pct(&cold, 0.99),
+                pct(&rawl, 0.5),
+                pct(&rawl, 0.99),
+                pct(&rawl, 0.5) / pct(&cold, 0.5).max(1e-9)
+            );
+        }
+    }
+    Ok(())
 }
 
 const ACTIVITIES: [&str; 5] = ["chat", "embedding", "agent-run", "summarize", "classify"];
@@ -135,7 +284,9 @@ async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let pool =
         sqlx::postgres::PgPoolOptions::new().max_connections(a.concurrency as u32).connect(&a.database_url).await?;
-    if a.seed {
+    if a.seed && a.teams {
+        seed_teams(&pool, &a.user).await?;
+    } else if a.seed {
         seed(&pool, &a.user).await?;
     }
     let http = reqwest::Client::builder().pool_max_idle_per_host(a.concurrency).build()?;
@@ -149,6 +300,9 @@ async fn main() -> anyhow::Result<()> {
         .json()
         .await?;
     let token = login["access_token"].as_str().unwrap_or_default().to_owned();
+    if a.teams {
+        return bench_teams(&a, &pool, &http, &token).await;
+    }
     println!(
         "| view | buckets | API, cached p50 / p99 (ms) | API, cache off p50 / p99 (ms) | raw on read p50 / p99 (ms) | raw / cache-off p50 |"
     );
