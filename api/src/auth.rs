@@ -58,12 +58,18 @@ impl AuthUser {
         let admin = self.role == Role::Admin;
         if let Some(t) = team {
             let members = if admin {
-                state.teams.members(&state.pool, t).await?.ok_or_else(|| ApiError::NotFound(format!("no team {t:?}")))?
+                state
+                    .teams
+                    .members(&state.pool, t)
+                    .await?
+                    .ok_or_else(|| ApiError::NotFound(format!("no team {t:?}")))?
             } else {
                 let reach = state.teams.reach(&state.pool, &self.id).await?;
-                reach.manages.get(t).cloned().ok_or(ApiError::Forbidden(
-                    "only the team's managers and admins can see a team's usage",
-                ))?
+                reach
+                    .manages
+                    .get(t)
+                    .cloned()
+                    .ok_or(ApiError::Forbidden("only the team's managers and admins can see a team's usage"))?
             };
             return Ok(Subject::team(t, members));
         }
@@ -74,9 +80,9 @@ impl AuthUser {
             Some("*") => Err(ApiError::Forbidden("only admins can see all users together")),
             Some(u) if admin => Ok(Subject::User(u.to_owned())),
             Some(u) if state.teams.reach(&state.pool, &self.id).await?.covers(u) => Ok(Subject::User(u.to_owned())),
-            Some(_) => {
-                Err(ApiError::Forbidden("you can see your own usage and that of members of teams you manage, no one else's"))
-            }
+            Some(_) => Err(ApiError::Forbidden(
+                "you can see your own usage and that of members of teams you manage, no one else's",
+            )),
         }
     }
 

@@ -139,7 +139,11 @@ pub struct OidcArgs {
     pub groups_claim: String,
     /// A group named `<prefix><team>` makes the caller a member of that team
     /// (created if missing); unset: groups do not make members.
-    #[arg(id = "oidc_team_member_prefix", long = "oidc-team-member-prefix", env = "TOKENUSAGE_OIDC_TEAM_MEMBER_PREFIX")]
+    #[arg(
+        id = "oidc_team_member_prefix",
+        long = "oidc-team-member-prefix",
+        env = "TOKENUSAGE_OIDC_TEAM_MEMBER_PREFIX"
+    )]
     pub team_member_prefix: Option<String>,
     /// A group named `<prefix><team>` makes the caller a manager of that team.
     #[arg(

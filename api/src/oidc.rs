@@ -18,8 +18,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use crate::auth::Role;
-use crate::teams::TeamRole;
 use crate::config::ApiArgs;
+use crate::teams::TeamRole;
 use crate::tokens::LEEWAY_SECS;
 
 /// Keys older than this are refetched on the next use even if the `kid` is known.
@@ -260,6 +260,11 @@ impl GroupMapping {
     }
 }
 
+/// A claim by name, where dots walk into objects (`realm_access.roles`).
+fn claim<'a>(claims: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
+    claims.get(path).or_else(|| path.split('.').try_fold(claims, |v, part| v.get(part)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,9 +287,4 @@ mod tests {
         assert_eq!(strings(claim(&claims, "g")).collect::<Vec<_>>(), vec!["team:x"]);
         assert_eq!(strings(claim(&claims, "realm.groups")).collect::<Vec<_>>(), vec!["team:y"]);
     }
-}
-
-/// A claim by name, where dots walk into objects (`realm_access.roles`).
-fn claim<'a>(claims: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
-    claims.get(path).or_else(|| path.split('.').try_fold(claims, |v, part| v.get(part)))
 }

@@ -108,8 +108,13 @@ mod tests {
         let doc = super::document([]);
         let mut documented = BTreeSet::new();
         for (path, item) in &doc.paths.paths {
-            for (method, op) in [("GET", &item.get), ("POST", &item.post), ("DELETE", &item.delete), ("PUT", &item.put), ("PATCH", &item.patch)]
-            {
+            for (method, op) in [
+                ("GET", &item.get),
+                ("POST", &item.post),
+                ("DELETE", &item.delete),
+                ("PUT", &item.put),
+                ("PATCH", &item.patch),
+            ] {
                 if let Some(op) = op {
                     documented.insert((method.to_owned(), path.clone()));
                     assert!(op.responses.responses.contains_key("default"), "{method} {path} has no error response");

@@ -27,8 +27,9 @@ use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiJson, ApiPath};
 
 /// A member's place in a team.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
-#[derive(clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum TeamRole {
     /// Counted in the team's usage; sees only their own.
@@ -174,7 +175,10 @@ pub async fn remove_member(pool: &PgPool, team: &str, user: &str) -> Result<(), 
     }
 }
 
-fn assemble(rows: Vec<(String, Option<String>, Option<String>, Option<String>)>) -> Vec<Team> {
+/// A team and one of its members (user, role, origin), or none (left join).
+type TeamRow = (String, Option<String>, Option<String>, Option<String>);
+
+fn assemble(rows: Vec<TeamRow>) -> Vec<Team> {
     let mut out: Vec<Team> = Vec::new();
     for (name, user, role, origin) in rows {
         if out.last().is_none_or(|t| t.name != name) {
@@ -547,7 +551,12 @@ pub(crate) async fn admin_remove_member(
     user: AuthUser,
     ApiPath((team, member)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    slot.set_detail("admin.teams.remove_member", Some(&member), serde_json::json!({"team": team, "user": member}), None);
+    slot.set_detail(
+        "admin.teams.remove_member",
+        Some(&member),
+        serde_json::json!({"team": team, "user": member}),
+        None,
+    );
     user.require_admin()?;
     remove_member(&st.pool, &team, &member).await?;
     st.teams.changed();
@@ -565,7 +574,9 @@ mod tests {
             assert!(!valid_name(bad), "{bad:?}");
         }
         let reach = Reach {
-            manages: [("a".to_owned(), Members::from(vec!["alice".to_owned(), "bob".to_owned()]))].into_iter().collect(),
+            manages: [("a".to_owned(), Members::from(vec!["alice".to_owned(), "bob".to_owned()]))]
+                .into_iter()
+                .collect(),
         };
         assert!(reach.covers("alice") && reach.covers("bob"));
         assert!(!reach.covers("carol") && !reach.covers("ali"));

@@ -230,12 +230,7 @@ pub struct Filters {
 impl Filters {
     /// Each filter with the rollup column it applies to.
     pub fn columns(&self) -> [(&'static str, &[String]); 4] {
-        [
-            ("activity", &self.activity),
-            ("model", &self.model),
-            ("project", &self.project),
-            ("source", &self.source),
-        ]
+        [("activity", &self.activity), ("model", &self.model), ("project", &self.project), ("source", &self.source)]
     }
 
     /// Whether a row with these dimension values passes every filter.
@@ -339,13 +334,12 @@ impl View {
         };
         let group = match &q.group {
             None => GroupBy::None,
-            Some(g) => GroupBy::parse(g)
-                .ok_or_else(|| {
-                    bad(
-                        "unknown_group",
-                        format!("`group` must be none, activity, model, project, source or user, not {g:?}"),
-                    )
-                })?,
+            Some(g) => GroupBy::parse(g).ok_or_else(|| {
+                bad(
+                    "unknown_group",
+                    format!("`group` must be none, activity, model, project, source or user, not {g:?}"),
+                )
+            })?,
         };
         let week_start = match q.week_start.as_deref() {
             None => default_week_start,

@@ -21,7 +21,10 @@ pub enum Subject {
     User(String),
     /// A team: the sum of its members' usage (today's members, whole
     /// history). `label` is `team:<name>`.
-    Team { label: String, members: crate::teams::Members },
+    Team {
+        label: String,
+        members: crate::teams::Members,
+    },
     /// Everyone together (admins).
     All,
 }
@@ -307,7 +310,11 @@ fn team_ranking<'a>(
     to: DateTime<Utc>,
     filters: &Filters,
 ) -> QueryBuilder<'a, sqlx::Postgres> {
-    let mut qb = QueryBuilder::new(format!("select t.name, {} from (select * from {} where bucket >= ", Sums::SQL_SUMS, rollup.table()));
+    let mut qb = QueryBuilder::new(format!(
+        "select t.name, {} from (select * from {} where bucket >= ",
+        Sums::SQL_SUMS,
+        rollup.table()
+    ));
     qb.push_bind(from).push(" and bucket < ").push_bind(to);
     push_filters(&mut qb, subject, filters);
     qb.push(") r join team_members m on m.user_id = r.user_id join teams t on t.id = m.team_id");

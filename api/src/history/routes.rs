@@ -14,8 +14,7 @@ use super::params::{self, BreakdownParams, OverviewParams, RangeParams, TopUsers
 use super::plan::{GroupBy, Plan};
 use super::present::{
     BreakdownResponse, DimensionsResponse, OverviewResponse, Ranked, SeriesResponse, SummaryResponse, TopUser,
-    TopUsersResponse, fmt_time,
-    series_response, summary_response,
+    TopUsersResponse, fmt_time, series_response, summary_response,
 };
 use super::read::{self, Subject};
 use crate::app::AppState;
@@ -209,8 +208,7 @@ pub(crate) async fn top_users(
     let (from, to) = (Grain::Minute.floor(view.from), Grain::Minute.floor(view.to));
     let grain = Grain::coarsest_for([from, to]);
     let by_user = read::Ranked::By(GroupBy::User);
-    let rows =
-        read::read_top(&state.pool, &Subject::All, grain, from, to, &Default::default(), by_user, limit).await?;
+    let rows = read::read_top(&state.pool, &Subject::All, grain, from, to, &Default::default(), by_user, limit).await?;
     slot.set_detail(
         "admin.top_users",
         Some("*"),

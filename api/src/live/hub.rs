@@ -261,7 +261,15 @@ mod tests {
     use super::*;
 
     fn row(user: &str, minute: i64, input: i64) -> Delta {
-        Delta(user.into(), "chat".into(), "m".into(), minute, tokenusage_schema::Sums::new(input, 0, 1).to_array(), "s".into(), String::new())
+        Delta(
+            user.into(),
+            "chat".into(),
+            "m".into(),
+            minute,
+            tokenusage_schema::Sums::new(input, 0, 1).to_array(),
+            "s".into(),
+            String::new(),
+        )
     }
 
     fn member(r: &mut Registry, capacity: usize) -> (u64, mpsc::Receiver<Update>, Arc<AtomicBool>) {

@@ -35,7 +35,15 @@ impl Socket {
         params: Value,
         status: u16,
     ) -> audit::Action<'a> {
-        audit::Action { actor: (&self.user.id, self.user.role), action, subject, params, rows: None, covers: &[], status }
+        audit::Action {
+            actor: (&self.user.id, self.user.role),
+            action,
+            subject,
+            params,
+            rows: None,
+            covers: &[],
+            status,
+        }
     }
 
     /// Audits a refused message, then tells the client. If the record cannot

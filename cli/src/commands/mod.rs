@@ -40,7 +40,12 @@ pub struct MigrateFlag {
 }
 
 /// One audit entry for a change made from the command line.
-pub(crate) async fn audit_cli(pool: &sqlx::PgPool, action: &str, endpoint: &str, params: serde_json::Value) -> anyhow::Result<()> {
+pub(crate) async fn audit_cli(
+    pool: &sqlx::PgPool,
+    action: &str,
+    endpoint: &str,
+    params: serde_json::Value,
+) -> anyhow::Result<()> {
     let log = tokenusage_api::audit::AuditLog::spawn(pool.clone());
     let who = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
     log.record(tokenusage_api::audit::Entry {
@@ -58,4 +63,3 @@ pub(crate) async fn audit_cli(pool: &sqlx::PgPool, action: &str, endpoint: &str,
     .await?;
     Ok(())
 }
-

@@ -108,7 +108,8 @@ pub async fn run(cmd: TeamsCmd) -> anyhow::Result<ExitCode> {
             for u in &users {
                 teams::remove_member(&pool, &team, u).await?;
             }
-            audit(&pool, "teams.remove_member", "tokenusage teams remove", json!({"team": team, "users": users})).await?;
+            audit(&pool, "teams.remove_member", "tokenusage teams remove", json!({"team": team, "users": users}))
+                .await?;
             println!("{} user(s) removed from {team}", users.len());
         }
     }

@@ -262,14 +262,16 @@ async fn viewers_managers_members_and_admins_see_exactly_their_reach_on_every_ro
     // A manager's live team view moves with each member's commits, and
     // only theirs.
     let mut ws = connect(&app, Some(&tokens["u-mia"]), None).await.unwrap();
-    let view = json!({"from": "2026-11-20", "to": "2026-11-21", "granularity": "hour", "team": "team-a", "group": "user"});
+    let view =
+        json!({"from": "2026-11-20", "to": "2026-11-21", "granularity": "hour", "team": "team-a", "group": "user"});
     send(&mut ws, json!({"type": "subscribe", "id": "team", "view": view})).await;
     let snap = next_of(&mut ws, &["snapshot"], Duration::from_secs(5)).await.unwrap();
     assert_eq!(snap["series"]["total"]["input_tokens"].as_i64(), Some(usage_of(&TEAM_A)));
     let live_ev = |id: &str, user: &str, n: u64| crate::live::ev(id, user, "2026-11-20T12:30:00Z", "chat", n);
     tokenusage_projector::count_events(&env.pool, vec![live_ev("x1", "u-otto", 5)]).await.unwrap();
     tokenusage_projector::count_events(&env.pool, vec![live_ev("x2", "u-ann", 9)]).await.unwrap();
-    let d = next_of(&mut ws, &["delta"], Duration::from_secs(5)).await.expect("a member's commit reaches the team view");
+    let d =
+        next_of(&mut ws, &["delta"], Duration::from_secs(5)).await.expect("a member's commit reaches the team view");
     assert_eq!(d["total"]["input_tokens"].as_i64(), Some(usage_of(&TEAM_A) + 9), "Otto's 5 tokens are not in it: {d}");
     assert!(d["buckets"][0]["groups"].as_object().unwrap().keys().all(|k| TEAM_A.contains(&k.as_str())), "{d}");
     drop(ws);
@@ -302,7 +304,8 @@ async fn viewers_managers_members_and_admins_see_exactly_their_reach_on_every_ro
         }
         let (status, mine) = app.get(&tokens[caller.id()], "/api/v1/teams").await;
         assert_eq!(status, 200);
-        let visible: Vec<&str> = mine["visible"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+        let visible: Vec<&str> =
+            mine["visible"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
         let want: Vec<&str> = match caller {
             Caller::ManagerA => vec!["team-a"],
             Caller::ManagerB => vec!["team-b"],
@@ -329,13 +332,8 @@ async fn viewers_managers_members_and_admins_see_exactly_their_reach_on_every_ro
     // admin's, never the other team's manager.
     let ann = app.login("u-ann", "password-123").await;
     let (_, views) = app.get(&ann, "/api/v1/audit/views?limit=1000").await;
-    let ok_actors: BTreeSet<&str> = views
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|v| v["outcome"] == "ok")
-        .filter_map(|v| v["actor"].as_str())
-        .collect();
+    let ok_actors: BTreeSet<&str> =
+        views.as_array().unwrap().iter().filter(|v| v["outcome"] == "ok").filter_map(|v| v["actor"].as_str()).collect();
     assert!(ok_actors.contains("u-mia") && ok_actors.contains("root"), "{ok_actors:?}");
     assert!(!ok_actors.contains("u-max") && !ok_actors.contains("u-vera"), "{ok_actors:?}");
     assert!(
@@ -424,7 +422,8 @@ async fn team_totals_are_their_members_sums_and_projects_and_sources_match_the_r
         let from = base + chrono::Duration::seconds(rng.random_range(0..span));
         let max_len = if gran == "hour" { 600 * 3600 } else { span };
         let to = from + chrono::Duration::seconds(rng.random_range(3600..max_len));
-        let range = format!("from={}&to={}&granularity={gran}&tz={zone}", enc(&from.to_rfc3339()), enc(&to.to_rfc3339()));
+        let range =
+            format!("from={}&to={}&granularity={gran}&tz={zone}", enc(&from.to_rfc3339()), enc(&to.to_rfc3339()));
         let (team, members) = &team_members[case % 3];
         let team_view = series(format!("{range}&team={team}")).await;
         let mut sum = vec![0i64; per_bucket(&team_view).len()];
@@ -451,7 +450,12 @@ async fn team_totals_are_their_members_sums_and_projects_and_sources_match_the_r
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| (s["key"].as_str().unwrap().to_owned(), s["input_tokens"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).sum()))
+        .map(|s| {
+            (
+                s["key"].as_str().unwrap().to_owned(),
+                s["input_tokens"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).sum(),
+            )
+        })
         .collect();
     for p in projects {
         let key = p.unwrap_or("");
@@ -488,14 +492,19 @@ async fn team_totals_are_their_members_sums_and_projects_and_sources_match_the_r
     assert!(csv.lines().next().unwrap().starts_with("start,end,project,input_tokens"), "{csv}");
     // Overview: teams in an admin's view of everyone (p00 counts in two).
     let (_, ov) = app.get(&admin, "/api/v1/usage/overview?from=2026-01-01&to=2027-01-01&user=*&limit=50").await;
-    let team_total = |name: &str| ov["teams"].as_array().unwrap().iter().find(|t| t["key"] == name).unwrap()["total"]["input_tokens"].as_i64().unwrap();
+    let team_total = |name: &str| {
+        ov["teams"].as_array().unwrap().iter().find(|t| t["key"] == name).unwrap()["total"]["input_tokens"]
+            .as_i64()
+            .unwrap()
+    };
     for (team, members) in &team_members {
         assert_eq!(team_total(team), truth(&|e| members.contains(&e.user_id.as_str())), "overview team {team}");
     }
     assert_eq!(ov["projects"].as_array().unwrap().len(), 4);
 
     // `replay` recomputes the new dimensions from raw events exactly.
-    let out = common::tokenusage(&env, &["verify", "--from", "2026-01-01T00:00:00Z", "--to", "2027-01-01T00:00:00Z"], None);
+    let out =
+        common::tokenusage(&env, &["verify", "--from", "2026-01-01T00:00:00Z", "--to", "2027-01-01T00:00:00Z"], None);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     app.stop().await;
     env.cleanup().await;

@@ -105,7 +105,8 @@ async fn seed_teams(pool: &sqlx::PgPool, manager: &str) -> anyhow::Result<()> {
     for i in 0..TEAMS {
         tokenusage_api::teams::create(pool, &team(i), "history-bench").await?;
         for u in i * (TEAM_USERS / TEAMS)..(i + 1) * (TEAM_USERS / TEAMS) {
-            tokenusage_api::teams::set_member(pool, &team(i), &member(u), tokenusage_api::teams::TeamRole::Member).await?;
+            tokenusage_api::teams::set_member(pool, &team(i), &member(u), tokenusage_api::teams::TeamRole::Member)
+                .await?;
         }
         tokenusage_api::teams::set_member(pool, &team(i), manager, tokenusage_api::teams::TeamRole::Manager).await?;
     }
@@ -134,7 +135,9 @@ async fn raw_team_total(pool: &sqlx::PgPool, team_index: usize, g: Granularity) 
 /// Team views against one member's, cached and cold, and raw on read.
 async fn bench_teams(a: &Args, pool: &sqlx::PgPool, http: &reqwest::Client, token: &str) -> anyhow::Result<()> {
     let base = a.url.trim_end_matches('/');
-    println!("| view | buckets | API, cached p50 / p99 (ms) | API, cache off p50 / p99 (ms) | raw on read p50 / p99 (ms) | raw / cache-off p50 |");
+    println!(
+        "| view | buckets | API, cached p50 / p99 (ms) | API, cache off p50 / p99 (ms) | raw on read p50 / p99 (ms) | raw / cache-off p50 |"
+    );
     println!("|---|---|---|---|---|---|");
     for g in [Granularity::Day, Granularity::Week, Granularity::Month] {
         let name = serde_json::to_value(g)?.as_str().unwrap_or_default().to_owned();
@@ -148,10 +151,16 @@ async fn bench_teams(a: &Args, pool: &sqlx::PgPool, http: &reqwest::Client, toke
             .error_for_status()?
             .json()
             .await?;
-        let (api_total, raw) = (body["total"]["total_tokens"].as_i64().unwrap_or(-1), raw_team_total(pool, 7, g).await?);
-        anyhow::ensure!(api_total == raw, "{name}: the team view says {api_total} tokens, its members' raw events {raw}");
+        let (api_total, raw) =
+            (body["total"]["total_tokens"].as_i64().unwrap_or(-1), raw_team_total(pool, 7, g).await?);
+        anyhow::ensure!(
+            api_total == raw,
+            "{name}: the team view says {api_total} tokens, its members' raw events {raw}"
+        );
         let buckets = body["points"].as_array().map_or(0, Vec::len);
-        for (label, subject) in [("a team's (20 members)", None), ("one member's", Some(format!("user={}", member(140))))] {
+        for (label, subject) in
+            [("a team's (20 members)", None), ("one member's", Some(format!("user={}", member(140))))]
+        {
             let i = std::sync::atomic::AtomicUsize::new(0);
             let url_for = |root: &str| {
                 let s = subject.clone().unwrap_or_else(|| {
@@ -168,7 +177,9 @@ async fn bench_teams(a: &Args, pool: &sqlx::PgPool, http: &reqwest::Client, toke
             };
             let cached = run(a.requests, a.concurrency, || get(url_for(base))).await?;
             let cold = match &a.cold_url {
-                Some(c) => run(a.raw_requests.max(200), a.concurrency, || get(url_for(c.trim_end_matches('/')))).await?,
+                Some(c) => {
+                    run(a.raw_requests.max(200), a.concurrency, || get(url_for(c.trim_end_matches('/')))).await?
+                }
                 None => Vec::new(),
             };
             let rawl = if subject.is_none() {

@@ -164,8 +164,24 @@ async fn a_committed_increment_reaches_a_subscribed_view_as_a_delta() {
     c.json().await;
     let at = crate::live::view::tests::t("2026-11-20T07:30:00Z").timestamp();
     let rows = vec![
-        Delta("alice".into(), "chat".into(), "m".into(), at, tokenusage_schema::Sums::new(40, 2, 1).to_array(), "s".into(), String::new()),
-        Delta("bob".into(), "chat".into(), "m".into(), at, tokenusage_schema::Sums::new(999, 0, 1).to_array(), "s".into(), String::new()),
+        Delta(
+            "alice".into(),
+            "chat".into(),
+            "m".into(),
+            at,
+            tokenusage_schema::Sums::new(40, 2, 1).to_array(),
+            "s".into(),
+            String::new(),
+        ),
+        Delta(
+            "bob".into(),
+            "chat".into(),
+            "m".into(),
+            at,
+            tokenusage_schema::Sums::new(999, 0, 1).to_array(),
+            "s".into(),
+            String::new(),
+        ),
     ];
     state.live.publish(&SeriesCache::new(0), Notice { seq: 11, rows, users: None, all: false });
     let d = c.json().await;
