@@ -94,6 +94,31 @@ pub fn routes() -> Vec<(String, String)> {
     api.into_iter().chain(ops).map(|(m, p)| (m.as_str().to_owned(), p)).collect()
 }
 
+/// Every (method, path) a document describes, and those of its
+/// operations that lack the error envelope (for the completeness checks).
+pub fn operations(doc: &utoipa::openapi::OpenApi) -> (std::collections::BTreeSet<(String, String)>, Vec<String>) {
+    let mut documented = std::collections::BTreeSet::new();
+    let mut without_envelope = Vec::new();
+    for (path, item) in &doc.paths.paths {
+        let methods = [
+            ("GET", &item.get),
+            ("POST", &item.post),
+            ("DELETE", &item.delete),
+            ("PUT", &item.put),
+            ("PATCH", &item.patch),
+        ];
+        for (method, op) in methods {
+            if let Some(op) = op {
+                documented.insert((method.to_owned(), path.clone()));
+                if !op.responses.responses.contains_key("default") {
+                    without_envelope.push(format!("{method} {path}"));
+                }
+            }
+        }
+    }
+    (documented, without_envelope)
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
@@ -105,22 +130,8 @@ mod tests {
     #[test]
     fn every_api_route_is_documented_and_every_documented_route_exists() {
         let served: BTreeSet<(String, String)> = super::routes().into_iter().collect();
-        let doc = super::document([]);
-        let mut documented = BTreeSet::new();
-        for (path, item) in &doc.paths.paths {
-            for (method, op) in [
-                ("GET", &item.get),
-                ("POST", &item.post),
-                ("DELETE", &item.delete),
-                ("PUT", &item.put),
-                ("PATCH", &item.patch),
-            ] {
-                if let Some(op) = op {
-                    documented.insert((method.to_owned(), path.clone()));
-                    assert!(op.responses.responses.contains_key("default"), "{method} {path} has no error response");
-                }
-            }
-        }
+        let (documented, without) = super::operations(&super::document([]));
+        assert!(without.is_empty(), "operations without the error envelope: {without:?}");
         let missing: Vec<_> = served.difference(&documented).collect();
         let phantom: Vec<_> = documented.difference(&served).collect();
         assert!(missing.is_empty(), "routes missing from the OpenAPI document: {missing:?}");

@@ -175,22 +175,8 @@ mod tests {
             .into_iter()
             .chain(tokenusage_ingest::http::ROUTES.iter().map(|(m, p)| ((*m).to_owned(), (*p).to_owned())))
             .collect();
-        let doc = super::served_openapi();
-        let mut documented = BTreeSet::new();
-        for (path, item) in &doc.paths.paths {
-            for (method, op) in [
-                ("GET", &item.get),
-                ("POST", &item.post),
-                ("DELETE", &item.delete),
-                ("PUT", &item.put),
-                ("PATCH", &item.patch),
-            ] {
-                if let Some(op) = op {
-                    documented.insert((method.to_owned(), path.clone()));
-                    assert!(op.responses.responses.contains_key("default"), "{method} {path} has no error response");
-                }
-            }
-        }
+        let (documented, without) = tokenusage_api::openapi::operations(&super::served_openapi());
+        assert!(without.is_empty(), "operations without the error envelope: {without:?}");
         assert_eq!(served, documented, "served routes and documented operations differ");
     }
 

@@ -198,6 +198,13 @@ impl TestApp {
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }
 
+    /// The body of a successful GET as text (CSV exports).
+    pub async fn get_text(&self, token: &str, path: &str) -> String {
+        let r = self.http.get(self.url(path)).bearer_auth(token).send().await.unwrap();
+        assert!(r.status().is_success(), "GET {path}: {}", r.status());
+        r.text().await.unwrap()
+    }
+
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
     }

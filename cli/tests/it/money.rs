@@ -206,16 +206,7 @@ async fn prices_apply_at_event_time_unpriced_is_never_zero_and_repricing_changes
     assert_eq!(fresh, a, "WS = REST after re-pricing");
 
     // The CSV carries the same cost, exactly.
-    let csv = app
-        .http
-        .get(app.url(&format!("/api/v1/usage/export.csv?{YEAR}")))
-        .bearer_auth(&alice)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let csv = app.get_text(&alice, &format!("/api/v1/usage/export.csv?{YEAR}")).await;
     let mut r = csv::Reader::from_reader(csv.as_bytes());
     let head: Vec<String> = r.headers().unwrap().iter().map(str::to_owned).collect();
     let col = |name: &str| head.iter().position(|h| h == name).unwrap();

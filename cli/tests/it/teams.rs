@@ -479,16 +479,7 @@ async fn team_totals_are_their_members_sums_and_projects_and_sources_match_the_r
     let (_, dims) = app.get(&admin, "/api/v1/usage/dimensions?from=2026-01-01&to=2027-01-01&user=*").await;
     assert_eq!(dims["projects"], json!(["", "bots", "ml.eval", "search"]));
     assert_eq!(dims["sources"], json!(["batch-jobs", "gateway"]));
-    let csv = app
-        .http
-        .get(app.url(&format!("/api/v1/usage/export.csv?{range}&group=project")))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let csv = app.get_text(&admin, &format!("/api/v1/usage/export.csv?{range}&group=project")).await;
     assert!(csv.lines().next().unwrap().starts_with("start,end,project,input_tokens"), "{csv}");
     // Overview: teams in an admin's view of everyone (p00 counts in two).
     let (_, ov) = app.get(&admin, "/api/v1/usage/overview?from=2026-01-01&to=2027-01-01&user=*&limit=50").await;

@@ -135,10 +135,7 @@ async fn raw_team_total(pool: &sqlx::PgPool, team_index: usize, g: Granularity) 
 /// Team views against one member's, cached and cold, and raw on read.
 async fn bench_teams(a: &Args, pool: &sqlx::PgPool, http: &reqwest::Client, token: &str) -> anyhow::Result<()> {
     let base = a.url.trim_end_matches('/');
-    println!(
-        "| view | buckets | API, cached p50 / p99 (ms) | API, cache off p50 / p99 (ms) | raw on read p50 / p99 (ms) | raw / cache-off p50 |"
-    );
-    println!("|---|---|---|---|---|---|");
+    print_header();
     for g in [Granularity::Day, Granularity::Week, Granularity::Month] {
         let name = serde_json::to_value(g)?.as_str().unwrap_or_default().to_owned();
         let path = |subject: &str| format!("/api/v1/usage/series?from={FROM}&to={TO}&granularity={name}&{subject}");
@@ -192,16 +189,7 @@ async fn bench_teams(a: &Args, pool: &sqlx::PgPool, http: &reqwest::Client, toke
             } else {
                 Vec::new()
             };
-            println!(
-                "| {label} {name} series, whole year | {buckets} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1}x |",
-                pct(&cached, 0.5),
-                pct(&cached, 0.99),
-                pct(&cold, 0.5),
-                pct(&cold, 0.99),
-                pct(&rawl, 0.5),
-                pct(&rawl, 0.99),
-                pct(&rawl, 0.5) / pct(&cold, 0.5).max(1e-9)
-            );
+            print_row(&format!("{label} {name}"), buckets, &cached, &cold, &rawl);
         }
     }
     Ok(())
@@ -245,6 +233,27 @@ async fn seed(pool: &sqlx::PgPool, user: &str) -> anyhow::Result<()> {
     }
     eprintln!(" in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+fn print_header() {
+    println!(
+        "| view | buckets | API, cached p50 / p99 (ms) | API, cache off p50 / p99 (ms) | raw on read p50 / p99 (ms) | raw / cache-off p50 |"
+    );
+    println!("|---|---|---|---|---|---|");
+}
+
+/// One table row: the view, its buckets, and p50 / p99 of each path.
+fn print_row(view: &str, buckets: usize, cached: &[Duration], cold: &[Duration], raw: &[Duration]) {
+    println!(
+        "| {view} series, whole year | {buckets} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1}x |",
+        pct(cached, 0.5),
+        pct(cached, 0.99),
+        pct(cold, 0.5),
+        pct(cold, 0.99),
+        pct(raw, 0.5),
+        pct(raw, 0.99),
+        pct(raw, 0.5) / pct(cold, 0.5).max(1e-9)
+    );
 }
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
@@ -314,10 +323,7 @@ async fn main() -> anyhow::Result<()> {
     if a.teams {
         return bench_teams(&a, &pool, &http, &token).await;
     }
-    println!(
-        "| view | buckets | API, cached p50 / p99 (ms) | API, cache off p50 / p99 (ms) | raw on read p50 / p99 (ms) | raw / cache-off p50 |"
-    );
-    println!("|---|---|---|---|---|---|");
+    print_header();
     for g in [Granularity::Day, Granularity::Week, Granularity::Month] {
         let name = serde_json::to_value(g)?.as_str().unwrap_or_default().to_owned();
         let url = format!("{base}/api/v1/usage/series?from={FROM}&to={TO}&granularity={name}");
@@ -354,16 +360,7 @@ async fn main() -> anyhow::Result<()> {
             async move { raw_total(pool, user, g).await.map(|_| ()) }
         })
         .await?;
-        println!(
-            "| {name} series, whole year | {buckets} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1}x |",
-            pct(&api, 0.5),
-            pct(&api, 0.99),
-            pct(&cold, 0.5),
-            pct(&cold, 0.99),
-            pct(&rawl, 0.5),
-            pct(&rawl, 0.99),
-            pct(&rawl, 0.5) / pct(&cold, 0.5).max(1e-9)
-        );
+        print_row(&name, buckets, &api, &cold, &rawl);
     }
     Ok(())
 }
