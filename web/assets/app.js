@@ -137,6 +137,12 @@
   /** Several people in one view: a team, or everyone. */
   function viewsMany(v) { return !!v.team || v.user === "*"; }
   function projectName(p) { return p === "" ? "(no project)" : p; }
+  /** A group key as people read it: the empty project is "no project", the
+   * empty publisher is usage counted before publishers were recorded. */
+  function keyName(group, key) {
+    if (key !== "") return key;
+    return group === "project" ? "(no project)" : group === "source" ? "(publisher not recorded)" : "(none)";
+  }
 
   function query(v, extra) {
     const p = new URLSearchParams();
@@ -330,7 +336,7 @@
     const xs = s.points.map((p) => Date.parse(p.start) / 1000);
     const lines = [];
     if (s.series.length && metric !== "split") {
-      for (const g of s.series) lines.push({ label: g.key, values: s.points.map((_, i) => metricOf(g, i, metric)) });
+      for (const g of s.series) lines.push({ label: keyName(s.group, g.key), values: s.points.map((_, i) => metricOf(g, i, metric)) });
     } else if (metric === "split") {
       lines.push({ label: "Input", values: s.points.map((p) => p.input_tokens) });
       lines.push({ label: "Output", values: s.points.map((p) => p.output_tokens) });
@@ -440,7 +446,7 @@
     const head = $("table").tHead, body = $("table").tBodies[0];
     head.textContent = ""; body.textContent = "";
     const hr = head.insertRow();
-    const cols = ["Bucket start (" + s.timezone + ")", "Input", "Output", "Total", "Events", "Cost"].concat(s.series.map((g) => g.key + " (total)"));
+    const cols = ["Bucket start (" + s.timezone + ")", "Input", "Output", "Total", "Events", "Cost"].concat(s.series.map((g) => keyName(s.group, g.key) + " (total)"));
     cols.forEach((c, i) => { const th = document.createElement("th"); th.scope = "col"; th.textContent = c; if (i === 0) th.className = "text"; hr.appendChild(th); });
     s.points.forEach((p, i) => {
       const tr = body.insertRow();
