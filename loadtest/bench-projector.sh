@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Benchmark: sustained projector throughput vs a bare consume-and-discard
 # loop over the same topic, in one run, broker and PostgreSQL on this box.
-#   bash loadtest/bench-projector.sh [EVENTS]
+#   bash loadtest/bench-projector.sh [EVENTS]      (BENCH_PROJECTS=1: events carry one of 4 projects)
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 EVENTS="${1:-500000}"
 bench_setup tu_bench_projector 28400 bench.projector
 
 say "producing $EVENTS events (1000 users, 5 activities x 6 models)"
-"$BIN/tokenusage-loadtest" --events "$EVENTS" --users 1000 kafka | grep -E "achieved|failed"
+"$BIN/tokenusage-loadtest" --events "$EVENTS" --users 1000 ${BENCH_PROJECTS:+--projects} kafka | grep -E "achieved|failed"
 
 say "bare consume-and-discard of the same topic"
 "$BIN/tokenusage-loadtest" --events "$EVENTS" consume | grep -E "acknowledged|elapsed|achieved"

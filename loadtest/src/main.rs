@@ -32,6 +32,10 @@ struct Cli {
     /// Distinct users the events are spread over.
     #[arg(long, default_value_t = 100, global = true)]
     users: u32,
+    /// Give events one of 4 projects (more rollup rows per user and minute);
+    /// off: the data set of the benchmarks before projects existed.
+    #[arg(long, global = true)]
+    projects: bool,
     /// Stop after this long even if not all events were sent.
     #[arg(long, default_value_t = 300, global = true)]
     max_seconds: u64,
@@ -92,9 +96,13 @@ enum Scenario {
 }
 
 /// A synthetic event of one of `users` users, now.
-fn event(rng: &mut impl Rng, users: u32) -> UsageEvent {
+fn event(rng: &mut impl Rng, users: u32, projects: bool) -> UsageEvent {
     let user = format!("user-{}", rng.random_range(0..users.max(1)));
-    GENERATOR.event(rng, &user, Utc::now())
+    let mut e = GENERATOR.event(rng, &user, Utc::now());
+    if !projects {
+        e.project = None;
+    }
+    e
 }
 
 static GENERATOR: std::sync::LazyLock<Synthetic> = std::sync::LazyLock::new(|| Synthetic::new("loadtest"));
@@ -203,7 +211,7 @@ async fn main() -> anyhow::Result<()> {
                     if !history.is_empty() && rng.random_bool(duplicate_ratio.clamp(0.0, 1.0)) {
                         history[rng.random_range(0..history.len())].clone()
                     } else {
-                        let e = std::sync::Arc::new(event(&mut rng, cli.users));
+                        let e = std::sync::Arc::new(event(&mut rng, cli.users, cli.projects));
                         if history.len() < 200_000 {
                             history.push(e.clone());
                         } else {
@@ -281,7 +289,7 @@ async fn main() -> anyhow::Result<()> {
                     let mut rng = rand::rng();
                     (0..n)
                         .map(|_| {
-                            let mut v = serde_json::to_value(event(&mut rng, cli.users)).unwrap_or_default();
+                            let mut v = serde_json::to_value(event(&mut rng, cli.users, cli.projects)).unwrap_or_default();
                             if let Some(o) = v.as_object_mut() {
                                 o.remove("source");
                                 o.remove("metadata");
