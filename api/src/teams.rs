@@ -278,6 +278,9 @@ impl TeamDirectory {
         for (team, member) in rows {
             manages.entry(team).or_default().push(member);
         }
+        // Sorted here, not by the database: its collation need not be
+        // byte order, and membership is checked by binary search.
+        manages.values_mut().for_each(|m| m.sort_unstable());
         let weight = manages.values().map(Vec::len).sum::<usize>().max(1);
         let reach = Arc::new(Reach { manages: manages.into_iter().map(|(t, m)| (t, m.into())).collect() });
         self.reach.insert(user.to_owned(), reach.clone(), weight);
@@ -295,8 +298,11 @@ impl TeamDirectory {
         .bind(team)
         .fetch_all(pool)
         .await?;
-        let members: Option<Members> =
-            (!rows.is_empty()).then(|| rows.into_iter().filter_map(|(u,)| u).collect::<Vec<_>>().into());
+        let members: Option<Members> = (!rows.is_empty()).then(|| {
+            let mut m: Vec<String> = rows.into_iter().filter_map(|(u,)| u).collect();
+            m.sort_unstable(); // byte order, for binary search (see `reach`)
+            m.into()
+        });
         let weight = members.as_ref().map_or(1, |m| m.len().max(1));
         self.members.insert(team.to_owned(), members.clone(), weight);
         Ok(members)

@@ -20,7 +20,7 @@ use super::plan::{GroupBy, Plan};
 pub enum Subject {
     User(String),
     /// A team: the sum of its members' usage (today's members, whole
-    /// history). `label` is `team:<name>`.
+    /// history). `label` is `team:<name>`; `members` are sorted bytewise.
     Team {
         label: String,
         members: crate::teams::Members,
