@@ -289,7 +289,8 @@ async fn main() -> anyhow::Result<()> {
                     let mut rng = rand::rng();
                     (0..n)
                         .map(|_| {
-                            let mut v = serde_json::to_value(event(&mut rng, cli.users, cli.projects)).unwrap_or_default();
+                            let mut v =
+                                serde_json::to_value(event(&mut rng, cli.users, cli.projects)).unwrap_or_default();
                             if let Some(o) = v.as_object_mut() {
                                 o.remove("source");
                                 o.remove("metadata");

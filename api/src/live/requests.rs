@@ -154,6 +154,50 @@ impl Socket {
     }
 
     /// A fresh token for the same user extends the socket's life.
+    /// Decides every subscription's subject again (after a renewal): a
+    /// team's members or a manager's reach may have changed since it was
+    /// opened. A view no longer allowed is dropped with an error; one whose
+    /// team changed is re-read with today's members. So a socket that
+    /// renews its token forever never keeps a reach it has lost for longer
+    /// than one token lifetime.
+    async fn reauthorize(&mut self) {
+        let ids: Vec<String> = self.subs.keys().cloned().collect();
+        let mut changed = false;
+        for id in ids {
+            let Some(sub) = self.subs.get(&id) else { continue };
+            let (user, team) = (sub.view.user.clone(), sub.view.team.clone());
+            match self.user.usage_subject(&self.state, user.as_deref(), team.as_deref()).await {
+                Ok(subject) if subject == sub.subject => {}
+                Ok(subject) => {
+                    if let Some(sub) = self.subs.get_mut(&id) {
+                        sub.subject = subject;
+                        sub.needs_snapshot = true;
+                    }
+                    changed = true;
+                }
+                // A database hiccup keeps the view; the next renewal decides.
+                Err(e) if !matches!(e, ApiError::Forbidden(_) | ApiError::NotFound(_)) => {}
+                Err(e) => {
+                    let label = self.subs.remove(&id).map(|s| s.subject.label().to_owned());
+                    changed = true;
+                    let (code, message) = e.code_and_message();
+                    let r = Refusal {
+                        action: "live.reauthorize",
+                        id: Some(id),
+                        subject: label,
+                        status: e.status().as_u16(),
+                        code,
+                        message,
+                    };
+                    self.refuse(r).await;
+                }
+            }
+        }
+        if changed {
+            self.rescope();
+        }
+    }
+
     async fn reauthenticate(&mut self, token: &str) -> Option<Duration> {
         let outcome = auth::authenticate(&self.state, token).await;
         match outcome {
@@ -165,6 +209,7 @@ impl Socket {
                 }
                 self.user = u;
                 self.send(&ServerMessage::Authenticated { expires_at: self.user.expires_at });
+                self.reauthorize().await;
                 Some(self.until_expiry())
             }
             Ok(_) => {

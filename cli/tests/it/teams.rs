@@ -274,6 +274,24 @@ async fn viewers_managers_members_and_admins_see_exactly_their_reach_on_every_ro
         next_of(&mut ws, &["delta"], Duration::from_secs(5)).await.expect("a member's commit reaches the team view");
     assert_eq!(d["total"]["input_tokens"].as_i64(), Some(usage_of(&TEAM_A) + 9), "Otto's 5 tokens are not in it: {d}");
     assert!(d["buckets"][0]["groups"].as_object().unwrap().keys().all(|k| TEAM_A.contains(&k.as_str())), "{d}");
+    // Demoted, the manager loses the live view at the next token renewal
+    // (a socket that renews forever keeps no reach it has lost).
+    let admin = &tokens["root"];
+    let set_role = |role: &'static str| {
+        app.http
+            .put(app.url("/api/v1/admin/teams/team-a/members/u-mia"))
+            .bearer_auth(admin)
+            .json(&json!({"role": role}))
+            .send()
+    };
+    assert_eq!(set_role("member").await.unwrap().status(), 200);
+    let renewed = app.login("u-mia", "password-123").await;
+    send(&mut ws, json!({"type": "auth", "token": renewed})).await;
+    let err = next_of(&mut ws, &["error"], Duration::from_secs(5)).await.expect("the team view is withdrawn");
+    assert_eq!((err["id"].as_str(), err["code"].as_str()), (Some("team"), Some("forbidden")), "{err}");
+    tokenusage_projector::count_events(&env.pool, vec![live_ev("x3", "u-ann", 4)]).await.unwrap();
+    assert!(next_of(&mut ws, &["delta", "snapshot"], Duration::from_secs(2)).await.is_none(), "nothing after it");
+    assert_eq!(set_role("manager").await.unwrap().status(), 200);
     drop(ws);
 
     // Managing teams is for admins; everyone may list the teams they can see.
@@ -317,7 +335,6 @@ async fn viewers_managers_members_and_admins_see_exactly_their_reach_on_every_ro
         assert!(leaks.is_empty(), "{caller:?} /teams leaked {leaks:?}");
     }
     // Bad team requests get specific answers.
-    let admin = &tokens["root"];
     let post = |body: Value| app.http.post(app.url("/api/v1/admin/teams")).bearer_auth(admin).json(&body).send();
     let r = post(json!({"name": "Bad Name"})).await.unwrap();
     assert_eq!(r.status(), 400);
@@ -345,7 +362,7 @@ async fn viewers_managers_members_and_admins_see_exactly_their_reach_on_every_ro
     // manager's reach, at once in this process.
     let mia = &tokens["u-mia"];
     let team_a = format!("/api/v1/usage/series?{RANGE}&granularity=day&team=team-a");
-    assert_eq!(app.get(mia, &team_a).await.1["total"]["input_tokens"], usage_of(&TEAM_A) + 9);
+    assert_eq!(app.get(mia, &team_a).await.1["total"]["input_tokens"], usage_of(&TEAM_A) + 9 + 4);
     let r = app.http.delete(app.url("/api/v1/admin/teams/team-a/members/u-ann")).bearer_auth(admin).send().await;
     assert_eq!(r.unwrap().status(), 204);
     assert_eq!(app.get(mia, &team_a).await.1["total"]["input_tokens"], usage_of(&["u-bea", "u-mia"]));
