@@ -68,14 +68,22 @@ impl Client {
         tokio::time::timeout(Duration::from_secs(5), self.recv.next()).await.expect("a frame in time").expect("open")
     }
 
-    /// The next JSON message, skipping pings.
-    async fn json(&mut self) -> Value {
+    /// The next frame that is not a ping (housekeeping's first tick is
+    /// immediate, so a ping may come at any point).
+    async fn frame(&mut self) -> Message {
         loop {
             match self.next().await {
-                Message::Text(t) => return serde_json::from_str(&t).unwrap(),
                 Message::Ping(_) => continue,
-                other => panic!("expected text, got {other:?}"),
+                other => return other,
             }
+        }
+    }
+
+    /// The next JSON message, skipping pings.
+    async fn json(&mut self) -> Value {
+        match self.frame().await {
+            Message::Text(t) => serde_json::from_str(&t).unwrap(),
+            other => panic!("expected text, got {other:?}"),
         }
     }
 }
@@ -137,7 +145,7 @@ async fn shutdown_closes_the_socket_with_going_away() {
     let (state, mut c) = start(300, |_| {});
     c.json().await;
     state.shutdown.cancel();
-    match c.next().await {
+    match c.frame().await {
         Message::Close(Some(f)) => assert_eq!(f.code, super::close::GOING_AWAY),
         other => panic!("expected a close frame, got {other:?}"),
     }
@@ -149,7 +157,7 @@ async fn an_expiring_token_is_announced_then_the_socket_closes_with_4001() {
     c.json().await;
     let closing = c.json().await;
     assert_eq!((closing["type"].as_str(), closing["code"].as_u64()), (Some("closing"), Some(4001)));
-    match c.next().await {
+    match c.frame().await {
         Message::Close(Some(f)) => assert_eq!(f.code, super::close::TOKEN_EXPIRED),
         other => panic!("expected a close frame, got {other:?}"),
     }
