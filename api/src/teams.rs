@@ -119,9 +119,9 @@ fn unique_violation(e: &sqlx::Error) -> bool {
     e.as_database_error().is_some_and(|d| d.code().as_deref() == Some("23505"))
 }
 
-pub async fn create(pool: &PgPool, name: &str, by: &str) -> Result<(), TeamError> {
+pub async fn create(db: impl sqlx::PgExecutor<'_>, name: &str, by: &str) -> Result<(), TeamError> {
     check_name(name)?;
-    match sqlx::query("insert into teams (name, created_by) values ($1, $2)").bind(name).bind(by).execute(pool).await {
+    match sqlx::query("insert into teams (name, created_by) values ($1, $2)").bind(name).bind(by).execute(db).await {
         Err(e) if unique_violation(&e) => Err(TeamError::Exists(name.to_owned())),
         other => other.map(|_| ()).map_err(Into::into),
     }
@@ -144,16 +144,29 @@ pub async fn delete(pool: &PgPool, name: &str) -> Result<(), TeamError> {
 
 /// Adds a member, or changes their role (the row becomes a local one).
 pub async fn set_member(pool: &PgPool, team: &str, user: &str, role: TeamRole) -> Result<(), TeamError> {
-    check_user(user)?;
+    set_members(pool, team, &[user.to_owned()], role).await
+}
+
+/// Adds members with one role (or changes theirs), in one statement.
+pub async fn set_members(
+    db: impl sqlx::PgExecutor<'_>,
+    team: &str,
+    users: &[String],
+    role: TeamRole,
+) -> Result<(), TeamError> {
+    users.iter().try_for_each(|u| check_user(u))?;
+    if users.is_empty() {
+        return Ok(());
+    }
     let r = sqlx::query(
         "insert into team_members (team_id, user_id, role, origin) \
-         select id, $2, $3, 'local' from teams where name = $1 \
+         select t.id, u, $3, 'local' from teams t, unnest($2::text[]) as u where t.name = $1 \
          on conflict (team_id, user_id) do update set role = excluded.role, origin = 'local'",
     )
     .bind(team)
-    .bind(user)
+    .bind(users)
     .bind(role.as_str())
-    .execute(pool)
+    .execute(db)
     .await?;
     if r.rows_affected() == 0 { Err(TeamError::NoSuchTeam(team.to_owned())) } else { Ok(()) }
 }
@@ -197,6 +210,15 @@ const TEAM_ROWS: &str = "select t.name, m.user_id, m.role, m.origin from teams t
 /// Every team with its members, by name.
 pub async fn list(pool: &PgPool) -> Result<Vec<Team>, TeamError> {
     let rows = sqlx::query_as(&format!("{TEAM_ROWS} order by t.name, m.user_id")).fetch_all(pool).await?;
+    Ok(assemble(rows))
+}
+
+/// The teams of these names, with their members, by name.
+async fn named(pool: &PgPool, names: &[String]) -> Result<Vec<Team>, TeamError> {
+    let rows = sqlx::query_as(&format!("{TEAM_ROWS} where t.name = any($1) order by t.name, m.user_id"))
+        .bind(names)
+        .fetch_all(pool)
+        .await?;
     Ok(assemble(rows))
 }
 
@@ -324,7 +346,8 @@ impl TeamDirectory {
         user: &str,
         mut teams: Vec<(String, TeamRole)>,
     ) -> sqlx::Result<()> {
-        teams.sort();
+        // One row per team, the higher role winning (managers sort first).
+        teams.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
         teams.dedup_by(|a, b| a.0 == b.0);
         if self.synced.get(&user.to_owned()).is_some_and(|s| *s == teams) {
             return Ok(());
@@ -395,11 +418,7 @@ pub(crate) async fn my_teams(
         list(&st.pool).await?
     } else {
         let reach = st.teams.reach(&st.pool, &user.id).await?;
-        let mut out = Vec::new();
-        for name in reach.manages.keys() {
-            out.extend(get(&st.pool, name).await?);
-        }
-        out
+        named(&st.pool, &reach.manages.keys().cloned().collect::<Vec<_>>()).await?
     };
     let member_of =
         teams_of(&st.pool, &user.id).await?.into_iter().map(|(team, role)| MemberOf { team, role }).collect();
@@ -455,12 +474,12 @@ pub(crate) async fn admin_create(
     for u in req.members.iter().chain(&req.managers) {
         check_user(u)?;
     }
-    create(&st.pool, &req.name, &user.id).await?;
-    for (users, role) in [(&req.members, TeamRole::Member), (&req.managers, TeamRole::Manager)] {
-        for u in users {
-            set_member(&st.pool, &req.name, u, role).await?;
-        }
-    }
+    // The team and its first members, all or nothing.
+    let mut tx = st.pool.begin().await?;
+    create(&mut *tx, &req.name, &user.id).await?;
+    set_members(&mut *tx, &req.name, &req.members, TeamRole::Member).await?;
+    set_members(&mut *tx, &req.name, &req.managers, TeamRole::Manager).await?;
+    tx.commit().await?;
     st.teams.changed();
     let team = get(&st.pool, &req.name).await?.ok_or_else(|| TeamError::NoSuchTeam(req.name.clone()))?;
     Ok((StatusCode::CREATED, Json(team)))

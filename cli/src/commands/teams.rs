@@ -96,9 +96,7 @@ pub async fn run(cmd: TeamsCmd) -> anyhow::Result<ExitCode> {
         }
         TeamsCmd::Add { team, users, role, db } => {
             let pool = super::database(&db, true).await?;
-            for u in &users {
-                teams::set_member(&pool, &team, u, role).await?;
-            }
+            teams::set_members(&pool, &team, &users, role).await?;
             let params = json!({"team": team, "users": users, "role": role});
             audit(&pool, "teams.set_member", "tokenusage teams add", params).await?;
             println!("{} user(s) are {}s of {team}", users.len(), role.as_str());

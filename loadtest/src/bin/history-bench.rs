@@ -104,10 +104,8 @@ async fn seed_teams(pool: &sqlx::PgPool, manager: &str) -> anyhow::Result<()> {
     eprintln!(" in {:.1} s", started.elapsed().as_secs_f64());
     for i in 0..TEAMS {
         tokenusage_api::teams::create(pool, &team(i), "history-bench").await?;
-        for u in i * (TEAM_USERS / TEAMS)..(i + 1) * (TEAM_USERS / TEAMS) {
-            tokenusage_api::teams::set_member(pool, &team(i), &member(u), tokenusage_api::teams::TeamRole::Member)
-                .await?;
-        }
+        let members: Vec<String> = (i * (TEAM_USERS / TEAMS)..(i + 1) * (TEAM_USERS / TEAMS)).map(member).collect();
+        tokenusage_api::teams::set_members(pool, &team(i), &members, tokenusage_api::teams::TeamRole::Member).await?;
         tokenusage_api::teams::set_member(pool, &team(i), manager, tokenusage_api::teams::TeamRole::Manager).await?;
     }
     Ok(())
