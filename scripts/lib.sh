@@ -142,21 +142,38 @@ ensure_chromium() {
   apt_install chromium
 }
 
-# The OpenAPI fuzzer (schemathesis from PyPI, pinned with hashes) in a
-# virtualenv kept in the cache, reinstalled when its requirements change.
-# Sets API_FUZZ_VENV.
-ensure_api_fuzzer() {
-  local req="$ROOT/scripts/api-fuzz/requirements.txt"
+# ensure_venv NAME REQUIREMENTS PROBE: a virtualenv in the cache holding
+# exactly REQUIREMENTS (pinned with hashes, no resolution), reinstalled when
+# they change; PROBE is a file inside it that shows it is complete. Sets VENV.
+ensure_venv() {
+  local name="$1" req="$2" probe="$3"
   local sum; sum="$(sha256sum "$req" | cut -c1-16)"
-  API_FUZZ_VENV="$CACHE/api-fuzz-$sum"
-  [ -x "$API_FUZZ_VENV/bin/st" ] && return
+  VENV="$CACHE/$name-$sum"
+  [ -e "$VENV/$probe" ] && return
   command -v python3 >/dev/null || apt_install python3 python3-venv
-  say "installing the OpenAPI fuzzer (schemathesis, pinned) into $API_FUZZ_VENV"
-  rm -rf "$API_FUZZ_VENV"
-  python3 -m venv "$API_FUZZ_VENV" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$API_FUZZ_VENV"; } \
+  say "installing $name (pinned in ${req#"$ROOT"/}) into $VENV"
+  rm -rf "$VENV"
+  python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$VENV"; } \
     || die "cannot create a Python virtualenv"
-  "$API_FUZZ_VENV/bin/pip" install -q --disable-pip-version-check --require-hashes --no-deps -r "$req" \
-    || { rm -rf "$API_FUZZ_VENV"; die "installing schemathesis failed"; }
+  "$VENV/bin/pip" install -q --disable-pip-version-check --require-hashes --no-deps -r "$req" \
+    || { rm -rf "$VENV"; die "installing $name failed"; }
+}
+
+# The OpenAPI fuzzer (schemathesis from PyPI, pinned with hashes). Sets
+# API_FUZZ_VENV.
+ensure_api_fuzzer() {
+  ensure_venv api-fuzz "$ROOT/scripts/api-fuzz/requirements.txt" bin/st
+  API_FUZZ_VENV="$VENV"
+}
+
+# The OpenTelemetry Python SDK and its OTLP/HTTP exporter (PyPI, pinned with
+# hashes), for the tests that export real spans to the server. Sets and
+# exports TOKENUSAGE_TEST_OTEL_PYTHON (that virtualenv's python).
+ensure_otel_sdk() {
+  ensure_venv otel-sdk "$ROOT/scripts/otel/requirements.txt" bin/python
+  "$VENV/bin/python" -c 'import opentelemetry.exporter.otlp.proto.http.trace_exporter' 2>/dev/null \
+    || { rm -rf "$VENV"; die "the OpenTelemetry SDK virtualenv is incomplete; run again"; }
+  export TOKENUSAGE_TEST_OTEL_PYTHON="$VENV/bin/python"
 }
 
 # LiteLLM's model_prices_and_context_window.json, out of the pinned wheel

@@ -13,6 +13,7 @@
 mod cloudevents;
 mod event;
 pub mod money;
+pub mod providers;
 pub mod text;
 mod validate;
 pub mod wire;

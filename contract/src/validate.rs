@@ -6,7 +6,22 @@ use serde_json::{Map, Value};
 use std::fmt;
 
 use crate::event::{Limits, SuppliedCost, TokenKinds, UsageEvent};
+use crate::providers::{self, UsageFormat};
 use crate::text;
+
+/// Our token fields: the totals and the v2 kinds.
+const TOKEN_FIELDS: [&str; 10] = [
+    "input_tokens",
+    "output_tokens",
+    "cache_read_input_tokens",
+    "cache_write_input_tokens",
+    "cache_write_1h_input_tokens",
+    "audio_input_tokens",
+    "image_input_tokens",
+    "reasoning_output_tokens",
+    "audio_output_tokens",
+    "image_output_tokens",
+];
 
 /// One thing wrong with one field.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -181,6 +196,13 @@ impl<'a> FieldReader<'a> {
     /// subset rule ([`TokenKinds`]): a kind larger than its total is refused
     /// naming the kind.
     pub(crate) fn token_fields(&mut self) -> Option<(u64, u64, TokenKinds)> {
+        if self.obj.get("usage").is_some_and(|v| !v.is_null()) {
+            return self.provider_usage();
+        }
+        self.seen.push("usage");
+        if let Some(v) = self.get("usage_format") {
+            self.fail("usage_format", format!("goes with a `usage` object, which this event does not have (got {v})"));
+        }
         let input = self.tokens("input_tokens");
         let output = self.tokens("output_tokens");
         let kinds = (|| {
@@ -196,6 +218,13 @@ impl<'a> FieldReader<'a> {
             })
         })();
         let (input, output, kinds) = (input?, output?, kinds?);
+        self.subset_rule(input, output, &kinds, None).then_some((input, output, kinds))
+    }
+
+    /// The subset rule: each total holds its kinds. A break is named by the
+    /// one kind given (or the total), or by `whole` when the counts were
+    /// read out of another field (a provider's `usage`).
+    fn subset_rule(&mut self, input: u64, output: u64, kinds: &TokenKinds, whole: Option<&str>) -> bool {
         let inputs = [
             ("cache_read_input_tokens", kinds.cache_read_input_tokens),
             ("cache_write_input_tokens", kinds.cache_write_input_tokens),
@@ -208,20 +237,85 @@ impl<'a> FieldReader<'a> {
             ("audio_output_tokens", kinds.audio_output_tokens),
             ("image_output_tokens", kinds.image_output_tokens),
         ];
-        let ok_in = self.within_total("input_tokens", input, &inputs, "cache and audio/image tokens");
-        let ok_out = self.within_total("output_tokens", output, &outputs, "reasoning and audio/image tokens");
-        (ok_in && ok_out).then_some((input, output, kinds))
+        let ok_in = self.within_total("input_tokens", input, &inputs, "cache and audio/image tokens", whole);
+        let ok_out = self.within_total("output_tokens", output, &outputs, "reasoning and audio/image tokens", whole);
+        ok_in && ok_out
+    }
+
+    /// The totals and kinds out of a provider's own usage object
+    /// (`usage`, optionally with `usage_format`), checked like ours.
+    fn provider_usage(&mut self) -> Option<(u64, u64, TokenKinds)> {
+        let ours = TOKEN_FIELDS;
+        let both: Vec<&str> = ours.iter().copied().filter(|f| self.obj.get(*f).is_some_and(|v| !v.is_null())).collect();
+        self.seen.extend_from_slice(&ours);
+        self.seen.extend_from_slice(&["usage", "usage_format"]);
+        if !both.is_empty() {
+            self.fail(
+                "usage",
+                format!("send either a provider's usage object or token counts, not both (found {})", both.join(", ")),
+            );
+            return None;
+        }
+        let format = match self.get("usage_format") {
+            None => None,
+            Some(Value::String(name)) => match UsageFormat::from_name(name) {
+                Some(f) => Some(f),
+                None => {
+                    self.fail("usage_format", format!("must be one of {}, got {name:?}", UsageFormat::names()));
+                    return None;
+                }
+            },
+            Some(v) => {
+                self.fail("usage_format", format!("must be a string, got {}", kind(v)));
+                return None;
+            }
+        };
+        let usage = match self.get("usage") {
+            Some(Value::Object(u)) => u,
+            Some(v) => {
+                self.fail("usage", format!("must be the provider's usage object, got {}", kind(v)));
+                return None;
+            }
+            None => return None,
+        };
+        let mapped = match providers::map_usage(format, usage) {
+            Ok(m) => m,
+            Err(errors) => {
+                for e in errors {
+                    self.fail(&e.field, e.reason);
+                }
+                return None;
+            }
+        };
+        let m = mapped;
+        if m.input_tokens.max(m.output_tokens) > Limits::MAX_TOKENS {
+            let n = m.input_tokens.max(m.output_tokens);
+            self.fail("usage", format!("sums to {n} input or output tokens; the limit is {}", Limits::MAX_TOKENS));
+            return None;
+        }
+        self.subset_rule(m.input_tokens, m.output_tokens, &m.kinds, Some("usage")).then_some((
+            m.input_tokens,
+            m.output_tokens,
+            m.kinds,
+        ))
     }
 
     /// Checks that `parts` (kind, count) sum to at most `total`; if not,
     /// fails naming the one kind given, or the total when several are.
-    fn within_total(&mut self, total_field: &str, total: u64, parts: &[(&str, u64)], what: &str) -> bool {
+    fn within_total(
+        &mut self,
+        total_field: &str,
+        total: u64,
+        parts: &[(&str, u64)],
+        what: &str,
+        whole: Option<&str>,
+    ) -> bool {
         let sum: u64 = parts.iter().map(|(_, n)| n).sum();
         if sum <= total {
             return true;
         }
         let named: Vec<&str> = parts.iter().filter(|(_, n)| *n > 0).map(|(f, _)| *f).collect();
-        let field = if named.len() == 1 { named[0] } else { total_field };
+        let field = whole.unwrap_or(if named.len() == 1 { named[0] } else { total_field });
         self.fail(
             field,
             format!(

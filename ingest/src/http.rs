@@ -24,7 +24,7 @@ use sqlx::PgPool;
 use tokenusage_contract::wire::content_type;
 use tokenusage_contract::{FieldError, UsageEvent, ValidationErrors, parse_cloudevent_value, parse_native_value};
 
-use crate::keys::KeyCache;
+use crate::keys::{KeyCache, KeyHolder};
 use crate::{PublishError, Publisher};
 
 /// HTTP ingest settings.
@@ -45,6 +45,26 @@ pub struct IngestArgs {
     /// working within this time.
     #[arg(long = "ingest-key-cache-secs", env = "TOKENUSAGE_INGEST_KEY_CACHE_SECS", default_value_t = 30)]
     pub ingest_key_cache_secs: u64,
+    /// OTLP ingest (`/v1/traces`): the span attributes, then resource
+    /// attributes, that name a span's user, first found wins
+    /// (comma-separated).
+    #[arg(long = "otlp-user-attributes", env = "TOKENUSAGE_OTLP_USER_ATTRIBUTES", value_delimiter = ',',
+          default_value = "user.id,enduser.id", value_parser = attribute_name)]
+    pub otlp_user_attributes: Vec<String>,
+    /// OTLP ingest: the attributes that name a span's project (optional on
+    /// the span; comma-separated).
+    #[arg(long = "otlp-project-attributes", env = "TOKENUSAGE_OTLP_PROJECT_ATTRIBUTES", value_delimiter = ',',
+          default_value = "project.id", value_parser = attribute_name)]
+    pub otlp_project_attributes: Vec<String>,
+}
+
+/// An OpenTelemetry attribute name: not empty, no spaces or control characters.
+fn attribute_name(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.is_empty() || s.len() > 255 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("`{s}` is not an attribute name (1 to 255 characters, no spaces)"));
+    }
+    Ok(s.to_owned())
 }
 
 impl Default for IngestArgs {
@@ -59,7 +79,9 @@ pub struct IngestState {
     publisher: Publisher,
     pool: PgPool,
     keys: Arc<KeyCache>,
-    max_batch: usize,
+    pub(crate) max_batch: usize,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) otlp: crate::otlp::OtlpMapping,
 }
 
 /// One usage event in the native encoding, for the OpenAPI document (the
@@ -79,10 +101,17 @@ pub struct NativeEvent {
     activity: String,
     /// Letters, digits and `- _ . : / @ +`; up to 128.
     model: String,
-    /// 0 to 1000000000.
-    input_tokens: u64,
-    /// 0 to 1000000000.
-    output_tokens: u64,
+    /// 0 to 1000000000. Required unless `usage` is sent.
+    input_tokens: Option<u64>,
+    /// 0 to 1000000000. Required unless `usage` is sent.
+    output_tokens: Option<u64>,
+    /// Instead of the token fields: a provider's own usage object as it
+    /// came (OpenAI, Anthropic, Gemini, Bedrock; docs/PUBLISHING.md).
+    #[schema(value_type = Option<Object>)]
+    usage: Option<serde_json::Value>,
+    /// Which provider's `usage` it is: openai.chat, openai.responses,
+    /// anthropic, gemini or bedrock (detected from its keys when absent).
+    usage_format: Option<String>,
     /// Flat annotations: up to 16 keys, values strings (≤ 256), numbers, booleans or null.
     metadata: Option<std::collections::BTreeMap<String, serde_json::Value>>,
     /// Ignored over HTTP: the key decides the source.
@@ -92,15 +121,15 @@ pub struct NativeEvent {
 }
 
 /// The routes [`router`] serves, for the OpenAPI document's completeness test.
-pub const ROUTES: &[(&str, &str)] = &[("POST", "/api/v1/events")];
+pub const ROUTES: &[(&str, &str)] = &[("POST", "/api/v1/events"), ("POST", "/v1/traces")];
 
 /// The OpenAPI description of [`router`], merged into the served document
 /// wherever ingest is mounted (`serve`).
 pub fn openapi() -> utoipa::openapi::OpenApi {
     #[derive(utoipa::OpenApi)]
     #[openapi(
-        paths(ingest),
-        components(schemas(NativeEvent)),
+        paths(ingest, crate::otlp::export),
+        components(schemas(NativeEvent, crate::otlp::OtlpTraces, crate::otlp::OtlpStatus)),
         modifiers(&PublisherKey),
         tags((name = "ingest", description = "Publishing usage events (publisher API keys)"))
     )]
@@ -150,10 +179,119 @@ pub fn router(args: &IngestArgs, publisher: Publisher, pool: PgPool) -> axum::Ro
         pool,
         keys: Arc::new(KeyCache::new(Duration::from_secs(args.ingest_key_cache_secs))),
         max_batch: args.ingest_max_batch as usize,
+        max_body_bytes: args.ingest_max_body_bytes,
+        otlp: crate::otlp::OtlpMapping {
+            user_attributes: args.otlp_user_attributes.clone(),
+            project_attributes: args.otlp_project_attributes.clone(),
+        },
     };
-    let routes = axum::Router::new().route("/api/v1/events", post(ingest));
+    let routes =
+        axum::Router::new().route("/api/v1/events", post(ingest)).route("/v1/traces", post(crate::otlp::export));
     tokenusage_plumbing::http::limit_bodies(routes, args.ingest_max_body_bytes, "; send smaller batches")
         .with_state(state)
+}
+
+/// A request refused as a whole, before any per-event result. Each
+/// endpoint answers it in its own encoding: ours, or OTLP's `Status`.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub retry_after: Option<u64>,
+}
+
+impl Refusal {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), retry_after: None }
+    }
+
+    pub(crate) fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs.max(1));
+        self
+    }
+
+    pub(crate) fn into_response(self) -> Response {
+        let r = error(self.status, self.code, self.message);
+        match self.retry_after {
+            Some(secs) => with_retry_after(r, secs),
+            None => r,
+        }
+    }
+}
+
+/// The publisher of a request, from its `Authorization: Bearer` key.
+pub(crate) async fn authenticate(st: &IngestState, headers: &HeaderMap) -> Result<Arc<KeyHolder>, Refusal> {
+    let key = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| {
+            Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "send a publisher API key as `Authorization: Bearer tu_...`",
+            )
+        })?;
+    match st.keys.lookup(&st.pool, key).await {
+        Ok(Some(p)) => Ok(p),
+        Ok(None) => Err(Refusal::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown or revoked API key")),
+        Err(e) => {
+            tracing::error!(error = %e, "API key lookup failed");
+            Err(Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "cannot check the API key right now; retry",
+            )
+            .retry_after(2))
+        }
+    }
+}
+
+/// Takes `valid` events out of the key's rate allowance, or says when to
+/// come back (or that the batch can never fit in one second's allowance).
+pub(crate) fn admit(publisher: &KeyHolder, valid: usize) -> Result<(), Refusal> {
+    let Some(n) = std::num::NonZeroU32::new(u32::try_from(valid).unwrap_or(u32::MAX)) else {
+        return Ok(());
+    };
+    match publisher.limiter.check_n(n) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(not_until)) => {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+            Err(Refusal::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("key {} is over its rate limit; retry later", publisher.prefix),
+            )
+            .retry_after(wait.as_secs() + 1))
+        }
+        Err(_) => Err(Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch_exceeds_rate",
+            format!("{valid} events exceed the one-second allowance of key {}; send smaller batches", publisher.prefix),
+        )),
+    }
+}
+
+/// Sends every valid event (`Some`) to Kafka at once and waits for each
+/// acknowledgement; `None` items stay `None`.
+pub(crate) async fn publish_valid<'a>(
+    st: &IngestState,
+    headers: &HeaderMap,
+    events: impl Iterator<Item = Option<&'a UsageEvent>>,
+) -> Vec<Option<Result<(i32, i64), PublishError>>> {
+    let request_id = headers.get("x-request-id").and_then(|v| v.to_str().ok());
+    let sends = events.map(|e| async move {
+        match e {
+            Some(e) => Some(st.publisher.publish(e, request_id).await),
+            None => None,
+        }
+    });
+    let sent_at = std::time::Instant::now();
+    let outcomes = futures::future::join_all(sends).await;
+    metrics::histogram!("tokenusage_ingest_ack_seconds").record(sent_at.elapsed().as_secs_f64());
+    outcomes
 }
 
 /// What happened to one item of a request.
@@ -202,30 +340,9 @@ pub async fn ingest(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     // Authenticate first: an anonymous caller learns nothing about the body.
-    let key = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let Some(key) = key else {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "send a publisher API key as `Authorization: Bearer tu_...`",
-        );
-    };
-    let publisher = match st.keys.lookup(&st.pool, key).await {
-        Ok(Some(p)) => p,
-        Ok(None) => {
-            return error(StatusCode::UNAUTHORIZED, "unauthorized", "unknown or revoked API key");
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "API key lookup failed");
-            return with_retry_after(
-                error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "cannot check the API key right now; retry"),
-                2,
-            );
-        }
+    let publisher = match authenticate(&st, &headers).await {
+        Ok(p) => p,
+        Err(refusal) => return refusal.into_response(),
     };
     let body = match body {
         Ok(b) => b,
@@ -293,48 +410,11 @@ pub async fn ingest(
             })
         })
         .collect();
-    let valid = parsed.iter().filter(|r| r.is_ok()).count() as u32;
-    if let Some(n) = std::num::NonZeroU32::new(valid) {
-        match publisher.limiter.check_n(n) {
-            Ok(Ok(())) => {}
-            Ok(Err(not_until)) => {
-                let wait =
-                    not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
-                return with_retry_after(
-                    error(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "rate_limited",
-                        format!("key {} is over its rate limit; retry later", publisher.prefix),
-                    ),
-                    wait.as_secs() + 1,
-                );
-            }
-            Err(_) => {
-                return error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "batch_exceeds_rate",
-                    format!(
-                        "{valid} events exceed the one-second allowance of key {}; send smaller batches",
-                        publisher.prefix
-                    ),
-                );
-            }
-        }
+    let valid = parsed.iter().filter(|r| r.is_ok()).count();
+    if let Err(refusal) = admit(&publisher, valid) {
+        return refusal.into_response();
     }
-
-    let request_id = headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let sends = parsed.iter().map(|r| {
-        let (publisher, request_id) = (&st.publisher, request_id.as_deref());
-        async move {
-            match r {
-                Ok(e) => Some(publisher.publish(e, request_id).await),
-                Err(_) => None,
-            }
-        }
-    });
-    let sent_at = std::time::Instant::now();
-    let outcomes = futures::future::join_all(sends).await;
-    metrics::histogram!("tokenusage_ingest_ack_seconds").record(sent_at.elapsed().as_secs_f64());
+    let outcomes = publish_valid(&st, &headers, parsed.iter().map(|r| r.as_ref().ok())).await;
 
     let (mut accepted, mut rejected, mut unavailable, mut queue_full) = (0usize, 0usize, 0usize, 0usize);
     let mut results = Vec::with_capacity(items.len());

@@ -10,6 +10,7 @@
 pub mod http;
 pub mod input;
 pub mod keys;
+pub mod otlp;
 pub mod producer;
 pub mod publish;
 pub mod synthetic;

@@ -4,7 +4,8 @@
 //! - `kafka`: straight to the topic with the same producer ingest uses
 //!   (`acks=all`); an event counts once the broker acknowledged it.
 //! - `http`: batches to `POST /api/v1/events` with an API key; an event
-//!   counts once the server answered 202 for its batch.
+//!   counts once the server answered 202 for its batch. With `--otlp`, the
+//!   batches are OTLP exports of GenAI spans to `POST /v1/traces`.
 //!
 //! Every run is bounded by `--events` and `--max-seconds`, and targets only
 //! the addresses it is given (loopback in our benchmarks).
@@ -92,7 +93,60 @@ enum Scenario {
         /// Requests in flight at once.
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
+        /// Send each batch as OpenTelemetry GenAI spans to `POST
+        /// /v1/traces` (OTLP/HTTP protobuf) instead: an event counts once
+        /// the server answered 200 with nothing rejected.
+        #[arg(long)]
+        otlp: bool,
+        /// With `--otlp`: gzip each export, as the SDKs' exporters do when
+        /// asked.
+        #[arg(long, requires = "otlp")]
+        gzip: bool,
     },
+}
+
+/// `events` as one OTLP export of GenAI spans (protobuf), one span each.
+fn otlp_export(rng: &mut impl Rng, events: &[UsageEvent], gzip: bool) -> Vec<u8> {
+    use prost::Message;
+    use tokenusage_ingest::otlp::proto::{self, KeyValue};
+    let spans = events
+        .iter()
+        .map(|e| {
+            let end = e.occurred_at.timestamp_nanos_opt().unwrap_or_default() as u64;
+            let mut attributes = vec![
+                KeyValue::string("gen_ai.operation.name", &e.activity),
+                KeyValue::string("gen_ai.request.model", &e.model),
+                KeyValue::string("user.id", &e.user_id),
+                KeyValue::int("gen_ai.usage.input_tokens", e.input_tokens as i64),
+                KeyValue::int("gen_ai.usage.output_tokens", e.output_tokens as i64),
+            ];
+            if let Some(p) = &e.project {
+                attributes.push(KeyValue::string("project.id", p));
+            }
+            proto::Span {
+                trace_id: rng.random::<[u8; 16]>().to_vec(),
+                span_id: rng.random::<[u8; 8]>().to_vec(),
+                name: format!("{} {}", e.activity, e.model),
+                start_time_unix_nano: end.saturating_sub(250_000_000),
+                end_time_unix_nano: end,
+                attributes,
+            }
+        })
+        .collect();
+    let export = proto::ExportTraceServiceRequest {
+        resource_spans: vec![proto::ResourceSpans {
+            resource: Some(proto::Resource { attributes: vec![KeyValue::string("service.name", "loadtest")] }),
+            scope_spans: vec![proto::ScopeSpans { spans }],
+        }],
+    };
+    let bytes = export.encode_to_vec();
+    if !gzip {
+        return bytes;
+    }
+    use std::io::Write;
+    let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    z.write_all(&bytes).expect("in memory");
+    z.finish().expect("in memory")
 }
 
 /// A synthetic event of one of `users` users, now.
@@ -277,32 +331,52 @@ async fn main() -> anyhow::Result<()> {
             }
             println!("bytes read:          {bytes}");
         }
-        Scenario::Http { url, key, batch, concurrency } => {
+        Scenario::Http { url, key, batch, concurrency, otlp, gzip } => {
             let client = reqwest::Client::new();
-            let endpoint = format!("{}/api/v1/events", url.trim_end_matches('/'));
+            let path = if otlp { "/v1/traces" } else { "/api/v1/events" };
+            let endpoint = format!("{}{path}", url.trim_end_matches('/'));
             let mut inflight = futures::stream::FuturesUnordered::new();
             let mut sent = 0u64;
             while sent < cli.events && Instant::now() < deadline {
                 pace(start, sent, cli.rate).await;
                 let n = batch.min((cli.events - sent) as usize);
-                let body: Vec<serde_json::Value> = {
+                let req = {
                     let mut rng = rand::rng();
-                    (0..n)
-                        .map(|_| {
-                            let mut v =
-                                serde_json::to_value(event(&mut rng, cli.users, cli.projects)).unwrap_or_default();
-                            if let Some(o) = v.as_object_mut() {
-                                o.remove("source");
-                                o.remove("metadata");
-                            }
-                            v
-                        })
-                        .collect()
+                    let events: Vec<UsageEvent> = (0..n).map(|_| event(&mut rng, cli.users, cli.projects)).collect();
+                    if otlp {
+                        let mut r = client
+                            .post(&endpoint)
+                            .bearer_auth(&key)
+                            .header("content-type", "application/x-protobuf")
+                            .body(otlp_export(&mut rng, &events, gzip));
+                        if gzip {
+                            r = r.header("content-encoding", "gzip");
+                        }
+                        r
+                    } else {
+                        let body: Vec<serde_json::Value> = events
+                            .into_iter()
+                            .map(|e| {
+                                let mut v = serde_json::to_value(e).unwrap_or_default();
+                                if let Some(o) = v.as_object_mut() {
+                                    o.remove("source");
+                                    o.remove("metadata");
+                                }
+                                v
+                            })
+                            .collect();
+                        client.post(&endpoint).bearer_auth(&key).json(&body)
+                    }
                 };
-                let req = client.post(&endpoint).bearer_auth(&key).json(&body);
                 inflight.push(async move {
                     let t = Instant::now();
-                    let ok = matches!(req.send().await, Ok(r) if r.status().as_u16() == 202);
+                    // OTLP: 200 with an empty answer (a partial success
+                    // would name rejected spans).
+                    let ok = match req.send().await {
+                        Ok(r) if otlp => r.status().as_u16() == 200 && r.bytes().await.is_ok_and(|b| b.is_empty()),
+                        Ok(r) => r.status().as_u16() == 202,
+                        Err(_) => false,
+                    };
                     (n as u64, ok, t.elapsed())
                 });
                 sent += n as u64;

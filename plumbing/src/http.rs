@@ -64,20 +64,22 @@ fn generic(status: StatusCode) -> (&'static str, &'static str) {
     }
 }
 
-fn is_json(resp: &Response) -> bool {
+/// An error body a handler encoded on purpose: JSON, or protobuf (OTLP
+/// answers protobuf requests' errors with a protobuf `Status`).
+fn is_encoded(resp: &Response) -> bool {
     resp.headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/json"))
+        .is_some_and(|ct| ct.starts_with("application/json") || ct.starts_with("application/x-protobuf"))
 }
 
-/// Middleware: rewrites every error response that is not already JSON into
-/// the envelope. A plain-text rejection's own words are kept as the message
+/// Middleware: rewrites every error response that is not already JSON (or
+/// protobuf) into the envelope. A plain-text rejection's own words are kept as the message
 /// (they say what was wrong), bounded; its status and headers are kept.
 pub async fn json_errors(req: Request, next: Next) -> Response {
     let resp = next.run(req).await;
     let status = resp.status();
-    if !(status.is_client_error() || status.is_server_error()) || is_json(&resp) {
+    if !(status.is_client_error() || status.is_server_error()) || is_encoded(&resp) {
         return resp;
     }
     let (mut parts, body) = resp.into_parts();

@@ -53,11 +53,18 @@ fn docker_compose_passes_only_settings_tokenusage_accepts() {
 fn the_json_schema_is_valid_json_and_names_every_required_field() {
     let schema: serde_json::Value = serde_json::from_str(&repo_file("docs/schema/usage-event-v1.schema.json")).unwrap();
     let required: Vec<&str> = schema["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-    assert_eq!(required, ["event_id", "user_id", "occurred_at", "activity", "model", "input_tokens", "output_tokens"]);
-    // The schema's example is accepted by the real validator.
-    let example = &schema["examples"][0];
+    assert_eq!(required, ["event_id", "user_id", "occurred_at", "activity", "model"]);
+    // Token counts: ours, or a provider's usage object.
+    assert_eq!(
+        schema["anyOf"],
+        serde_json::json!([{"required": ["input_tokens", "output_tokens"]}, {"required": ["usage"]}])
+    );
+    // The schema's examples are accepted by the real validator.
     let now = chrono::Utc::now();
-    tokenusage_contract::parse_native(example.to_string().as_bytes(), "docs", now).expect("schema example validates");
+    for example in schema["examples"].as_array().unwrap() {
+        tokenusage_contract::parse_native(example.to_string().as_bytes(), "docs", now)
+            .expect("schema example validates");
+    }
 }
 
 #[test]
@@ -72,4 +79,19 @@ fn the_asyncapi_document_names_the_topic_key_and_headers_we_use() {
     }
     let binary = &doc["components"]["messages"]["cloudEventBinary"]["headers"]["properties"]["ce_type"]["const"];
     assert_eq!(binary.as_str(), Some(tokenusage_contract::CE_TYPE));
+}
+
+/// Every provider test vector (run by the contract's tests) is shown in
+/// the publishing guide, with its format.
+#[test]
+fn every_provider_usage_vector_is_in_the_publishing_guide() {
+    let guide = repo_file("docs/PUBLISHING.md");
+    let vectors: serde_json::Value =
+        serde_json::from_str(&repo_file("docs/examples/provider-usage-vectors.json")).unwrap();
+    let vectors = vectors["vectors"].as_array().unwrap();
+    assert!(vectors.len() >= 5);
+    for v in vectors {
+        let row = format!("| `{}` | `{}` |", v["name"].as_str().unwrap(), v["usage_format"].as_str().unwrap());
+        assert!(guide.contains(&row), "docs/PUBLISHING.md lacks the vector row {row}");
+    }
 }

@@ -19,6 +19,7 @@ mod maintenance;
 mod money;
 mod oidc_tls;
 mod operations;
+mod otlp;
 mod projector;
 mod security;
 mod sessions;

@@ -275,3 +275,63 @@ fn a_project_is_optional_follows_the_activity_rule_and_survives_every_encoding()
         assert!(errs.iter().any(|(f, r)| f == "project" && r.contains(why)), "{bad}: {errs:?}");
     }
 }
+
+/// A provider's usage object in place of the token fields: read as that
+/// provider bills, on the native and the CloudEvents encodings alike, and
+/// every way of getting it wrong named.
+#[test]
+fn a_providers_usage_object_stands_in_for_the_token_fields() {
+    let with_usage = |usage: Value| {
+        let mut v = good();
+        let o = v.as_object_mut().unwrap();
+        o.remove("input_tokens");
+        o.remove("output_tokens");
+        o.insert("usage".into(), usage);
+        v
+    };
+    let anthropic = json!({"input_tokens": 21, "cache_creation_input_tokens": 188086, "cache_read_input_tokens": 0,
+                           "output_tokens": 393});
+    let e = parse_native(with_usage(anthropic.clone()).to_string().as_bytes(), "direct", now()).unwrap();
+    assert_eq!((e.input_tokens, e.output_tokens, e.kinds.cache_write_input_tokens), (188107, 393, 188086));
+    // Stored and sent on as our own fields: the projector never sees `usage`.
+    let native = e.to_native_json();
+    assert!(!String::from_utf8_lossy(&native).contains("usage"), "{}", String::from_utf8_lossy(&native));
+    let ce = json!({"specversion": "1.0", "type": crate::CE_TYPE, "id": "c1", "source": "gw", "subject": "alice",
+                    "time": "2026-11-27T11:00:00Z",
+                    "data": {"activity": "chat", "model": "gemini-2.5-pro", "usage_format": "gemini",
+                             "usage": {"promptTokenCount": 10, "candidatesTokenCount": 5, "thoughtsTokenCount": 20}}});
+    let e = crate::parse_cloudevent(ce.to_string().as_bytes(), now()).unwrap();
+    assert_eq!((e.input_tokens, e.output_tokens, e.kinds.reasoning_output_tokens), (10, 25, 20));
+
+    let mut both = with_usage(anthropic.clone());
+    both["input_tokens"] = json!(5);
+    assert_eq!(
+        errors(both),
+        [(
+            "usage".into(),
+            "send either a provider's usage object or token counts, not both (found input_tokens)".into()
+        )]
+    );
+    let mut unknown = with_usage(anthropic);
+    unknown["usage_format"] = json!("cohere");
+    assert_eq!(errors(unknown)[0].0, "usage_format");
+    let mut stray = good();
+    stray["usage_format"] = json!("gemini");
+    assert_eq!(errors(stray)[0].1, "goes with a `usage` object, which this event does not have (got \"gemini\")");
+    assert_eq!(
+        errors(with_usage(json!([1])))[0],
+        ("usage".into(), "must be the provider's usage object, got an array".into())
+    );
+    assert_eq!(errors(with_usage(json!({"prompt_tokens": -3})))[0].0, "usage.prompt_tokens");
+    // The subset rule holds for what the object says, named as `usage`.
+    let over = with_usage(
+        json!({"prompt_tokens": 10, "completion_tokens": 1, "prompt_tokens_details": {"cached_tokens": 11}}),
+    );
+    let errs = errors(over);
+    assert_eq!(errs[0].0, "usage");
+    assert!(errs[0].1.contains("cache_read_input_tokens sum to 11, more than input_tokens (10)"), "{errs:?}");
+    // `usage: null` is no usage: the token fields are required again.
+    let mut null = good();
+    null["usage"] = Value::Null;
+    assert!(parse_native(null.to_string().as_bytes(), "direct", now()).is_ok());
+}

@@ -1,0 +1,427 @@
+//! The providers' own usage objects, mapped to our token totals and kinds.
+//!
+//! A publisher that holds the response of an LLM API can send its `usage`
+//! object as it came (`"usage": {...}` instead of `input_tokens` and
+//! `output_tokens`), and this module reads it the way that provider bills:
+//! which counts include which, and which kinds they are. The result obeys
+//! the subset rule ([`crate::TokenKinds`]) or is refused with the field
+//! named. The published test vectors, with their sources, are in
+//! `docs/examples/provider-usage-vectors.json` (run as tests below and
+//! rendered in docs/PUBLISHING.md).
+//!
+//! Unknown keys inside a usage object are ignored: providers add counters
+//! over time (OpenAI's prediction tokens, Anthropic's server tool use), and
+//! an event must not be refused for a counter that does not change its
+//! tokens.
+
+use serde_json::{Map, Value};
+
+use crate::event::{Limits, TokenKinds};
+use crate::validate::{FieldError, kind};
+
+/// Which provider's usage object (`usage_format` on an event; detected from
+/// the object's keys when absent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageFormat {
+    /// OpenAI Chat Completions (and Embeddings) `usage`.
+    OpenAiChat,
+    /// OpenAI Responses `usage`.
+    OpenAiResponses,
+    /// Anthropic Messages `usage`.
+    Anthropic,
+    /// Google Gemini `usageMetadata`.
+    Gemini,
+    /// Amazon Bedrock Converse `usage`.
+    Bedrock,
+}
+
+impl UsageFormat {
+    pub const ALL: [UsageFormat; 5] =
+        [Self::OpenAiChat, Self::OpenAiResponses, Self::Anthropic, Self::Gemini, Self::Bedrock];
+
+    /// The name used in `usage_format`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::OpenAiChat => "openai.chat",
+            Self::OpenAiResponses => "openai.responses",
+            Self::Anthropic => "anthropic",
+            Self::Gemini => "gemini",
+            Self::Bedrock => "bedrock",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    pub(crate) fn names() -> String {
+        Self::ALL.map(Self::name).join(", ")
+    }
+}
+
+/// Token totals and kinds read from a usage object, before the subset rule
+/// is checked (by the caller, with the event's other fields).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MappedUsage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub kinds: TokenKinds,
+}
+
+/// Reads `usage` as `format`, or as the format its keys show when `None`.
+/// Errors name fields as `usage.<path>`.
+pub fn map_usage(format: Option<UsageFormat>, usage: &Map<String, Value>) -> Result<MappedUsage, Vec<FieldError>> {
+    let format = match format {
+        Some(f) => f,
+        None => detect(usage).map_err(|reason| vec![FieldError { field: "usage".into(), reason }])?,
+    };
+    let mut r = Counts { obj: usage, errors: Vec::new() };
+    let mapped = match format {
+        UsageFormat::OpenAiChat => openai_chat(&mut r),
+        UsageFormat::OpenAiResponses => openai_responses(&mut r),
+        UsageFormat::Anthropic => anthropic(&mut r),
+        UsageFormat::Gemini => gemini(&mut r),
+        UsageFormat::Bedrock => bedrock(&mut r),
+    };
+    if r.errors.is_empty() { Ok(mapped) } else { Err(r.errors) }
+}
+
+/// Which format the keys show. Each provider's object has keys no other
+/// has; an object with the keys of two is refused rather than guessed at.
+pub fn detect(usage: &Map<String, Value>) -> Result<UsageFormat, String> {
+    let has = |keys: &[&str]| keys.iter().any(|k| usage.get(*k).is_some_and(|v| !v.is_null()));
+    let gemini = has(&["promptTokenCount", "candidatesTokenCount", "totalTokenCount", "thoughtsTokenCount"]);
+    let bedrock = has(&["inputTokens", "outputTokens", "totalTokens", "cacheReadInputTokens", "cacheWriteInputTokens"]);
+    let chat = has(&["prompt_tokens", "completion_tokens"]);
+    let anthropic = has(&["cache_creation_input_tokens", "cache_read_input_tokens", "cache_creation"]);
+    let responses = has(&["input_tokens_details", "output_tokens_details", "total_tokens"]) && !chat;
+    // Plain `input_tokens`/`output_tokens` mean the same to Anthropic and
+    // OpenAI Responses when nothing else is there.
+    let plain = has(&["input_tokens", "output_tokens"]);
+    let found: Vec<UsageFormat> = [
+        (gemini, UsageFormat::Gemini),
+        (bedrock, UsageFormat::Bedrock),
+        (chat, UsageFormat::OpenAiChat),
+        (anthropic, UsageFormat::Anthropic),
+        (responses, UsageFormat::OpenAiResponses),
+    ]
+    .into_iter()
+    .filter_map(|(yes, f)| yes.then_some(f))
+    .collect();
+    match found.as_slice() {
+        [one] => Ok(*one),
+        [] if plain => Ok(UsageFormat::OpenAiResponses),
+        [] => Err(format!(
+            "holds no token counts this server knows; send a provider's usage object as it came, with usage_format one of {}",
+            UsageFormat::names()
+        )),
+        several => Err(format!(
+            "has the keys of several providers' usage objects ({}); set usage_format to say which",
+            several.iter().map(|f| f.name()).collect::<Vec<_>>().join(", ")
+        )),
+    }
+}
+
+/// Reads non-negative whole counts out of a usage object, recording every
+/// problem.
+struct Counts<'a> {
+    obj: &'a Map<String, Value>,
+    errors: Vec<FieldError>,
+}
+
+impl Counts<'_> {
+    fn fail(&mut self, path: &str, reason: String) {
+        let e = FieldError { field: format!("usage.{path}"), reason };
+        // Two counts under one malformed details object report it once.
+        if !self.errors.contains(&e) {
+            self.errors.push(e);
+        }
+    }
+
+    /// The count at `path` (`a` or `a.b` for a nested details object);
+    /// absent or null is `None`.
+    fn get(&mut self, path: &str) -> Option<u64> {
+        let parts: Vec<&str> = path.split('.').collect();
+        let mut obj = self.obj;
+        for (i, part) in parts.iter().enumerate() {
+            let v = obj.get(*part).filter(|v| !v.is_null())?;
+            if i + 1 == parts.len() {
+                return self.count(path, v);
+            }
+            match v {
+                Value::Object(inner) => obj = inner,
+                other => {
+                    self.fail(&parts[..=i].join("."), format!("must be an object, got {}", kind(other)));
+                    return None;
+                }
+            }
+        }
+        None
+    }
+
+    fn count(&mut self, path: &str, v: &Value) -> Option<u64> {
+        let n = v.as_number();
+        match n.and_then(|n| n.as_u64()) {
+            Some(u) if u <= Limits::MAX_TOKENS => Some(u),
+            Some(u) => {
+                self.fail(path, format!("must be at most {}, got {u}", Limits::MAX_TOKENS));
+                None
+            }
+            None if n.and_then(|n| n.as_i64()).is_some() => {
+                self.fail(path, format!("must not be negative, got {v}"));
+                None
+            }
+            None => {
+                self.fail(
+                    path,
+                    format!("must be a whole number, got {}", if n.is_some() { "a fraction" } else { kind(v) }),
+                );
+                None
+            }
+        }
+    }
+
+    fn or_zero(&mut self, path: &str) -> u64 {
+        self.get(path).unwrap_or(0)
+    }
+
+    /// A count the object must have.
+    fn required(&mut self, path: &str) -> u64 {
+        let present = self.obj.get(path).is_some_and(|v| !v.is_null());
+        let n = self.get(path);
+        if !present {
+            self.fail(path, "is required in this usage object".into());
+        }
+        n.unwrap_or(0)
+    }
+
+    /// A provider's own total, when sent, must equal the parts it sums: a
+    /// mismatch means the object was read as the wrong format.
+    fn check_total(&mut self, path: &str, expected: u64, parts: &str) {
+        if let Some(total) = self.get(path)
+            && total != expected
+        {
+            self.fail(path, format!("is {total}, but {parts} is {expected}; is usage_format right?"));
+        }
+    }
+}
+
+/// `prompt_tokens` includes the cached and audio prompt tokens;
+/// `completion_tokens` includes reasoning and audio output (OpenAI's
+/// reading is the subset rule's).
+fn openai_chat(r: &mut Counts) -> MappedUsage {
+    let input = r.required("prompt_tokens");
+    // Embeddings answer without completion tokens.
+    let output = r.or_zero("completion_tokens");
+    r.check_total("total_tokens", input + output, "prompt_tokens + completion_tokens");
+    MappedUsage {
+        input_tokens: input,
+        output_tokens: output,
+        kinds: TokenKinds {
+            cache_read_input_tokens: r.or_zero("prompt_tokens_details.cached_tokens"),
+            audio_input_tokens: r.or_zero("prompt_tokens_details.audio_tokens"),
+            reasoning_output_tokens: r.or_zero("completion_tokens_details.reasoning_tokens"),
+            audio_output_tokens: r.or_zero("completion_tokens_details.audio_tokens"),
+            ..TokenKinds::default()
+        },
+    }
+}
+
+fn openai_responses(r: &mut Counts) -> MappedUsage {
+    let input = r.required("input_tokens");
+    let output = r.or_zero("output_tokens");
+    r.check_total("total_tokens", input + output, "input_tokens + output_tokens");
+    MappedUsage {
+        input_tokens: input,
+        output_tokens: output,
+        kinds: TokenKinds {
+            cache_read_input_tokens: r.or_zero("input_tokens_details.cached_tokens"),
+            reasoning_output_tokens: r.or_zero("output_tokens_details.reasoning_tokens"),
+            ..TokenKinds::default()
+        },
+    }
+}
+
+/// Anthropic's `input_tokens` are only the tokens after the last cache
+/// breakpoint: cache reads and writes are counted beside it, so our input
+/// total is the sum of the three. Writes split by lifetime when the
+/// `cache_creation` object is there (5-minute and 1-hour writes are billed
+/// at different rates).
+fn anthropic(r: &mut Counts) -> MappedUsage {
+    let uncached = r.required("input_tokens");
+    let output = r.or_zero("output_tokens");
+    let read = r.or_zero("cache_read_input_tokens");
+    let created = r.get("cache_creation_input_tokens");
+    let (w5m, w1h) =
+        (r.get("cache_creation.ephemeral_5m_input_tokens"), r.get("cache_creation.ephemeral_1h_input_tokens"));
+    let (write, write_1h) = match (created, w5m, w1h) {
+        (created, None, None) => (created.unwrap_or(0), 0),
+        (created, w5m, w1h) => {
+            let (w5m, w1h) = (w5m.unwrap_or(0), w1h.unwrap_or(0));
+            if let Some(c) = created
+                && c != w5m + w1h
+            {
+                r.fail(
+                    "cache_creation",
+                    format!("holds {w5m} + {w1h} written tokens, but cache_creation_input_tokens is {c}"),
+                );
+            }
+            (w5m, w1h)
+        }
+    };
+    MappedUsage {
+        input_tokens: uncached + read + write + write_1h,
+        output_tokens: output,
+        kinds: TokenKinds {
+            cache_read_input_tokens: read,
+            cache_write_input_tokens: write,
+            cache_write_1h_input_tokens: write_1h,
+            ..TokenKinds::default()
+        },
+    }
+}
+
+/// Gemini's `promptTokenCount` includes the cached content;
+/// `candidatesTokenCount` excludes the thoughts, which are billed as
+/// output; tool-use prompt tokens are input. Modality breakdowns are not
+/// read: Gemini's per-modality counts overlap its cached count, which the
+/// subset rule's disjoint kinds cannot hold.
+fn gemini(r: &mut Counts) -> MappedUsage {
+    let prompt = r.required("promptTokenCount");
+    let tool_prompt = r.or_zero("toolUsePromptTokenCount");
+    let thoughts = r.or_zero("thoughtsTokenCount");
+    let candidates = r.or_zero("candidatesTokenCount");
+    MappedUsage {
+        input_tokens: prompt + tool_prompt,
+        output_tokens: candidates + thoughts,
+        kinds: TokenKinds {
+            cache_read_input_tokens: r.or_zero("cachedContentTokenCount"),
+            reasoning_output_tokens: thoughts,
+            ..TokenKinds::default()
+        },
+    }
+}
+
+/// Bedrock Converse reports cache reads and writes beside `inputTokens`.
+/// Whether `inputTokens` already holds them has differed between models;
+/// `totalTokens` tells: if it equals input + output + cache reads + cache
+/// writes, they are not in `inputTokens` and are added; if it equals
+/// input plus output, they are. Without a total they are taken as not
+/// included (the Anthropic models' reading).
+fn bedrock(r: &mut Counts) -> MappedUsage {
+    let input = r.required("inputTokens");
+    let output = r.or_zero("outputTokens");
+    let read = r.or_zero("cacheReadInputTokens");
+    let write = r.or_zero("cacheWriteInputTokens");
+    let total = r.get("totalTokens");
+    let input_total = match total {
+        Some(t) if t == input + output => input,
+        Some(t) if t == input + output + read + write => input + read + write,
+        Some(t) => {
+            r.fail(
+                "totalTokens",
+                format!(
+                    "is {t}, but inputTokens + outputTokens is {} and with the cache tokens {}",
+                    input + output,
+                    input + output + read + write
+                ),
+            );
+            input
+        }
+        None => input + read + write,
+    };
+    MappedUsage {
+        input_tokens: input_total,
+        output_tokens: output,
+        kinds: TokenKinds { cache_read_input_tokens: read, cache_write_input_tokens: write, ..TokenKinds::default() },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The published vectors (docs/examples/provider-usage-vectors.json):
+    /// each maps to exactly its expected totals and kinds, is detected as
+    /// its provider, and obeys the subset rule.
+    #[test]
+    fn the_published_vectors_map_to_their_documented_tokens() {
+        let doc: Value = serde_json::from_str(include_str!("../../docs/examples/provider-usage-vectors.json")).unwrap();
+        let vectors = doc["vectors"].as_array().unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        for v in vectors {
+            let name = v["name"].as_str().unwrap();
+            let format = UsageFormat::from_name(v["usage_format"].as_str().unwrap()).unwrap();
+            seen.insert(format.name());
+            assert!(v["source"].as_str().is_some_and(|s| !s.is_empty()), "{name}: every vector says where it is from");
+            let usage = v["usage"].as_object().unwrap();
+            // Detected as its provider, or (plain input/output totals) as
+            // one that reads it the same.
+            let detected = detect(usage).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let got = map_usage(None, usage).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+            assert_eq!(map_usage(Some(format), usage).unwrap(), got, "{name}: detected as {}", detected.name());
+            let want = &v["expected"];
+            let mut expected: Map<String, Value> = want.as_object().unwrap().clone();
+            let input = expected.remove("input_tokens").unwrap().as_u64().unwrap();
+            let output = expected.remove("output_tokens").unwrap().as_u64().unwrap();
+            let kinds: TokenKinds = serde_json::from_value(Value::Object(expected)).unwrap();
+            assert_eq!(got, MappedUsage { input_tokens: input, output_tokens: output, kinds }, "{name}");
+            assert!(
+                got.kinds.input_parts() <= got.input_tokens && got.kinds.output_parts() <= got.output_tokens,
+                "{name}"
+            );
+        }
+        assert_eq!(seen.len(), UsageFormat::ALL.len(), "a vector for every provider");
+    }
+
+    #[test]
+    fn bad_counts_are_named_with_their_path() {
+        let errs = |v: Value| map_usage(None, v.as_object().unwrap()).unwrap_err();
+        let e = errs(json!({"prompt_tokens": -1, "completion_tokens": 2}));
+        assert_eq!(
+            (e[0].field.as_str(), e[0].reason.as_str()),
+            ("usage.prompt_tokens", "must not be negative, got -1")
+        );
+        let e =
+            errs(json!({"prompt_tokens": 3, "completion_tokens": 2, "prompt_tokens_details": {"cached_tokens": 1.5}}));
+        assert_eq!(e[0].field, "usage.prompt_tokens_details.cached_tokens");
+        assert_eq!(e[0].reason, "must be a whole number, got a fraction");
+        let e = errs(json!({"prompt_tokens": 3, "prompt_tokens_details": "x"}));
+        assert_eq!(
+            (e[0].field.as_str(), e[0].reason.as_str()),
+            ("usage.prompt_tokens_details", "must be an object, got a string")
+        );
+        let e = errs(json!({"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 9}));
+        assert_eq!(e[0].field, "usage.total_tokens");
+        let e = errs(json!({"input_tokens": 5, "cache_creation_input_tokens": 10,
+                            "cache_creation": {"ephemeral_5m_input_tokens": 4, "ephemeral_1h_input_tokens": 4}}));
+        assert_eq!(e[0].field, "usage.cache_creation");
+        let e = errs(json!({"promptTokenCount": 2_000_000_000u64}));
+        assert_eq!(e[0].reason, "must be at most 1000000000, got 2000000000");
+        let e = errs(json!({"candidatesTokenCount": 5}));
+        assert_eq!(
+            (e[0].field.as_str(), e[0].reason.as_str()),
+            ("usage.promptTokenCount", "is required in this usage object")
+        );
+        let e = errs(json!({"inputTokens": 10, "outputTokens": 5, "totalTokens": 16, "cacheReadInputTokens": 3}));
+        assert_eq!(e[0].field, "usage.totalTokens");
+    }
+
+    #[test]
+    fn ambiguous_or_unknown_objects_ask_for_the_format() {
+        let both = json!({"prompt_tokens": 1, "promptTokenCount": 1});
+        assert!(detect(both.as_object().unwrap()).unwrap_err().contains("gemini, openai.chat"));
+        let none = json!({"tokens": 5});
+        assert!(detect(none.as_object().unwrap()).unwrap_err().contains("usage_format one of openai.chat"));
+        // Plain totals mean the same under Anthropic and OpenAI Responses.
+        let plain = json!({"input_tokens": 4, "output_tokens": 2});
+        let m = map_usage(None, plain.as_object().unwrap()).unwrap();
+        assert_eq!((m.input_tokens, m.output_tokens), (4, 2));
+        assert_eq!(map_usage(Some(UsageFormat::Anthropic), plain.as_object().unwrap()).unwrap(), m);
+        // Unknown counters are ignored, nested or not.
+        let extra = json!({"prompt_tokens": 4, "completion_tokens": 2, "future_tokens": "x",
+                           "completion_tokens_details": {"accepted_prediction_tokens": 1}});
+        assert!(map_usage(None, extra.as_object().unwrap()).is_ok());
+    }
+}
