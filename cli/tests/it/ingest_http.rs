@@ -164,6 +164,32 @@ async fn the_key_decides_the_source_and_the_rate() {
     env.cleanup().await;
 }
 
+/// One OTLP export (protobuf) of one GenAI span of alice's.
+fn otlp_export_of_alice() -> Vec<u8> {
+    use tokenusage_ingest::otlp::proto::{self, KeyValue};
+    let end = chrono::DateTime::parse_from_rfc3339("2026-11-20T10:00:00Z").unwrap().timestamp_nanos_opt().unwrap();
+    let span = proto::Span {
+        trace_id: [3; 16].to_vec(),
+        span_id: [4; 8].to_vec(),
+        name: "chat".into(),
+        start_time_unix_nano: end as u64 - 1000,
+        end_time_unix_nano: end as u64,
+        attributes: vec![
+            KeyValue::string("user.id", "alice"),
+            KeyValue::string("gen_ai.request.model", "gpt-4o-mini"),
+            KeyValue::int("gen_ai.usage.input_tokens", 10),
+            KeyValue::int("gen_ai.usage.output_tokens", 5),
+        ],
+    };
+    let export = proto::ExportTraceServiceRequest {
+        resource_spans: vec![proto::ResourceSpans {
+            resource: None,
+            scope_spans: vec![proto::ScopeSpans { spans: vec![span] }],
+        }],
+    };
+    prost::Message::encode_to_vec(&export)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_outage_gets_503_never_a_false_202_and_recovers() {
     let mut broker = OwnBroker::start();
@@ -187,6 +213,22 @@ async fn a_broker_outage_gets_503_never_a_false_202_and_recovers() {
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}");
     assert!(h.get("retry-after").is_some());
     assert_eq!(b["status"], "failed");
+    // OTLP the same: 503 with Retry-After (the exporter retries), never a 200.
+    let otlp = || async {
+        let r = app
+            .http
+            .post(app.url("/v1/traces"))
+            .bearer_auth(&key)
+            .header("content-type", "application/x-protobuf")
+            .body(otlp_export_of_alice())
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.headers().get("retry-after").is_some(), r.bytes().await.unwrap())
+    };
+    let (s, retry_after, body) = otlp().await;
+    assert_eq!((s, retry_after), (StatusCode::SERVICE_UNAVAILABLE, true));
+    assert_eq!(<tokenusage_ingest::otlp::proto::Status as prost::Message>::decode(body).unwrap().code, 14);
 
     broker.restart();
     // Retrying the same id after the outage: accepted once the broker is back.
@@ -201,6 +243,17 @@ async fn a_broker_outage_gets_503_never_a_false_202_and_recovers() {
     }
     assert!(ok, "ingest never recovered after the broker came back");
     acknowledged.push("during".to_owned());
+    // The exporter's retry of the export: taken whole once Kafka has it.
+    let mut answer = otlp().await;
+    for _ in 0..30 {
+        if answer.0 != StatusCode::SERVICE_UNAVAILABLE {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        answer = otlp().await;
+    }
+    assert_eq!((answer.0, answer.2.len()), (StatusCode::OK, 0), "the retried export is taken whole");
+    acknowledged.push("otlp".to_owned());
     assert_eq!(post(&app, Some(&key), "application/json", ev("after").to_string()).await.0, StatusCode::ACCEPTED);
     acknowledged.push("after".to_owned());
 
@@ -215,7 +268,7 @@ async fn a_broker_outage_gets_503_never_a_false_202_and_recovers() {
         (n == acknowledged.len() as i64).then_some(n)
     })
     .await;
-    assert_eq!(counted, Some(3));
+    assert_eq!(counted, Some(4), "before, during, the OTLP span and after: each once");
     app.stop().await;
     let _ = projector.await;
     env.cleanup().await;
