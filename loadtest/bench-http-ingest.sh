@@ -21,3 +21,8 @@ for _ in $(seq 1 100); do curl -s -o /dev/null "http://$HTTP/api/v1/events" && b
 say "HTTP ingest ($MODE): $EVENTS events, batches of $BATCH, $CONC requests in flight"
 TOKENUSAGE_LOADTEST_KEY="$KEY" "$BIN/tokenusage-loadtest" --events "$EVENTS" --users 1000 \
   http --url "http://$HTTP" --batch "$BATCH" --concurrency "$CONC" "${FLAGS[@]}"
+# The server's own CPU time (the load generator shares the machine, and
+# encodes and compresses on it): what one event costs the ingest process.
+ticks="$(awk '{print $14 + $15}' "/proc/$(cat "$WORK/ingest.pid")/stat")"
+awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v n="$EVENTS" \
+  'BEGIN { s = t / hz; printf "ingest server CPU:   %.2f s (%.1f µs per event)\n", s, s * 1e6 / n }'

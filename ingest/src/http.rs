@@ -169,6 +169,14 @@ fn describe_metrics() {
     for outcome in ["accepted", "rejected", "failed"] {
         metrics::counter!("tokenusage_ingest_events_total", "outcome" => outcome).increment(0);
     }
+    metrics::describe_counter!(
+        "tokenusage_otlp_spans_total",
+        metrics::Unit::Count,
+        "OTLP spans received, by outcome: accepted (usage in Kafka), rejected (invalid usage), ignored (no usage), failed (not acknowledged; the export is retried)"
+    );
+    for outcome in ["accepted", "rejected", "ignored", "failed"] {
+        metrics::counter!("tokenusage_otlp_spans_total", "outcome" => outcome).increment(0);
+    }
 }
 
 /// The ingest routes, ready to merge into a server.

@@ -476,8 +476,14 @@ pub fn to_event(
         Attr::StringValue(s) => Some(s.clone()),
         _ => None,
     };
+    // Ids may be numbers in the publisher's system: an integer names a
+    // user or project as its decimal text.
+    let name = |a: &Attr| match a {
+        Attr::IntValue(i) => Some(i.to_string()),
+        other => text(other),
+    };
     let first = |names: &[String]| {
-        names.iter().find_map(|n| attribute(attrs, n).or_else(|| attribute(resource, n)).and_then(text))
+        names.iter().find_map(|n| attribute(attrs, n).or_else(|| attribute(resource, n)).and_then(name))
     };
     match first(&mapping.user_attributes) {
         Some(u) => {
@@ -485,7 +491,10 @@ pub fn to_event(
         }
         None => errors.push((
             "user",
-            format!("no string attribute {} on the span or its resource", mapping.user_attributes.join(" or ")),
+            format!(
+                "no string or integer attribute {} on the span or its resource",
+                mapping.user_attributes.join(" or ")
+            ),
         )),
     }
     if let Some(p) = first(&mapping.project_attributes) {
@@ -734,7 +743,7 @@ mod tests {
         anon.trace_id = vec![0; 16];
         let errs = to_event(&anon, &[], &mapping(), "svc", now()).unwrap().unwrap_err().to_string();
         assert!(errs.contains("traceId: must be 16 bytes, not all zero"), "{errs}");
-        assert!(errs.contains("user: no string attribute user.id or enduser.id"), "{errs}");
+        assert!(errs.contains("user: no string or integer attribute user.id or enduser.id"), "{errs}");
     }
 
     #[test]

@@ -278,7 +278,11 @@ async fn every_bad_export_gets_an_otlp_answer_and_good_spans_beside_bad_ones_cou
     let p = r.partial_success.expect("rejected spans are reported");
     assert_eq!(p.rejected_spans, 2);
     assert!(p.error_message.contains("gen_ai.usage.input_tokens: must not be negative, got -1"), "{}", p.error_message);
-    assert!(p.error_message.contains("user: no string attribute user.id or enduser.id"), "{}", p.error_message);
+    assert!(
+        p.error_message.contains("user: no string or integer attribute user.id or enduser.id"),
+        "{}",
+        p.error_message
+    );
     assert!(p.error_message.contains(&format!("span {}/0102030405060703", "07".repeat(16))), "{}", p.error_message);
 
     // The same spans again, as JSON: nothing is counted twice, and a
