@@ -167,13 +167,24 @@ ensure_api_fuzzer() {
 }
 
 # The OpenTelemetry Python SDK and its OTLP/HTTP exporter (PyPI, pinned with
-# hashes), for the tests that export real spans to the server. Sets and
-# exports TOKENUSAGE_TEST_OTEL_PYTHON (that virtualenv's python).
+# hashes) and the JS SDK with its exporter (npm, pinned in a lock file), for
+# the tests that export real spans to the server. Sets and exports
+# TOKENUSAGE_TEST_OTEL_PYTHON (that virtualenv's python) and
+# TOKENUSAGE_TEST_OTEL_NODE_DIR (where the JS SDK is installed).
 ensure_otel_sdk() {
   ensure_venv otel-sdk "$ROOT/scripts/otel/requirements.txt" bin/python
   "$VENV/bin/python" -c 'import opentelemetry.exporter.otlp.proto.http.trace_exporter' 2>/dev/null \
     || { rm -rf "$VENV"; die "the OpenTelemetry SDK virtualenv is incomplete; run again"; }
   export TOKENUSAGE_TEST_OTEL_PYTHON="$VENV/bin/python"
+  # The JS SDK and its OTLP/HTTP exporter, pinned in scripts/otel/package-lock.json.
+  local node_dir="$ROOT/scripts/otel"
+  command -v npm >/dev/null || apt_install nodejs npm
+  if [ ! -f "$node_dir/node_modules/@opentelemetry/exporter-trace-otlp-proto/package.json" ] \
+     || [ "$node_dir/package-lock.json" -nt "$node_dir/node_modules/.package-lock.json" ]; then
+    say "installing the OpenTelemetry JS SDK (npm ci in scripts/otel)"
+    npm ci --prefix "$node_dir" --no-audit --no-fund --loglevel=error >/dev/null || die "npm ci in scripts/otel failed"
+  fi
+  export TOKENUSAGE_TEST_OTEL_NODE_DIR="$node_dir"
 }
 
 # LiteLLM's model_prices_and_context_window.json, out of the pinned wheel

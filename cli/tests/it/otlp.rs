@@ -68,28 +68,21 @@ async fn losing_proxy(target: String) -> (String, Arc<AtomicUsize>) {
     (url, seen)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_python_sdk_exports_genai_spans_counted_once_across_a_retry() {
-    let python = std::env::var("TOKENUSAGE_TEST_OTEL_PYTHON")
-        .expect("TOKENUSAGE_TEST_OTEL_PYTHON: run scripts/test.sh, which installs the pinned OpenTelemetry SDK");
+/// Runs an SDK example (`program script`) against the real server through
+/// [`losing_proxy`], as user `user`, and checks that every span it reports
+/// sending is counted exactly once, with its kinds, model and project.
+async fn sdk_export_counts_once_across_a_retry(program: &str, script: &std::path::Path, user: &str, model: &str) {
     let env = TestEnv::new().await;
     let app = TestApp::spawn(&env).await;
     let key = keys::create(&env.pool, "otel", "support-bot", 100_000).await.unwrap().key;
     let (proxy, exports) = losing_proxy(app.url("/v1/traces")).await;
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples/otel_genai.py");
-    let python2 = python.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(python2)
-            .arg(script)
-            .env("TOKENUSAGE_URL", &proxy)
-            .env("TOKENUSAGE_KEY", &key)
-            .env("TOKENUSAGE_USER", "otel-alice")
-            .env("TOKENUSAGE_CALLS", "40")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let mut cmd = std::process::Command::new(program);
+    cmd.arg(script)
+        .env("TOKENUSAGE_URL", &proxy)
+        .env("TOKENUSAGE_KEY", &key)
+        .env("TOKENUSAGE_USER", user)
+        .env("TOKENUSAGE_CALLS", "40");
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
     let sent: Value = serde_json::from_str(stdout.trim()).unwrap();
@@ -103,34 +96,65 @@ async fn the_python_sdk_exports_genai_spans_counted_once_across_a_retry() {
         sent["reasoning_output_tokens"].as_i64().unwrap(),
     );
     let got = eventually(Duration::from_secs(60), || async {
-        let t = raw_totals(&env, "otel-alice").await;
+        let t = raw_totals(&env, user).await;
         (t == want).then_some(t)
     })
     .await;
     assert_eq!(got, Some(want), "every span counted exactly once, with its kinds");
     // Settled: nothing more arrives from the retried export.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(raw_totals(&env, "otel-alice").await, want);
-    let (source, activity, model, project): (String, String, String, Option<String>) = sqlx::query_as(
-        "select distinct source, activity, model, project from usage_events where user_id = 'otel-alice'",
-    )
-    .fetch_one(&env.pool)
-    .await
-    .unwrap();
+    assert_eq!(raw_totals(&env, user).await, want);
+    let (source, activity, stored_model, project): (String, String, String, Option<String>) =
+        sqlx::query_as("select distinct source, activity, model, project from usage_events where user_id = $1")
+            .bind(user)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
     assert_eq!(
-        (source.as_str(), activity.as_str(), model.as_str(), project.as_deref()),
-        ("support-bot", "chat", "gpt-4o-mini-2024-07-18", Some("support"))
+        (source.as_str(), activity.as_str(), stored_model.as_str(), project.as_deref()),
+        ("support-bot", "chat", model, Some("support"))
     );
     // The rollups agree with the raw events.
     let rolled: (i64, i64) = sqlx::query_as(
-        "select sum(input_tokens)::bigint, sum(output_tokens)::bigint from usage_hour where user_id = 'otel-alice'",
+        "select sum(input_tokens)::bigint, sum(output_tokens)::bigint from usage_hour where user_id = $1",
     )
+    .bind(user)
     .fetch_one(&env.pool)
     .await
     .unwrap();
     assert_eq!(rolled, (want.1, want.2));
     app.stop().await;
     env.cleanup().await;
+}
+
+fn example(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples").join(name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_exports_genai_spans_counted_once_across_a_retry() {
+    let python = std::env::var("TOKENUSAGE_TEST_OTEL_PYTHON")
+        .expect("TOKENUSAGE_TEST_OTEL_PYTHON: run scripts/test.sh, which installs the pinned OpenTelemetry SDK");
+    sdk_export_counts_once_across_a_retry(&python, &example("otel_genai.py"), "otel-alice", "gpt-4o-mini-2024-07-18")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_sdk_exports_genai_spans_counted_once_across_a_retry() {
+    let dir = std::env::var("TOKENUSAGE_TEST_OTEL_NODE_DIR")
+        .expect("TOKENUSAGE_TEST_OTEL_NODE_DIR: run scripts/test.sh, which installs the pinned OpenTelemetry JS SDK");
+    // ES modules resolve packages from the script's own folder: the docs
+    // example runs, unchanged, as a copy beside the pinned node_modules.
+    let copy = std::path::Path::new(&dir).join(format!("otel_genai-{}.mjs", uuid::Uuid::new_v4().simple()));
+    std::fs::copy(example("otel_genai.mjs"), &copy).unwrap();
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _remove = Remove(copy.clone());
+    sdk_export_counts_once_across_a_retry("node", &copy, "otel-node", "claude-sonnet-4-5-20250929").await;
 }
 
 fn span(n: u8, user: Option<&str>, input: i64, output: i64) -> proto::Span {
