@@ -179,14 +179,6 @@ impl Encoding {
     }
 }
 
-/// The span count per outcome, and the partial success's message.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Outcome {
-    pub accepted: usize,
-    pub rejected: usize,
-    pub ignored: usize,
-}
-
 /// How many rejected spans the partial success's message describes (the
 /// count is always exact).
 const MAX_REASONS: usize = 5;
@@ -304,33 +296,33 @@ pub async fn export(
     }
     let outcomes = publish_valid(&st, &headers, spans.iter().map(|(_, r)| r.as_ref().ok())).await;
 
-    let mut outcome = Outcome { ignored, ..Outcome::default() };
-    let (mut unavailable, mut queue_full) = (0usize, 0usize);
+    let (mut accepted, mut rejected, mut unavailable, mut queue_full) = (0usize, 0usize, 0usize, 0usize);
     let mut reasons = Vec::new();
     for ((span, parsed), sent) in spans.iter().zip(outcomes) {
-        match (parsed, sent) {
-            (Ok(_), Some(Ok(_))) => outcome.accepted += 1,
-            (Ok(_), Some(Err(PublishError::QueueFull))) => queue_full += 1,
+        let reason = match (parsed, sent) {
+            (Ok(_), Some(Ok(_))) => {
+                accepted += 1;
+                continue;
+            }
+            (Ok(_), Some(Err(PublishError::QueueFull))) => {
+                queue_full += 1;
+                continue;
+            }
             (Ok(_), Some(Err(PublishError::Unavailable(e)))) => {
                 tracing::warn!(error = %e, "span's usage not acknowledged by Kafka");
                 unavailable += 1;
+                continue;
             }
-            (Ok(_), Some(Err(e @ PublishError::Refused(_)))) => {
-                outcome.rejected += 1;
-                reasons.push(format!("span {}: {e}", span_name(span)));
-            }
-            (Err(errors), _) => {
-                outcome.rejected += 1;
-                if reasons.len() < MAX_REASONS {
-                    reasons.push(format!("span {}: {errors}", span_name(span)));
-                }
-            }
+            (Ok(_), Some(Err(e @ PublishError::Refused(_)))) => e.to_string(),
+            (Err(errors), _) => errors.to_string(),
             (Ok(_), None) => unreachable!("every valid span is sent"),
+        };
+        rejected += 1;
+        if reasons.len() < MAX_REASONS {
+            reasons.push(format!("span {}: {reason}", span_name(span)));
         }
     }
-    for (name, n) in
-        [("accepted", outcome.accepted), ("rejected", outcome.rejected), ("failed", unavailable + queue_full)]
-    {
+    for (name, n) in [("accepted", accepted), ("rejected", rejected), ("failed", unavailable + queue_full)] {
         metrics::counter!("tokenusage_otlp_spans_total", "outcome" => name).increment(n as u64);
     }
     // A retry resends the whole export: the spans Kafka has are
@@ -355,16 +347,16 @@ pub async fn export(
             .retry_after(1),
         );
     }
-    let partial = (outcome.rejected > 0).then(|| {
-        let more = outcome.rejected.saturating_sub(reasons.len());
+    let partial = (rejected > 0).then(|| {
+        let more = rejected.saturating_sub(reasons.len());
         let mut message = reasons.join("; ");
         if more > 0 {
             message.push_str(&format!("; and {more} more"));
         }
-        proto::ExportTracePartialSuccess { rejected_spans: outcome.rejected as i64, error_message: message }
+        proto::ExportTracePartialSuccess { rejected_spans: rejected as i64, error_message: message }
     });
-    if outcome.rejected > 0 {
-        tracing::info!(source = %publisher.source, rejected = outcome.rejected, accepted = outcome.accepted, "OTLP export partly rejected");
+    if rejected > 0 {
+        tracing::info!(source = %publisher.source, rejected = rejected, accepted = accepted, "OTLP export partly rejected");
     }
     let response = proto::ExportTraceServiceResponse { partial_success: partial };
     let body = match encoding {
