@@ -47,6 +47,8 @@ pub struct AppState {
     pub(crate) series_cache: Arc<crate::history::cache::SeriesCache>,
     /// Live views: the change hub and socket bookkeeping.
     pub(crate) live: Arc<crate::live::Live>,
+    /// Budgets' last evaluation, and the scopes waiting for the next one.
+    pub(crate) budgets: Arc<crate::budgets::board::Board>,
     /// Cancelled when the server stops: live sockets close with 1001.
     pub(crate) shutdown: CancellationToken,
     /// Live socket tasks, awaited on shutdown (axum does not track them).
@@ -60,6 +62,7 @@ pub struct AppState {
 impl AppState {
     /// The state of a server with these settings (spawns the audit writer).
     pub(crate) fn new(args: ApiArgs, pool: PgPool) -> anyhow::Result<Self> {
+        let budgets = Arc::new(crate::budgets::board::Board::default());
         Ok(AppState {
             keys: Arc::new(LocalKeys::from_args(&args)?),
             oidc: Oidc::from_args(&args)?.map(Arc::new),
@@ -69,12 +72,30 @@ impl AppState {
             login_limiter: Arc::new(LoginLimiter::new(args.login_attempts_per_minute)),
             readiness: Arc::new(Readiness::default()),
             series_cache: Arc::new(crate::history::cache::SeriesCache::new(args.history.series_cache_entries)),
-            live: Arc::new(crate::live::Live::new()),
+            live: Arc::new(crate::live::Live::new(budgets.clone())),
+            budgets,
             shutdown: CancellationToken::new(),
             sockets: tokio_util::task::TaskTracker::new(),
             pool,
             config: Arc::new(args),
         })
+    }
+
+    /// Starts the budget evaluator and the webhook sender (off with
+    /// `--budgets-off`: another process does it).
+    fn spawn_budgets(&self) {
+        let b = &self.config.budgets;
+        if b.off {
+            return;
+        }
+        let (pool, board, shutdown) = (self.pool.clone(), self.budgets.clone(), self.shutdown.clone());
+        tokio::spawn(crate::budgets::evaluate::run(pool.clone(), board.clone(), shutdown.clone()));
+        let cfg = crate::budgets::webhooks::SenderConfig {
+            max_attempts: b.webhook_max_attempts,
+            timeout: Duration::from_secs(b.webhook_timeout_secs),
+            workers: usize::from(b.webhook_senders),
+        };
+        tokio::spawn(crate::budgets::webhooks::run(pool, board, cfg, shutdown));
     }
 
     /// For unit tests: default settings and a pool that never connects
@@ -193,6 +214,7 @@ impl Application {
             self.state.shutdown.clone(),
             self.state.series_cache.clone(),
         );
+        self.state.spawn_budgets();
         let sockets = self.state.sockets.clone();
         let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
         let result = match self.tls {
@@ -381,6 +403,16 @@ pub(crate) fn api_routes() -> Routes<AppState> {
         .get("/usage/dimensions", history::dimensions)
         .get("/usage/export.csv", history::export_csv)
         .get("/usage/overview", history::overview)
+        .get("/budgets", crate::budgets::routes::list)
+        .post("/budgets", crate::budgets::routes::create)
+        .get("/budgets/check", crate::budgets::routes::check)
+        .get("/budgets/{id}", crate::budgets::routes::get)
+        .delete("/budgets/{id}", crate::budgets::routes::delete)
+        .get("/admin/webhooks", crate::budgets::routes::list_endpoints)
+        .post("/admin/webhooks", crate::budgets::routes::create_endpoint)
+        .delete("/admin/webhooks/{name}", crate::budgets::routes::delete_endpoint)
+        .get("/admin/webhooks/deliveries", crate::budgets::routes::list_deliveries)
+        .post("/admin/webhooks/deliveries/{id}/retry", crate::budgets::routes::retry_delivery)
         .get("/teams", teams::my_teams)
         .get("/admin/teams", teams::admin_list)
         .post("/admin/teams", teams::admin_create)

@@ -35,6 +35,30 @@ pub struct ApiArgs {
     pub live: LiveArgs,
     #[command(flatten)]
     pub history: HistoryArgs,
+    #[command(flatten)]
+    pub budgets: BudgetArgs,
+}
+
+/// Budget evaluation and webhook delivery.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BudgetArgs {
+    /// Do not evaluate budgets or send webhooks in this process (another
+    /// API process does; several may, they take turns).
+    #[arg(id = "budgets_off", long = "budgets-off", env = "TOKENUSAGE_BUDGETS_OFF")]
+    pub off: bool,
+    /// Attempts at delivering a notification before it is marked dead
+    /// (admins see and retry dead ones). Retries back off from 2 s to 10 min.
+    #[arg(long = "webhook-max-attempts", env = "TOKENUSAGE_WEBHOOK_MAX_ATTEMPTS", default_value_t = 8,
+          value_parser = clap::value_parser!(i32).range(1..=100))]
+    pub webhook_max_attempts: i32,
+    /// Seconds a webhook endpoint has to answer before the attempt fails.
+    #[arg(long = "webhook-timeout-secs", env = "TOKENUSAGE_WEBHOOK_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub webhook_timeout_secs: u64,
+    /// Deliveries sent at once.
+    #[arg(long = "webhook-senders", env = "TOKENUSAGE_WEBHOOK_SENDERS", default_value_t = 2,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub webhook_senders: u16,
 }
 
 /// Transport security.

@@ -12,6 +12,7 @@ mod admin;
 mod app;
 pub mod audit;
 mod auth;
+pub mod budgets;
 mod config;
 mod error;
 pub mod history;

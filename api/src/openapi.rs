@@ -12,7 +12,7 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::history::routes as history;
-use crate::{admin, app, audit, live, session, teams};
+use crate::{admin, app, audit, budgets, live, session, teams};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -26,6 +26,9 @@ use crate::{admin, app, audit, live, session, teams};
         admin::list_keys, admin::create_key, admin::revoke_key, admin::list_prices, admin::set_price, admin::remove_price, admin::list_dead_letters, admin::redrive_dead_letter,
         teams::my_teams, teams::admin_list, teams::admin_create, teams::admin_get, teams::admin_rename,
         teams::admin_delete, teams::admin_set_member, teams::admin_remove_member,
+        budgets::routes::list, budgets::routes::create, budgets::routes::check, budgets::routes::get,
+        budgets::routes::delete, budgets::routes::list_endpoints, budgets::routes::create_endpoint,
+        budgets::routes::delete_endpoint, budgets::routes::list_deliveries, budgets::routes::retry_delivery,
         app::healthz, app::readyz, app::metrics,
     ),
     components(schemas(crate::error::ErrorBody)),
@@ -35,6 +38,7 @@ use crate::{admin, app, audit, live, session, teams};
         (name = "usage", description = "Usage history for the caller, a member or a team they manage (admins: anyone, any team, or `*`)"),
         (name = "live", description = "Live chart updates over WebSocket"),
         (name = "audit", description = "The audit trail"),
+        (name = "budgets", description = "Budgets on users, teams and projects, their state, and the gateway check"),
         (name = "teams", description = "Teams and their members (managing them: admins only)"),
         (name = "admin", description = "Admins only"),
         (name = "operations", description = "Health, readiness and metrics"),
@@ -51,6 +55,12 @@ impl utoipa::Modify for Conventions {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+        components.add_security_scheme(
+            "publisher_key",
+            SecurityScheme::Http(
+                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("publisher API key (tu_...)").build(),
+            ),
         );
     }
 }

@@ -58,6 +58,12 @@ pub enum Command {
     /// Manage local dashboard users.
     #[command(subcommand)]
     Users(commands::users::UsersCmd),
+    /// Budgets on users, teams and projects, and their alerts.
+    #[command(subcommand)]
+    Budgets(commands::budgets::BudgetsCmd),
+    /// Webhook endpoints budget alerts are sent to, and their deliveries.
+    #[command(subcommand)]
+    Webhooks(commands::budgets::WebhooksCmd),
     /// Manage teams: members, managers, names.
     #[command(subcommand)]
     Teams(commands::teams::TeamsCmd),
@@ -104,6 +110,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Publish(a) => commands::publish::run(a).await,
         Command::Users(a) => commands::users::run(a).await,
         Command::Teams(a) => commands::teams::run(a).await,
+        Command::Budgets(a) => commands::budgets::run(a).await,
+        Command::Webhooks(a) => commands::budgets::run_webhooks(a).await,
         Command::Audit(a) => commands::audit::run(a).await,
         Command::Prices(a) => commands::prices::run(a).await,
         Command::Reprice(a) => commands::prices::reprice(a).await,

@@ -20,5 +20,7 @@ pub mod wire;
 
 pub use cloudevents::{CE_SPEC_VERSION, CE_TYPE, parse_cloudevent, parse_cloudevent_value, to_cloudevent};
 pub use event::{Limits, SuppliedCost, TokenKinds, UsageEvent};
-pub use validate::{FieldError, ValidationErrors, normalise_leap_second, parse_native, parse_native_value};
+pub use validate::{
+    FieldError, ValidationErrors, normalise_leap_second, parse_native, parse_native_value, valid_project,
+};
 pub use wire::{Encoding, decode_kafka};

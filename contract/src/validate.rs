@@ -498,6 +498,14 @@ pub(crate) fn kind(v: &Value) -> &'static str {
     }
 }
 
+/// Whether `p` is a project name an event may carry (the rule of
+/// `project` below), for callers that name projects outside events.
+pub fn valid_project(p: &str) -> bool {
+    (1..=Limits::PROJECT_MAX_CHARS).contains(&p.chars().count())
+        && p.chars().all(activity_char)
+        && p.chars().any(|c| c.is_ascii_alphanumeric())
+}
+
 pub(crate) fn activity_char(c: char) -> bool {
     c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.')
 }

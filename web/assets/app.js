@@ -176,6 +176,7 @@
       live.retry = 0;
       const view = Object.assign({}, v); if (view.granularity === "auto") delete view.granularity;
       ws.send(JSON.stringify({ type: "subscribe", id: "main", view }));
+      ws.send(JSON.stringify({ type: "watch_budgets" }));
     };
     ws.onmessage = (e) => onMessage(JSON.parse(e.data), v);
     ws.onclose = async (e) => {
@@ -206,6 +207,7 @@
         showAlert(m.message);
         if (m.code === "too_many_points") setConn("idle", "Not live");
         break;
+      case "budgets": renderBudgets(m.budgets); break;
       case "closing": break;
       default: break;
     }
@@ -550,6 +552,82 @@
     } catch (e) { if (e.message !== "signed out") showAlert(e.message); }
   }
 
+  // ---- budgets ------------------------------------------------------------
+  // Thresholds seen crossed (budget id, window, threshold, crossed at), so a
+  // new crossing is announced once; the first list only fills it.
+  let crossedSeen = null;
+
+  function budgetAmount(b, n) {
+    return b.measure === "cost" ? money(n) : num(n) + " tokens";
+  }
+
+  function windowText(b) {
+    if (b.period === "rolling") {
+      const m = b.rolling_minutes;
+      return "the last " + (m % 1440 === 0 ? m / 1440 + " days" : m % 60 === 0 ? m / 60 + " hours" : m + " minutes");
+    }
+    return "this " + b.period + " (" + b.zone + ")";
+  }
+
+  function renderBudgets(list) {
+    const ul = $("budget-list"); ul.textContent = "";
+    $("budgets-empty").hidden = list.length > 0;
+    const seen = new Set(); const fresh = [];
+    for (const b of list) {
+      const li = document.createElement("li");
+      const name = document.createElement("span"); name.className = "budget-name"; name.id = "budget-" + b.id + "-name";
+      name.textContent = b.name + " · " + b.scope.kind + " " + b.scope.id; li.appendChild(name);
+      const bar = document.createElement("progress"); bar.max = 100;
+      bar.setAttribute("aria-labelledby", name.id); bar.setAttribute("aria-describedby", "budget-" + b.id + "-text");
+      const text = document.createElement("span"); text.className = "budget-text"; text.id = "budget-" + b.id + "-text";
+      const s = b.state;
+      if (!s) {
+        bar.removeAttribute("value"); text.textContent = "Not evaluated yet.";
+      } else {
+        bar.value = Math.min(100, s.percent);
+        if (s.over) li.className = "over"; else if (s.crossed.some((c) => !c.resolved_at)) li.className = "warn";
+        const spent = b.measure === "cost" ? s.spent_text : s.spent; const amount = b.measure === "cost" ? s.amount_text : b.amount;
+        let t = fmt.format(s.percent) + " % of " + budgetAmount(b, amount) + " spent in " + windowText(b) + ": " + budgetAmount(b, spent) + ".";
+        if (s.forecast != null) t += " Forecast for the end of the window: " + budgetAmount(b, b.measure === "cost" ? s.forecast_text : s.forecast) + ".";
+        const active = s.crossed.filter((c) => !c.resolved_at).map((c) => c.threshold + " %");
+        if (active.length) t += " Crossed: " + active.join(", ") + ".";
+        if (b.measure === "cost" && s.unpriced_tokens > 0) t += " " + num(s.unpriced_tokens) + " tokens have no price and are not in the cost.";
+        text.textContent = t;
+        for (const c of s.crossed) {
+          if (c.resolved_at) continue;
+          const k = b.id + "/" + s.window_start + "/" + c.threshold + "/" + c.crossed_at; seen.add(k);
+          if (crossedSeen && !crossedSeen.has(k)) fresh.push("Budget " + b.name + " crossed " + c.threshold + " %.");
+        }
+      }
+      li.appendChild(bar); li.appendChild(text); ul.appendChild(li);
+    }
+    if (fresh.length) $("budget-announce").textContent = fresh.join(" ");
+    crossedSeen = seen;
+  }
+
+  async function loadBudgets() {
+    try { renderBudgets(await (await api("/api/v1/budgets")).json()); }
+    catch (e) { if (e.message !== "signed out") showAlert(e.message); }
+  }
+
+  async function createBudget(ev) {
+    ev.preventDefault();
+    const err = $("budget-error"); err.textContent = "";
+    const tokens = Number($("budget-tokens").value);
+    if (!Number.isInteger(tokens) || tokens < 1) { err.textContent = "Enter a whole number of tokens, at least 1."; $("budget-tokens").focus(); return; }
+    const thresholds = $("budget-thresholds").value.split(",").map((x) => Number(x.trim())).filter((x) => x);
+    if (!thresholds.length || thresholds.some((x) => !Number.isInteger(x) || x < 1 || x > 1000)) {
+      err.textContent = "Alert thresholds are whole percentages from 1 to 1000, like 50,80,100."; $("budget-thresholds").focus(); return;
+    }
+    const body = { scope: { kind: "user", id: session.user }, measure: "tokens", amount: tokens, period: $("budget-period").value,
+      zone: Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC", thresholds };
+    try {
+      await api("/api/v1/budgets", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+      $("budget-new").open = false; $("budget-tokens").value = "";
+      await loadBudgets();
+    } catch (e) { if (e.message !== "signed out") err.textContent = e.message; }
+  }
+
   async function loadAudit(ev) {
     if (ev) ev.preventDefault();
     const q = { actor: $("audit-actor").value.trim(), subject: $("audit-subject").value.trim(), action: $("audit-action").value.trim(), limit: 50 };
@@ -606,7 +684,7 @@
     // An admin comes to see the organisation: start on everyone's usage
     // (their own is one entry of the picker away).
     $("user").value = admin ? "*" : "";
-    loadTeams().then(startLive); loadViews();
+    loadTeams().then(startLive); loadViews(); loadBudgets();
     if (admin) { loadAudit(); loadUserPicker(); }
     $("dash-title").focus({ preventScroll: true });
   }
@@ -658,6 +736,7 @@
     $("chart").addEventListener("click", showDetail);
     $("table-details").addEventListener("toggle", () => { if ($("table-details").open && live.series) table(live.series); });
     $("audit-form").addEventListener("submit", loadAudit);
+    $("budget-form").addEventListener("submit", createBudget);
     $("dash-title").tabIndex = -1;
     new ResizeObserver(() => { if (chart) chart.setSize({ width: Math.max(280, $("chart").clientWidth), height: 320 }); }).observe($("chart"));
     refresh().then((ok) => (ok ? showDashboard() : signedOut("")));

@@ -235,6 +235,21 @@ async function main() {
       await actxAdmin.close();
     });
 
+    await test("set a personal budget with the keyboard; its crossing is pushed live and announced", async () => {
+      await page.focus("#budget-new summary"); await page.keyboard.press("Enter");
+      await page.focus("#budget-tokens"); await page.keyboard.type("10000000");
+      await page.fill("#budget-thresholds", "50");
+      await page.focus("#budget-form button[type=submit]"); await page.keyboard.press("Enter");
+      await page.waitForFunction(() => /% of 10,000,000 tokens spent in this month \(Europe\/Berlin\)/.test(document.getElementById("budget-list").textContent), null, { timeout: 20000 });
+      assert(!/crossed/.test(await page.textContent("#budget-announce")), "nothing crossed yet");
+      run(["publish", "-", "--source", "e2e"], event("alice", 0, "chat", 6000000, 0));
+      await page.waitForFunction(() => /Budget .* crossed 50 %/.test(document.getElementById("budget-announce").textContent), null, { timeout: 30000 });
+      const value = await page.evaluate(() => document.querySelector("#budget-list progress").value);
+      assert(value >= 60 && value <= 100, "the bar shows the spend: " + value);
+      assert(/Crossed: 50 %/.test(await page.textContent("#budget-list")), "the text says what was crossed");
+      await page.screenshot({ path: join(artifacts, "budgets.png"), fullPage: true });
+    });
+
     // Two accessibility engines on every screen and state, in a context that
     // may inject them.
     const actx = await browser.newContext({ timezoneId: TZ, locale: "en-GB", bypassCSP: true });

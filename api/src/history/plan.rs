@@ -205,6 +205,13 @@ fn next(g: Granularity, tz: &Tz, start: DateTime<Utc>) -> DateTime<Utc> {
     if candidate <= start { start + Duration::hours(1) } else { candidate }
 }
 
+/// The calendar bucket of `g` in `tz` that holds `t`, as `[start, end)`
+/// in UTC (budgets' calendar windows use the same rules as views).
+pub fn bucket_of(g: Granularity, tz: &Tz, week_start: Weekday, t: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    let start = floor(g, tz, week_start, t);
+    (start, next(g, tz, start))
+}
+
 /// Bucket edges covering `[from, to)`: from the start of the bucket holding
 /// `from` to the end of the bucket holding the last instant before `to`.
 /// `None` if there would be more than `max` buckets.

@@ -14,6 +14,7 @@ use tokenusage_schema::notice::{Delta, Notice};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::budgets::board::Touched;
 use crate::history::cache::SeriesCache;
 use crate::history::read::Subject;
 
@@ -129,18 +130,39 @@ impl Registry {
     }
 }
 
+/// The scopes a notice changed, for the budget evaluator.
+fn touched_by(notice: &Notice) -> Touched {
+    let mut t = Touched { everything: notice.all, ..Touched::default() };
+    if let Some(users) = &notice.users {
+        t.users.extend(users.iter().cloned());
+        t.all_projects = true;
+    }
+    for d in &notice.rows {
+        if !t.users.contains(d.user()) {
+            t.users.insert(d.user().to_owned());
+        }
+        if !d.6.is_empty() && !t.projects.contains(&d.6) {
+            t.projects.insert(d.6.clone());
+        }
+    }
+    t
+}
+
 /// Live state shared by the sockets of one process.
 #[derive(Debug)]
 pub struct Live {
     registry: Mutex<Registry>,
+    /// Told which scopes each notice changed (the budget evaluator).
+    budgets: Arc<crate::budgets::board::Board>,
     freshness_tx: watch::Sender<Freshness>,
     sockets_per_user: Mutex<HashMap<String, usize>>,
 }
 
 impl Live {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(budgets: Arc<crate::budgets::board::Board>) -> Self {
         Self {
             registry: Mutex::new(Registry::default()),
+            budgets,
             freshness_tx: watch::channel(Freshness::default()).0,
             sockets_per_user: Mutex::new(HashMap::new()),
         }
@@ -171,6 +193,7 @@ impl Live {
     /// order, so no socket can re-read a view from the cache and get
     /// numbers older than the change it was told about.
     pub(crate) fn publish(&self, cache: &SeriesCache, notice: Notice) {
+        self.budgets.touch(touched_by(&notice));
         if notice.all {
             cache.invalidate_all();
         } else if let Some(users) = &notice.users {
@@ -185,6 +208,7 @@ impl Live {
 
     /// Anything may have changed: every view is re-read.
     pub(crate) fn resync_everything(&self, cache: &SeriesCache) {
+        self.budgets.touch(Touched { everything: true, ..Touched::default() });
         cache.invalidate_all();
         self.registry().resync_all();
     }

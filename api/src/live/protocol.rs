@@ -63,6 +63,9 @@ pub enum ClientMessage {
     Auth {
         token: String,
     },
+    /// Push the budgets the user can see, now and whenever their state
+    /// changes.
+    WatchBudgets,
     Ping,
 }
 
@@ -115,6 +118,11 @@ pub enum ServerMessage<'a> {
         message: &'a str,
     },
     Pong,
+    /// The budgets the user can see and their state (all of them, each time
+    /// one changes).
+    Budgets {
+        budgets: &'a [crate::budgets::board::BudgetState],
+    },
     Unsubscribed {
         id: &'a str,
     },

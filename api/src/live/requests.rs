@@ -128,6 +128,15 @@ impl Socket {
                 }
             }
             ClientMessage::Auth { token } => return self.reauthenticate(&token).await,
+            ClientMessage::WatchBudgets => {
+                let action = self.action("live.watch_budgets", Some(&self.user.id), json!({}), 200);
+                if audit::record_action(&self.state, &self.facts, action).await.is_err() {
+                    self.error(None, "audit_unavailable", "cannot record this request; retry shortly");
+                    return None;
+                }
+                self.budgets_watch = Some(self.state.budgets.subscribe());
+                self.push_budgets().await;
+            }
             ClientMessage::Subscribe { id, view } => {
                 // The user the view asked about, whether or not it is allowed.
                 let subject = match (view.get("team"), view.get("user")) {
@@ -288,6 +297,24 @@ impl Socket {
         self.send(&sub.snapshot(id, &current));
         self.subs.insert(id.to_owned(), sub);
         Ok(())
+    }
+
+    /// Sends the budgets this user can see, if they changed since the last
+    /// time.
+    pub(super) async fn push_budgets(&mut self) {
+        let all = self.state.budgets.states(|_| true);
+        let mut visible = Vec::with_capacity(all.len());
+        for b in all {
+            match crate::budgets::routes::may_see(&self.state, &self.user, &b.budget).await {
+                Ok(true) => visible.push(b),
+                Ok(false) => {}
+                Err(_) => return, // retried on the next change
+            }
+        }
+        if self.last_budgets.as_ref() != Some(&visible) {
+            self.send(&ServerMessage::Budgets { budgets: &visible });
+            self.last_budgets = Some(visible);
+        }
     }
 
     /// `flush`, logging a failed read; true if data went out.

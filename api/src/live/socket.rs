@@ -128,6 +128,19 @@ pub(crate) struct Socket {
     pub(super) last_freshness: Option<Freshness>,
     /// Why the server closed the socket (`client` if it did not).
     closed_for: &'static str,
+    /// Budget changes, once the client asked for them.
+    pub(super) budgets_watch: Option<tokio::sync::watch::Receiver<u64>>,
+    pub(super) last_budgets: Option<Vec<crate::budgets::board::BudgetState>>,
+}
+
+/// The next budget change, or never when budgets are not watched.
+async fn budget_change(w: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    if let Some(rx) = w {
+        if rx.changed().await.is_ok() {
+            return;
+        }
+    }
+    std::future::pending().await
 }
 
 /// What happened on the transport.
@@ -193,6 +206,8 @@ impl Socket {
             stuck_since: None,
             last_freshness: None,
             closed_for: "client",
+            budgets_watch: None,
+            last_budgets: None,
         }
     }
 
@@ -368,6 +383,7 @@ impl Socket {
                         pacing.freshness_sent(now);
                     }
                 }
+                () = budget_change(&mut self.budgets_watch) => Box::pin(self.push_budgets()).await,
                 r = freshness.changed() => {
                     // The sender lives as long as the process.
                     if r.is_ok() {

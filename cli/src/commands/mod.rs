@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod budgets;
 pub mod deadletters;
 pub mod ingest;
 pub mod keys;

@@ -7,6 +7,7 @@
 //! (librdkafka included), and on a 2-core CI machine eight links cost
 //! minutes that one does not.
 
+mod budgets;
 mod common;
 mod docs;
 mod first_run;

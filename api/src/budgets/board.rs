@@ -1,0 +1,245 @@
+//! The board: every budget's last evaluation, in memory, so the gateway
+//! check answers without touching PostgreSQL and live sockets are pushed
+//! changes; and the scopes the projector's notices named since the last
+//! evaluation.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, RwLock};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokenusage_plumbing::cache::TtlCache;
+use tokio::sync::{Notify, watch};
+
+use super::evaluate::{Crossing, percent, reached};
+use super::{Budget, Measure, Scope};
+
+/// Scopes whose usage changed since the last evaluation.
+#[derive(Debug, Clone, Default)]
+pub struct Touched {
+    pub users: HashSet<String>,
+    pub projects: HashSet<String>,
+    /// A notice named users but not their rows: every project may have moved.
+    pub all_projects: bool,
+    /// Anything may have changed (a replay, a missed notice, a sweep).
+    pub everything: bool,
+}
+
+/// One budget's last evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Status {
+    pub budget: Budget,
+    pub window_start: DateTime<Utc>,
+    pub window_end: DateTime<Utc>,
+    pub spent: i64,
+    pub unpriced_tokens: i64,
+    pub forecast: Option<i64>,
+    pub crossed: Vec<Crossing>,
+    pub evaluated_at: DateTime<Utc>,
+    pub currency: String,
+}
+
+/// A budget with its state, as the API, sockets and the CLI show it.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct BudgetState {
+    #[serde(flatten)]
+    pub budget: Budget,
+    /// `null` until the first evaluation (within seconds of creation).
+    pub state: Option<StateView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct StateView {
+    pub window_start: DateTime<Utc>,
+    pub window_end: DateTime<Utc>,
+    /// Tokens, or cost in nano-units.
+    pub spent: i64,
+    /// `amount - spent`, never below 0.
+    pub remaining: i64,
+    pub percent: f64,
+    /// The spend expected at the window's end at the pace so far (calendar
+    /// windows; `null` for rolling ones and in a window's first minute).
+    pub forecast: Option<i64>,
+    /// Cost budgets: the same figures as decimal text in `currency`.
+    pub spent_text: Option<String>,
+    pub amount_text: Option<String>,
+    pub forecast_text: Option<String>,
+    pub currency: Option<String>,
+    /// Tokens in the window no price covered (their cost is not in `spent`).
+    pub unpriced_tokens: i64,
+    /// At or past 100 %.
+    pub over: bool,
+    /// Thresholds crossed in this window, with when.
+    pub crossed: Vec<Crossing>,
+    pub evaluated_at: DateTime<Utc>,
+}
+
+impl Status {
+    pub fn view(&self) -> StateView {
+        let b = &self.budget;
+        let text = |n: i64| (b.measure == Measure::Cost).then(|| tokenusage_contract::money::format_nanos(n));
+        StateView {
+            window_start: self.window_start,
+            window_end: self.window_end,
+            spent: self.spent,
+            remaining: (b.amount - self.spent).max(0),
+            percent: (percent(self.spent, b.amount) * 100.0).round() / 100.0,
+            forecast: self.forecast,
+            spent_text: text(self.spent),
+            amount_text: text(b.amount),
+            forecast_text: self.forecast.and_then(text),
+            currency: (b.measure == Measure::Cost).then(|| self.currency.clone()),
+            unpriced_tokens: self.unpriced_tokens,
+            over: reached(self.spent, b.amount, 100),
+            crossed: self.crossed.clone(),
+            evaluated_at: self.evaluated_at,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    budgets: Vec<Budget>,
+    statuses: HashMap<i64, Status>,
+    /// Team name to its members (as of the last evaluation).
+    members: HashMap<String, Vec<String>>,
+}
+
+/// Budgets and their last evaluation in this process.
+#[derive(Debug)]
+pub struct Board {
+    inner: RwLock<Inner>,
+    touched: Mutex<Touched>,
+    touched_notify: Notify,
+    deliveries: Notify,
+    version: watch::Sender<u64>,
+    publishers: TtlCache<Vec<u8>, Option<String>>,
+}
+
+impl Default for Board {
+    fn default() -> Self {
+        Self {
+            inner: RwLock::default(),
+            touched: Mutex::default(),
+            touched_notify: Notify::new(),
+            deliveries: Notify::new(),
+            version: watch::channel(0).0,
+            publishers: TtlCache::new(std::time::Duration::from_secs(30), 10_000, 10_000),
+        }
+    }
+}
+
+impl Board {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Notes scopes whose usage changed; the evaluator wakes.
+    pub fn touch(&self, t: Touched) {
+        {
+            let mut cur = self.touched.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            cur.users.extend(t.users);
+            cur.projects.extend(t.projects);
+            cur.all_projects |= t.all_projects;
+            cur.everything |= t.everything;
+        }
+        self.touched_notify.notify_one();
+    }
+
+    pub(crate) fn take_touched(&self) -> Touched {
+        std::mem::take(&mut *self.touched.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    pub(crate) async fn touched_notified(&self) {
+        self.touched_notify.notified().await;
+    }
+
+    /// The sender should look for due deliveries.
+    pub(crate) fn deliveries_due(&self) {
+        self.deliveries.notify_one();
+    }
+
+    pub(crate) async fn deliveries_notified(&self) {
+        self.deliveries.notified().await;
+    }
+
+    /// Budgets evaluated at least once.
+    pub(crate) fn known_ids(&self) -> HashSet<i64> {
+        self.read().statuses.keys().copied().collect()
+    }
+
+    /// Takes a pass's results: the current definitions and memberships,
+    /// and the statuses it computed (others keep their last one).
+    pub(crate) fn update(&self, budgets: Vec<Budget>, members: HashMap<String, Vec<String>>, statuses: Vec<Status>) {
+        let changed = {
+            let mut g = self.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let ids: HashSet<i64> = budgets.iter().map(|b| b.id).collect();
+            let before = g.statuses.len();
+            g.statuses.retain(|id, _| ids.contains(id));
+            let mut changed = g.statuses.len() != before || g.budgets != budgets;
+            for s in statuses {
+                // `evaluated_at` moves every pass; only what a reader sees counts.
+                let same = g.statuses.get(&s.budget.id).is_some_and(|o| {
+                    (o.spent, o.window_start, &o.crossed, &o.budget, o.unpriced_tokens)
+                        == (s.spent, s.window_start, &s.crossed, &s.budget, s.unpriced_tokens)
+                });
+                changed |= !same;
+                g.statuses.insert(s.budget.id, s);
+            }
+            g.budgets = budgets;
+            g.members = members;
+            changed
+        };
+        if changed {
+            self.version.send_modify(|v| *v += 1);
+        }
+    }
+
+    /// The prefix of the active publisher key `token` is, if it is one
+    /// (cached for 30 s, like ingest's key checks).
+    pub(crate) async fn publisher(&self, pool: &sqlx::PgPool, token: &str) -> sqlx::Result<Option<String>> {
+        if token.len() > 256 {
+            return Ok(None);
+        }
+        let hash = tokenusage_schema::keys::hash(token);
+        if let Some(hit) = self.publishers.get(&hash) {
+            return Ok(hit);
+        }
+        let found = tokenusage_schema::keys::find(pool, &hash).await?.map(|k| k.prefix);
+        self.publishers.insert(hash, found.clone(), 1);
+        Ok(found)
+    }
+
+    /// Changes to the board (for live sockets).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    /// The budgets `keep` admits, with their states, by id.
+    pub fn states(&self, keep: impl Fn(&Budget) -> bool) -> Vec<BudgetState> {
+        let g = self.read();
+        g.budgets
+            .iter()
+            .filter(|b| keep(b))
+            .map(|b| BudgetState { budget: b.clone(), state: g.statuses.get(&b.id).map(Status::view) })
+            .collect()
+    }
+
+    /// The budgets that apply to a call by `user` (theirs and their teams')
+    /// and for `project`, or to `team`, from memory.
+    pub fn applicable(&self, user: Option<&str>, team: Option<&str>, project: Option<&str>) -> Vec<BudgetState> {
+        let teams: HashSet<String> = {
+            let g = self.read();
+            let mut t: HashSet<String> = team.map(str::to_owned).into_iter().collect();
+            if let Some(u) = user {
+                t.extend(g.members.iter().filter(|(_, m)| m.iter().any(|x| x == u)).map(|(n, _)| n.clone()));
+            }
+            t
+        };
+        self.states(|b| match &b.scope {
+            Scope::User(u) => Some(u.as_str()) == user,
+            Scope::Team(t) => teams.contains(t),
+            Scope::Project(p) => Some(p.as_str()) == project,
+        })
+    }
+}
