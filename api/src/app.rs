@@ -445,6 +445,24 @@ fn describe_metrics() {
         Unit::Count,
         "Series reads, by result (hit: served from the cache)"
     );
+    describe_counter!("tokenusage_budget_evaluations_total", Unit::Count, "Budget evaluation passes");
+    describe_counter!(
+        "tokenusage_budget_crossings_total",
+        Unit::Count,
+        "Budget thresholds crossed, or undone (re-pricing, a rolling window moving on)"
+    );
+    describe_counter!(
+        "tokenusage_webhook_deliveries_total",
+        Unit::Count,
+        "Webhook delivery attempts, by outcome (delivered, failed, dead)"
+    );
+    metrics::counter!("tokenusage_budget_evaluations_total").increment(0);
+    for event in ["crossed", "resolved"] {
+        metrics::counter!("tokenusage_budget_crossings_total", "event" => event).increment(0);
+    }
+    for outcome in ["delivered", "failed", "dead"] {
+        metrics::counter!("tokenusage_webhook_deliveries_total", "outcome" => outcome).increment(0);
+    }
     metrics::gauge!("tokenusage_live_sockets").increment(0.0);
     for result in ["hit", "miss"] {
         metrics::counter!("tokenusage_api_series_cache_total", "result" => result).increment(0);

@@ -85,6 +85,41 @@ fn history(days: i64, per_sec: f64, now: DateTime<Utc>) -> Vec<UsageEvent> {
     events
 }
 
+/// The demo's budgets, sized from the history so their bars mean
+/// something: the viewer's month at ~90 % of its pace so far (the 50 %
+/// alert has fired or will, 80 % later in the month), and the platform
+/// team's week at the last seven days' level.
+async fn budgets(pool: &sqlx::PgPool, events: &[UsageEvent]) -> anyhow::Result<()> {
+    use tokenusage_api::budgets::{self, Measure, NewBudget, Period, Scope};
+    let week_ago = Utc::now() - TimeDelta::days(7);
+    let tokens = |users: &[&str]| -> i64 {
+        events
+            .iter()
+            .filter(|e| e.occurred_at >= week_ago && users.contains(&e.user_id.as_str()))
+            .map(|e| (e.input_tokens + e.output_tokens) as i64)
+            .sum()
+    };
+    let month = (tokens(&[DEMO_USER]) as f64 * 30.0 / 7.0 * 1.1).round() as i64;
+    let week = (tokens(&[DEMO_USER, "alice", "bob"]) as f64 * 1.2).round() as i64;
+    for (scope, amount, period) in
+        [(Scope::User(DEMO_USER.into()), month, Period::Month), (Scope::Team("platform".into()), week, Period::Week)]
+    {
+        let b = NewBudget {
+            name: None,
+            scope,
+            measure: Measure::Tokens,
+            amount: serde_json::json!(amount.max(1000)),
+            period,
+            zone: Some("UTC".into()),
+            window: None,
+            thresholds: None,
+            webhooks: Vec::new(),
+        };
+        budgets::create(pool, &budgets::check(&b)?, "demo").await?;
+    }
+    Ok(())
+}
+
 /// Publishes `days` of history, unless it was published before. Returns
 /// how many events it published.
 pub async fn backfill(publisher: &Publisher, pool: &sqlx::PgPool, days: i64, per_sec: f64) -> anyhow::Result<u64> {
@@ -97,6 +132,9 @@ pub async fn backfill(publisher: &Publisher, pool: &sqlx::PgPool, days: i64, per
     }
     let events = history(days, per_sec, Utc::now());
     let n = events.len() as u64;
+    if let Err(e) = budgets(pool, &events).await {
+        tracing::warn!(error = %e, "demo budgets not created");
+    }
     for chunk in events.chunks(2000) {
         let sends = chunk.iter().map(|e| publisher.publish_patiently(e, None, Duration::from_secs(30)));
         for r in futures::future::join_all(sends).await {

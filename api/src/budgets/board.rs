@@ -114,6 +114,7 @@ pub struct Board {
     deliveries: Notify,
     version: watch::Sender<u64>,
     publishers: TtlCache<Vec<u8>, Option<String>>,
+    active: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Board {
@@ -125,6 +126,7 @@ impl Default for Board {
             deliveries: Notify::new(),
             version: watch::channel(0).0,
             publishers: TtlCache::new(std::time::Duration::from_secs(30), 10_000, 10_000),
+            active: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -134,8 +136,17 @@ impl Board {
         self.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// This process evaluates budgets: notices are noted from now on
+    /// (without an evaluator they would only pile up).
+    pub(crate) fn activate(&self) {
+        self.active.store(true, std::sync::atomic::Ordering::Release);
+    }
+
     /// Notes scopes whose usage changed; the evaluator wakes.
     pub fn touch(&self, t: Touched) {
+        if !self.active.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
         {
             let mut cur = self.touched.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             cur.users.extend(t.users);

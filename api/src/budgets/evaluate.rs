@@ -25,7 +25,7 @@ use super::window::{ROLLING_WINDOW_START, Window};
 use super::{Budget, Measure, Period, Scope};
 
 /// The advisory lock evaluations take turns with ("budgets" in ASCII).
-const EVALUATION_LOCK: i64 = 0x6275_6467_6574_73;
+const EVALUATION_LOCK: i64 = 0x0062_7564_6765_7473;
 /// Every budget is evaluated at least this often.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(30);
 /// Notices arriving together are evaluated together: at most one pass per
@@ -65,6 +65,10 @@ pub fn reached(spent: i64, amount: i64, threshold: i32) -> bool {
 pub fn percent(spent: i64, amount: i64) -> f64 {
     if amount <= 0 { 0.0 } else { spent as f64 * 100.0 / amount as f64 }
 }
+
+/// A stored crossing: (budget, window key, threshold) → (episode, crossed at, resolved at).
+type CrossingKey = (i64, DateTime<Utc>, i32);
+type CrossingRow = (i32, DateTime<Utc>, Option<DateTime<Utc>>);
 
 /// Which scopes of which kind a group of budgets asks about.
 type GroupKey = (&'static str, Vec<(Grain, DateTime<Utc>, DateTime<Utc>)>);
@@ -183,6 +187,7 @@ pub async fn pass(pool: &PgPool, board: &Board, touched: &Touched, now: DateTime
     }
 
     let ids: Vec<i64> = chosen.iter().map(|b| b.id).collect();
+    #[allow(clippy::type_complexity)] // one row, named below
     let existing: Vec<(i64, DateTime<Utc>, i32, i32, DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(
         "select budget_id, window_start, threshold, episode, crossed_at, resolved_at from budget_crossings \
          where budget_id = any($1)",
@@ -190,11 +195,12 @@ pub async fn pass(pool: &PgPool, board: &Board, touched: &Touched, now: DateTime
     .bind(&ids)
     .fetch_all(&mut *tx)
     .await?;
-    let mut crossings: HashMap<(i64, DateTime<Utc>, i32), (i32, DateTime<Utc>, Option<DateTime<Utc>>)> =
+    let mut crossings: HashMap<CrossingKey, CrossingRow> =
         existing.into_iter().map(|(b, w, t, e, c, r)| ((b, w, t), (e, c, r))).collect();
 
     let mut statuses = Vec::with_capacity(chosen.len());
     let mut changes = 0usize;
+    let (mut crossed_n, mut resolved_n) = (0u64, 0u64);
     let (mut s_id, mut s_start, mut s_end, mut s_spent, mut s_unpriced) = (vec![], vec![], vec![], vec![], vec![]);
     for (b, w) in chosen.iter().zip(windows) {
         let s = spend
@@ -217,6 +223,10 @@ pub async fn pass(pool: &PgPool, board: &Board, touched: &Touched, now: DateTime
             };
             let Some(change) = change else { continue };
             changes += 1;
+            match change {
+                Change::Crossed { .. } => crossed_n += 1,
+                Change::Resolved { .. } => resolved_n += 1,
+            }
             record(&mut tx, b, &w, t, change, spent, s.unpriced, &currency, now).await?;
             let entry = crossings.entry(key).or_insert((1, now, None));
             match change {
@@ -269,6 +279,9 @@ pub async fn pass(pool: &PgPool, board: &Board, touched: &Touched, now: DateTime
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
+    // Counted once they are facts.
+    metrics::counter!("tokenusage_budget_crossings_total", "event" => "crossed").increment(crossed_n);
+    metrics::counter!("tokenusage_budget_crossings_total", "event" => "resolved").increment(resolved_n);
     board.update(budgets, members, statuses.clone());
     if changes > 0 {
         tracing::debug!(changes, "budget thresholds changed");
@@ -320,7 +333,8 @@ async fn record(
             ("budget.resolved", episode)
         }
     };
-    tracing::info!(budget = b.id, threshold, event, spent, "budget threshold {}", event.trim_start_matches("budget."));
+    let what = event.trim_start_matches("budget.");
+    tracing::info!(budget = b.id, threshold, event, spent, "budget threshold {what}");
     if b.webhooks.is_empty() {
         return Ok(());
     }
@@ -349,6 +363,7 @@ async fn record(
 /// Evaluates budgets until `shutdown`: after the projector's notices named
 /// a budget's scope, and every [`SWEEP_EVERY`].
 pub async fn run(pool: PgPool, board: Arc<Board>, shutdown: CancellationToken) {
+    board.activate();
     let mut next_sweep = tokio::time::Instant::now();
     loop {
         tokio::select! {
@@ -362,7 +377,10 @@ pub async fn run(pool: PgPool, board: Arc<Board>, shutdown: CancellationToken) {
             next_sweep = tokio::time::Instant::now() + SWEEP_EVERY;
         }
         match pass(&pool, &board, &touched, Utc::now()).await {
-            Ok(s) => tracing::debug!(budgets = s.len(), "budgets evaluated"),
+            Ok(s) => {
+                metrics::counter!("tokenusage_budget_evaluations_total").increment(1);
+                tracing::debug!(budgets = s.len(), "budgets evaluated");
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "budget evaluation failed; retrying");
                 board.touch(Touched { everything: true, ..Touched::default() });

@@ -96,7 +96,8 @@ pub async fn create(pool: &PgPool, name: &str, url: &str, format: &str, by: &str
 }
 
 pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<Endpoint>> {
-    let rows: Vec<(String, String, String, DateTime<Utc>, String, i64, i64)> = sqlx::query_as(
+    type Row = (String, String, String, DateTime<Utc>, String, i64, i64);
+    let rows: Vec<Row> = sqlx::query_as(
         "select e.name, e.url, e.format, e.created_at, e.created_by, \
          count(*) filter (where d.state = 'pending'), count(*) filter (where d.state = 'dead') \
          from webhook_endpoints e left join webhook_deliveries d on d.endpoint_id = e.id group by e.id order by e.name",

@@ -135,12 +135,12 @@ pub(crate) struct Socket {
 
 /// The next budget change, or never when budgets are not watched.
 async fn budget_change(w: &mut Option<tokio::sync::watch::Receiver<u64>>) {
-    if let Some(rx) = w {
-        if rx.changed().await.is_ok() {
-            return;
-        }
+    if let Some(rx) = w
+        && rx.changed().await.is_ok()
+    {
+        return;
     }
-    std::future::pending().await
+    std::future::pending::<()>().await;
 }
 
 /// What happened on the transport.

@@ -11,6 +11,8 @@ use tokenusage_plumbing::DatabaseArgs;
 
 use super::audit_cli as audit;
 
+// Parsed once per run: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, clap::Subcommand)]
 pub enum BudgetsCmd {
     /// List budgets with their last evaluated state.
