@@ -12,10 +12,11 @@ BUDGETS="${1:-10000}" RATE="${2:-10000}" SECONDS_="${3:-30}"
 bench_setup tu_bench_budgets 28700 bench.budgets
 export TOKENUSAGE_JWT_SECRET="bench-secret-bench-secret-bench-secret!" TOKENUSAGE_KAFKA_IDEMPOTENCE=false
 PORT=28780
-TOKENUSAGE_LISTEN="127.0.0.1:$PORT" TOKENUSAGE_TOPIC_PARTITIONS=6 \
+TOKENUSAGE_LISTEN="127.0.0.1:$PORT" TOKENUSAGE_TOPIC_PARTITIONS=6 RUST_LOG="${SERVE_RUST_LOG:-warn}" \
   "$BIN/tokenusage" serve --no-migrate --assign-partitions all >"$WORK/serve.log" 2>&1 & echo $! >"$WORK/serve.pid"
 for _ in $(seq 1 300); do port_open "$PORT" && break; sleep 0.1; done
 sleep 2
 "$BIN/budget-bench" load --addr "127.0.0.1:$PORT" --server-pid "$(cat "$WORK/serve.pid")" \
   --budgets "$BUDGETS" --users 1000 --rate "$RATE" --seconds "$SECONDS_"
 "$BIN/budget-bench" forecast
+[ -z "${SERVE_RUST_LOG:-}" ] || cp "$WORK/serve.log" /tmp/bench-budgets-serve.log

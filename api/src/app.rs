@@ -437,7 +437,7 @@ pub(crate) fn api_routes() -> Routes<AppState> {
 /// The `# HELP` lines of the API's metrics, exported at zero from the start
 /// (dashboards and `rate()` then see them before the first event).
 fn describe_metrics() {
-    use metrics::{Unit, describe_counter, describe_gauge};
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_gauge!("tokenusage_live_sockets", Unit::Count, "Open live WebSockets");
     describe_counter!("tokenusage_live_sockets_closed_total", Unit::Count, "Live WebSockets closed, by reason");
     describe_counter!(
@@ -455,6 +455,11 @@ fn describe_metrics() {
         "tokenusage_webhook_deliveries_total",
         Unit::Count,
         "Webhook delivery attempts, by outcome (delivered, failed, dead)"
+    );
+    describe_histogram!(
+        "tokenusage_budget_evaluation_seconds",
+        Unit::Seconds,
+        "Time of one budget evaluation pass (sums, crossings, outbox, commit)"
     );
     metrics::counter!("tokenusage_budget_evaluations_total").increment(0);
     for event in ["crossed", "resolved"] {

@@ -599,7 +599,15 @@
           if (crossedSeen && !crossedSeen.has(k)) fresh.push("Budget " + b.name + " crossed " + c.threshold + " %.");
         }
       }
-      li.appendChild(bar); li.appendChild(text); ul.appendChild(li);
+      li.appendChild(bar); li.appendChild(text);
+      const mine = b.scope.kind === "user" ? b.created_by === session.user : b.scope.kind === "team" && session.teams.includes(b.scope.id);
+      if (session.role === "admin" || mine) {
+        const rm = document.createElement("button"); rm.type = "button"; rm.className = "small"; rm.textContent = "Remove";
+        rm.setAttribute("aria-label", "Remove budget " + b.name);
+        rm.addEventListener("click", () => removeBudget(b));
+        li.appendChild(rm);
+      }
+      ul.appendChild(li);
     }
     if (fresh.length) $("budget-announce").textContent = fresh.join(" ");
     crossedSeen = seen;
@@ -608,6 +616,19 @@
   async function loadBudgets() {
     try { renderBudgets(await (await api("/api/v1/budgets")).json()); }
     catch (e) { if (e.message !== "signed out") showAlert(e.message); }
+  }
+
+  async function removeBudget(b) {
+    if (!window.confirm("Remove the budget " + b.name + "? Its alerts stop.")) return;
+    try { await api("/api/v1/budgets/" + b.id, { method: "DELETE" }); await loadBudgets(); $("budgets-title").focus(); }
+    catch (e) { if (e.message !== "signed out") showAlert(e.message); }
+  }
+
+  /** Whom a budget set here may cover: the caller, and the teams they manage. */
+  function budgetScopes() {
+    const sel = $("budget-scope"); sel.textContent = "";
+    const me = document.createElement("option"); me.value = ""; me.textContent = "Me (" + session.user + ")"; sel.appendChild(me);
+    for (const t of session.teams) { const o = document.createElement("option"); o.value = t; o.textContent = "Team " + t; sel.appendChild(o); }
   }
 
   async function createBudget(ev) {
@@ -619,7 +640,8 @@
     if (!thresholds.length || thresholds.some((x) => !Number.isInteger(x) || x < 1 || x > 1000)) {
       err.textContent = "Alert thresholds are whole percentages from 1 to 1000, like 50,80,100."; $("budget-thresholds").focus(); return;
     }
-    const body = { scope: { kind: "user", id: session.user }, measure: "tokens", amount: tokens, period: $("budget-period").value,
+    const team = $("budget-scope").value;
+    const body = { scope: team ? { kind: "team", id: team } : { kind: "user", id: session.user }, measure: "tokens", amount: tokens, period: $("budget-period").value,
       zone: Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC", thresholds };
     try {
       await api("/api/v1/budgets", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
@@ -684,7 +706,7 @@
     // An admin comes to see the organisation: start on everyone's usage
     // (their own is one entry of the picker away).
     $("user").value = admin ? "*" : "";
-    loadTeams().then(startLive); loadViews(); loadBudgets();
+    loadTeams().then(() => { budgetScopes(); startLive(); loadBudgets(); }); loadViews();
     if (admin) { loadAudit(); loadUserPicker(); }
     $("dash-title").focus({ preventScroll: true });
   }
@@ -738,6 +760,7 @@
     $("audit-form").addEventListener("submit", loadAudit);
     $("budget-form").addEventListener("submit", createBudget);
     $("dash-title").tabIndex = -1;
+    $("budgets-title").tabIndex = -1;
     new ResizeObserver(() => { if (chart) chart.setSize({ width: Math.max(280, $("chart").clientWidth), height: 320 }); }).observe($("chart"));
     refresh().then((ok) => (ok ? showDashboard() : signedOut("")));
   }

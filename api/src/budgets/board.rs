@@ -115,6 +115,7 @@ pub struct Board {
     version: watch::Sender<u64>,
     publishers: TtlCache<Vec<u8>, Option<String>>,
     active: std::sync::atomic::AtomicBool,
+    rolling_minute: std::sync::atomic::AtomicI64,
 }
 
 impl Default for Board {
@@ -127,6 +128,7 @@ impl Default for Board {
             version: watch::channel(0).0,
             publishers: TtlCache::new(std::time::Duration::from_secs(30), 10_000, 10_000),
             active: std::sync::atomic::AtomicBool::new(false),
+            rolling_minute: std::sync::atomic::AtomicI64::new(i64::MIN),
         }
     }
 }
@@ -172,6 +174,12 @@ impl Board {
 
     pub(crate) async fn deliveries_notified(&self) {
         self.deliveries.notified().await;
+    }
+
+    /// Whether `minute` (Unix minutes) is later than the last one rolling
+    /// windows were evaluated in (and notes it).
+    pub(crate) fn rolling_minute_passed(&self, minute: i64) -> bool {
+        self.rolling_minute.fetch_max(minute, std::sync::atomic::Ordering::AcqRel) < minute
     }
 
     /// Budgets evaluated at least once.

@@ -125,6 +125,7 @@ fn spend_key(b: &Budget, team_ids: &HashMap<String, i64>) -> String {
 /// One evaluation pass over `touched`'s budgets (all of them for a sweep)
 /// as of `now`. Returns the states it computed; the board has them too.
 pub async fn pass(pool: &PgPool, board: &Board, touched: &Touched, now: DateTime<Utc>) -> sqlx::Result<Vec<Status>> {
+    let t_start = std::time::Instant::now();
     let mut tx = pool.begin().await?;
     sqlx::query("select pg_advisory_xact_lock($1)").bind(EVALUATION_LOCK).execute(&mut *tx).await?;
     let budgets = super::list(&mut *tx).await?;
@@ -141,7 +142,12 @@ pub async fn pass(pool: &PgPool, board: &Board, touched: &Touched, now: DateTime
             .fetch_one(&mut *tx)
             .await?;
 
+    let t_loaded = std::time::Instant::now();
     let known = board.known_ids();
+    // Rolling windows move on by themselves, a minute at a time: each is
+    // evaluated once a minute even when nothing touched it.
+    let minute = now.timestamp().div_euclid(60);
+    let rolling_due = board.rolling_minute_passed(minute);
     let chosen: Vec<&Budget> = budgets
         .iter()
         .filter(|b| {
@@ -152,8 +158,7 @@ pub async fn pass(pool: &PgPool, board: &Board, touched: &Touched, now: DateTime
                     Scope::Team(t) => members.get(t).is_some_and(|m| m.iter().any(|u| touched.users.contains(u))),
                     Scope::Project(p) => touched.all_projects || touched.projects.contains(p),
                 }
-                // A rolling window moves on by itself.
-                || b.period == Period::Rolling
+                || (rolling_due && b.period == Period::Rolling)
         })
         .collect();
 
@@ -186,6 +191,7 @@ pub async fn pass(pool: &PgPool, board: &Board, touched: &Touched, now: DateTime
         spend.insert((kind, pieces), acc);
     }
 
+    let t_summed = std::time::Instant::now();
     let ids: Vec<i64> = chosen.iter().map(|b| b.id).collect();
     #[allow(clippy::type_complexity)] // one row, named below
     let existing: Vec<(i64, DateTime<Utc>, i32, i32, DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(
@@ -198,6 +204,7 @@ pub async fn pass(pool: &PgPool, board: &Board, touched: &Touched, now: DateTime
     let mut crossings: HashMap<CrossingKey, CrossingRow> =
         existing.into_iter().map(|(b, w, t, e, c, r)| ((b, w, t), (e, c, r))).collect();
 
+    let t_crossings = std::time::Instant::now();
     let mut statuses = Vec::with_capacity(chosen.len());
     let mut changes = 0usize;
     let (mut crossed_n, mut resolved_n) = (0u64, 0u64);
@@ -212,6 +219,7 @@ pub async fn pass(pool: &PgPool, board: &Board, touched: &Touched, now: DateTime
             Measure::Tokens => s.tokens,
             Measure::Cost => s.cost,
         };
+        let mut changed_here = false;
         for &t in &b.thresholds {
             let key = (b.id, w.key, t);
             let over = reached(spent, b.amount, t);
@@ -223,6 +231,7 @@ pub async fn pass(pool: &PgPool, board: &Board, touched: &Touched, now: DateTime
             };
             let Some(change) = change else { continue };
             changes += 1;
+            changed_here = true;
             match change {
                 Change::Crossed { .. } => crossed_n += 1,
                 Change::Resolved { .. } => resolved_n += 1,
@@ -245,11 +254,18 @@ pub async fn pass(pool: &PgPool, board: &Board, touched: &Touched, now: DateTime
                 })
             })
             .collect();
-        s_id.push(b.id);
-        s_start.push(w.start);
-        s_end.push(w.end);
-        s_spent.push(spent);
-        s_unpriced.push(s.unpriced);
+        // The stored copy (for the CLI and other processes; this process
+        // answers from the board) is rewritten on sweeps, on crossings and
+        // for new budgets: under load every budget's spend moves every
+        // pass, and rewriting thousands of rows each time would double the
+        // evaluation's cost.
+        if touched.everything || changed_here || !known.contains(&b.id) {
+            s_id.push(b.id);
+            s_start.push(w.start);
+            s_end.push(w.end);
+            s_spent.push(spent);
+            s_unpriced.push(s.unpriced);
+        }
         let forecast = w.forecast(w.key == ROLLING_WINDOW_START, spent, now);
         statuses.push(Status {
             budget: (*b).clone(),
@@ -278,7 +294,17 @@ pub async fn pass(pool: &PgPool, board: &Board, touched: &Touched, now: DateTime
     .bind(seq)
     .execute(&mut *tx)
     .await?;
+    let t_written = std::time::Instant::now();
     tx.commit().await?;
+    tracing::debug!(
+        budgets = budgets.len(),
+        evaluated = chosen.len(),
+        load_ms = (t_loaded - t_start).as_millis() as u64,
+        sums_ms = (t_summed - t_loaded).as_millis() as u64,
+        crossings_ms = (t_crossings - t_summed).as_millis() as u64,
+        write_ms = (t_written - t_crossings).as_millis() as u64,
+        "budget evaluation pass"
+    );
     // Counted once they are facts.
     metrics::counter!("tokenusage_budget_crossings_total", "event" => "crossed").increment(crossed_n);
     metrics::counter!("tokenusage_budget_crossings_total", "event" => "resolved").increment(resolved_n);
@@ -376,9 +402,11 @@ pub async fn run(pool: PgPool, board: Arc<Board>, shutdown: CancellationToken) {
             touched.everything = true;
             next_sweep = tokio::time::Instant::now() + SWEEP_EVERY;
         }
+        let started = std::time::Instant::now();
         match pass(&pool, &board, &touched, Utc::now()).await {
             Ok(s) => {
                 metrics::counter!("tokenusage_budget_evaluations_total").increment(1);
+                metrics::histogram!("tokenusage_budget_evaluation_seconds").record(started.elapsed().as_secs_f64());
                 tracing::debug!(budgets = s.len(), "budgets evaluated");
             }
             Err(e) => {

@@ -69,11 +69,37 @@ struct Load {
 }
 
 fn cpu_secs(pid: u32) -> f64 {
-    // Fields 14 and 15 of /proc/<pid>/stat: user and system time in ticks.
+    // Fields 14 and 15 of /proc/<pid>/stat (user and system time in
+    // ticks); after the command's closing parenthesis the state is field 3.
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = s.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<f64> = after.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) / 100.0
+}
+
+/// Busy and total jiffies of the whole machine (/proc/stat), so the
+/// database's share of the work is seen too.
+fn machine_jiffies() -> (f64, f64) {
+    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<f64> =
+        s.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let total: f64 = f.iter().sum();
+    let idle = f.get(3).copied().unwrap_or(0.0) + f.get(4).copied().unwrap_or(0.0);
+    (total - idle, total)
+}
+
+/// A counter's value in the server's /metrics.
+async fn counter(http: &reqwest::Client, addr: &str, name: &str) -> f64 {
+    let text = match http.get(format!("http://{addr}/metrics")).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name} ")))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
 }
 
 fn pct(v: &[f64], p: f64) -> f64 {
@@ -121,17 +147,28 @@ fn background(publisher: Publisher, users: usize, rate: u64, secs: u64) -> tokio
 }
 
 /// One load phase: the server's CPU per second, the projector's mean
-/// commit time, and the events sent.
+/// commit time, and the events sent. Also prints the machine's busy cores
+/// (database included) and what the projector counted during the load.
 async fn phase(a: &Load, publisher: &Publisher, http: &reqwest::Client) -> (f64, f64, u64) {
-    let (c0, (s0, n0), t0) =
-        (cpu_secs(a.server_pid), histogram(http, &a.addr, "tokenusage_projector_commit_seconds").await, Instant::now());
+    let counted = "tokenusage_projector_events_counted_total";
+    let commits = "tokenusage_projector_commit_seconds";
+    let (c0, (s0, n0), t0) = (cpu_secs(a.server_pid), histogram(http, &a.addr, commits).await, Instant::now());
+    let (m0, e0) = (machine_jiffies(), counter(http, &a.addr, counted).await);
     let sent = background(publisher.clone(), a.users, a.rate, a.seconds).await.unwrap_or(0);
+    let (m_end, e_end) = (machine_jiffies(), counter(http, &a.addr, counted).await);
     // Let the projector and the evaluator finish what was sent.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (c1, (s1, n1)) =
-        (cpu_secs(a.server_pid), histogram(http, &a.addr, "tokenusage_projector_commit_seconds").await);
+    let (c1, (s1, n1)) = (cpu_secs(a.server_pid), histogram(http, &a.addr, commits).await);
     let cpu = (c1 - c0) / t0.elapsed().as_secs_f64();
     let commit_ms = if n1 > n0 { (s1 - s0) / (n1 - n0) * 1e3 } else { f64::NAN };
+    let cores = std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64);
+    println!(
+        "  machine busy {:.2} of {cores} cores during the load (database and load generator included); \
+         projector counted {:.0} events during it ({:.0}/s)",
+        (m_end.0 - m0.0) / (m_end.1 - m0.1) * cores,
+        e_end - e0,
+        (e_end - e0) / a.seconds as f64
+    );
     (cpu, commit_ms, sent)
 }
 
@@ -257,7 +294,32 @@ async fn load(a: Load) -> anyhow::Result<()> {
             sent
         })
     };
+    // A gateway checking a loaded user's 10 budgets, back to back, during the load.
+    let key = tokenusage_schema::keys::create(&pool, "bench-gateway", "bench-gateway", 1000).await?.key;
+    let checking = {
+        let (http, addr, secs) = (http.clone(), a.addr.clone(), a.seconds);
+        tokio::spawn(async move {
+            let start = Instant::now();
+            let mut times = Vec::new();
+            while start.elapsed() < Duration::from_secs(secs) {
+                let t = Instant::now();
+                let ok = http
+                    .get(format!("http://{addr}/api/v1/budgets/check?user=bb-5"))
+                    .bearer_auth(&key)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                if ok {
+                    times.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            times
+        })
+    };
+    let evals0 = histogram(&http, &a.addr, "tokenusage_budget_evaluation_seconds").await;
     let (cpu1, commit1, sent1) = phase(&a, &publisher, &http).await;
+    let evals1 = histogram(&http, &a.addr, "tokenusage_budget_evaluation_seconds").await;
     let sent = probing.await?;
     tokio::time::sleep(Duration::from_secs(5)).await;
     println!(
@@ -267,6 +329,20 @@ async fn load(a: Load) -> anyhow::Result<()> {
         cpu1,
         cpu1 - cpu0,
         commit1 - commit0
+    );
+    let mut checks = checking.await?;
+    checks.sort_by(f64::total_cmp);
+    println!(
+        "  gateway check (10 budgets, during the load): {} answers, p50 {:.2} ms, p99 {:.2} ms",
+        checks.len(),
+        pct(&checks, 0.5),
+        pct(&checks, 0.99)
+    );
+    let passes = evals1.1 - evals0.1;
+    println!(
+        "  evaluation passes: {passes:.0} ({:.1}/s), mean {:.0} ms",
+        passes / a.seconds as f64,
+        if passes > 0.0 { (evals1.0 - evals0.0) / passes * 1e3 } else { f64::NAN }
     );
     let got = arrivals.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let mut lat: Vec<f64> =
