@@ -576,7 +576,9 @@
     for (const b of list) {
       const li = document.createElement("li");
       const name = document.createElement("span"); name.className = "budget-name"; name.id = "budget-" + b.id + "-name";
-      name.textContent = b.name + " · " + b.scope.kind + " " + b.scope.id; li.appendChild(name);
+      // Default names already say whose budget it is.
+      const whose = b.scope.kind + ":" + b.scope.id;
+      name.textContent = b.name.includes(whose) ? b.name : b.name + " (" + whose + ")"; li.appendChild(name);
       const bar = document.createElement("progress"); bar.max = 100;
       bar.setAttribute("aria-labelledby", name.id); bar.setAttribute("aria-describedby", "budget-" + b.id + "-text");
       const text = document.createElement("span"); text.className = "budget-text"; text.id = "budget-" + b.id + "-text";
