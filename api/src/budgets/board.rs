@@ -101,8 +101,11 @@ impl Status {
 struct Inner {
     budgets: Vec<Budget>,
     statuses: HashMap<i64, Status>,
-    /// Team name to its members (as of the last evaluation).
-    members: HashMap<String, Vec<String>>,
+    /// The teams each user is in (as of the last evaluation).
+    teams_of: HashMap<String, Vec<String>>,
+    /// Positions in `budgets` by scope, so a caller's budgets are found
+    /// without a scan.
+    by_scope: HashMap<Scope, Vec<usize>>,
 }
 
 /// Budgets and their last evaluation in this process.
@@ -205,8 +208,19 @@ impl Board {
                 changed |= !same;
                 g.statuses.insert(s.budget.id, s);
             }
+            let mut by_scope: HashMap<Scope, Vec<usize>> = HashMap::new();
+            for (i, b) in budgets.iter().enumerate() {
+                by_scope.entry(b.scope.clone()).or_default().push(i);
+            }
+            let mut teams_of: HashMap<String, Vec<String>> = HashMap::new();
+            for (team, users) in members {
+                for u in users {
+                    teams_of.entry(u).or_default().push(team.clone());
+                }
+            }
             g.budgets = budgets;
-            g.members = members;
+            g.by_scope = by_scope;
+            g.teams_of = teams_of;
             changed
         };
         if changed {
@@ -244,21 +258,106 @@ impl Board {
             .collect()
     }
 
+    /// The budgets on any of `scopes`, by id, with their states.
+    fn of_scopes(g: &Inner, scopes: impl IntoIterator<Item = Scope>) -> Vec<BudgetState> {
+        let mut at: Vec<usize> = scopes.into_iter().filter_map(|s| g.by_scope.get(&s)).flatten().copied().collect();
+        // Positions follow `budgets`, which is by id.
+        at.sort_unstable();
+        at.dedup();
+        at.into_iter()
+            .filter_map(|i| g.budgets.get(i))
+            .map(|b| BudgetState { budget: b.clone(), state: g.statuses.get(&b.id).map(Status::view) })
+            .collect()
+    }
+
     /// The budgets that apply to a call by `user` (theirs and their teams')
     /// and for `project`, or to `team`, from memory.
     pub fn applicable(&self, user: Option<&str>, team: Option<&str>, project: Option<&str>) -> Vec<BudgetState> {
-        let teams: HashSet<String> = {
-            let g = self.read();
-            let mut t: HashSet<String> = team.map(str::to_owned).into_iter().collect();
-            if let Some(u) = user {
-                t.extend(g.members.iter().filter(|(_, m)| m.iter().any(|x| x == u)).map(|(n, _)| n.clone()));
-            }
-            t
+        let g = self.read();
+        let mut scopes: Vec<Scope> = Vec::new();
+        if let Some(u) = user {
+            scopes.push(Scope::User(u.to_owned()));
+            scopes.extend(g.teams_of.get(u).into_iter().flatten().map(|t| Scope::Team(t.clone())));
+        }
+        scopes.extend(team.map(|t| Scope::Team(t.to_owned())));
+        scopes.extend(project.map(|p| Scope::Project(p.to_owned())));
+        Self::of_scopes(&g, scopes)
+    }
+
+    /// The budgets `user` may see: all for admins; otherwise their own,
+    /// and for each team they manage its budgets and its members' (the rule
+    /// of `routes::may_see`, without a scan).
+    pub(crate) fn visible(&self, user: &str, admin: bool, reach: &crate::teams::Reach) -> Vec<BudgetState> {
+        if admin {
+            return self.states(|_| true);
+        }
+        let g = self.read();
+        let mut scopes = vec![Scope::User(user.to_owned())];
+        for (team, members) in &reach.manages {
+            scopes.push(Scope::Team(team.clone()));
+            scopes.extend(members.iter().map(|m| Scope::User(m.clone())));
+        }
+        Self::of_scopes(&g, scopes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::budgets::{Measure, Period};
+
+    fn budget(id: i64, scope: Scope) -> Budget {
+        Budget {
+            id,
+            name: format!("b{id}"),
+            scope,
+            measure: Measure::Tokens,
+            amount: 100,
+            period: Period::Month,
+            zone: "UTC".into(),
+            rolling_minutes: None,
+            thresholds: vec![100],
+            webhooks: vec![],
+            created_by: "t".into(),
+            created_at: DateTime::UNIX_EPOCH,
+        }
+    }
+
+    fn ids(v: &[BudgetState]) -> Vec<i64> {
+        v.iter().map(|b| b.budget.id).collect()
+    }
+
+    #[test]
+    fn callers_find_exactly_their_budgets_without_a_scan() {
+        let board = Board::default();
+        let budgets = vec![
+            budget(1, Scope::User("u".into())),
+            budget(2, Scope::Team("a".into())),
+            budget(3, Scope::Team("b".into())),
+            budget(4, Scope::User("v".into())),
+            budget(5, Scope::Project("p".into())),
+            budget(6, Scope::User("m".into())),
+        ];
+        let members = HashMap::from([
+            ("a".to_owned(), vec!["u".to_owned(), "m".to_owned()]),
+            ("b".to_owned(), vec!["v".to_owned()]),
+        ]);
+        board.update(budgets, members, Vec::new());
+        // A gateway asking about u (in team a) for project p.
+        assert_eq!(ids(&board.applicable(Some("u"), None, Some("p"))), vec![1, 2, 5]);
+        assert_eq!(ids(&board.applicable(None, Some("b"), None)), vec![3]);
+        assert_eq!(ids(&board.applicable(Some("nobody"), None, None)), Vec::<i64>::new());
+        // m manages a: a's budget, its members' (u's and m's own), not b's or v's.
+        let reach = crate::teams::Reach {
+            manages: BTreeMap::from([(
+                "a".to_owned(),
+                crate::teams::Members::from(vec!["m".to_owned(), "u".to_owned()]),
+            )]),
         };
-        self.states(|b| match &b.scope {
-            Scope::User(u) => Some(u.as_str()) == user,
-            Scope::Team(t) => teams.contains(t),
-            Scope::Project(p) => Some(p.as_str()) == project,
-        })
+        assert_eq!(ids(&board.visible("m", false, &reach)), vec![1, 2, 6]);
+        assert_eq!(ids(&board.visible("v", false, &crate::teams::Reach::default())), vec![4]);
+        assert_eq!(ids(&board.visible("root", true, &crate::teams::Reach::default())), vec![1, 2, 3, 4, 5, 6]);
     }
 }

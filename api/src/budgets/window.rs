@@ -44,10 +44,15 @@ impl Window {
 
     /// `[start, end)` as whole rollup rows: hours where they fit, quarter
     /// hours where they do not (half- and quarter-hour zones), minutes at
-    /// the ends of a rolling window. Summing them is exact.
+    /// the start of a rolling window. Summing them is exact. A rolling
+    /// window is read to the end of the current hour: nothing later than
+    /// now exists but events stamped up to 5 minutes ahead (the contract's
+    /// limit), which count already, and the hour row replaces up to 59
+    /// minute rows per series.
     pub fn pieces(&self) -> Vec<(Grain, DateTime<Utc>, DateTime<Utc>)> {
+        let end = if self.key == ROLLING_WINDOW_START { ceil(Grain::Hour, self.end) } else { self.end };
         let mut out = Vec::new();
-        split(self.start, self.end, &mut out);
+        split(self.start, end, &mut out);
         out
     }
 
@@ -155,7 +160,7 @@ mod tests {
         );
         let p = w.pieces();
         assert_eq!(p.first().unwrap(), &(Grain::Minute, t("2026-06-09T10:08:00Z"), t("2026-06-09T10:15:00Z")));
-        assert_eq!(p.last().unwrap(), &(Grain::Minute, t("2026-06-10T10:00:00Z"), t("2026-06-10T10:08:00Z")));
+        assert_eq!(p.last().unwrap(), &(Grain::Hour, t("2026-06-09T11:00:00Z"), t("2026-06-10T11:00:00Z")));
         // The pieces tile the window without gaps or overlaps.
         assert!(p.windows(2).all(|x| x[0].2 == x[1].1));
         assert_eq!(w.forecast(true, 50, t("2026-06-10T10:07:30Z")), None);

@@ -302,16 +302,32 @@ impl Socket {
     /// Sends the budgets this user can see, if they changed since the last
     /// time.
     pub(super) async fn push_budgets(&mut self) {
-        let all = self.state.budgets.states(|_| true);
-        let mut visible = Vec::with_capacity(all.len());
-        for b in all {
-            match crate::budgets::routes::may_see(&self.state, &self.user, &b.budget).await {
-                Ok(true) => visible.push(b),
-                Ok(false) => {}
+        let admin = self.user.role == crate::auth::Role::Admin;
+        let reach = if admin {
+            std::sync::Arc::default()
+        } else {
+            match self.state.teams.reach(&self.state.pool, &self.user.id).await {
+                Ok(r) => r,
                 Err(_) => return, // retried on the next change
             }
-        }
-        if self.last_budgets.as_ref() != Some(&visible) {
+        };
+        let visible = self.state.budgets.visible(&self.user.id, admin, &reach);
+        // What a reader sees, not when it was computed: a pass that changed
+        // other budgets sends nothing here.
+        let same = self.last_budgets.as_ref().is_some_and(|last| {
+            last.len() == visible.len()
+                && last.iter().zip(&visible).all(|(a, b)| {
+                    a.budget == b.budget
+                        && match (&a.state, &b.state) {
+                            (Some(x), Some(y)) => {
+                                (x.spent, x.window_start, &x.crossed, x.unpriced_tokens)
+                                    == (y.spent, y.window_start, &y.crossed, y.unpriced_tokens)
+                            }
+                            (x, y) => x.is_none() && y.is_none(),
+                        }
+                })
+        });
+        if !same {
             self.send(&ServerMessage::Budgets { budgets: &visible });
             self.last_budgets = Some(visible);
         }
