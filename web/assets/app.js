@@ -636,14 +636,23 @@
   async function createBudget(ev) {
     ev.preventDefault();
     const err = $("budget-error"); err.textContent = "";
-    const tokens = Number($("budget-tokens").value);
-    if (!Number.isInteger(tokens) || tokens < 1) { err.textContent = "Enter a whole number of tokens, at least 1."; $("budget-tokens").focus(); return; }
+    const cost = $("budget-measure").value === "cost";
+    // Tokens: group separators of any locale are dropped ("10,000,000",
+    // "10.000.000"). Cost: a lone decimal comma is read as a point ("12,50").
+    const typed = $("budget-tokens").value.replace(/\s/g, "");
+    const raw = cost ? (/^\d+,\d{1,9}$/.test(typed) ? typed.replace(",", ".") : typed) : typed.replace(/[,._']/g, "");
+    // Cost goes as exact decimal text (the server keeps nano-units); tokens as an integer.
+    const ok = cost ? /^\d+(\.\d{1,9})?$/.test(raw) && Number(raw) > 0 : /^\d+$/.test(raw) && Number(raw) >= 1;
+    if (!ok) {
+      err.textContent = cost ? "Enter a cost above 0, like 250 or 12.50." : "Enter a whole number of tokens, at least 1.";
+      $("budget-tokens").focus(); return;
+    }
     const thresholds = $("budget-thresholds").value.split(",").map((x) => Number(x.trim())).filter((x) => x);
     if (!thresholds.length || thresholds.some((x) => !Number.isInteger(x) || x < 1 || x > 1000)) {
       err.textContent = "Alert thresholds are whole percentages from 1 to 1000, like 50,80,100."; $("budget-thresholds").focus(); return;
     }
     const team = $("budget-scope").value;
-    const body = { scope: team ? { kind: "team", id: team } : { kind: "user", id: session.user }, measure: "tokens", amount: tokens, period: $("budget-period").value,
+    const body = { scope: team ? { kind: "team", id: team } : { kind: "user", id: session.user }, measure: cost ? "cost" : "tokens", amount: cost ? raw : Number(raw), period: $("budget-period").value,
       zone: Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC", thresholds };
     try {
       await api("/api/v1/budgets", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
@@ -761,6 +770,11 @@
     $("table-details").addEventListener("toggle", () => { if ($("table-details").open && live.series) table(live.series); });
     $("audit-form").addEventListener("submit", loadAudit);
     $("budget-form").addEventListener("submit", createBudget);
+    $("budget-measure").addEventListener("change", () => {
+      const cost = $("budget-measure").value === "cost";
+      $("budget-amount-label").textContent = cost ? "Cost in " + ((live.series && live.series.currency) || "USD") : "Tokens";
+      $("budget-tokens").inputMode = cost ? "decimal" : "numeric";
+    });
     $("dash-title").tabIndex = -1;
     $("budgets-title").tabIndex = -1;
     new ResizeObserver(() => { if (chart) chart.setSize({ width: Math.max(280, $("chart").clientWidth), height: 320 }); }).observe($("chart"));

@@ -247,6 +247,14 @@ async function main() {
       const value = await page.evaluate(() => document.querySelector("#budget-list progress").value);
       assert(value >= 60 && value <= 100, "the bar shows the spend: " + value);
       assert(/Crossed: 50 %/.test(await page.textContent("#budget-list")), "the text says what was crossed");
+      // A cost budget, typed with a decimal comma.
+      await page.focus("#budget-new summary"); await page.keyboard.press("Enter");
+      await page.selectOption("#budget-measure", "cost");
+      assert(/Cost in/.test(await page.textContent("#budget-amount-label")), "the amount's label names the currency");
+      await page.fill("#budget-tokens", "0,50");
+      await page.focus("#budget-form button[type=submit]"); await page.keyboard.press("Enter");
+      await page.waitForFunction(() => document.querySelectorAll("#budget-list li").length === 2, null, { timeout: 20000 });
+      await page.waitForFunction(() => /% of (US)?\$0\.50 spent in this month/.test(document.getElementById("budget-list").textContent), null, { timeout: 20000 });
       await page.screenshot({ path: join(artifacts, "budgets.png"), fullPage: true });
     });
 
