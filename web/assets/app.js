@@ -207,7 +207,7 @@
         showAlert(m.message);
         if (m.code === "too_many_points") setConn("idle", "Not live");
         break;
-      case "budgets": renderBudgets(m.budgets); break;
+      case "budgets": budgetsPushed += 1; renderBudgets(m.budgets); break;
       case "closing": break;
       default: break;
     }
@@ -556,6 +556,9 @@
   // Thresholds seen crossed (budget id, window, threshold, crossed at), so a
   // new crossing is announced once; the first list only fills it.
   let crossedSeen = null;
+  // Pushes counted, so a REST answer that a push overtook is not drawn
+  // over the newer list.
+  let budgetsPushed = 0;
 
   function budgetAmount(b, n) {
     return b.measure === "cost" ? money(n) : num(n) + " tokens";
@@ -616,7 +619,11 @@
   }
 
   async function loadBudgets() {
-    try { renderBudgets(await (await api("/api/v1/budgets")).json()); }
+    const pushed = budgetsPushed;
+    try {
+      const list = await (await api("/api/v1/budgets")).json();
+      if (pushed === budgetsPushed) renderBudgets(list);
+    }
     catch (e) { if (e.message !== "signed out") showAlert(e.message); }
   }
 
