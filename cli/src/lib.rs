@@ -46,6 +46,9 @@ pub enum Command {
     Replay(commands::rebuild::ReplayCmd),
     /// Compare the rollups with the raw events and report any drift.
     Verify(commands::rebuild::VerifyCmd),
+    /// Build the day rows of ended days now (the projector does it every
+    /// minute), optionally rebuilding them from a date on.
+    Seal(commands::rebuild::SealCmd),
     /// List and re-drive records the projector could not count.
     #[command(subcommand, name = "dead-letters")]
     DeadLetters(commands::deadletters::DeadLettersCmd),
@@ -105,6 +108,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys(a) => commands::keys::run(a).await,
         Command::Replay(a) => commands::rebuild::replay(a).await,
         Command::Verify(a) => commands::rebuild::verify(a).await,
+        Command::Seal(a) => commands::rebuild::seal(a).await,
         Command::DeadLetters(a) => commands::deadletters::run(a).await,
         Command::Migrate(a) => commands::migrate::run(a).await,
         Command::Publish(a) => commands::publish::run(a).await,

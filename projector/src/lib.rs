@@ -5,6 +5,7 @@
 //! offsets and the post-commit notification. Offsets live in PostgreSQL, in
 //! the same transaction as the rows they account for, and a projector that
 //! lost a partition is fenced by an epoch so it cannot commit stale work.
+//! It also seals ended days into the day rows cold reads use (`seal`).
 //! It never serves HTTP and never reads rollups for display.
 
 pub mod batch;
@@ -17,6 +18,7 @@ pub mod maintenance;
 pub mod metrics;
 mod prices;
 pub mod rebuild;
+pub mod seal;
 mod store;
 mod writer;
 

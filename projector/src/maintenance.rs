@@ -1,5 +1,6 @@
 //! Background upkeep run beside the consume loop: re-driving dead letters
-//! that admins asked for, and dropping raw events past their retention.
+//! that admins asked for, dropping raw events past their retention, and
+//! sealing ended days into day rows (`seal`).
 
 use std::time::Duration;
 
@@ -8,6 +9,9 @@ use tokio_util::sync::CancellationToken;
 
 /// How often requested re-drives are picked up.
 const REDRIVE_EVERY: Duration = Duration::from_secs(5);
+/// How often ended days are sealed (a pass with nothing to do is one
+/// indexed query).
+const SEAL_EVERY: Duration = Duration::from_secs(60);
 /// How often retention runs.
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 /// Rows deleted per statement on plain PostgreSQL, so no single delete
@@ -59,12 +63,22 @@ async fn delete_in_batches(
 pub(crate) async fn run(pool: PgPool, retention_days: u32, shutdown: CancellationToken) {
     let mut redrive = tokio::time::interval(REDRIVE_EVERY);
     let mut retention = tokio::time::interval(RETENTION_EVERY);
+    let mut seal = tokio::time::interval(SEAL_EVERY);
+    seal.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = redrive.tick() => {
                 if let Err(e) = crate::deadletters::process_requested(&pool).await {
                     tracing::warn!(error = %e, "re-driving dead letters failed; will retry");
+                }
+            }
+            _ = seal.tick() => {
+                // A first pass over a long history takes a while; shutdown
+                // does not wait for it (the open transaction rolls back).
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = crate::seal::tick(&pool) => {}
                 }
             }
             _ = retention.tick() => {

@@ -178,6 +178,17 @@ async fn rebuild_day(
         out.push(one_grain(tx, g, start, end, user, dry_run).await?);
     }
     if !dry_run && out.iter().any(|d| !d.is_clean()) {
+        // The day rows of this day no longer stand for its rollups: lower
+        // the seals (of `user`, or everyone's) to it, and the sealer
+        // rebuilds them; reads take the fine rollups meanwhile.
+        sqlx::query(
+            "update usage_day_seal set sealed_through = ($1 at time zone 'UTC')::date \
+             where sealed_through > ($1 at time zone 'UTC')::date and ($2::text is null or user_id = $2)",
+        )
+        .bind(start)
+        .bind(user)
+        .execute(&mut **tx)
+        .await?;
         // Rewritten rows have no increments to send: live views re-read.
         notice::send(tx, &[notice::everyone()]).await?;
     }

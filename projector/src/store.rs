@@ -326,7 +326,7 @@ impl<'a> RollupColumns<'a> {
 }
 
 /// Stores the new events, adds the rollup rows and sends the notification
-/// bodies, in one call (`tokenusage_count_events_v3`, migration 0011).
+/// bodies, in one call (`tokenusage_count_events_v4`, migration 0013).
 async fn count_fresh(
     tx: &mut Transaction<'_, Postgres>,
     book_version: i64,
@@ -350,7 +350,7 @@ async fn count_fresh(
         &rollups.sums;
     sqlx::query(
         r#"
-        select tokenusage_count_events_v3($1,
+        select tokenusage_count_events_v4($1,
             $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
             $9::int8[], $10::int8[], $11::jsonb[], $12::int4[], $13::int8[], $14::jsonb[], $15::int8[], $16::int8[],
             $17::text[], $18::text[], $19::timestamptz[], $20::text[], $21::text[], $22::text[], $23::text[],

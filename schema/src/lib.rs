@@ -3,6 +3,8 @@
 //!
 //! - `grain`, `rows`: the rollup tables (which grains, how instants floor
 //!   to buckets, what a row holds and how events fold into rows);
+//! - `days`: the day rows built from them for cold reads, and their
+//!   groupings;
 //! - `sequence`, `notice`: the commit order of rollup changes and the
 //!   post-commit notification that carries them to live views;
 //! - `freshness`: how current the rollups are, written by the projector's
@@ -15,6 +17,7 @@
 //! other. It holds data shapes and the queries on them that more than one
 //! part runs; queries with a single caller stay beside that caller.
 
+pub mod days;
 pub mod dead_letters;
 pub mod freshness;
 pub mod grain;

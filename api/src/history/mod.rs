@@ -4,6 +4,7 @@
 //! and `csv`); `routes` are the REST handlers that chain them.
 
 pub mod cache;
+pub mod days;
 pub(crate) mod csv;
 pub mod params;
 pub mod plan;

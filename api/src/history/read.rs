@@ -3,7 +3,9 @@
 //!
 //! The read path sums whole rollup rows into the planned buckets inside
 //! PostgreSQL (`width_bucket` over the edge array, one index range scan):
-//! it never touches raw events.
+//! it never touches raw events. Views whose buckets are days or longer, and
+//! ranges holding whole UTC days, read the day rows (`days`) below the
+//! subject's seal and the fine rollups above it, in one statement.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -12,6 +14,7 @@ use serde::Serialize;
 use sqlx::{PgPool, QueryBuilder, Row};
 use tokenusage_schema::{Grain, Sums};
 
+use super::days;
 use super::params::Filters;
 use super::plan::{GroupBy, Plan};
 
@@ -135,17 +138,40 @@ pub async fn read_series(
     group: GroupBy,
     filters: &Filters,
 ) -> sqlx::Result<SeriesData> {
-    // Table and group column come from enums, never from input.
-    let mut qb = QueryBuilder::new("select width_bucket(bucket, ");
-    qb.push_bind(plan.edges.clone());
-    qb.push(format!(
-        ")::int4 as i, {key} as key, {sums} from {table} where bucket >= ",
-        key = group.column(),
-        sums = Sums::SQL_SUMS,
-        table = plan.rollup.table()
-    ));
-    qb.push_bind(plan.start()).push(" and bucket < ").push_bind(plan.end);
-    push_filters(&mut qb, subject, filters);
+    let fine = |qb: &mut QueryBuilder<'_, sqlx::Postgres>, from_seal: bool| {
+        // Table and group column come from enums, never from input.
+        qb.push("select width_bucket(bucket, ").push_bind(plan.edges.clone());
+        qb.push(format!(
+            ")::int4 as i, {key} as key, {measures} from {table} where bucket >= ",
+            key = group.column(),
+            measures = days::MEASURES.join(", "),
+            table = plan.rollup.table()
+        ));
+        if from_seal {
+            qb.push("greatest(").push_bind(plan.start()).push(", (select at from seal))");
+        } else {
+            qb.push_bind(plan.start());
+        }
+        qb.push(" and bucket < ").push_bind(plan.end);
+        push_filters(qb, subject, filters);
+    };
+    let mut qb = QueryBuilder::new("");
+    match days::pieces(plan) {
+        Some(pieces) => {
+            days::push_seal(&mut qb, |qb| push_filters(qb, subject, &Filters::default()));
+            qb.push("select i, key, ").push(Sums::SQL_SUMS).push(" from (");
+            let summed = summed_for(group.column(), filters);
+            days::push_day_part(&mut qb, &pieces, summed, group.column(), |qb| push_filters(qb, subject, filters));
+            qb.push(" union all ");
+            fine(&mut qb, true);
+            qb.push(") r");
+        }
+        None => {
+            qb.push("select i, key, ").push(Sums::SQL_SUMS).push(" from (");
+            fine(&mut qb, false);
+            qb.push(") r");
+        }
+    }
     qb.push(" group by 1, 2");
     let rows = qb.build().fetch_all(db).await?;
     let n = plan.edges.len();
@@ -163,8 +189,63 @@ pub async fn read_series(
     Ok(data)
 }
 
-/// `<select> from <rollup> where bucket in [from, to)` and the subject's and
-/// filters' conditions, ready for a `group by`.
+/// The day rows' grouping that holds the group column and every filtered
+/// dimension.
+fn summed_for(group_column: &str, filters: &Filters) -> i16 {
+    let filtered = filters.columns().into_iter().filter(|(_, v)| !v.is_empty()).map(|(c, _)| c);
+    tokenusage_schema::days::summed_keeping(filtered.chain([group_column]))
+}
+
+/// `(<the subject's rows of [from, to)>) r`: a derived table of rollup-shaped
+/// rows (user, activity, model, project, source, the nine measures) whose
+/// sums over `[from, to)` are exact. Whole UTC days come from the day rows
+/// (grouped as `kept` and the filters need) below the subject's seal, the
+/// rest from the fine rollups; `rollup` is the grain `[from, to)` lies on.
+fn push_source(
+    qb: &mut QueryBuilder<'_, sqlx::Postgres>,
+    rollup: Grain,
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+    subject: &Subject,
+    filters: &Filters,
+    kept: &[&str],
+) {
+    let cols = format!("user_id, activity, model, project, source, {}", days::MEASURES.join(", "));
+    // One branch per table; tables come from enums, never from input.
+    let fine = |qb: &mut QueryBuilder<'_, sqlx::Postgres>, g: Grain, a: DateTime<Utc>, b: DateTime<Utc>, seal: bool| {
+        qb.push(format!("select {cols} from {} where bucket >= ", g.table()));
+        if seal {
+            qb.push("greatest(").push_bind(a).push(", (select at from seal))");
+        } else {
+            qb.push_bind(a);
+        }
+        qb.push(" and bucket < ").push_bind(b);
+        push_filters(qb, subject, filters);
+    };
+    qb.push("(");
+    match days::split_range(from, to) {
+        Some(split) => {
+            let (d0, d1) = (split.head.1, split.tail.0);
+            days::push_seal(qb, |qb| push_filters(qb, subject, &Filters::default()));
+            let filtered = filters.columns().into_iter().filter(|(_, v)| !v.is_empty()).map(|(c, _)| c);
+            let summed = tokenusage_schema::days::summed_keeping(filtered.chain(kept.iter().copied()));
+            qb.push(format!("select {cols} from usage_day where summed = ")).push_bind(summed);
+            qb.push(" and day >= ").push_bind(split.days.0).push(" and day < least(").push_bind(split.days.1);
+            qb.push(", (select through from seal))");
+            push_filters(qb, subject, filters);
+            qb.push(" union all ");
+            fine(qb, Grain::coarsest_for([split.head.0, split.head.1]), split.head.0, split.head.1, false);
+            qb.push(" union all ");
+            fine(qb, Grain::Hour, d0, d1, true);
+            qb.push(" union all ");
+            fine(qb, Grain::coarsest_for([split.tail.0, split.tail.1]), split.tail.0, split.tail.1, false);
+        }
+        None => fine(qb, rollup, from, to, false),
+    }
+    qb.push(") r");
+}
+
+/// `<select> from <the subject's rows of [from, to)> r`, ready for a
+/// `group by`; `kept` names the dimensions the select groups by.
 fn ranged<'a>(
     select: &str,
     rollup: Grain,
@@ -172,11 +253,10 @@ fn ranged<'a>(
     to: DateTime<Utc>,
     subject: &Subject,
     filters: &Filters,
+    kept: &[&str],
 ) -> QueryBuilder<'a, sqlx::Postgres> {
-    // The table comes from an enum, never from input.
-    let mut qb = QueryBuilder::new(format!("{select} from {} where bucket >= ", rollup.table()));
-    qb.push_bind(from).push(" and bucket < ").push_bind(to);
-    push_filters(&mut qb, subject, filters);
+    let mut qb = QueryBuilder::new(format!("{select} from "));
+    push_source(&mut qb, rollup, (from, to), subject, filters, kept);
     qb
 }
 
@@ -190,7 +270,7 @@ pub async fn read_total(
     filters: &Filters,
 ) -> sqlx::Result<Sums> {
     let select = format!("select {}", Sums::SQL_TOTALS);
-    let row = ranged(&select, rollup, from, to, subject, filters).build().fetch_one(pool).await?;
+    let row = ranged(&select, rollup, from, to, subject, filters, &[]).build().fetch_one(pool).await?;
     Sums::from_row(&row, 0)
 }
 
@@ -218,7 +298,7 @@ pub async fn read_breakdown(
     filters: &Filters,
 ) -> sqlx::Result<Vec<BreakdownRow>> {
     let select = format!("select activity, model, project, source, {}", Sums::SQL_SUMS);
-    let mut qb = ranged(&select, rollup, from, to, subject, filters);
+    let mut qb = ranged(&select, rollup, from, to, subject, filters, &tokenusage_schema::days::DIMENSIONS);
     qb.push(" group by 1, 2, 3, 4 order by sum(input_tokens + output_tokens) desc, 1, 2, 3, 4");
     let rows = qb.build().fetch_all(pool).await?;
     rows.iter()
@@ -251,13 +331,10 @@ pub async fn read_dimensions(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> sqlx::Result<Dimensions> {
-    let from = Grain::Hour.floor(from);
-    let mut qb = QueryBuilder::new(format!(
-        "select distinct activity, model, project, source from {} where bucket >= ",
-        Grain::Hour.table()
-    ));
-    qb.push_bind(from).push(" and bucket < ").push_bind(to);
-    push_filters(&mut qb, subject, &Filters::default());
+    let (from, to) = (Grain::Hour.floor(from), Grain::Hour.floor(to - chrono::TimeDelta::nanoseconds(1)) + Grain::Hour.width());
+    let mut qb = QueryBuilder::new("select distinct activity, model, project, source from ");
+    let everything = tokenusage_schema::days::DIMENSIONS;
+    push_source(&mut qb, Grain::Hour, (from, to), subject, &Filters::default(), &everything);
     let rows: Vec<(String, String, String, String)> = qb.build_query_as().fetch_all(pool).await?;
     let mut d = Dimensions::default();
     for (a, m, p, s) in rows {
@@ -293,7 +370,8 @@ pub async fn read_top(
 ) -> sqlx::Result<Vec<(String, Sums)>> {
     let mut qb = match ranked {
         Ranked::By(g) => {
-            ranged(&format!("select {}, {}", g.column(), Sums::SQL_SUMS), rollup, from, to, subject, filters)
+            let select = format!("select {}, {}", g.column(), Sums::SQL_SUMS);
+            ranged(&select, rollup, from, to, subject, filters, &[g.column()])
         }
         Ranked::Team => team_ranking(subject, rollup, from, to, filters),
     };
@@ -310,13 +388,8 @@ fn team_ranking<'a>(
     to: DateTime<Utc>,
     filters: &Filters,
 ) -> QueryBuilder<'a, sqlx::Postgres> {
-    let mut qb = QueryBuilder::new(format!(
-        "select t.name, {} from (select * from {} where bucket >= ",
-        Sums::SQL_SUMS,
-        rollup.table()
-    ));
-    qb.push_bind(from).push(" and bucket < ").push_bind(to);
-    push_filters(&mut qb, subject, filters);
-    qb.push(") r join team_members m on m.user_id = r.user_id join teams t on t.id = m.team_id");
+    let mut qb = QueryBuilder::new(format!("select t.name, {} from ", Sums::SQL_SUMS));
+    push_source(&mut qb, rollup, (from, to), subject, filters, &[]);
+    qb.push(" join team_members m on m.user_id = r.user_id join teams t on t.id = m.team_id");
     qb
 }

@@ -1,10 +1,11 @@
-//! `tokenusage replay` and `tokenusage verify`.
+//! `tokenusage replay`, `tokenusage verify` and `tokenusage seal`.
 
 use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
 use tokenusage_plumbing::DatabaseArgs;
 use tokenusage_projector::rebuild::{self, Drift};
+use tokenusage_projector::seal;
 
 pub(crate) fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(s)
@@ -47,6 +48,19 @@ pub struct VerifyCmd {
     /// Only this user.
     #[arg(long)]
     pub user: Option<String>,
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+}
+
+/// Build the day rows cold reads use (`usage_day`) for every ended UTC
+/// day not yet built, or rebuild them from `--from` on.
+#[derive(Debug, clap::Args)]
+pub struct SealCmd {
+    /// Rebuild the day rows of every user from this UTC day on (they are
+    /// read from the fine rollups until rebuilt). Without it, only days not
+    /// built yet are built.
+    #[arg(long, value_parser = parse_time)]
+    pub from: Option<DateTime<Utc>>,
     #[command(flatten)]
     pub db: DatabaseArgs,
 }
@@ -111,11 +125,46 @@ pub async fn verify(a: VerifyCmd) -> anyhow::Result<ExitCode> {
     };
     let drifts = rebuild::replay(&pool, from, to, a.user.as_deref(), true, progress).await?;
     print(&drifts);
-    if drifts.iter().all(Drift::is_clean) {
-        println!("no drift: rollups match the raw events");
+    // The day rows below each seal against the quarter-hour rollup.
+    let days = seal::verify(&pool, from.date_naive(), to.date_naive() + chrono::TimeDelta::days(1)).await?;
+    println!("usage_day: {} sealed rows checked, {} differ from the quarter-hour rollup", days.rows_checked, days.differing);
+    if drifts.iter().all(Drift::is_clean) && days.differing == 0 {
+        println!("no drift: rollups match the raw events, day rows match the rollups");
         Ok(ExitCode::SUCCESS)
+    } else if days.differing > 0 {
+        println!("DRIFT: day rows differ from the rollups (repair with `tokenusage seal --from <the range's start>`)");
+        Ok(ExitCode::from(1))
     } else {
         println!("DRIFT: rollups differ from the raw events (repair with `tokenusage replay` over the range)");
         Ok(ExitCode::from(1))
     }
+}
+
+pub async fn seal(a: SealCmd) -> anyhow::Result<ExitCode> {
+    let pool = super::database(&a.db, true).await?;
+    if let Some(from) = a.from {
+        let lowered = sqlx::query("update usage_day_seal set sealed_through = $1 where sealed_through > $1")
+            .bind(from.date_naive())
+            .execute(&pool)
+            .await?
+            .rows_affected();
+        eprintln!("{lowered} users' day rows will be rebuilt from {}", from.date_naive());
+    }
+    let target = seal::target(Utc::now());
+    eprintln!("building day rows up to {target} (days that ended over {} h ago)", seal::GRACE.num_hours());
+    let started = std::time::Instant::now();
+    let done = seal::seal(&pool, target, |s| {
+        eprint!("\r{} transactions, {} day rows written", s.transactions, s.rows);
+    })
+    .await?;
+    if done.transactions > 0 {
+        eprintln!();
+    }
+    println!(
+        "sealed: {} day rows written in {} transactions, {:.1} s",
+        done.rows,
+        done.transactions,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -9,6 +9,7 @@
 
 mod budgets;
 mod common;
+mod days;
 mod docs;
 mod first_run;
 mod history;
