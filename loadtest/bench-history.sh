@@ -4,11 +4,17 @@
 # series for the whole year at 50 concurrent requests, against aggregating
 # the raw events on read for the same views, in the same run.
 #   bash loadtest/bench-history.sh
+# Cold reads (issue #19): every view cache-off in four zones, from day rows,
+# from the fine rollups and from the raw events:
+#   bash loadtest/bench-history.sh --cold [--group activity]
+#   bash loadtest/bench-history.sh --cold --large     # 1,000 users, 10M events
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 bench_setup tu_bench_history 28500 bench.history
 cargo build --release -q -p tokenusage-loadtest --bin history-bench --manifest-path "$ROOT/Cargo.toml" || die "build failed"
 export BENCH_PASSWORD=bench-password-123 TOKENUSAGE_NEW_PASSWORD=bench-password-123
-"$BIN/tokenusage" users add bench-user >/dev/null
+# --large reads everyone's usage (user=*): an admin's view.
+role=viewer; [[ " $* " == *" --large "* ]] && role=admin
+"$BIN/tokenusage" users add bench-user --role "$role" >/dev/null
 export TOKENUSAGE_LOGIN_ATTEMPTS_PER_MINUTE=1000 TOKENUSAGE_ACCESS_TOKEN_TTL_SECS=3600
 # Both processes verify the same tokens.
 export TOKENUSAGE_JWT_SECRET="bench-secret-bench-secret-bench-secret!"

@@ -145,11 +145,19 @@ end
 $$;
 
 -- The seal rule for a set of rollup rows (user, bucket) just written, in
--- the writer's transaction. Also called by rebuilds (replay, re-price,
--- re-drive) through the count function or directly. Only rows whose seal
--- must move are locked: an update that changes nothing takes no lock, so
--- the sealer's `skip locked` passes over a user only while a late write for
--- them is in flight.
+-- the writer's transaction (after the writes): a user seen for the first
+-- time gets a seal at their first day; a seal above a written day drops to
+-- it.
+--
+-- The sealer holds the seal rows it works on `for update` and raises them
+-- when it commits; its build read the rollups before this transaction
+-- committed. So before comparing, this transaction locks the seal rows of
+-- its users with rows before today (UTC): if the sealer holds one, this
+-- waits for it and then sees the raised seal and lowers it; if this holds
+-- it first, the sealer skips the user (`skip locked`). Rows of today need
+-- no lock: the sealer never seals a day until an hour after it ended, and
+-- a counting transaction is far shorter than that. Live traffic, all of
+-- today, takes no lock at all; late rows (backfills, replays) do.
 create or replace function tokenusage_lower_day_seals(users text[], buckets timestamptz[])
 returns void
 language plpgsql as $$
@@ -162,6 +170,11 @@ begin
     insert into usage_day_seal (user_id, sealed_through)
     select * from unnest(f_users, f_days)
     on conflict do nothing;
+    perform 1 from usage_day_seal
+      where user_id in (select u from unnest(f_users, f_days) as f(u, day)
+                         where day < (clock_timestamp() at time zone 'UTC')::date)
+      order by user_id
+        for no key update;
     update usage_day_seal s set sealed_through = f.day
       from unnest(f_users, f_days) as f(u, day)
      where s.user_id = f.u and f.day < s.sealed_through;

@@ -181,6 +181,15 @@ async fn rebuild_day(
         // The day rows of this day no longer stand for its rollups: lower
         // the seals (of `user`, or everyone's) to it, and the sealer
         // rebuilds them; reads take the fine rollups meanwhile.
+        // Locked first, as the counting transactions do (migration 0013,
+        // `tokenusage_lower_day_seals`): a sealer building over this day
+        // right now is waited for, and its raised seal lowered after it.
+        sqlx::query(
+            "select 1 from usage_day_seal where $1::text is null or user_id = $1 order by user_id for no key update",
+        )
+        .bind(user)
+        .execute(&mut **tx)
+        .await?;
         sqlx::query(
             "update usage_day_seal set sealed_through = ($1 at time zone 'UTC')::date \
              where sealed_through > ($1 at time zone 'UTC')::date and ($2::text is null or user_id = $2)",

@@ -46,28 +46,31 @@ pub struct Sealed {
     pub transactions: u64,
 }
 
-/// Seals every user up to `target` (exclusive), in bounded transactions,
+/// Seals every user up to `target` (exclusive; never a day that ended less
+/// than [`GRACE`] ago by the database's clock), in bounded transactions,
 /// calling `progress` after each. Users whose seal row a counting
 /// transaction holds are skipped this pass. Returns what it did.
-pub async fn seal(
-    pool: &PgPool,
-    target: NaiveDate,
-    mut progress: impl FnMut(&Sealed),
-) -> Result<Sealed, sqlx::Error> {
+pub async fn seal(pool: &PgPool, target: NaiveDate, mut progress: impl FnMut(&Sealed)) -> Result<Sealed, sqlx::Error> {
     let mut done = Sealed::default();
     loop {
         let mut tx = pool.begin().await?;
         // Where each picked user's building starts: their first
         // quarter-hour row at or after the seal (quiet days cost nothing),
         // or the target if there is none.
-        let picked: Vec<(String, NaiveDate)> = sqlx::query_as(
+        // The target is capped by the database's clock: never a day that
+        // ended less than GRACE ago, which the counting transactions rely
+        // on (they lock seal rows only for days before today).
+        let picked: Vec<(String, NaiveDate, NaiveDate)> = sqlx::query_as(
             r#"
+            with t as (select least($1::date, ((clock_timestamp() - make_interval(secs => $3)) at time zone 'UTC')::date)
+                                as target)
             select s.user_id,
-                   least($1::date, coalesce((select (min(q.bucket) at time zone 'UTC')::date
+                   least(t.target, coalesce((select (min(q.bucket) at time zone 'UTC')::date
                                                from usage_quarter_hour q
-                                              where q.user_id = s.user_id and q.bucket >= s.sealed_through), $1::date))
-              from usage_day_seal s
-             where s.sealed_through < $1
+                                              where q.user_id = s.user_id and q.bucket >= s.sealed_through), t.target)),
+                   t.target
+              from usage_day_seal s, t
+             where s.sealed_through < t.target
              order by s.sealed_through, s.user_id
              limit $2
                for update of s skip locked
@@ -75,16 +78,17 @@ pub async fn seal(
         )
         .bind(target)
         .bind(USERS_PER_TX)
+        .bind(GRACE.num_seconds() as f64)
         .fetch_all(&mut *tx)
         .await?;
         if picked.is_empty() {
             tx.commit().await?;
             return Ok(done);
         }
-        let users: Vec<&str> = picked.iter().map(|(u, _)| u.as_str()).collect();
-        let starts: Vec<NaiveDate> = picked.iter().map(|(_, s)| *s).collect();
+        let users: Vec<&str> = picked.iter().map(|(u, _, _)| u.as_str()).collect();
+        let starts: Vec<NaiveDate> = picked.iter().map(|(_, s, _)| *s).collect();
         let ends: Vec<NaiveDate> =
-            starts.iter().map(|s| (*s + TimeDelta::days(DAYS_PER_TX)).min(target)).collect();
+            picked.iter().map(|(_, s, target)| (*s + TimeDelta::days(DAYS_PER_TX)).min(*target)).collect();
         // Stale rows from the old seal on (a lowered seal leaves them).
         sqlx::query(
             r#"
@@ -182,12 +186,7 @@ async fn build(
          group by user_id, summed, day, activity, model, source, project
         "#
     );
-    let r = sqlx::query(&sql)
-    .bind(users)
-    .bind(starts)
-    .bind(ends)
-    .execute(&mut **tx)
-    .await?;
+    let r = sqlx::query(&sql).bind(users).bind(starts).bind(ends).execute(&mut **tx).await?;
     Ok(r.rows_affected())
 }
 

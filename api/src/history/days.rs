@@ -57,12 +57,8 @@ pub fn pieces(plan: &Plan) -> Option<DayPieces> {
     let first = start.date_naive();
     let last = (end - TimeDelta::seconds(1)).date_naive();
     let days = usize::try_from((last - first).num_days()).ok()? + 1;
-    let mut out = DayPieces {
-        first,
-        bucket: vec![0; days * SLOTS],
-        lo: vec![0; days * SLOTS],
-        hi: vec![0; days * SLOTS],
-    };
+    let mut out =
+        DayPieces { first, bucket: vec![0; days * SLOTS], lo: vec![0; days * SLOTS], hi: vec![0; days * SLOTS] };
     // The bucket holding the current instant; buckets are walked once.
     let mut i = 0;
     for k in 0..days {
@@ -145,13 +141,15 @@ pub fn push_day_part(
     };
     let measures: Vec<String> = MEASURES.iter().enumerate().map(|(m, c)| measure(m, c)).collect();
     let cols = MEASURES.join(", ");
-    qb.push(format!("select y.i, y.key, {} from (select x.i, x.key, x.lo = 0 and x.hi = {QUARTERS} as whole, {cols}, x.running, \
+    qb.push(format!(
+        "select y.i, y.key, {} from (select x.i, x.key, x.lo = 0 and x.hi = {QUARTERS} as whole, {cols}, x.running, \
          case when x.lo = 0 then 0 else width_bucket(x.lo - 1, x.quarters) end as l, \
          case when x.hi = {QUARTERS} then cardinality(x.quarters) else width_bucket(x.hi - 1, x.quarters) end as h \
          from (select b.i, b.lo, b.hi, {key} as key, {cols}, quarters, running \
          from usage_day cross join (values (1), (2), (3)) as s(n) \
          cross join lateral (select ",
-        measures.join(", ")));
+        measures.join(", ")
+    ));
     let slot = |qb: &mut QueryBuilder<'_, Postgres>, v: &Vec<i32>| {
         qb.push("(").push_bind(v.clone()).push("::int4[])[(day - ").push_bind(pieces.first);
         qb.push(format!(") * {SLOTS} + s.n]"));
@@ -187,11 +185,7 @@ pub fn split_range(from: DateTime<Utc>, to: DateTime<Utc>) -> Option<RangeSplit>
         if midnight(d) == from { d } else { d.succ_opt()? }
     };
     let end = to.date_naive();
-    (first < end).then(|| RangeSplit {
-        head: (from, midnight(first)),
-        days: (first, end),
-        tail: (midnight(end), to),
-    })
+    (first < end).then(|| RangeSplit { head: (from, midnight(first)), days: (first, end), tail: (midnight(end), to) })
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@
 //! and `csv`); `routes` are the REST handlers that chain them.
 
 pub mod cache;
-pub mod days;
 pub(crate) mod csv;
+pub mod days;
 pub mod params;
 pub mod plan;
 pub mod present;

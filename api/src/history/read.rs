@@ -331,7 +331,8 @@ pub async fn read_dimensions(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> sqlx::Result<Dimensions> {
-    let (from, to) = (Grain::Hour.floor(from), Grain::Hour.floor(to - chrono::TimeDelta::nanoseconds(1)) + Grain::Hour.width());
+    let (from, to) =
+        (Grain::Hour.floor(from), Grain::Hour.floor(to - chrono::TimeDelta::nanoseconds(1)) + Grain::Hour.width());
     let mut qb = QueryBuilder::new("select distinct activity, model, project, source from ");
     let everything = tokenusage_schema::days::DIMENSIONS;
     push_source(&mut qb, Grain::Hour, (from, to), subject, &Filters::default(), &everything);

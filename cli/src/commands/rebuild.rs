@@ -127,7 +127,10 @@ pub async fn verify(a: VerifyCmd) -> anyhow::Result<ExitCode> {
     print(&drifts);
     // The day rows below each seal against the quarter-hour rollup.
     let days = seal::verify(&pool, from.date_naive(), to.date_naive() + chrono::TimeDelta::days(1)).await?;
-    println!("usage_day: {} sealed rows checked, {} differ from the quarter-hour rollup", days.rows_checked, days.differing);
+    println!(
+        "usage_day: {} sealed rows checked, {} differ from the quarter-hour rollup",
+        days.rows_checked, days.differing
+    );
     if drifts.iter().all(Drift::is_clean) && days.differing == 0 {
         println!("no drift: rollups match the raw events, day rows match the rollups");
         Ok(ExitCode::SUCCESS)

@@ -101,14 +101,8 @@ async fn raw_sums(
          group by 1, 2
         "#
     );
-    let rows: Vec<(i32, String, i64, i64, i64, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(&sql)
-        .bind(edges)
-        .bind(end)
-        .bind(users)
-        .bind(activity)
-        .fetch_all(pool)
-        .await
-        .unwrap();
+    let rows: Vec<(i32, String, i64, i64, i64, i64, i64, i64, i64, i64, i64)> =
+        sqlx::query_as(&sql).bind(edges).bind(end).bind(users).bind(activity).fetch_all(pool).await.unwrap();
     rows.into_iter().map(|r| ((r.0, r.1), [r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9, r.10])).collect()
 }
 
@@ -142,7 +136,9 @@ async fn check_series(pool: &PgPool, body: &Value, users: &[&str], group: &str, 
     assert_eq!(series.len(), keys.len(), "{what}: groups");
     for s in series {
         let key = s["key"].as_str().unwrap().to_owned();
-        for (m, name) in [(0, "input_tokens"), (1, "output_tokens"), (2, "events"), (6, "cost_nanos"), (7, "unpriced_tokens")] {
+        for (m, name) in
+            [(0, "input_tokens"), (1, "output_tokens"), (2, "events"), (6, "cost_nanos"), (7, "unpriced_tokens")]
+        {
             for (i, v) in s[name].as_array().unwrap().iter().enumerate() {
                 let want = truth.get(&(i as i32 + 1, key.clone())).map_or(0, |a| a[m]);
                 assert_eq!(v.as_i64().unwrap(), want, "{what}: group {key} bucket {i} {name}");
@@ -170,7 +166,10 @@ async fn seed(env: &TestEnv, rng: &mut StdRng) -> (Vec<UsageEvent>, NaiveDate) {
     let late = ev(rng, "late-bob", "bob", t("2026-03-03T10:20:00Z"));
     tokenusage_projector::count_events(&env.pool, vec![late]).await.unwrap();
     let seals: Vec<(String, NaiveDate)> =
-        sqlx::query_as("select user_id, sealed_through from usage_day_seal order by 1").fetch_all(&env.pool).await.unwrap();
+        sqlx::query_as("select user_id, sealed_through from usage_day_seal order by 1")
+            .fetch_all(&env.pool)
+            .await
+            .unwrap();
     assert_eq!(seals, vec![("alice".into(), sealed), ("bob".into(), day("2026-03-03"))]);
     (events, sealed)
 }
@@ -195,8 +194,16 @@ async fn views_across_the_seal_sum_the_raw_events_in_every_zone_grouping_and_mea
     let alice = app.login("alice", "alice-password").await;
     let admin = app.login("root", "root-password").await;
     let base = t("2026-01-01T00:00:00Z");
-    let zones = ["UTC", "America/New_York", "Europe/London", "Asia/Kolkata", "Asia/Kathmandu", "Australia/Lord_Howe",
-        "Pacific/Chatham", "America/St_Johns"];
+    let zones = [
+        "UTC",
+        "America/New_York",
+        "Europe/London",
+        "Asia/Kolkata",
+        "Asia/Kathmandu",
+        "Australia/Lord_Howe",
+        "Pacific/Chatham",
+        "America/St_Johns",
+    ];
     let grans = ["day", "week", "month", "auto"];
     let groups = ["none", "activity", "model", "project", "source"];
     for case in 0..40 {
@@ -250,13 +257,20 @@ async fn views_across_the_seal_sum_the_raw_events_in_every_zone_grouping_and_mea
     let (_, d) = app.get(&alice, &format!("/api/v1/usage/dimensions?{range}")).await;
     assert_eq!(d["models"], json!(["claude-sonnet-4-5", "gpt-4o", "m-unpriced"]));
     assert_eq!(d["projects"], json!(["", "bots", "search"]));
-    let (status, s) =
-        app.get(&alice, "/api/v1/usage/summary?from=2026-06-01&to=2026-09-01&granularity=month&tz=Asia/Kathmandu").await;
+    let (status, s) = app
+        .get(&alice, "/api/v1/usage/summary?from=2026-06-01&to=2026-09-01&granularity=month&tz=Asia/Kathmandu")
+        .await;
     assert_eq!(status, 200, "{s}");
     let prev = &s["previous"];
-    let prev_truth =
-        raw_sums(&env.pool, &["alice"], &[t(prev["from"].as_str().unwrap())], t(prev["to"].as_str().unwrap()), "none", None)
-            .await;
+    let prev_truth = raw_sums(
+        &env.pool,
+        &["alice"],
+        &[t(prev["from"].as_str().unwrap())],
+        t(prev["to"].as_str().unwrap()),
+        "none",
+        None,
+    )
+    .await;
     assert_eq!(prev["total"]["input_tokens"].as_i64(), Some(prev_truth.values().next().unwrap()[0]), "{s}");
 
     app.stop().await;
@@ -305,9 +319,16 @@ async fn late_events_replays_and_counting_during_sealing_leave_no_stale_day_row(
         .execute(&env.pool)
         .await
         .unwrap();
-    tokenusage_projector::rebuild::replay(&env.pool, t("2026-04-01T00:00:00Z"), t("2026-04-02T00:00:00Z"), None, false, |_, _| {})
-        .await
-        .unwrap();
+    tokenusage_projector::rebuild::replay(
+        &env.pool,
+        t("2026-04-01T00:00:00Z"),
+        t("2026-04-02T00:00:00Z"),
+        None,
+        false,
+        |_, _| {},
+    )
+    .await
+    .unwrap();
     assert_eq!(seal_of("alice").await, day("2026-04-01"));
     seal::seal(&env.pool, sealed, |_| {}).await.unwrap();
 
@@ -346,5 +367,66 @@ async fn late_events_replays_and_counting_during_sealing_leave_no_stale_day_row(
     check_series(&env.pool, &last, &["alice"], "none", None, "after the race").await;
 
     app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_row_committed_while_the_sealer_builds_its_day_lowers_the_seal_after_it() {
+    let env = TestEnv::database_only().await;
+    // A month of a busy user: 60 series in every quarter-hour, so building
+    // it takes the sealer a while (one transaction: 31 days).
+    sqlx::query(
+        "insert into usage_quarter_hour (user_id, bucket, activity, model, source, project, input_tokens, output_tokens, \
+         events, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_nanos, unpriced_tokens, supplied_events) \
+         select 'dense', b, 'a' || (s % 6), 'm' || (s / 6), 'src', '', 10, 1, 1, 0, 0, 0, 5, 0, 0 \
+         from generate_series(timestamptz '2026-01-01', timestamptz '2026-01-31 23:45Z', interval '15 minutes') b, \
+              generate_series(0, 59) s",
+    )
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    sqlx::query("insert into usage_day_seal values ('dense', '2026-01-01')").execute(&env.pool).await.unwrap();
+    let sealer = {
+        let pool = env.pool.clone();
+        tokio::spawn(async move { seal::seal(&pool, day("2026-02-01"), |_| {}).await.unwrap() })
+    };
+    // While the sealer builds (its read of the rollups already taken), a
+    // counting transaction writes a row on a day it is sealing and applies
+    // the seal rule. It must not slip under the seal the sealer is about
+    // to raise.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut tx = env.pool.begin().await.unwrap();
+    sqlx::query(
+        "insert into usage_quarter_hour (user_id, bucket, activity, model, source, project, input_tokens, output_tokens, \
+         events, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_nanos, unpriced_tokens, supplied_events) \
+         values ('dense', '2026-01-15T10:00:00Z', 'late', 'm', 'src', '', 7, 7, 1, 0, 0, 0, 0, 0, 0)",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query("select tokenusage_lower_day_seals(array['dense'], array[timestamptz '2026-01-15T10:00:00Z'])")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let built = sealer.await.unwrap();
+    assert!(built.rows > 0, "{built:?}");
+    // Either the seal stays below the late row's day or the sealer's next
+    // pass built the day again with it; never a sealed day without it.
+    let drift = seal::verify(&env.pool, day("2026-01-01"), day("2026-02-01")).await.unwrap();
+    assert_eq!(drift.differing, 0, "{drift:?}");
+    assert!(drift.rows_checked > 0, "{drift:?}");
+    let late: i64 = sqlx::query_scalar(
+        "select count(*) from usage_day d join usage_day_seal s using (user_id) \
+         where d.activity = 'late' and d.day < s.sealed_through",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    let through: NaiveDate = sqlx::query_scalar("select sealed_through from usage_day_seal where user_id = 'dense'")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert!(through <= day("2026-01-15") || late > 0, "sealed through {through} without the late row");
     env.cleanup().await;
 }

@@ -15,6 +15,14 @@
 //! benchmark user managing all of them); the same views for a team's year,
 //! rotating over the 50 teams, and for one member's year, against the raw
 //! events of the team's members.
+//!
+//! With `--cold` (issue #19, `cold.rs`): after seeding, the day rows are
+//! sealed (timed), then every view is read cold in each of `--zones`, from
+//! day rows and from the fine rollups, against the raw events. `--large`
+//! seeds 1,000 users x 10,000 events (10M, in 50 teams) instead of the one
+//! heavy user, and reads one member, one team and everyone.
+
+mod cold;
 
 use std::time::{Duration, Instant};
 
@@ -54,6 +62,27 @@ struct Args {
     /// The teams data set instead of the one-user year.
     #[arg(long)]
     teams: bool,
+    /// The cold-read matrix (issue #19) against `--cold-url`.
+    #[arg(long)]
+    cold: bool,
+    /// With `--cold`: 1,000 users x 10,000 events in 50 teams.
+    #[arg(long)]
+    large: bool,
+    /// With `--cold`: the zones to read in.
+    #[arg(long, default_value = "UTC,America/New_York,Asia/Kolkata,Asia/Kathmandu")]
+    zones: String,
+    /// With `--cold`: the views' `group` (none, activity, model, ...).
+    #[arg(long, default_value = "none")]
+    group: String,
+    /// With `--cold`: requests per view from one client.
+    #[arg(long, default_value_t = 30)]
+    single_requests: usize,
+    /// With `--cold`: requests per view from the fine rollups.
+    #[arg(long, default_value_t = 100)]
+    fine_requests: usize,
+    /// With `--cold`: raw reads per view from one client.
+    #[arg(long, default_value_t = 3)]
+    raw_single_requests: usize,
 }
 
 const TEAM_USERS: usize = 1_000;
@@ -67,11 +96,11 @@ fn team(i: usize) -> String {
     format!("bench-team-{i:02}")
 }
 
-/// One event per user every 2 hours of the year (minute and second vary),
-/// over 6 activity x model series and 3 projects; then the teams.
-async fn seed_teams(pool: &sqlx::PgPool, manager: &str) -> anyhow::Result<()> {
+/// One event per user every `spacing_secs` of the year (the second
+/// varies), over 6 activity x model series and 3 projects; then the teams.
+async fn seed_teams(pool: &sqlx::PgPool, manager: &str, spacing_secs: i64) -> anyhow::Result<()> {
     let (from, to) = (t(FROM), t(TO));
-    let slots = (to - from).num_hours() / 2;
+    let slots = (to - from).num_seconds() / spacing_secs;
     let started = Instant::now();
     let mut batch = Vec::with_capacity(20_000);
     let total = slots as usize * TEAM_USERS;
@@ -84,7 +113,7 @@ async fn seed_teams(pool: &sqlx::PgPool, manager: &str) -> anyhow::Result<()> {
                 source: "history-bench".into(),
                 event_id: format!("t{k}"),
                 user_id: member(u),
-                occurred_at: from + chrono::Duration::hours(slot * 2) + chrono::Duration::seconds((k % 7193) as i64),
+                occurred_at: from + chrono::Duration::seconds(slot * spacing_secs + (k as i64 % (spacing_secs - 7))),
                 activity: ACTIVITIES[series / 3].into(),
                 model: MODELS[series % 3].into(),
                 input_tokens: 100 + (k % 997) as u64,
@@ -302,10 +331,16 @@ async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let pool =
         sqlx::postgres::PgPoolOptions::new().max_connections(a.concurrency as u32).connect(&a.database_url).await?;
-    if a.seed && a.teams {
-        seed_teams(&pool, &a.user).await?;
+    if a.seed && a.large {
+        // 10,000 events per user: one every 3,153 s.
+        seed_teams(&pool, &a.user, 3_153).await?;
+    } else if a.seed && a.teams {
+        seed_teams(&pool, &a.user, 7_200).await?;
     } else if a.seed {
         seed(&pool, &a.user).await?;
+    }
+    if a.seed && a.cold {
+        cold::seal(&pool).await?;
     }
     let http = reqwest::Client::builder().pool_max_idle_per_host(a.concurrency).build()?;
     let base = a.url.trim_end_matches('/').to_owned();
@@ -318,6 +353,31 @@ async fn main() -> anyhow::Result<()> {
         .json()
         .await?;
     let token = login["access_token"].as_str().unwrap_or_default().to_owned();
+    if a.cold {
+        let subjects = if a.large {
+            let members = |i: usize| (i * (TEAM_USERS / TEAMS)..(i + 1) * (TEAM_USERS / TEAMS)).map(member).collect();
+            vec![
+                cold::Subject {
+                    label: "one user of 1,000".into(),
+                    param: format!("&user={}", member(140)),
+                    users: vec![member(140)],
+                },
+                cold::Subject { label: "a team of 20".into(), param: format!("&team={}", team(7)), users: members(7) },
+                cold::Subject {
+                    label: "everyone (1,000 users, 10M events)".into(),
+                    param: "&user=*".into(),
+                    users: vec![],
+                },
+            ]
+        } else {
+            vec![cold::Subject {
+                label: "one user (525,600 events)".into(),
+                param: String::new(),
+                users: vec![a.user.clone()],
+            }]
+        };
+        return cold::bench(&a, &pool, &http, &token, &subjects).await;
+    }
     if a.teams {
         return bench_teams(&a, &pool, &http, &token).await;
     }
