@@ -2,12 +2,26 @@
 # Benchmark: sustained projector throughput vs a bare consume-and-discard
 # loop over the same topic, in one run, broker and PostgreSQL on this box.
 #   bash loadtest/bench-projector.sh [EVENTS]      (BENCH_PROJECTS=1: events carry one of 4 projects)
+# BENCH_DAYS_AGO=N dates the events N days back (a backfill below every
+# user's day-row seal, which makes each commit lock its users' seal rows).
+# BENCH_NO_SEALS=1 replaces the counting's seal rule with a no-op, to
+# measure what it costs (A/B on one binary; the day rows are then wrong).
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 EVENTS="${1:-500000}"
 bench_setup tu_bench_projector 28400 bench.projector
+if [ -n "${BENCH_NO_SEALS:-}" ]; then
+  psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d "$BENCH_DB" -qc \
+    "create or replace function tokenusage_lower_day_seals(text[], timestamptz[]) returns void language sql as 'select'"
+  say "the seal rule is OFF for this run (BENCH_NO_SEALS)"
+fi
+if [ -n "${BENCH_DAYS_AGO:-}" ]; then
+  # Every user sealed through today: all the backfilled rows are below it.
+  psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d "$BENCH_DB" -qc \
+    "insert into usage_day_seal select 'user-' || i, current_date from generate_series(0, 999) i"
+fi
 
-say "producing $EVENTS events (1000 users, 5 activities x 6 models)"
-"$BIN/tokenusage-loadtest" --events "$EVENTS" --users 1000 ${BENCH_PROJECTS:+--projects} kafka | grep -E "achieved|failed"
+say "producing $EVENTS events (1000 users, 5 activities x 6 models${BENCH_DAYS_AGO:+, $BENCH_DAYS_AGO days ago})"
+"$BIN/tokenusage-loadtest" --events "$EVENTS" --users 1000 ${BENCH_PROJECTS:+--projects} --days-ago "${BENCH_DAYS_AGO:-0}" kafka | grep -E "achieved|failed"
 
 say "bare consume-and-discard of the same topic"
 "$BIN/tokenusage-loadtest" --events "$EVENTS" consume | grep -E "acknowledged|elapsed|achieved"

@@ -37,6 +37,10 @@ struct Cli {
     /// off: the data set of the benchmarks before projects existed.
     #[arg(long, global = true)]
     projects: bool,
+    /// Date the events this many days back (a backfill: every user's rows
+    /// are below their day-row seal), instead of now.
+    #[arg(long, default_value_t = 0, global = true)]
+    days_ago: u32,
     /// Stop after this long even if not all events were sent.
     #[arg(long, default_value_t = 300, global = true)]
     max_seconds: u64,
@@ -149,10 +153,10 @@ fn otlp_export(rng: &mut impl Rng, events: &[UsageEvent], gzip: bool) -> Vec<u8>
     z.finish().expect("in memory")
 }
 
-/// A synthetic event of one of `users` users, now.
-fn event(rng: &mut impl Rng, users: u32, projects: bool) -> UsageEvent {
+/// A synthetic event of one of `users` users, now (or `days_ago` back).
+fn event(rng: &mut impl Rng, users: u32, projects: bool, days_ago: u32) -> UsageEvent {
     let user = format!("user-{}", rng.random_range(0..users.max(1)));
-    let mut e = GENERATOR.event(rng, &user, Utc::now());
+    let mut e = GENERATOR.event(rng, &user, Utc::now() - chrono::TimeDelta::days(i64::from(days_ago)));
     if !projects {
         e.project = None;
     }
@@ -265,7 +269,7 @@ async fn main() -> anyhow::Result<()> {
                     if !history.is_empty() && rng.random_bool(duplicate_ratio.clamp(0.0, 1.0)) {
                         history[rng.random_range(0..history.len())].clone()
                     } else {
-                        let e = std::sync::Arc::new(event(&mut rng, cli.users, cli.projects));
+                        let e = std::sync::Arc::new(event(&mut rng, cli.users, cli.projects, cli.days_ago));
                         if history.len() < 200_000 {
                             history.push(e.clone());
                         } else {
@@ -342,7 +346,7 @@ async fn main() -> anyhow::Result<()> {
                 let n = batch.min((cli.events - sent) as usize);
                 let req = {
                     let mut rng = rand::rng();
-                    let events: Vec<UsageEvent> = (0..n).map(|_| event(&mut rng, cli.users, cli.projects)).collect();
+                    let events: Vec<UsageEvent> = (0..n).map(|_| event(&mut rng, cli.users, cli.projects, cli.days_ago)).collect();
                     if otlp {
                         let mut r = client
                             .post(&endpoint)

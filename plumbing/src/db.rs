@@ -54,8 +54,12 @@ impl DatabaseArgs {
     }
 
     pub fn connect_options(&self) -> Result<PgConnectOptions, DbError> {
+        // JIT off: our statements run in milliseconds, and PostgreSQL
+        // compiles (100-200 ms) whenever a plan's cost estimate passes
+        // `jit_above_cost`, which a year of rollup rows does; the compile
+        // never pays back (docs/DECISIONS.md, "Cold reads").
         PgConnectOptions::from_str(self.url.expose_secret())
-            .map(|o| o.application_name("tokenusage"))
+            .map(|o| o.application_name("tokenusage").options([("jit", "off")]))
             .map_err(DbError::BadUrl)
     }
 

@@ -67,6 +67,12 @@ pub fn describe() {
         "Records behind the partition's end, per partition"
     );
     describe_gauge!("tokenusage_projector_stalled", "1 while work waits and nothing committed for the stall patience");
+    describe_counter!("tokenusage_day_rows_written_total", Unit::Count, "Day rows built by the sealer");
+    describe_gauge!(
+        "tokenusage_day_rows_users_behind",
+        Unit::Count,
+        "Users whose day rows stop before the last sealable day, after the last sealing pass"
+    );
     describe_histogram!(
         "tokenusage_projector_commit_seconds",
         Unit::Seconds,

@@ -245,7 +245,18 @@ pub(crate) async fn tick(pool: &PgPool) {
             tracing::info!(users = s.users, rows = s.rows, transactions = s.transactions, "sealing day rows");
         }
     };
-    match seal(pool, target(Utc::now()), progress).await {
+    let result = seal(pool, target(Utc::now()), progress).await;
+    if let Ok(s) = &result {
+        metrics::counter!("tokenusage_day_rows_written_total").increment(s.rows);
+    }
+    // Users a pass could not finish (their seal row held by a late write,
+    // or an error): reads of their older days stay on the fine rollups.
+    let behind: Result<i64, _> =
+        sqlx::query_scalar("select count(*) from usage_day_seal where sealed_through < $1").bind(target(Utc::now())).fetch_one(pool).await;
+    if let Ok(n) = behind {
+        metrics::gauge!("tokenusage_day_rows_users_behind").set(n as f64);
+    }
+    match result {
         Ok(s) if s.users == 0 => {}
         Ok(s) => tracing::info!(
             users = s.users,

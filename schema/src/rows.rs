@@ -101,17 +101,17 @@ impl Sums {
     pub const WIDTH: usize = 9;
 
     /// The sum columns of a rollup table, in [`Sums::from_array`] order,
-    /// each wrapped as `sum(col)::int8` (for `select` lists).
-    pub const SQL_SUMS: &'static str = "sum(input_tokens)::int8, sum(output_tokens)::int8, sum(events)::int8, \
-        sum(cache_read_tokens)::int8, sum(cache_write_tokens)::int8, sum(reasoning_tokens)::int8, \
-        sum(cost_nanos)::int8, sum(unpriced_tokens)::int8, sum(supplied_events)::int8";
+    /// each wrapped as `tokenusage_sum(col)` (for `select` lists): an int8
+    /// sum that stays int8 (migration 0013; `sum(int8)` accumulates in
+    /// numeric and is cast back, a third of a cold year view's aggregation).
+    /// It is 0, not null, over no rows; it fails on overflow as the cast did.
+    pub const SQL_SUMS: &'static str = "tokenusage_sum(input_tokens), tokenusage_sum(output_tokens), \
+        tokenusage_sum(events), tokenusage_sum(cache_read_tokens), tokenusage_sum(cache_write_tokens), \
+        tokenusage_sum(reasoning_tokens), tokenusage_sum(cost_nanos), tokenusage_sum(unpriced_tokens), \
+        tokenusage_sum(supplied_events)";
 
-    /// The same, as `coalesce(sum(col), 0)::int8` (for totals over no rows).
-    pub const SQL_TOTALS: &'static str = "coalesce(sum(input_tokens), 0)::int8, coalesce(sum(output_tokens), 0)::int8, \
-        coalesce(sum(events), 0)::int8, coalesce(sum(cache_read_tokens), 0)::int8, \
-        coalesce(sum(cache_write_tokens), 0)::int8, coalesce(sum(reasoning_tokens), 0)::int8, \
-        coalesce(sum(cost_nanos), 0)::int8, coalesce(sum(unpriced_tokens), 0)::int8, \
-        coalesce(sum(supplied_events), 0)::int8";
+    /// The same, for totals over possibly no rows (0 then).
+    pub const SQL_TOTALS: &'static str = Sums::SQL_SUMS;
 
     /// Tokens only (no kinds, no cost known).
     pub fn new(input: i64, output: i64, events: i64) -> Self {

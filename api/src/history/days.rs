@@ -17,16 +17,19 @@ use tokenusage_schema::days::QUARTERS;
 
 use super::plan::{Granularity, Plan};
 
-/// Pieces per UTC day the read has room for.
-pub const SLOTS: usize = 3;
+/// Pieces one UTC day can have at most (its part in up to three buckets).
+pub const MAX_SLOTS: usize = 3;
 
 /// How a view's buckets cut the UTC days it spans: for day `k` (counted
-/// from `first`) and slot `n` in `0..SLOTS`, entry `k * SLOTS + n` is a
+/// from `first`) and slot `n` in `0..slots`, entry `k * slots + n` is a
 /// piece: bucket (1-based, as `width_bucket` numbers them; 0: no piece) and
-/// the quarter-hours `[lo, hi)` of the day it covers.
+/// the quarter-hours `[lo, hi)` of the day it covers. `slots` is the most
+/// pieces any day has (1 for UTC views and most weeks and months), so the
+/// read pairs each row with no more slots than it needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DayPieces {
     pub first: NaiveDate,
+    pub slots: usize,
     pub bucket: Vec<i32>,
     pub lo: Vec<i32>,
     pub hi: Vec<i32>,
@@ -36,7 +39,7 @@ impl DayPieces {
     /// The pieces as `(day, bucket, lo, hi)`, skipping empty slots.
     pub fn iter(&self) -> impl Iterator<Item = (NaiveDate, i32, i32, i32)> + '_ {
         (0..self.bucket.len()).filter(|&j| self.bucket[j] > 0).map(move |j| {
-            let day = self.first + TimeDelta::days((j / SLOTS) as i64);
+            let day = self.first + TimeDelta::days((j / self.slots) as i64);
             (day, self.bucket[j], self.lo[j], self.hi[j])
         })
     }
@@ -48,7 +51,7 @@ fn midnight(d: NaiveDate) -> DateTime<Utc> {
 
 /// The pieces of a planned view, or `None` when day rows do not serve it:
 /// buckets shorter than a day, edges off the quarter-hour grid, or a day
-/// cut more than [`SLOTS`] times.
+/// cut more than [`MAX_SLOTS`] times.
 pub fn pieces(plan: &Plan) -> Option<DayPieces> {
     if plan.granularity < Granularity::Day || plan.rollup == Grain::Minute {
         return None;
@@ -57,33 +60,38 @@ pub fn pieces(plan: &Plan) -> Option<DayPieces> {
     let first = start.date_naive();
     let last = (end - TimeDelta::seconds(1)).date_naive();
     let days = usize::try_from((last - first).num_days()).ok()? + 1;
-    let mut out =
-        DayPieces { first, bucket: vec![0; days * SLOTS], lo: vec![0; days * SLOTS], hi: vec![0; days * SLOTS] };
+    let mut per_day: Vec<Vec<(i32, i32, i32)>> = Vec::with_capacity(days);
     // The bucket holding the current instant; buckets are walked once.
     let mut i = 0;
     for k in 0..days {
         let d0 = midnight(first + TimeDelta::days(k as i64));
         let (from, to) = (d0.max(start), (d0 + TimeDelta::days(1)).min(end));
+        let quarter = |x: DateTime<Utc>| {
+            let secs = (x - d0).num_seconds();
+            (secs % 900 == 0).then_some((secs / 900) as i32)
+        };
+        let mut day = Vec::new();
         let mut t = from;
-        let mut n = 0;
         while t < to {
             while plan.bucket_end(i) <= t {
                 i += 1;
             }
             let piece_end = plan.bucket_end(i).min(to);
-            if n == SLOTS {
-                return None;
-            }
-            let quarter = |x: DateTime<Utc>| {
-                let secs = (x - d0).num_seconds();
-                (secs % 900 == 0).then_some((secs / 900) as i32)
-            };
-            let j = k * SLOTS + n;
-            out.bucket[j] = i32::try_from(i + 1).ok()?;
-            out.lo[j] = quarter(t)?;
-            out.hi[j] = quarter(piece_end)?;
-            n += 1;
+            day.push((i32::try_from(i + 1).ok()?, quarter(t)?, quarter(piece_end)?));
             t = piece_end;
+        }
+        if day.len() > MAX_SLOTS {
+            return None;
+        }
+        per_day.push(day);
+    }
+    let slots = per_day.iter().map(Vec::len).max().unwrap_or(0).max(1);
+    let mut out =
+        DayPieces { first, slots, bucket: vec![0; days * slots], lo: vec![0; days * slots], hi: vec![0; days * slots] };
+    for (k, day) in per_day.iter().enumerate() {
+        for (n, &(b, lo, hi)) in day.iter().enumerate() {
+            let j = k * slots + n;
+            (out.bucket[j], out.lo[j], out.hi[j]) = (b, lo, hi);
         }
     }
     Some(out)
@@ -126,8 +134,9 @@ pub fn push_day_part(
     key: &str,
     conditions: impl FnOnce(&mut QueryBuilder<'_, Postgres>),
 ) {
-    // Innermost: each row with each of its day's pieces (three slots, empty
-    // ones dropped). Then the running sums' positions at the piece's ends
+    // Innermost: each row with each of its day's pieces (`slots` of them,
+    // empty ones dropped; lateral, so the day rows are the outer side and
+    // their wide tuples are never materialized). Then the running sums' positions at the piece's ends
     // (width_bucket: how many of the row's quarters lie before the end).
     // Then each measure of the piece: the day's sum when the piece is the
     // whole day, else a difference of running sums. The `offset 0`s keep
@@ -146,13 +155,14 @@ pub fn push_day_part(
          case when x.lo = 0 then 0 else width_bucket(x.lo - 1, x.quarters) end as l, \
          case when x.hi = {QUARTERS} then cardinality(x.quarters) else width_bucket(x.hi - 1, x.quarters) end as h \
          from (select b.i, b.lo, b.hi, {key} as key, {cols}, quarters, running \
-         from usage_day cross join (values (1), (2), (3)) as s(n) \
+         from usage_day cross join lateral (values {}) as s(n) \
          cross join lateral (select ",
-        measures.join(", ")
+        measures.join(", "),
+        (1..=pieces.slots).map(|n| format!("({n})")).collect::<Vec<_>>().join(", ")
     ));
     let slot = |qb: &mut QueryBuilder<'_, Postgres>, v: &Vec<i32>| {
         qb.push("(").push_bind(v.clone()).push("::int4[])[(day - ").push_bind(pieces.first);
-        qb.push(format!(") * {SLOTS} + s.n]"));
+        qb.push(format!(") * {} + s.n]", pieces.slots));
     };
     slot(qb, &pieces.bucket);
     qb.push(" as i, ");

@@ -47,7 +47,9 @@ pub struct SeriesResponse {
     pub granularity: Granularity,
     pub group: GroupBy,
     pub filters: Filters,
-    /// The rollup table read.
+    /// The finest rollup the buckets need. Views of days and longer read
+    /// the days before the subject's seal from the day rows (`usage_day`)
+    /// and the rest from this table.
     pub rollup: Grain,
     pub points: Vec<Point>,
     /// Per group (empty unless `group` is set).
