@@ -1,100 +1,125 @@
 //! Reading the day rows (`usage_day`, migration 0013) for cold views: how a
-//! planned view's buckets cut each UTC day (pure, unit-tested), and the SQL
-//! that sums day rows below the subject's seal and the fine rollups above
-//! it in one statement, so both halves come from one snapshot.
+//! planned view's buckets cut each UTC day, and how a day row's sums fold
+//! into those buckets (pure, unit- and property-tested), and the SQL that
+//! fetches the rows below the subject's seal.
 //!
 //! A UTC day row overlaps at most three buckets of a view whose buckets are
 //! at least a local day long (two local midnights can fall in one UTC day
 //! at a DST change, e.g. London's 23-hour day). Its part in each bucket is a
-//! quarter-hour range `[lo, hi)` of the day: the whole day from the row's
-//! sums, a part from two of its running sums. Views with more cuts per day
-//! (hours, minutes) read the fine rollups as before.
+//! quarter-hour range `[lo, hi)` of the day, so what a bucket needs from the
+//! row is the running sum at each cut strictly inside the day: PostgreSQL
+//! returns the row's sums and its running sums at those cuts (a binary
+//! search and nine subscripts each), and the folding into buckets happens
+//! here. Views with more cuts per day (hours, minutes) read the fine
+//! rollups.
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use sqlx::{Postgres, QueryBuilder};
 use tokenusage_schema::Grain;
+use tokenusage_schema::Sums;
 use tokenusage_schema::days::QUARTERS;
 
 use super::plan::{Granularity, Plan};
 
-/// Pieces one UTC day can have at most (its part in up to three buckets).
-pub const MAX_SLOTS: usize = 3;
+/// Buckets one UTC day can fall in at most.
+pub const MAX_PIECES: usize = 3;
 
-/// How a view's buckets cut the UTC days it spans: for day `k` (counted
-/// from `first`) and slot `n` in `0..slots`, entry `k * slots + n` is a
-/// piece: bucket (1-based, as `width_bucket` numbers them; 0: no piece) and
-/// the quarter-hours `[lo, hi)` of the day it covers. `slots` is the most
-/// pieces any day has (1 for UTC views and most weeks and months), so the
-/// read pairs each row with no more slots than it needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DayPieces {
-    pub first: NaiveDate,
-    pub slots: usize,
-    pub bucket: Vec<i32>,
-    pub lo: Vec<i32>,
-    pub hi: Vec<i32>,
+/// One UTC day's part in one bucket: `[lo, hi)` in quarter-hours of the day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Piece {
+    /// The bucket's index in the plan.
+    pub bucket: usize,
+    pub lo: i32,
+    pub hi: i32,
 }
 
-impl DayPieces {
-    /// The pieces as `(day, bucket, lo, hi)`, skipping empty slots.
-    pub fn iter(&self) -> impl Iterator<Item = (NaiveDate, i32, i32, i32)> + '_ {
-        (0..self.bucket.len()).filter(|&j| self.bucket[j] > 0).map(move |j| {
-            let day = self.first + TimeDelta::days((j / self.slots) as i64);
-            (day, self.bucket[j], self.lo[j], self.hi[j])
-        })
-    }
+/// How a view's buckets cut the UTC days it spans: per day from `first`,
+/// its pieces and the quarter-hours strictly inside the day where a piece
+/// starts or ends (`cuts`, ascending). `width` is the most cuts any day
+/// has: the number of running sums the read asks per row (0 for UTC views).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayPlan {
+    pub first: NaiveDate,
+    pub days: Vec<(Vec<Piece>, Vec<i32>)>,
+    pub width: usize,
 }
 
 fn midnight(d: NaiveDate) -> DateTime<Utc> {
     d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()
 }
 
-/// The pieces of a planned view, or `None` when day rows do not serve it:
-/// buckets shorter than a day, edges off the quarter-hour grid, or a day
-/// cut more than [`MAX_SLOTS`] times.
-pub fn pieces(plan: &Plan) -> Option<DayPieces> {
+/// The day plan of a planned view, or `None` when day rows do not serve
+/// it: buckets shorter than a day, edges off the quarter-hour grid, or a
+/// day in more than [`MAX_PIECES`] buckets.
+pub fn day_plan(plan: &Plan) -> Option<DayPlan> {
     if plan.granularity < Granularity::Day || plan.rollup == Grain::Minute {
         return None;
     }
     let (start, end) = (plan.start(), plan.end);
     let first = start.date_naive();
     let last = (end - TimeDelta::seconds(1)).date_naive();
-    let days = usize::try_from((last - first).num_days()).ok()? + 1;
-    let mut per_day: Vec<Vec<(i32, i32, i32)>> = Vec::with_capacity(days);
+    let n = usize::try_from((last - first).num_days()).ok()? + 1;
+    let mut days = Vec::with_capacity(n);
     // The bucket holding the current instant; buckets are walked once.
     let mut i = 0;
-    for k in 0..days {
+    for k in 0..n {
         let d0 = midnight(first + TimeDelta::days(k as i64));
         let (from, to) = (d0.max(start), (d0 + TimeDelta::days(1)).min(end));
         let quarter = |x: DateTime<Utc>| {
             let secs = (x - d0).num_seconds();
             (secs % 900 == 0).then_some((secs / 900) as i32)
         };
-        let mut day = Vec::new();
+        let mut pieces = Vec::new();
         let mut t = from;
         while t < to {
             while plan.bucket_end(i) <= t {
                 i += 1;
             }
             let piece_end = plan.bucket_end(i).min(to);
-            day.push((i32::try_from(i + 1).ok()?, quarter(t)?, quarter(piece_end)?));
+            pieces.push(Piece { bucket: i, lo: quarter(t)?, hi: quarter(piece_end)? });
             t = piece_end;
         }
-        if day.len() > MAX_SLOTS {
+        if pieces.len() > MAX_PIECES {
             return None;
         }
-        per_day.push(day);
+        let mut cuts: Vec<i32> =
+            pieces.iter().flat_map(|p| [p.lo, p.hi]).filter(|q| (1..QUARTERS).contains(q)).collect();
+        cuts.dedup();
+        days.push((pieces, cuts));
     }
-    let slots = per_day.iter().map(Vec::len).max().unwrap_or(0).max(1);
-    let mut out =
-        DayPieces { first, slots, bucket: vec![0; days * slots], lo: vec![0; days * slots], hi: vec![0; days * slots] };
-    for (k, day) in per_day.iter().enumerate() {
-        for (n, &(b, lo, hi)) in day.iter().enumerate() {
-            let j = k * slots + n;
-            (out.bucket[j], out.lo[j], out.hi[j]) = (b, lo, hi);
+    let width = days.iter().map(|(_, c)| c.len()).max().unwrap_or(0);
+    Some(DayPlan { first, days, width })
+}
+
+impl DayPlan {
+    /// For the SQL: cut `c` (0-based) of every day, [`QUARTERS`] where a
+    /// day has fewer (the read then returns no running sum for it).
+    pub fn cut_column(&self, c: usize) -> Vec<i32> {
+        self.days.iter().map(|(_, cuts)| cuts.get(c).copied().unwrap_or(QUARTERS)).collect()
+    }
+
+    /// Folds one day row into its buckets: `day` is the row's day counted
+    /// from `first`, `total` its sums, `running[c]` its running sums before
+    /// the day's cut `c`. Calls `add(bucket, sums)` once per piece.
+    pub fn fold(&self, day: usize, total: &Sums, running: &[Sums], mut add: impl FnMut(usize, &Sums)) {
+        let Some((pieces, cuts)) = self.days.get(day) else { return };
+        let at = |q: i32| -> Sums {
+            match q {
+                0 => Sums::default(),
+                QUARTERS => *total,
+                q => cuts.iter().position(|c| *c == q).and_then(|c| running.get(c)).copied().unwrap_or_default(),
+            }
+        };
+        for p in pieces {
+            add(p.bucket, &difference(&at(p.hi), &at(p.lo)));
         }
     }
-    Some(out)
+}
+
+/// `a - b`, measure by measure.
+fn difference(a: &Sums, b: &Sums) -> Sums {
+    let (a, b) = (a.to_array(), b.to_array());
+    Sums::from_array(std::array::from_fn(|m| a[m] - b[m]))
 }
 
 /// The nine measure columns, in [`tokenusage_schema::Sums::to_array`] order.
@@ -123,57 +148,37 @@ pub fn push_seal(qb: &mut QueryBuilder<'_, Postgres>, subject: impl FnOnce(&mut 
     qb.push(") ");
 }
 
-/// The day-row half of a series read: `(i, key, m1 .. m9)` per piece of
-/// every day row below the seal, at grouping `summed`; `conditions` pushes
-/// the subject's and filters' ` and ...` clauses. `key` is a fixed
-/// column expression, never input.
-pub fn push_day_part(
+/// The day rows of a view below the seal, at grouping `summed`: per row,
+/// its day counted from `first` (int4), its group key, its nine sums, and
+/// for each of the plan's `width` cut columns the nine running sums before
+/// that day's cut (null where the day has no such cut). `conditions`
+/// pushes the subject's and filters' ` and ...` clauses; `key` is a fixed
+/// column expression, never input. Needs [`push_seal`] before it.
+pub fn push_day_rows(
     qb: &mut QueryBuilder<'_, Postgres>,
-    pieces: &DayPieces,
+    plan: &DayPlan,
     summed: i16,
     key: &str,
     conditions: impl FnOnce(&mut QueryBuilder<'_, Postgres>),
 ) {
-    // Innermost: each row with each of its day's pieces (`slots` of them,
-    // empty ones dropped; lateral, so the day rows are the outer side and
-    // their wide tuples are never materialized). Then the running sums' positions at the piece's ends
-    // (width_bucket: how many of the row's quarters lie before the end).
-    // Then each measure of the piece: the day's sum when the piece is the
-    // whole day, else a difference of running sums. The `offset 0`s keep
-    // each step's work done once per row and the arrays out of the
-    // aggregation.
-    let measure = |m: usize, col: &str| {
-        format!(
-            "case when y.whole then y.{col} else coalesce(y.running[y.h][{n}], 0) - coalesce(y.running[y.l][{n}], 0) end as {col}",
-            n = m + 1
-        )
-    };
-    let measures: Vec<String> = MEASURES.iter().enumerate().map(|(m, c)| measure(m, c)).collect();
-    let cols = MEASURES.join(", ");
-    qb.push(format!(
-        "select y.i, y.key, {} from (select x.i, x.key, x.lo = 0 and x.hi = {QUARTERS} as whole, {cols}, x.running, \
-         case when x.lo = 0 then 0 else width_bucket(x.lo - 1, x.quarters) end as l, \
-         case when x.hi = {QUARTERS} then cardinality(x.quarters) else width_bucket(x.hi - 1, x.quarters) end as h \
-         from (select b.i, b.lo, b.hi, {key} as key, {cols}, quarters, running \
-         from usage_day cross join lateral (values {}) as s(n) \
-         cross join lateral (select ",
-        measures.join(", "),
-        (1..=pieces.slots).map(|n| format!("({n})")).collect::<Vec<_>>().join(", ")
-    ));
-    let slot = |qb: &mut QueryBuilder<'_, Postgres>, v: &Vec<i32>| {
-        qb.push("(").push_bind(v.clone()).push("::int4[])[(day - ").push_bind(pieces.first);
-        qb.push(format!(") * {} + s.n]", pieces.slots));
-    };
-    slot(qb, &pieces.bucket);
-    qb.push(" as i, ");
-    slot(qb, &pieces.lo);
-    qb.push(" as lo, ");
-    slot(qb, &pieces.hi);
-    qb.push(" as hi) b where b.i > 0 and summed = ").push_bind(summed);
-    qb.push(" and day >= ").push_bind(pieces.first);
+    qb.push("select (day - ").push_bind(plan.first).push(format!(")::int4, {key}, {}", MEASURES.join(", ")));
+    for c in 0..plan.width {
+        // Where the running sums before cut c sit: how many of the row's
+        // quarters lie before it (binary search), computed once per row.
+        for m in 1..=MEASURES.len() {
+            qb.push(format!(", running[j{c}][{m}]"));
+        }
+    }
+    qb.push(" from usage_day");
+    for c in 0..plan.width {
+        qb.push(format!(" cross join lateral (select case when x < {QUARTERS} then width_bucket(x - 1, quarters) end as j{c} from (select ("));
+        qb.push_bind(plan.cut_column(c)).push("::int4[])[day - ").push_bind(plan.first).push(format!(" + 1] as x) x{c} offset 0) w{c}"));
+    }
+    qb.push(" where summed = ").push_bind(summed);
+    qb.push(" and day >= ").push_bind(plan.first);
+    qb.push(" and day < ").push_bind(plan.first + TimeDelta::days(plan.days.len() as i64));
     qb.push(" and day < (select through from seal)");
     conditions(qb);
-    qb.push(" offset 0) x offset 0) y");
 }
 
 /// `[from, to)` split for a range read: the whole UTC days inside it (for
@@ -213,34 +218,56 @@ mod tests {
         plan(Some(g), &zone.parse::<Tz>().unwrap(), Weekday::Mon, t(from), t(to), 10_000).unwrap()
     }
 
+    fn pieces(d: &DayPlan) -> Vec<(String, usize, i32, i32)> {
+        d.days
+            .iter()
+            .enumerate()
+            .flat_map(|(k, (ps, _))| {
+                let day = (d.first + TimeDelta::days(k as i64)).to_string();
+                ps.iter().map(move |p| (day.clone(), p.bucket, p.lo, p.hi))
+            })
+            .collect()
+    }
+
     #[test]
     fn a_new_york_day_takes_the_end_of_one_utc_day_and_the_start_of_the_next() {
         let p = plan_of(Granularity::Day, "America/New_York", "2026-01-10T05:00:00Z", "2026-01-12T05:00:00Z");
-        let got: Vec<_> = pieces(&p).unwrap().iter().map(|(d, i, lo, hi)| (d.to_string(), i, lo, hi)).collect();
+        let d = day_plan(&p).unwrap();
         assert_eq!(
-            got,
+            pieces(&d),
             vec![
-                ("2026-01-10".into(), 1, 20, 96),
-                ("2026-01-11".into(), 1, 0, 20),
-                ("2026-01-11".into(), 2, 20, 96),
-                ("2026-01-12".into(), 2, 0, 20),
+                ("2026-01-10".into(), 0, 20, 96),
+                ("2026-01-11".into(), 0, 0, 20),
+                ("2026-01-11".into(), 1, 20, 96),
+                ("2026-01-12".into(), 1, 0, 20),
             ]
         );
+        assert_eq!(d.width, 1, "one running sum per row: at 05:00Z");
+        assert_eq!(d.cut_column(0), vec![20, 20, 20]);
+    }
+
+    #[test]
+    fn utc_views_need_no_running_sums() {
+        for g in [Granularity::Day, Granularity::Week, Granularity::Month] {
+            let d = day_plan(&plan_of(g, "UTC", "2025-01-01T00:00:00Z", "2026-01-01T00:00:00Z")).unwrap();
+            assert_eq!(d.width, 0, "{g:?}");
+        }
     }
 
     #[test]
     fn london_spring_forward_ends_a_local_day_an_hour_before_utc_midnight() {
         // 2026-03-29: local midnight is 00:00Z, the next one 23:00Z.
         let p = plan_of(Granularity::Day, "Europe/London", "2026-03-28T00:00:00Z", "2026-03-31T00:00:00Z");
-        let got: Vec<_> = pieces(&p).unwrap().iter().filter(|x| x.0.to_string() == "2026-03-29").collect();
-        assert_eq!(got.iter().map(|x| (x.1, x.2, x.3)).collect::<Vec<_>>(), vec![(2, 0, 92), (3, 92, 96)]);
+        let d = day_plan(&p).unwrap();
+        let got: Vec<_> = pieces(&d).into_iter().filter(|x| x.0 == "2026-03-29").map(|x| (x.1, x.2, x.3)).collect();
+        assert_eq!(got, vec![(1, 0, 92), (2, 92, 96)]);
         let p = plan_of(Granularity::Day, "Asia/Kathmandu", "2026-01-01T00:00:00Z", "2026-01-03T00:00:00Z");
-        assert!(pieces(&p).unwrap().iter().all(|(_, _, lo, hi)| [0, 73, 96].contains(&lo) && [73, 96].contains(&hi)));
+        assert!(pieces(&day_plan(&p).unwrap()).iter().all(|x| [0, 73].contains(&x.2) && [73, 96].contains(&x.3)));
     }
 
     #[test]
     fn hours_and_minutes_are_not_read_from_day_rows() {
-        assert!(pieces(&plan_of(Granularity::Hour, "UTC", "2026-01-01T00:00:00Z", "2026-01-03T00:00:00Z")).is_none());
+        assert!(day_plan(&plan_of(Granularity::Hour, "UTC", "2026-01-01T00:00:00Z", "2026-01-03T00:00:00Z")).is_none());
     }
 
     #[test]
@@ -255,34 +282,52 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// Every quarter-hour of the view lies in exactly one piece, and
-        /// that piece's bucket is the one the planner puts it in.
+        /// Every quarter-hour of the view lies in exactly one piece, in the
+        /// bucket the planner puts it in; and folding a day row with random
+        /// quarter-hour sums gives each bucket exactly the sum of its
+        /// quarters, from the running sums at the day's cuts alone.
         #[test]
-        fn pieces_tile_the_view_and_agree_with_its_buckets(
+        fn pieces_tile_the_view_and_a_day_row_folds_into_its_buckets_exactly(
             from in 1_600_000_000i64..1_800_000_000,
             len in 86_400i64..40_000_000,
             g in 2usize..5,
             zone in proptest::sample::select(vec!["UTC", "America/New_York", "Europe/London", "Asia/Kolkata",
                 "Asia/Kathmandu", "Australia/Lord_Howe", "America/St_Johns", "Pacific/Chatham"]),
+            quarters in proptest::collection::vec(0i64..1000, 96),
+            day_pick in 0usize..10_000,
         ) {
             let (from, to) = (DateTime::from_timestamp(from, 0).unwrap(), DateTime::from_timestamp(from + len, 0).unwrap());
             let Ok(p) = plan(Some(Granularity::ALL[g]), &zone.parse::<Tz>().unwrap(), Weekday::Mon, from, to, 10_000)
                 else { return Ok(()) };
-            let Some(ps) = pieces(&p) else { return Ok(()) };
+            let Some(d) = day_plan(&p) else { return Ok(()) };
             let mut covered = 0i64;
             let mut last_end = p.start();
-            for (day, i, lo, hi) in ps.iter() {
-                proptest::prop_assert!(lo < hi && (0..=QUARTERS).contains(&lo) && hi <= QUARTERS);
-                let a = midnight(day) + TimeDelta::minutes(15 * i64::from(lo));
-                let b = midnight(day) + TimeDelta::minutes(15 * i64::from(hi));
-                proptest::prop_assert_eq!(a, last_end, "pieces follow each other with no gap or overlap");
-                let idx = (i - 1) as usize;
-                proptest::prop_assert!(p.edges[idx] <= a && b <= p.bucket_end(idx));
-                covered += (b - a).num_seconds();
-                last_end = b;
+            for (k, (ps, cuts)) in d.days.iter().enumerate() {
+                proptest::prop_assert!(cuts.len() <= d.width);
+                for piece in ps {
+                    proptest::prop_assert!(piece.lo < piece.hi && piece.lo >= 0 && piece.hi <= QUARTERS);
+                    let day = midnight(d.first + TimeDelta::days(k as i64));
+                    let a = day + TimeDelta::minutes(15 * i64::from(piece.lo));
+                    let b = day + TimeDelta::minutes(15 * i64::from(piece.hi));
+                    proptest::prop_assert_eq!(a, last_end, "pieces follow each other with no gap or overlap");
+                    proptest::prop_assert!(p.edges[piece.bucket] <= a && b <= p.bucket_end(piece.bucket));
+                    covered += (b - a).num_seconds();
+                    last_end = b;
+                }
             }
             proptest::prop_assert_eq!(last_end, p.end);
             proptest::prop_assert_eq!(covered, (p.end - p.start()).num_seconds());
+            // Fold one day: the row as PostgreSQL returns it.
+            let k = day_pick % d.days.len();
+            let sums = |range: std::ops::Range<usize>| Sums::new(quarters[range].iter().sum(), 0, 0);
+            let total = sums(0..96);
+            let running: Vec<Sums> = d.days[k].1.iter().map(|c| sums(0..*c as usize)).collect();
+            let mut got = std::collections::BTreeMap::new();
+            d.fold(k, &total, &running, |b, s| got.entry(b).or_insert_with(Sums::default).add(s));
+            for piece in &d.days[k].0 {
+                let want: i64 = quarters[piece.lo as usize..piece.hi as usize].iter().sum();
+                proptest::prop_assert_eq!(got[&piece.bucket].input_tokens, want);
+            }
         }
     }
 }

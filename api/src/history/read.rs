@@ -124,67 +124,73 @@ pub async fn read_snapshot(
         sqlx::query_as("select s.seq, p.currency from rollup_sequence s, price_book_state p")
             .fetch_one(&mut *tx)
             .await?;
-    let mut data = read_series(&mut *tx, subject, plan, group, filters).await?;
+    let mut data = read_series(&mut tx, subject, plan, group, filters).await?;
     data.currency = currency;
     tx.commit().await?;
     Ok(Snapshot { data, seq })
 }
 
-/// Reads a planned view.
+/// Reads a planned view. Long views read in two statements on `db` (which
+/// the caller keeps in one snapshot): the day rows below the subject's seal,
+/// folded into buckets here, and the fine rollups above it.
 pub async fn read_series(
-    db: impl sqlx::PgExecutor<'_>,
+    db: &mut sqlx::PgConnection,
     subject: &Subject,
     plan: &Plan,
     group: GroupBy,
     filters: &Filters,
 ) -> sqlx::Result<SeriesData> {
-    let fine = |qb: &mut QueryBuilder<'_, sqlx::Postgres>, from_seal: bool| {
-        // Table and group column come from enums, never from input.
-        qb.push("select width_bucket(bucket, ").push_bind(plan.edges.clone());
-        qb.push(format!(
-            ")::int4 as i, {key} as key, {measures} from {table} where bucket >= ",
-            key = group.column(),
-            measures = days::MEASURES.join(", "),
-            table = plan.rollup.table()
-        ));
-        if from_seal {
-            qb.push("greatest(").push_bind(plan.start()).push(", (select at from seal))");
-        } else {
-            qb.push_bind(plan.start());
-        }
-        qb.push(" and bucket < ").push_bind(plan.end);
-        push_filters(qb, subject, filters);
-    };
-    let mut qb = QueryBuilder::new("");
-    match days::pieces(plan) {
-        Some(pieces) => {
-            days::push_seal(&mut qb, |qb| push_filters(qb, subject, &Filters::default()));
-            qb.push("select i, key, ").push(Sums::SQL_SUMS).push(" from (");
-            let summed = summed_for(group.column(), filters);
-            days::push_day_part(&mut qb, &pieces, summed, group.column(), |qb| push_filters(qb, subject, filters));
-            qb.push(" union all ");
-            fine(&mut qb, true);
-            qb.push(") r");
-        }
-        None => {
-            qb.push("select i, key, ").push(Sums::SQL_SUMS).push(" from (");
-            fine(&mut qb, false);
-            qb.push(") r");
-        }
-    }
-    qb.push(" group by 1, 2");
-    let rows = qb.build().fetch_all(db).await?;
     let n = plan.edges.len();
     let mut data = SeriesData { totals: vec![Sums::default(); n], ..SeriesData::default() };
-    for row in rows {
+    let add = |data: &mut SeriesData, idx: usize, key: &str, s: &Sums| {
+        data.totals[idx].add(s);
+        if group != GroupBy::None {
+            data.groups.entry(key.to_owned()).or_insert_with(|| vec![Sums::default(); n])[idx].add(s);
+        }
+    };
+    let days = days::day_plan(plan);
+    if let Some(dp) = &days {
+        let mut qb = QueryBuilder::new("");
+        days::push_seal(&mut qb, |qb| push_filters(qb, subject, &Filters::default()));
+        let summed = summed_for(group.column(), filters);
+        days::push_day_rows(&mut qb, dp, summed, group.column(), |qb| push_filters(qb, subject, filters));
+        let rows = qb.build().fetch_all(&mut *db).await?;
+        for row in rows {
+            let (day, key): (i32, String) = (row.try_get(0)?, row.try_get(1)?);
+            let total = Sums::from_row(&row, 2)?;
+            let running: Vec<Sums> = (0..dp.width)
+                .map(|c| Sums::from_row(&row, 2 + Sums::WIDTH * (c + 1)))
+                .collect::<Result<_, _>>()?;
+            let Ok(day) = usize::try_from(day) else { continue };
+            dp.fold(day, &total, &running, |idx, s| add(&mut data, idx, &key, s));
+        }
+    }
+    // The fine rollups: everything, or what lies above the seal.
+    let mut qb = QueryBuilder::new("");
+    if days.is_some() {
+        days::push_seal(&mut qb, |qb| push_filters(qb, subject, &Filters::default()));
+    }
+    // Table and group column come from enums, never from input.
+    qb.push("select width_bucket(bucket, ").push_bind(plan.edges.clone());
+    qb.push(format!(
+        ")::int4 as i, {key} as key, {sums} from {table} where bucket >= ",
+        key = group.column(),
+        sums = Sums::SQL_SUMS,
+        table = plan.rollup.table()
+    ));
+    if days.is_some() {
+        qb.push("greatest(").push_bind(plan.start()).push(", (select at from seal))");
+    } else {
+        qb.push_bind(plan.start());
+    }
+    qb.push(" and bucket < ").push_bind(plan.end);
+    push_filters(&mut qb, subject, filters);
+    qb.push(" group by 1, 2");
+    for row in qb.build().fetch_all(&mut *db).await? {
         let (i, key): (i32, String) = (row.try_get(0)?, row.try_get(1)?);
         // width_bucket: 1-based index of the last edge <= bucket.
         let Some(idx) = usize::try_from(i).ok().and_then(|i| i.checked_sub(1)).filter(|i| *i < n) else { continue };
-        let s = Sums::from_row(&row, 2)?;
-        data.totals[idx].add(&s);
-        if group != GroupBy::None {
-            data.groups.entry(key).or_insert_with(|| vec![Sums::default(); n])[idx].add(&s);
-        }
+        add(&mut data, idx, &key, &Sums::from_row(&row, 2)?);
     }
     Ok(data)
 }
