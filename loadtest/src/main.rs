@@ -346,7 +346,8 @@ async fn main() -> anyhow::Result<()> {
                 let n = batch.min((cli.events - sent) as usize);
                 let req = {
                     let mut rng = rand::rng();
-                    let events: Vec<UsageEvent> = (0..n).map(|_| event(&mut rng, cli.users, cli.projects, cli.days_ago)).collect();
+                    let events: Vec<UsageEvent> =
+                        (0..n).map(|_| event(&mut rng, cli.users, cli.projects, cli.days_ago)).collect();
                     if otlp {
                         let mut r = client
                             .post(&endpoint)

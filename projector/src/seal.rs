@@ -251,8 +251,10 @@ pub(crate) async fn tick(pool: &PgPool) {
     }
     // Users a pass could not finish (their seal row held by a late write,
     // or an error): reads of their older days stay on the fine rollups.
-    let behind: Result<i64, _> =
-        sqlx::query_scalar("select count(*) from usage_day_seal where sealed_through < $1").bind(target(Utc::now())).fetch_one(pool).await;
+    let behind: Result<i64, _> = sqlx::query_scalar("select count(*) from usage_day_seal where sealed_through < $1")
+        .bind(target(Utc::now()))
+        .fetch_one(pool)
+        .await;
     if let Ok(n) = behind {
         metrics::gauge!("tokenusage_day_rows_users_behind").set(n as f64);
     }

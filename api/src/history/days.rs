@@ -149,19 +149,22 @@ pub fn push_seal(qb: &mut QueryBuilder<'_, Postgres>, subject: impl FnOnce(&mut 
 }
 
 /// The day rows of a view below the seal, at grouping `summed`: per row,
-/// its day counted from `first` (int4), its group key, its nine sums, and
+/// the columns `lead` names, its day counted from `first` (int4), its group key, its nine sums, and
 /// for each of the plan's `width` cut columns the nine running sums before
 /// that day's cut (null where the day has no such cut). `conditions`
 /// pushes the subject's and filters' ` and ...` clauses; `key` is a fixed
 /// column expression, never input. Needs [`push_seal`] before it.
 pub fn push_day_rows(
     qb: &mut QueryBuilder<'_, Postgres>,
+    lead: &str,
     plan: &DayPlan,
     summed: i16,
     key: &str,
     conditions: impl FnOnce(&mut QueryBuilder<'_, Postgres>),
 ) {
-    qb.push("select (day - ").push_bind(plan.first).push(format!(")::int4, {key}, {}", MEASURES.join(", ")));
+    qb.push(format!("select {lead}(day - "))
+        .push_bind(plan.first)
+        .push(format!(")::int4, {key}, {}", MEASURES.join(", ")));
     for c in 0..plan.width {
         // Where the running sums before cut c sit: how many of the row's
         // quarters lie before it (binary search), computed once per row.
@@ -172,7 +175,10 @@ pub fn push_day_rows(
     qb.push(" from usage_day");
     for c in 0..plan.width {
         qb.push(format!(" cross join lateral (select case when x < {QUARTERS} then width_bucket(x - 1, quarters) end as j{c} from (select ("));
-        qb.push_bind(plan.cut_column(c)).push("::int4[])[day - ").push_bind(plan.first).push(format!(" + 1] as x) x{c} offset 0) w{c}"));
+        qb.push_bind(plan.cut_column(c))
+            .push("::int4[])[day - ")
+            .push_bind(plan.first)
+            .push(format!(" + 1] as x) x{c} offset 0) w{c}"));
     }
     qb.push(" where summed = ").push_bind(summed);
     qb.push(" and day >= ").push_bind(plan.first);
