@@ -37,11 +37,19 @@ pub struct Piece {
 /// its pieces and the quarter-hours strictly inside the day where a piece
 /// starts or ends (`cuts`, ascending). `width` is the most cuts any day
 /// has: the number of running sums the read asks per row (0 for UTC views).
+///
+/// Days with the same pieces and cuts (a month's whole days, say) form a
+/// class: folding is linear, so the read sums a class's rows in
+/// PostgreSQL and folds the sum once, as its first day (`class[k]` is day
+/// `k`'s class, 1-based; `classes[c - 1]` that class's first day). A month
+/// view then returns about 2 rows per month and key instead of 30.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DayPlan {
     pub first: NaiveDate,
     pub days: Vec<(Vec<Piece>, Vec<i32>)>,
     pub width: usize,
+    pub class: Vec<i32>,
+    pub classes: Vec<usize>,
 }
 
 fn midnight(d: NaiveDate) -> DateTime<Utc> {
@@ -88,7 +96,15 @@ pub fn day_plan(plan: &Plan) -> Option<DayPlan> {
         days.push((pieces, cuts));
     }
     let width = days.iter().map(|(_, c)| c.len()).max().unwrap_or(0);
-    Some(DayPlan { first, days, width })
+    // Classes are runs of like days: a bucket's days are consecutive.
+    let (mut class, mut classes) = (Vec::with_capacity(n), Vec::new());
+    for k in 0..n {
+        if k == 0 || days[k] != days[k - 1] {
+            classes.push(k);
+        }
+        class.push(i32::try_from(classes.len()).ok()?);
+    }
+    Some(DayPlan { first, days, width, class, classes })
 }
 
 impl DayPlan {
@@ -148,12 +164,13 @@ pub fn push_seal(qb: &mut QueryBuilder<'_, Postgres>, subject: impl FnOnce(&mut 
     qb.push(") ");
 }
 
-/// The day rows of a view below the seal, at grouping `summed`: per row,
-/// the columns `lead` names, its day counted from `first` (int4), its group key, its nine sums, and
-/// for each of the plan's `width` cut columns the nine running sums before
-/// that day's cut (null where the day has no such cut). `conditions`
-/// pushes the subject's and filters' ` and ...` clauses; `key` is a fixed
-/// column expression, never input. Needs [`push_seal`] before it.
+/// The day rows of a view below the seal, at grouping `summed`, summed
+/// per class of like days and group key: the columns `lead` names, the
+/// class (int4), the key, the nine sums, and for each of the plan's `width`
+/// cut columns the nine running sums before that day's cut (0 where the
+/// class has no such cut). `conditions` pushes the subject's and filters'
+/// ` and ...` clauses; `key` is a fixed column expression, never input.
+/// Needs [`push_seal`] before it.
 pub fn push_day_rows(
     qb: &mut QueryBuilder<'_, Postgres>,
     lead: &str,
@@ -162,14 +179,14 @@ pub fn push_day_rows(
     key: &str,
     conditions: impl FnOnce(&mut QueryBuilder<'_, Postgres>),
 ) {
-    qb.push(format!("select {lead}(day - "))
-        .push_bind(plan.first)
-        .push(format!(")::int4, {key}, {}", MEASURES.join(", ")));
+    qb.push(format!("select {lead}(")).push_bind(plan.class.clone()).push("::int4[])[day - ").push_bind(plan.first);
+    let sums: Vec<String> = MEASURES.iter().map(|m| format!("tokenusage_sum({m})")).collect();
+    qb.push(format!(" + 1], {key}, {}", sums.join(", ")));
     for c in 0..plan.width {
         // Where the running sums before cut c sit: how many of the row's
         // quarters lie before it (binary search), computed once per row.
         for m in 1..=MEASURES.len() {
-            qb.push(format!(", running[j{c}][{m}]"));
+            qb.push(format!(", tokenusage_sum(running[j{c}][{m}])"));
         }
     }
     qb.push(" from usage_day");
@@ -185,6 +202,7 @@ pub fn push_day_rows(
     qb.push(" and day < ").push_bind(plan.first + TimeDelta::days(plan.days.len() as i64));
     qb.push(" and day < (select through from seal)");
     conditions(qb);
+    qb.push(" group by 2, 3");
 }
 
 /// `[from, to)` split for a range read: the whole UTC days inside it (for
@@ -258,6 +276,12 @@ mod tests {
             let d = day_plan(&plan_of(g, "UTC", "2025-01-01T00:00:00Z", "2026-01-01T00:00:00Z")).unwrap();
             assert_eq!(d.width, 0, "{g:?}");
         }
+        let month = day_plan(&plan_of(Granularity::Month, "UTC", "2025-01-01T00:00:00Z", "2026-01-01T00:00:00Z"));
+        assert_eq!(month.unwrap().classes.len(), 12, "a month's days are one class");
+        let ny = day_plan(&plan_of(Granularity::Month, "America/New_York", "2025-01-01T05:00:00Z", "2026-01-01T05:00:00Z"));
+        // Each month: its whole days, and the UTC day its end cuts (the
+        // first day is cut by the view's start, the last by its end).
+        assert_eq!(ny.unwrap().classes.len(), 25);
     }
 
     #[test]

@@ -130,8 +130,8 @@ pub async fn read_snapshot(
         }
     };
     // Rows of three kinds, one shape: `(kind, index, key, nine sums, the
-    // day plan's running sums)`. Kind 0: a day row below the seal (index:
-    // its day, folded here); kind 1: fine rollups above it, summed per
+    // day plan's running sums)`. Kind 0: day rows below the seal, summed
+    // per class of like days (index: the class, folded here); kind 1: fine rollups above it, summed per
     // bucket (index: `width_bucket`); kind 2: the header (key: currency,
     // first sum: the rollup sequence).
     let days = days::day_plan(plan);
@@ -171,7 +171,11 @@ pub async fn read_snapshot(
                 let total = Sums::from_row(&row, 3)?;
                 let running: Vec<Sums> =
                     (0..dp.width).map(|c| Sums::from_row(&row, 3 + Sums::WIDTH * (c + 1))).collect::<Result<_, _>>()?;
-                let Ok(day) = usize::try_from(i) else { continue };
+                // The class's sums fold as its first day.
+                let Some(&day) = usize::try_from(i).ok().and_then(|c| c.checked_sub(1)).and_then(|c| dp.classes.get(c))
+                else {
+                    continue;
+                };
                 dp.fold(day, &total, &running, |idx, s| add(data, idx, &key, s));
             }
             (1, _) => {
