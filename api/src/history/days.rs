@@ -179,19 +179,34 @@ pub fn push_day_rows(
     key: &str,
     conditions: impl FnOnce(&mut QueryBuilder<'_, Postgres>),
 ) {
-    qb.push(format!("select {lead}(")).push_bind(plan.class.clone()).push("::int4[])[day - ").push_bind(plan.first);
-    let sums: Vec<String> = MEASURES.iter().map(|m| format!("tokenusage_sum({m})")).collect();
-    qb.push(format!(" + 1], {key}, {}", sums.join(", ")));
+    // Inner: one row per day row, with the class, the key, the sums and
+    // the running sums at the cuts taken out of the arrays (`offset 0`:
+    // the wide arrays never reach the aggregation). Outer: summed per
+    // class and key, when classes hold several days (weeks, months); for
+    // day views each class is a day and the rows go out as they are.
+    let grouped = plan.classes.len() * 2 <= plan.days.len();
+    // The columns: the nine sums, then the running sums at each cut.
+    let mut exprs: Vec<String> = MEASURES.iter().map(|m| (*m).to_owned()).collect();
+    for c in 0..plan.width {
+        exprs.extend((1..=MEASURES.len()).map(|m| format!("running[j{c}][{m}]")));
+    }
+    qb.push(format!("select {lead}"));
+    if grouped {
+        let sums: Vec<String> = (0..exprs.len()).map(|v| format!("tokenusage_sum(v{v})")).collect();
+        let named: Vec<String> = exprs.iter().enumerate().map(|(v, e)| format!("{e} as v{v}")).collect();
+        qb.push(format!("class, key, {} from (select (", sums.join(", ")));
+        qb.push_bind(plan.class.clone()).push("::int4[])[day - ").push_bind(plan.first);
+        qb.push(format!(" + 1] as class, {key} as key, {} from usage_day", named.join(", ")));
+    } else {
+        qb.push("(").push_bind(plan.class.clone()).push("::int4[])[day - ").push_bind(plan.first);
+        qb.push(format!(" + 1], {key}, {} from usage_day", exprs.join(", ")));
+    }
     for c in 0..plan.width {
         // Where the running sums before cut c sit: how many of the row's
         // quarters lie before it (binary search), computed once per row.
-        for m in 1..=MEASURES.len() {
-            qb.push(format!(", tokenusage_sum(running[j{c}][{m}])"));
-        }
-    }
-    qb.push(" from usage_day");
-    for c in 0..plan.width {
-        qb.push(format!(" cross join lateral (select case when x < {QUARTERS} then width_bucket(x - 1, quarters) end as j{c} from (select ("));
+        qb.push(format!(
+            " cross join lateral (select case when x < {QUARTERS} then width_bucket(x - 1, quarters) end as j{c} from (select ("
+        ));
         qb.push_bind(plan.cut_column(c))
             .push("::int4[])[day - ")
             .push_bind(plan.first)
@@ -202,7 +217,9 @@ pub fn push_day_rows(
     qb.push(" and day < ").push_bind(plan.first + TimeDelta::days(plan.days.len() as i64));
     qb.push(" and day < (select through from seal)");
     conditions(qb);
-    qb.push(" group by 2, 3");
+    if grouped {
+        qb.push(" offset 0) d group by class, key");
+    }
 }
 
 /// `[from, to)` split for a range read: the whole UTC days inside it (for
@@ -278,7 +295,8 @@ mod tests {
         }
         let month = day_plan(&plan_of(Granularity::Month, "UTC", "2025-01-01T00:00:00Z", "2026-01-01T00:00:00Z"));
         assert_eq!(month.unwrap().classes.len(), 12, "a month's days are one class");
-        let ny = day_plan(&plan_of(Granularity::Month, "America/New_York", "2025-01-01T05:00:00Z", "2026-01-01T05:00:00Z"));
+        let ny =
+            day_plan(&plan_of(Granularity::Month, "America/New_York", "2025-01-01T05:00:00Z", "2026-01-01T05:00:00Z"));
         // Each month: its whole days, and the UTC day its end cuts (the
         // first day is cut by the view's start, the last by its end).
         assert_eq!(ny.unwrap().classes.len(), 25);
