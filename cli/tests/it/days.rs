@@ -12,6 +12,8 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokenusage_api::Role;
+// The nine measures, in `Sums::to_array` order, as the API names them.
+use tokenusage_api::history::days::MEASURES;
 use tokenusage_api::teams::{self, TeamRole};
 use tokenusage_contract::UsageEvent;
 use tokenusage_projector::seal;
@@ -55,19 +57,6 @@ fn ev(rng: &mut StdRng, id: &str, user: &str, at: DateTime<Utc>) -> UsageEvent {
     tokenusage_contract::parse_native(body.to_string().as_bytes(), source, t("2027-06-01T00:00:00Z")).unwrap()
 }
 
-/// The nine measures, in `Sums::to_array` order, as the API names them.
-const MEASURES: [&str; 9] = [
-    "input_tokens",
-    "output_tokens",
-    "events",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-    "cost_nanos",
-    "unpriced_tokens",
-    "supplied_events",
-];
-
 /// The truth: the nine sums of the raw events per bucket (1-based, as
 /// `width_bucket` numbers `edges`) and group key, for `users` (all if
 /// empty), computed from `usage_events` as `tokenusage verify` does.
@@ -101,9 +90,14 @@ async fn raw_sums(
          group by 1, 2
         "#
     );
-    let rows: Vec<(i32, String, i64, i64, i64, i64, i64, i64, i64, i64, i64)> =
-        sqlx::query_as(&sql).bind(edges).bind(end).bind(users).bind(activity).fetch_all(pool).await.unwrap();
-    rows.into_iter().map(|r| ((r.0, r.1), [r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9, r.10])).collect()
+    let rows = sqlx::query(&sql).bind(edges).bind(end).bind(users).bind(activity).fetch_all(pool).await.unwrap();
+    rows.iter()
+        .map(|r| {
+            use sqlx::Row;
+            let sums: [i64; 9] = std::array::from_fn(|m| r.get(m + 2));
+            ((r.get(0), r.get(1)), sums)
+        })
+        .collect()
 }
 
 fn point_edges(body: &Value) -> (Vec<DateTime<Utc>>, DateTime<Utc>) {
