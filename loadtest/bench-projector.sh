@@ -11,7 +11,7 @@ EVENTS="${1:-500000}"
 bench_setup tu_bench_projector 28400 bench.projector
 if [ -n "${BENCH_NO_SEALS:-}" ]; then
   psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d "$BENCH_DB" -qc \
-    "create or replace function tokenusage_lower_day_seals(text[], timestamptz[]) returns void language sql as 'select'"
+    "create or replace function tokenusage_lower_day_seals(users text[], buckets timestamptz[]) returns void language sql as 'select'"
   say "the seal rule is OFF for this run (BENCH_NO_SEALS)"
 fi
 if [ -n "${BENCH_DAYS_AGO:-}" ]; then
