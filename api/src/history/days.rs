@@ -177,14 +177,16 @@ pub fn push_day_rows(
     plan: &DayPlan,
     summed: i16,
     key: &str,
+    several_users: bool,
     conditions: impl FnOnce(&mut QueryBuilder<'_, Postgres>),
 ) {
     // Inner: one row per day row, with the class, the key, the sums and
     // the running sums at the cuts taken out of the arrays (`offset 0`:
     // the wide arrays never reach the aggregation). Outer: summed per
-    // class and key, when classes hold several days (weeks, months); for
-    // day views each class is a day and the rows go out as they are.
-    let grouped = plan.classes.len() * 2 <= plan.days.len();
+    // class and key, when classes hold several days (weeks, months) or
+    // several users' rows (a team, everyone); for one user's day view each
+    // class is one row and the rows go out as they are.
+    let grouped = several_users || plan.classes.len() * 2 <= plan.days.len();
     // The columns: the nine sums, then the running sums at each cut.
     let mut exprs: Vec<String> = MEASURES.iter().map(|m| (*m).to_owned()).collect();
     for c in 0..plan.width {

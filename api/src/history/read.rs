@@ -141,7 +141,10 @@ pub async fn read_snapshot(
     if let Some(dp) = &days {
         days::push_seal(&mut qb, |qb| push_filters(qb, subject, &Filters::default()));
         let summed = summed_for(group.column(), filters);
-        days::push_day_rows(&mut qb, "0::int2, ", dp, summed, group.column(), |qb| push_filters(qb, subject, filters));
+        let several = !matches!(subject, Subject::User(_));
+        days::push_day_rows(&mut qb, "0::int2, ", dp, summed, group.column(), several, |qb| {
+            push_filters(qb, subject, filters);
+        });
         qb.push(" union all ");
     }
     // Table and group column come from enums, never from input.
