@@ -169,8 +169,9 @@ pub fn push_seal(qb: &mut QueryBuilder<'_, Postgres>, subject: impl FnOnce(&mut 
 /// class (int4), the key, the nine sums, and for each of the plan's `width`
 /// cut columns the nine running sums before that day's cut (0 where the
 /// class has no such cut). `conditions` pushes the subject's and filters'
-/// ` and ...` clauses; `key` is a fixed column expression, never input.
-/// Needs [`push_seal`] before it.
+/// ` and ...` clauses; `key` is a fixed column expression, never input;
+/// `several_users`: the subject is a team or everyone, whose rows are
+/// always summed per class. Needs [`push_seal`] before it.
 pub fn push_day_rows(
     qb: &mut QueryBuilder<'_, Postgres>,
     lead: &str,
