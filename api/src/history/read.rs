@@ -157,6 +157,10 @@ pub async fn read_snapshot(
     ));
     if days.is_some() {
         qb.push("greatest(").push_bind(plan.start()).push(", (select at from seal))");
+        // A view wholly below the seal skips the fine rollups without
+        // scanning them (a one-time filter): everyone's rows have no index
+        // on the time alone.
+        qb.push(" and (select at from seal) < ").push_bind(plan.end);
     } else {
         qb.push_bind(plan.start());
     }
@@ -222,7 +226,11 @@ fn push_source(
     let fine = |qb: &mut QueryBuilder<'_, sqlx::Postgres>, g: Grain, a: DateTime<Utc>, b: DateTime<Utc>, seal: bool| {
         qb.push(format!("select {cols} from {} where bucket >= ", g.table()));
         if seal {
-            qb.push("greatest(").push_bind(a).push(", (select at from seal))");
+            // Wholly below the seal: skipped without a scan (one-time filter).
+            qb.push("greatest(")
+                .push_bind(a)
+                .push(", (select at from seal)) and (select at from seal) < ")
+                .push_bind(b);
         } else {
             qb.push_bind(a);
         }
