@@ -104,14 +104,12 @@ impl Sums {
     /// each wrapped as `tokenusage_sum(col)` (for `select` lists): an int8
     /// sum that stays int8 (migration 0013; `sum(int8)` accumulates in
     /// numeric and is cast back, a third of a cold year view's aggregation).
-    /// It is 0, not null, over no rows; it fails on overflow as the cast did.
+    /// It is 0, not null, over no rows (so totals need no `coalesce`); it
+    /// fails on overflow as the cast did.
     pub const SQL_SUMS: &'static str = "tokenusage_sum(input_tokens), tokenusage_sum(output_tokens), \
         tokenusage_sum(events), tokenusage_sum(cache_read_tokens), tokenusage_sum(cache_write_tokens), \
         tokenusage_sum(reasoning_tokens), tokenusage_sum(cost_nanos), tokenusage_sum(unpriced_tokens), \
         tokenusage_sum(supplied_events)";
-
-    /// The same, for totals over possibly no rows (0 then).
-    pub const SQL_TOTALS: &'static str = Sums::SQL_SUMS;
 
     /// Tokens only (no kinds, no cost known).
     pub fn new(input: i64, output: i64, events: i64) -> Self {

@@ -285,7 +285,7 @@ pub async fn read_total(
     to: DateTime<Utc>,
     filters: &Filters,
 ) -> sqlx::Result<Sums> {
-    let select = format!("select {}", Sums::SQL_TOTALS);
+    let select = format!("select {}", Sums::SQL_SUMS);
     let row = ranged(&select, rollup, from, to, subject, filters, &[]).build().fetch_one(pool).await?;
     Sums::from_row(&row, 0)
 }
