@@ -265,6 +265,11 @@ pub(crate) struct ReadyChecks {
     /// `running`, `stopped`, `failing for N s: ...`, or `not in this process`.
     projector: String,
     draining: bool,
+    /// Records the broker no longer held when the projector got to them:
+    /// never counted, not yet acknowledged (`tokenusage lost`). The loss is
+    /// in the past, so it does not make the process unready; it is said
+    /// here, in the live views' freshness and by `tokenusage verify`.
+    lost_records: i64,
 }
 
 /// `GET /readyz`: 200 when this process should get traffic: the database
@@ -288,6 +293,8 @@ pub(crate) async fn readyz(axum::extract::State(state): axum::extract::State<App
     } else {
         None
     };
+    let lost_records =
+        if database_ok { tokenusage_schema::lost::open_total(&state.pool).await.unwrap_or_default() } else { 0 };
     let projector = state.readiness.projector();
     let draining = state.readiness.draining.load(Ordering::Relaxed);
     let ready = database_ok && have == Some(want) && projector.as_ref().is_none_or(Verdict::is_ok) && !draining;
@@ -302,6 +309,7 @@ pub(crate) async fn readyz(axum::extract::State(state): axum::extract::State<App
             },
             projector: projector.map_or_else(|| "not in this process".to_owned(), |v| v.describe()),
             draining,
+            lost_records,
         },
     };
     let status = if ready { axum::http::StatusCode::OK } else { axum::http::StatusCode::SERVICE_UNAVAILABLE };

@@ -22,7 +22,8 @@ pub const DEMO_USER: &str = "demo";
 /// The demo's admin account.
 pub const DEMO_ADMIN: &str = "admin";
 /// The `source` of demo events.
-const SOURCE: &str = "demo-generator";
+/// The `source` of every demo event.
+pub const SOURCE: &str = "demo-generator";
 /// Users with usage, and each one's share of it (the viewer first).
 const USERS: [(&str, f64); 6] =
     [(DEMO_USER, 0.30), ("alice", 0.22), ("bob", 0.16), ("carol", 0.14), ("dan", 0.10), ("erin", 0.08)];
@@ -136,7 +137,7 @@ pub async fn backfill(publisher: &Publisher, pool: &sqlx::PgPool, days: i64, per
         tracing::warn!(error = %e, "demo budgets not created");
     }
     for chunk in events.chunks(2000) {
-        let sends = chunk.iter().map(|e| publisher.publish_patiently(e, None, Duration::from_secs(30)));
+        let sends = chunk.iter().map(|e| publisher.publish_patiently(e, None, Duration::from_secs(300)));
         for r in futures::future::join_all(sends).await {
             r?;
         }

@@ -7,6 +7,15 @@
 //! **not durable**: it keeps records in memory and loses them when the
 //! process stops (what was counted is safe in PostgreSQL; what was not is
 //! gone). For anything but trying the product, point tokenusage at Kafka.
+//!
+//! It also keeps only 5 MiB (or 100,000 message sets) per partition and
+//! deletes the oldest records past that without a word. So the producers
+//! of `serve` (the demo, HTTP ingest, OTLP) are paced by its
+//! [`Headroom`](tokenusage_plumbing::headroom::Headroom): a record waits
+//! for room that only the projector's commits free, and the log never holds
+//! more uncounted bytes than it can keep. Producers outside the process
+//! cannot be paced; what they push past the limit is recorded as lost by
+//! the projector's gap guard, never silently skipped.
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -24,6 +33,7 @@ pub const FETCH_WAIT_MS: u32 = 20;
 #[derive(Debug)]
 pub struct EmbeddedBroker {
     bootstrap: String,
+    headroom: std::sync::Arc<tokenusage_plumbing::headroom::Headroom>,
     stop: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -55,7 +65,15 @@ impl EmbeddedBroker {
             }
         })?;
         let bootstrap = ready_rx.recv().map_err(|_| anyhow::anyhow!("the embedded broker thread ended"))??;
-        Ok(Self { bootstrap, stop: Some(stop_tx), thread: Some(thread) })
+        let headroom =
+            tokenusage_plumbing::headroom::Headroom::new(tokenusage_plumbing::headroom::EMBEDDED_BUDGET_BYTES);
+        Ok(Self { bootstrap, headroom, stop: Some(stop_tx), thread: Some(thread) })
+    }
+
+    /// The room for uncounted records its log can keep, shared by every
+    /// producer and the projector of this process.
+    pub fn headroom(&self) -> std::sync::Arc<tokenusage_plumbing::headroom::Headroom> {
+        self.headroom.clone()
     }
 
     /// The `host:port` list to connect to.

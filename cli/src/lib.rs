@@ -49,6 +49,9 @@ pub enum Command {
     /// Build the day rows of ended days now (the projector does it every
     /// minute), optionally rebuilding them from a date on.
     Seal(commands::rebuild::SealCmd),
+    /// List the records the broker lost before they were counted, and
+    /// acknowledge them.
+    Lost(commands::rebuild::LostCmd),
     /// List and re-drive records the projector could not count.
     #[command(subcommand, name = "dead-letters")]
     DeadLetters(commands::deadletters::DeadLettersCmd),
@@ -109,6 +112,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay(a) => commands::rebuild::replay(a).await,
         Command::Verify(a) => commands::rebuild::verify(a).await,
         Command::Seal(a) => commands::rebuild::seal(a).await,
+        Command::Lost(a) => commands::rebuild::lost(a).await,
         Command::DeadLetters(a) => commands::deadletters::run(a).await,
         Command::Migrate(a) => commands::migrate::run(a).await,
         Command::Publish(a) => commands::publish::run(a).await,

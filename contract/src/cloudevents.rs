@@ -90,7 +90,37 @@ pub(crate) fn cloudevent_from_object(
     let source = r.string("source", Limits::SOURCE_MAX_CHARS, None);
     let user_id = r.string("subject", Limits::ID_MAX_CHARS, None);
     let occurred_at = r.time("time", now);
-    let data = obj.get("data");
+    // Structured mode carries binary data as `data_base64` (what the SDKs
+    // write for bytes): the same JSON object, base64-encoded.
+    let decoded = match (obj.get("data"), obj.get("data_base64")) {
+        (Some(_), Some(_)) => {
+            r.fail("data_base64", "must not be given together with data (CloudEvents allows one of them)");
+            None
+        }
+        (None, Some(Value::String(b64))) => {
+            use base64::Engine as _;
+            match base64::engine::general_purpose::STANDARD.decode(b64.as_bytes()) {
+                Err(e) => {
+                    r.fail("data_base64", format!("must be base64 (RFC 4648): {e}"));
+                    None
+                }
+                Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        r.fail("data_base64", format!("must decode to a JSON object: {e}"));
+                        None
+                    }
+                },
+            }
+        }
+        (None, Some(other)) => {
+            r.fail("data_base64", format!("must be a base64 string, got {}", kind(other)));
+            None
+        }
+        _ => None,
+    };
+    let data = obj.get("data").or(decoded.as_ref());
+    let given_data_base64 = obj.contains_key("data_base64");
     let mut fields = None;
     match data {
         Some(Value::Object(d)) => {
@@ -106,14 +136,24 @@ pub(crate) fn cloudevent_from_object(
             fields = (|| Some((activity?, model?, project?, tokens?, cost?, metadata?)))();
         }
         Some(other) => r.fail("data", format!("must be an object, got {}", kind(other))),
-        None => r.fail("data", "is required"),
+        None if given_data_base64 => {}
+        None => r.fail("data", "is required (or data_base64)"),
     }
     // CloudEvents allows extension attributes; we ignore them but insist on
     // the spec's naming rule so a misspelt core attribute is not mistaken for one.
     for key in obj.keys() {
         let core = matches!(
             key.as_str(),
-            "specversion" | "type" | "datacontenttype" | "dataschema" | "id" | "source" | "subject" | "time" | "data"
+            "specversion"
+                | "type"
+                | "datacontenttype"
+                | "dataschema"
+                | "id"
+                | "source"
+                | "subject"
+                | "time"
+                | "data"
+                | "data_base64"
         );
         let valid_ext =
             !key.is_empty() && key.len() <= 20 && key.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
@@ -195,5 +235,34 @@ mod tests {
         let mut ce = to_cloudevent(&sample());
         ce["traceparent"] = json!("00-abc-def-01");
         assert!(parse_cloudevent(ce.to_string().as_bytes(), now()).is_ok());
+    }
+
+    #[test]
+    fn data_base64_carries_the_same_event() {
+        use base64::Engine as _;
+        let mut ce = to_cloudevent(&sample());
+        let data = ce.as_object_mut().unwrap().remove("data").unwrap();
+        ce["data_base64"] = json!(base64::engine::general_purpose::STANDARD.encode(data.to_string()));
+        assert_eq!(parse_cloudevent(ce.to_string().as_bytes(), now()).unwrap(), sample());
+        // Both at once, not base64, or not JSON: refused, by name.
+        let mut both = ce.clone();
+        both["data"] = data;
+        let bad = [
+            both,
+            {
+                let mut c = ce.clone();
+                c["data_base64"] = json!("***");
+                c
+            },
+            {
+                let mut c = ce.clone();
+                c["data_base64"] = json!(base64::engine::general_purpose::STANDARD.encode("not json"));
+                c
+            },
+        ];
+        for c in bad {
+            let errs = parse_cloudevent(c.to_string().as_bytes(), now()).unwrap_err().0;
+            assert_eq!(errs.iter().map(|e| e.field.as_str()).collect::<Vec<_>>(), ["data_base64"], "{c}");
+        }
     }
 }

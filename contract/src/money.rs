@@ -18,6 +18,20 @@ pub fn parse_nanos(text: &str) -> Result<i64, String> {
         .map_err(|why| format!("{why} (got {text:?}; amounts have at most 9 decimal places)"))
 }
 
+/// Parses an amount a publisher wrote as text: plain decimal digits with
+/// at most one point ("12", "0.0123"), nothing else: no sign, exponent,
+/// spaces, or separators. Into nano-units, as [`parse_nanos`].
+pub fn parse_nanos_text(text: &str) -> Result<i64, String> {
+    let (whole, frac) = text.split_once('.').unwrap_or((text, "1"));
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(whole) || !digits(frac) {
+        return Err(format!(
+            "must be decimal text like \"0.0123\" (digits and one point, no exponent or spaces), got {text:?}"
+        ));
+    }
+    parse_nanos(text)
+}
+
 /// Parses decimal text, plain or in scientific notation, exactly.
 pub fn parse_decimal(text: &str) -> Result<Decimal, String> {
     let t = text.trim();
@@ -72,5 +86,14 @@ mod tests {
         assert_eq!(format_nanos(12_300_000), "0.0123");
         assert_eq!(format_nanos(12 * NANOS_PER_UNIT), "12");
         assert_eq!(format_nanos(0), "0");
+    }
+
+    #[test]
+    fn amount_text_is_plain_decimal_digits_only() {
+        assert_eq!(parse_nanos_text("0.0123"), Ok(12_300_000));
+        assert_eq!(parse_nanos_text("12"), Ok(12 * NANOS_PER_UNIT));
+        for bad in ["1e3", "1E3", " 5", "5 ", "+5", "-1", ".5", "5.", "1,5", "0x10", "", "1.2.3", "١"] {
+            assert!(parse_nanos_text(bad).unwrap_err().contains("decimal text"), "{bad:?}");
+        }
     }
 }

@@ -90,11 +90,21 @@ pub fn map_usage(format: Option<UsageFormat>, usage: &Map<String, Value>) -> Res
 /// has; an object with the keys of two is refused rather than guessed at.
 pub fn detect(usage: &Map<String, Value>) -> Result<UsageFormat, String> {
     let has = |keys: &[&str]| keys.iter().any(|k| usage.get(*k).is_some_and(|v| !v.is_null()));
+    let nested = |outer: &str, inner: &str| {
+        usage.get(outer).and_then(Value::as_object).and_then(|o| o.get(inner)).is_some_and(|v| !v.is_null())
+    };
     let gemini = has(&["promptTokenCount", "candidatesTokenCount", "totalTokenCount", "thoughtsTokenCount"]);
     let bedrock = has(&["inputTokens", "outputTokens", "totalTokens", "cacheReadInputTokens", "cacheWriteInputTokens"]);
     let chat = has(&["prompt_tokens", "completion_tokens"]);
-    let anthropic = has(&["cache_creation_input_tokens", "cache_read_input_tokens", "cache_creation"]);
-    let responses = has(&["input_tokens_details", "output_tokens_details", "total_tokens"]) && !chat;
+    // Anthropic's SDK (2.17) also has `output_tokens_details` (with
+    // `thinking_tokens`, where OpenAI Responses has `reasoning_tokens`) and
+    // `server_tool_use`: the details object alone names neither provider.
+    let anthropic =
+        has(&["cache_creation_input_tokens", "cache_read_input_tokens", "cache_creation", "server_tool_use"])
+            || nested("output_tokens_details", "thinking_tokens");
+    let responses = (has(&["input_tokens_details", "total_tokens"])
+        || nested("output_tokens_details", "reasoning_tokens"))
+        && !chat;
     // Plain `input_tokens`/`output_tokens` mean the same to Anthropic and
     // OpenAI Responses when nothing else is there.
     let plain = has(&["input_tokens", "output_tokens"]);
@@ -219,7 +229,9 @@ fn openai_chat(r: &mut Counts) -> MappedUsage {
         output_tokens: output,
         kinds: TokenKinds {
             cache_read_input_tokens: r.or_zero("prompt_tokens_details.cached_tokens"),
+            cache_write_input_tokens: r.or_zero("prompt_tokens_details.cache_write_tokens"),
             audio_input_tokens: r.or_zero("prompt_tokens_details.audio_tokens"),
+            image_input_tokens: r.or_zero("prompt_tokens_details.image_tokens"),
             reasoning_output_tokens: r.or_zero("completion_tokens_details.reasoning_tokens"),
             audio_output_tokens: r.or_zero("completion_tokens_details.audio_tokens"),
             ..TokenKinds::default()
@@ -236,6 +248,7 @@ fn openai_responses(r: &mut Counts) -> MappedUsage {
         output_tokens: output,
         kinds: TokenKinds {
             cache_read_input_tokens: r.or_zero("input_tokens_details.cached_tokens"),
+            cache_write_input_tokens: r.or_zero("input_tokens_details.cache_write_tokens"),
             reasoning_output_tokens: r.or_zero("output_tokens_details.reasoning_tokens"),
             ..TokenKinds::default()
         },
@@ -276,6 +289,8 @@ fn anthropic(r: &mut Counts) -> MappedUsage {
             cache_read_input_tokens: read,
             cache_write_input_tokens: write,
             cache_write_1h_input_tokens: write_1h,
+            // Thinking is billed as output and counted in `output_tokens`.
+            reasoning_output_tokens: r.or_zero("output_tokens_details.thinking_tokens"),
             ..TokenKinds::default()
         },
     }

@@ -342,10 +342,12 @@ impl<'a> FieldReader<'a> {
             return None;
         };
         let before = self.errors.len();
+        // Text is taken strictly as written (plain decimal digits); a JSON
+        // number is read by its text, the shortest that reads back as the
+        // same number (which may use an exponent).
+        let strict = matches!(obj.get("amount"), Some(Value::String(_)));
         let amount = match obj.get("amount") {
             Some(Value::String(s)) => Some(s.clone()),
-            // A JSON number is read by its text; serde_json prints the
-            // shortest text that reads back as the same number.
             Some(Value::Number(n)) => Some(n.to_string()),
             Some(other) => {
                 self.fail(&format!("{field}.amount"), format!("must be a decimal string, got {}", kind(other)));
@@ -356,8 +358,8 @@ impl<'a> FieldReader<'a> {
                 None
             }
         };
-        let amount = amount
-            .and_then(|a| crate::money::parse_nanos(&a).map_err(|why| self.fail(&format!("{field}.amount"), why)).ok());
+        let parse = if strict { crate::money::parse_nanos_text } else { crate::money::parse_nanos };
+        let amount = amount.and_then(|a| parse(&a).map_err(|why| self.fail(&format!("{field}.amount"), why)).ok());
         let currency = match obj.get("currency") {
             Some(Value::String(c)) if crate::money::is_currency_code(c) => Some(c.clone()),
             Some(Value::String(c)) => {

@@ -436,7 +436,7 @@ pub async fn ingest(
                 let reason = err.to_string();
                 match err {
                     PublishError::QueueFull => queue_full += 1,
-                    PublishError::Unavailable(_) => unavailable += 1,
+                    PublishError::Unavailable(_) | PublishError::Backlogged(_) => unavailable += 1,
                     PublishError::Refused(_) => rejected += 1,
                 }
                 tracing::warn!(error = %reason, "event not acknowledged by Kafka");

@@ -53,8 +53,17 @@ pub mod proto {
 
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct ScopeSpans {
+        #[prost(message, optional, tag = "1")]
+        pub scope: Option<InstrumentationScope>,
         #[prost(message, repeated, tag = "2")]
         pub spans: Vec<Span>,
+    }
+
+    /// The instrumentation scope; only its attributes are read.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct InstrumentationScope {
+        #[prost(message, repeated, tag = "3")]
+        pub attributes: Vec<KeyValue>,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -154,13 +163,15 @@ pub const UNSPECIFIED_ACTIVITY: &str = "unspecified";
 /// The GenAI usage attributes and the contract fields they fill. The
 /// `prompt`/`completion` names are the conventions' earlier spelling,
 /// still sent by older instrumentations.
-const TOKEN_ATTRIBUTES: [(&str, &str); 7] = [
+const TOKEN_ATTRIBUTES: [(&str, &str); 8] = [
     ("gen_ai.usage.input_tokens", "input_tokens"),
     ("gen_ai.usage.output_tokens", "output_tokens"),
     ("gen_ai.usage.prompt_tokens", "input_tokens"),
     ("gen_ai.usage.completion_tokens", "output_tokens"),
     ("gen_ai.usage.cache_read.input_tokens", "cache_read_input_tokens"),
     ("gen_ai.usage.cache_creation.input_tokens", "cache_write_input_tokens"),
+    // What opentelemetry-util-genai emits for the same count.
+    ("gen_ai.usage.cache_write.input_tokens", "cache_write_input_tokens"),
     ("gen_ai.usage.reasoning.output_tokens", "reasoning_output_tokens"),
 ];
 
@@ -271,10 +282,13 @@ pub async fn export(
     let mut ignored = 0usize;
     for rs in &request.resource_spans {
         let resource = rs.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
-        for span in rs.scope_spans.iter().flat_map(|s| &s.spans) {
-            match to_event(span, resource, &st.otlp, &publisher.source, now) {
-                None => ignored += 1,
-                Some(r) => spans.push((span, r)),
+        for ss in &rs.scope_spans {
+            let scope = ss.scope.as_ref().map_or(&[][..], |s| &s.attributes[..]);
+            for span in &ss.spans {
+                match to_event(span, Context { scope, resource }, &st.otlp, &publisher.source, now) {
+                    None => ignored += 1,
+                    Some(r) => spans.push((span, r)),
+                }
             }
         }
     }
@@ -310,6 +324,10 @@ pub async fn export(
             }
             (Ok(_), Some(Err(PublishError::Unavailable(e)))) => {
                 tracing::warn!(error = %e, "span's usage not acknowledged by Kafka");
+                unavailable += 1;
+                continue;
+            }
+            (Ok(_), Some(Err(PublishError::Backlogged(_)))) => {
                 unavailable += 1;
                 continue;
             }
@@ -433,18 +451,44 @@ fn attribute<'a>(attrs: &'a [proto::KeyValue], key: &str) -> Option<&'a Attr> {
     attrs.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref()?.value.as_ref())
 }
 
+/// Where a span's attributes are looked up after the span's own, nearest
+/// first: its instrumentation scope's, then its resource's.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Context<'a> {
+    pub scope: &'a [proto::KeyValue],
+    pub resource: &'a [proto::KeyValue],
+}
+
+impl<'a> Context<'a> {
+    /// The one precedence rule for every attribute looked up by a list of
+    /// names: the span's attributes first (any of the names), then the
+    /// scope's, then the resource's. The nearest layer that names it wins,
+    /// whichever name it uses: a span's `enduser.id` is the user even when
+    /// the resource carries the service's `user.id`.
+    fn lookup<T>(
+        self,
+        span: &'a [proto::KeyValue],
+        names: &[String],
+        read: impl Fn(&'a Attr) -> Option<T>,
+    ) -> Option<T> {
+        [span, self.scope, self.resource]
+            .into_iter()
+            .find_map(|layer| names.iter().find_map(|n| attribute(layer, n).and_then(&read)))
+    }
+}
+
 /// The usage event a span holds: `None` for a span without usage
 /// attributes (ignored), otherwise the contract's verdict on it, with the
 /// errors naming the span's attributes rather than our fields.
 pub fn to_event(
     span: &proto::Span,
-    resource: &[proto::KeyValue],
+    context: Context<'_>,
     mapping: &OtlpMapping,
     source: &str,
     now: DateTime<Utc>,
 ) -> Option<Result<UsageEvent, ValidationErrors>> {
     let attrs = &span.attributes[..];
-    if !TOKEN_ATTRIBUTES[..4].iter().any(|(a, _)| attribute(attrs, a).is_some()) {
+    if !attrs.iter().any(|kv| TOKEN_ATTRIBUTES[..4].iter().any(|(a, _)| kv.key == *a)) {
         return None;
     }
     let mut errors = Vec::new();
@@ -462,7 +506,10 @@ pub fn to_event(
         Some(t) => {
             obj.insert("occurred_at".into(), json!(t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)));
         }
-        None => errors.push(("endTimeUnixNano", "is required (the span has no end or start time)".to_owned())),
+        None if end == 0 => {
+            errors.push(("endTimeUnixNano", "is required (the span has no end or start time)".to_owned()));
+        }
+        None => errors.push(("endTimeUnixNano", format!("is out of range ({end} ns is after 2262-04-11)"))),
     }
     let text = |a: &Attr| match a {
         Attr::StringValue(s) => Some(s.clone()),
@@ -474,9 +521,7 @@ pub fn to_event(
         Attr::IntValue(i) => Some(i.to_string()),
         other => text(other),
     };
-    let first = |names: &[String]| {
-        names.iter().find_map(|n| attribute(attrs, n).or_else(|| attribute(resource, n)).and_then(name))
-    };
+    let first = |names: &[String]| context.lookup(attrs, names, name);
     match first(&mapping.user_attributes) {
         Some(u) => {
             obj.insert("user_id".into(), json!(u));
@@ -484,7 +529,7 @@ pub fn to_event(
         None => errors.push((
             "user",
             format!(
-                "no string or integer attribute {} on the span or its resource",
+                "no string or integer attribute {} on the span, its scope or its resource",
                 mapping.user_attributes.join(" or ")
             ),
         )),
@@ -503,7 +548,16 @@ pub fn to_event(
         None => errors.push(("gen_ai.request.model", "is required (or gen_ai.response.model)".to_owned())),
     }
     for (attr, field) in TOKEN_ATTRIBUTES {
-        let Some(v) = attribute(attrs, attr) else { continue };
+        let Some(v) = attribute(attrs, attr) else {
+            // Named but without a value we can read (an int64 out of
+            // range, "1e3", " 5", no value at all): a refusal naming it,
+            // never a silent 0 that a corrected re-export could not undo.
+            if attrs.iter().any(|kv| kv.key == attr) {
+                errors
+                    .push((attr, "has no readable value: a token count must be a non-negative 64-bit integer".into()));
+            }
+            continue;
+        };
         if obj.contains_key(field) {
             continue; // The current name wins over the earlier spelling.
         }
@@ -574,6 +628,9 @@ fn from_json(body: &[u8]) -> Result<proto::ExportTraceServiceRequest, String> {
         for (j, ss) in list(rs, "scopeSpans", "scope_spans", &at)?.iter().enumerate() {
             let at = format!("{at}.scopeSpans[{j}]");
             let mut scope = proto::ScopeSpans::default();
+            if let Some(sc) = field(ss, "scope", "scope") {
+                scope.scope = Some(proto::InstrumentationScope { attributes: attributes(sc, &format!("{at}.scope"))? });
+            }
             for (k, s) in list(ss, "spans", "spans", &at)?.iter().enumerate() {
                 scope.spans.push(json_span(s, &format!("{at}.spans[{k}]"))?);
             }
@@ -705,7 +762,7 @@ mod tests {
             Kv::string("project.id", "search"),
         ]);
         let resource = [Kv::string("enduser.id", "alice")];
-        let e = to_event(&s, &resource, &mapping(), "svc", now()).unwrap().unwrap();
+        let e = to_event(&s, Context { scope: &[], resource: &resource }, &mapping(), "svc", now()).unwrap().unwrap();
         assert_eq!(e.event_id, "0102030405060708090a0b0c0d0e0f10-0102030405060708");
         assert_eq!((e.user_id.as_str(), e.activity.as_str(), e.model.as_str()), ("alice", "chat", "gpt-4o-2024-08-06"));
         assert_eq!(e.project.as_deref(), Some("search"));
@@ -721,21 +778,87 @@ mod tests {
     #[test]
     fn spans_without_usage_are_ignored_and_bad_ones_name_the_attribute() {
         let plain = span(vec![Kv::string("http.method", "GET")]);
-        assert!(to_event(&plain, &[], &mapping(), "svc", now()).is_none());
+        assert!(to_event(&plain, Context::default(), &mapping(), "svc", now()).is_none());
         let bad = span(vec![
             Kv::string("user.id", "bob"),
             Kv::int("gen_ai.usage.input_tokens", -5),
             Kv::int("gen_ai.usage.output_tokens", 3),
             Kv::int("gen_ai.usage.reasoning.output_tokens", 9),
         ]);
-        let errs = to_event(&bad, &[], &mapping(), "svc", now()).unwrap().unwrap_err().to_string();
+        let errs = to_event(&bad, Context::default(), &mapping(), "svc", now()).unwrap().unwrap_err().to_string();
         assert!(errs.contains("gen_ai.request.model: is required"), "{errs}");
         assert!(errs.contains("gen_ai.usage.input_tokens: must not be negative, got -5"), "{errs}");
         let mut anon = span(vec![Kv::string("gen_ai.request.model", "m"), Kv::int("gen_ai.usage.input_tokens", 1)]);
         anon.trace_id = vec![0; 16];
-        let errs = to_event(&anon, &[], &mapping(), "svc", now()).unwrap().unwrap_err().to_string();
+        let errs = to_event(&anon, Context::default(), &mapping(), "svc", now()).unwrap().unwrap_err().to_string();
         assert!(errs.contains("traceId: must be 16 bytes, not all zero"), "{errs}");
         assert!(errs.contains("user: no string or integer attribute user.id or enduser.id"), "{errs}");
+    }
+
+    /// The precedence rule, as a table: for each placement of the user
+    /// attributes over span, scope and resource, who the usage is counted
+    /// for. The nearest layer naming any of the user attributes wins.
+    #[test]
+    fn attributes_are_looked_up_on_the_span_then_its_scope_then_its_resource() {
+        let usage = || vec![Kv::string("gen_ai.request.model", "m"), Kv::int("gen_ai.usage.input_tokens", 10)];
+        type Layer = &'static [(&'static str, &'static str)];
+        let cases: [(Layer, Layer, Layer, Option<&str>); 8] = [
+            (&[("enduser.id", "span")], &[], &[("user.id", "resource")], Some("span")),
+            (&[("user.id", "span")], &[("user.id", "scope")], &[("user.id", "resource")], Some("span")),
+            (&[], &[("enduser.id", "scope")], &[("user.id", "resource")], Some("scope")),
+            (&[], &[], &[("enduser.id", "resource")], Some("resource")),
+            (&[("enduser.id", "span-end")], &[], &[("enduser.id", "res-end")], Some("span-end")),
+            // Within one layer, the mapping's order decides.
+            (&[("enduser.id", "second"), ("user.id", "first")], &[], &[], Some("first")),
+            (&[("project.id", "p")], &[("user.id", "scope")], &[], Some("scope")),
+            (&[], &[], &[], None),
+        ];
+        for (span_attrs, scope, resource, want) in cases {
+            let kv = |l: Layer| l.iter().map(|(k, v)| Kv::string(k, v)).collect::<Vec<_>>();
+            let mut attrs = usage();
+            attrs.extend(kv(span_attrs));
+            let (scope, resource) = (kv(scope), kv(resource));
+            let got = to_event(&span(attrs), Context { scope: &scope, resource: &resource }, &mapping(), "svc", now())
+                .unwrap()
+                .ok()
+                .map(|e| e.user_id);
+            assert_eq!(got.as_deref(), want, "span {span_attrs:?}, scope {scope:?}, resource {resource:?}");
+        }
+    }
+
+    #[test]
+    fn a_token_count_that_is_not_an_int64_is_refused_by_name_never_zero() {
+        for bad in ["9223372036854775808", "1e3", "0x10", " 5", "5.0", ""] {
+            let body = json!({"resourceSpans": [{"scopeSpans": [{"spans": [{
+            "traceId": "0102030405060708090a0b0c0d0e0f10", "spanId": "0102030405060708",
+            "endTimeUnixNano": "1795000001500000000",
+            "attributes": [
+                {"key": "user.id", "value": {"stringValue": "u"}},
+                {"key": "gen_ai.request.model", "value": {"stringValue": "m"}},
+                {"key": "gen_ai.usage.input_tokens", "value": {"intValue": "3"}},
+                {"key": "gen_ai.usage.output_tokens", "value": {"intValue": bad}},
+            ]}]}]}]});
+            let req = from_json(body.to_string().as_bytes()).unwrap();
+            let s = &req.resource_spans[0].scope_spans[0].spans[0];
+            let errs = to_event(s, Context::default(), &mapping(), "svc", now()).unwrap().unwrap_err().to_string();
+            assert!(errs.contains("gen_ai.usage.output_tokens: has no readable value"), "{bad:?}: {errs}");
+        }
+        // A usage attribute with no value at all, alone on the span: not ignored.
+        let mut s = span(vec![Kv::string("user.id", "u"), Kv::string("gen_ai.request.model", "m")]);
+        s.attributes.push(Kv { key: "gen_ai.usage.input_tokens".into(), value: None });
+        assert!(to_event(&s, Context::default(), &mapping(), "svc", now()).unwrap().is_err());
+    }
+
+    #[test]
+    fn the_cache_write_name_of_util_genai_is_a_cache_write() {
+        let s = span(vec![
+            Kv::string("user.id", "u"),
+            Kv::string("gen_ai.request.model", "m"),
+            Kv::int("gen_ai.usage.input_tokens", 100),
+            Kv::int("gen_ai.usage.cache_write.input_tokens", 40),
+        ]);
+        let e = to_event(&s, Context::default(), &mapping(), "svc", now()).unwrap().unwrap();
+        assert_eq!(e.kinds.cache_write_input_tokens, 40);
     }
 
     #[test]
@@ -749,7 +872,10 @@ mod tests {
         let req = proto::ExportTraceServiceRequest {
             resource_spans: vec![proto::ResourceSpans {
                 resource: Some(proto::Resource { attributes: vec![Kv::string("service.name", "bot")] }),
-                scope_spans: vec![proto::ScopeSpans { spans: vec![s] }],
+                scope_spans: vec![proto::ScopeSpans {
+                    scope: Some(proto::InstrumentationScope::default()),
+                    spans: vec![s],
+                }],
             }],
         };
         let decoded = proto::ExportTraceServiceRequest::decode(req.encode_to_vec().as_slice()).unwrap();

@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokenusage_contract::UsageEvent;
 use tokenusage_contract::wire::{SCHEMA_V1, content_type, header};
 use tokenusage_plumbing::KafkaArgs;
+use tokenusage_plumbing::headroom::Headroom;
 
 /// Producer tuning. The defaults favour durability over latency.
 #[derive(Debug, Clone, clap::Args)]
@@ -57,6 +58,11 @@ pub enum PublishError {
     /// Kafka refused the record for good (too large, unknown topic, ...).
     #[error("Kafka refused the event: {0}")]
     Refused(#[source] KafkaError),
+    /// The broker keeps a bounded log (the embedded broker) and holds as
+    /// much not-yet-counted data as it can keep: retry once the projector
+    /// has caught up. Nothing was sent.
+    #[error(transparent)]
+    Backlogged(#[from] tokenusage_plumbing::headroom::Full),
 }
 
 impl PublishError {
@@ -78,7 +84,15 @@ pub struct Publisher {
     producer: Arc<RwLock<(Arc<FutureProducer>, Instant)>>,
     config: ClientConfig,
     topic: String,
+    /// Set for a broker that trims its log silently (the embedded one):
+    /// every record waits for room that only counting frees.
+    headroom: Option<Arc<Headroom>>,
 }
+
+/// How long one publish waits for room in a paced broker before it is
+/// refused as [`PublishError::Backlogged`]: long enough to ride out a
+/// projector batch, short enough for an HTTP client's timeout.
+const PACING_PATIENCE: Duration = Duration::from_secs(10);
 
 /// The least time between two producer replacements.
 const RECYCLE_EVERY: Duration = Duration::from_secs(5);
@@ -108,7 +122,16 @@ impl Publisher {
             producer: Arc::new(RwLock::new((Arc::new(producer), Instant::now()))),
             config: cfg,
             topic: kafka.topic.clone(),
+            headroom: None,
         })
+    }
+
+    /// Paces this publisher by what has been counted (see
+    /// `plumbing::headroom`): for a broker that trims its log silently.
+    #[must_use]
+    pub fn paced_by(mut self, headroom: Arc<Headroom>) -> Self {
+        self.headroom = Some(headroom);
+        self
     }
 
     fn current(&self) -> Arc<FutureProducer> {
@@ -146,12 +169,25 @@ impl Publisher {
         if let Some(id) = request_id {
             headers = headers.insert(Header { key: header::REQUEST_ID, value: Some(id) });
         }
+        let reservation = match &self.headroom {
+            None => None,
+            Some(h) => {
+                let head_bytes: usize = headers.iter().map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len)).sum();
+                let cost = Headroom::cost(event.user_id.len(), payload.len(), head_bytes);
+                Some(h.reserve(cost, PACING_PATIENCE).await?)
+            }
+        };
         let record = FutureRecord::to(&self.topic).key(event.user_id.as_bytes()).payload(&payload).headers(headers);
         // Zero queue timeout: a full queue is reported at once as
         // back-pressure instead of parking the caller.
         let producer = self.current();
         match producer.send(record, Duration::ZERO).await {
-            Ok(delivery) => Ok((delivery.partition, delivery.offset)),
+            Ok(delivery) => {
+                if let (Some(h), Some(r)) = (&self.headroom, reservation) {
+                    h.produced(delivery.partition, delivery.offset, r);
+                }
+                Ok((delivery.partition, delivery.offset))
+            }
             Err((e, _)) => {
                 if needs_new_producer(&e, &producer) {
                     self.recycle(&e);
@@ -161,8 +197,8 @@ impl Publisher {
         }
     }
 
-    /// Publishes and, on a full queue, waits and retries until `patience`
-    /// runs out. For bulk callers (the CLI, the demo) that prefer waiting to
+    /// Publishes and, on a full queue (or a paced broker without room),
+    /// waits and retries until `patience` runs out. For bulk callers (the CLI, the demo) that prefer waiting to
     /// failing.
     pub async fn publish_patiently(
         &self,
@@ -173,7 +209,9 @@ impl Publisher {
         let deadline = tokio::time::Instant::now() + patience;
         loop {
             match self.publish(event, request_id).await {
-                Err(PublishError::QueueFull) if tokio::time::Instant::now() < deadline => {
+                Err(PublishError::QueueFull | PublishError::Backlogged(_))
+                    if tokio::time::Instant::now() < deadline =>
+                {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 other => return other,

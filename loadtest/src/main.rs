@@ -140,7 +140,7 @@ fn otlp_export(rng: &mut impl Rng, events: &[UsageEvent], gzip: bool) -> Vec<u8>
     let export = proto::ExportTraceServiceRequest {
         resource_spans: vec![proto::ResourceSpans {
             resource: Some(proto::Resource { attributes: vec![KeyValue::string("service.name", "loadtest")] }),
-            scope_spans: vec![proto::ScopeSpans { spans }],
+            scope_spans: vec![proto::ScopeSpans { scope: None, spans }],
         }],
     };
     let bytes = export.encode_to_vec();

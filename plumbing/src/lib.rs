@@ -13,6 +13,7 @@ pub mod cache;
 pub mod config;
 pub mod db;
 pub mod failure;
+pub mod headroom;
 pub mod health;
 pub mod http;
 pub mod kafka;

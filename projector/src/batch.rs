@@ -64,6 +64,21 @@ impl Positioned {
     }
 }
 
+/// Offsets `from..to` of a partition that the broker no longer holds:
+/// records we were owed and can never count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lost {
+    pub partition: i32,
+    pub from: i64,
+    pub to: i64,
+}
+
+impl Lost {
+    pub fn records(&self) -> i64 {
+        self.to - self.from
+    }
+}
+
 /// Everything read since the last commit.
 #[derive(Debug, Default)]
 pub struct Batch {
@@ -74,6 +89,9 @@ pub struct Batch {
     /// (source, event_id) already in `events`, so a duplicate inside one
     /// batch never reaches the database twice.
     keys: HashSet<(String, String)>,
+    /// Records the broker no longer holds that this batch's offsets pass
+    /// over (see `gapguard`): recorded as lost in the same transaction.
+    pub lost: Vec<Lost>,
     /// Records seen, including duplicates and dead letters.
     pub records: usize,
     /// Duplicates dropped inside this batch.
@@ -112,6 +130,14 @@ impl Batch {
         }
     }
 
+    /// Notes that the records of `partition` from `from` up to `to` are gone
+    /// (the record at `to` is pushed next).
+    pub fn lost(&mut self, partition: i32, from: i64, to: i64) {
+        if to > from {
+            self.lost.push(Lost { partition, from, to });
+        }
+    }
+
     /// Forgets everything read from `partitions` (revoked or fenced): the
     /// new owner re-reads them from the stored offsets.
     pub fn drop_partitions(&mut self, partitions: &[i32]) {
@@ -120,6 +146,7 @@ impl Batch {
         }
         self.events.retain(|p| !partitions.contains(&p.partition));
         self.dead.retain(|d| !partitions.contains(&d.record.partition));
+        self.lost.retain(|l| !partitions.contains(&l.partition));
         for p in partitions {
             self.next_offsets.remove(p);
         }

@@ -20,7 +20,7 @@ use crate::batch::{Batch, Record};
 use crate::claims::{Assignment, Ctx, assign_manually};
 use crate::gapguard::Verdict;
 use crate::store::Claimant;
-use crate::writer::{InFlight, settle, write};
+use crate::writer::{InFlight, Writers, settle};
 
 /// Projector settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -80,6 +80,11 @@ pub struct ProjectorArgs {
     #[arg(long = "raw-retention-days", env = "TOKENUSAGE_RAW_RETENTION_DAYS", default_value_t = 400,
           value_parser = clap::value_parser!(u32).range(1..=36_500))]
     pub raw_retention_days: u32,
+    /// Set by `serve` for a broker that trims its log silently (the
+    /// embedded one): every commit frees the room its records held, so the
+    /// producers in the process never outrun counting (`plumbing::headroom`).
+    #[arg(skip)]
+    pub headroom: Option<Arc<tokenusage_plumbing::headroom::Headroom>>,
 }
 
 /// Why the projector stopped.
@@ -148,7 +153,10 @@ async fn consume(
             // scarce; live views want new events within milliseconds.
             ("fetch.wait.max.ms", args.fetch_wait_ms.to_string()),
         ],
-        &["group.id", "enable.auto.commit", "enable.auto.offset.store"],
+        // A reset to "latest" would jump over records still held: out of
+        // range, we always go to the oldest record and let the gap guard
+        // decide what is missing.
+        &["group.id", "enable.auto.commit", "enable.auto.offset.store", "auto.offset.reset"],
     );
     let consumer: StreamConsumer<Ctx> = cfg.create_with_context(ctx)?;
     match &args.assign_partitions {
@@ -174,6 +182,15 @@ async fn consume(
     // writer was busy is handed over at once rather than with the next
     // fetched burst (Tansu answers fetches every few ms).
     let writer_done = Arc::new(tokio::sync::Notify::new());
+    let writers = Writers {
+        pool: pool.clone(),
+        who: who.clone(),
+        state: state.clone(),
+        shutdown: shutdown.clone(),
+        done: writer_done.clone(),
+        health: health.clone(),
+        headroom: args.headroom.clone(),
+    };
     loop {
         // Past a deadline (writer still busy), poll briefly rather than spin.
         let mut wait = lanes
@@ -218,7 +235,11 @@ async fn consume(
                             }
                         }
                         Verdict::AcceptGap { missing_from } => {
-                            tracing::error!(partition = p, missing_from, missing_to = o - 1, "records are missing from Kafka (expired?); they cannot be counted");
+                            // Recorded with the batch that passes over them
+                            // (`lost_records`), so the loss stays on the
+                            // record: metrics, /readyz, `verify`, the dashboard.
+                            tracing::error!(partition = p, missing_from, missing_to = o - 1, "records are gone from Kafka before they were counted (retention, or a broker that trims its log); they are recorded as lost");
+                            lane.batch.lost(p, missing_from, o);
                             lane.batch.push(to_record(&msg), Utc::now());
                         }
                     }
@@ -249,7 +270,7 @@ async fn consume(
                     metrics::histogram!("tokenusage_projector_batch_fill_seconds").record(filled.as_secs_f64());
                 }
                 let full = std::mem::take(&mut lane.batch);
-                lane.in_flight = Some(write(&pool, &who, &state, full, &shutdown, &writer_done, &health));
+                lane.in_flight = Some(writers.write(full));
                 lane.deadline = None;
             } else if lane.batch.is_empty() {
                 lane.deadline = None;
@@ -260,7 +281,7 @@ async fn consume(
     for lane in &mut lanes {
         settle(&mut lane.in_flight, &consumer, &who.topic).await?;
         let rest = std::mem::take(&mut lane.batch);
-        lane.in_flight = Some(write(&pool, &who, &state, rest, &shutdown, &writer_done, &health));
+        lane.in_flight = Some(writers.write(rest));
     }
     for lane in &mut lanes {
         settle(&mut lane.in_flight, &consumer, &who.topic).await?;

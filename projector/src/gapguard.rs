@@ -31,17 +31,19 @@ const FIRST_STEP: i64 = 1000;
 
 #[derive(Debug, Default)]
 pub(crate) struct GapGuard {
-    /// Per partition: the offset expected next (`None`: from the beginning,
-    /// anything goes first).
-    next: HashMap<i32, Option<i64>>,
+    /// Per partition: the offset expected next.
+    next: HashMap<i32, i64>,
     /// Per partition being rewound: the current step.
     step: HashMap<i32, i64>,
 }
 
 impl GapGuard {
-    /// Starts tracking `partition` at a claimed offset.
+    /// Starts tracking `partition` at a claimed offset. A partition never
+    /// counted yet (`None`) is owed every record from offset 0: a log whose
+    /// first record is later (trimmed by retention, or by a broker that
+    /// drops its oldest records) is a gap like any other, not a new start.
     pub(crate) fn start(&mut self, partition: i32, next: Option<i64>) {
-        self.next.insert(partition, next);
+        self.next.insert(partition, next.unwrap_or(0));
         self.step.remove(&partition);
     }
 
@@ -52,12 +54,8 @@ impl GapGuard {
 
     pub(crate) fn check(&mut self, partition: i32, offset: i64) -> Verdict {
         let Some(expected) = self.next.get(&partition).copied() else { return Verdict::Accept };
-        let Some(expected) = expected else {
-            self.next.insert(partition, Some(offset + 1));
-            return Verdict::Accept;
-        };
         if offset == expected {
-            self.next.insert(partition, Some(offset + 1));
+            self.next.insert(partition, offset + 1);
             self.step.remove(&partition);
             return Verdict::Accept;
         }
@@ -67,7 +65,7 @@ impl GapGuard {
         let step = self.step.get(&partition).map_or(FIRST_STEP, |s| s.saturating_mul(2));
         if self.step.get(&partition).is_some_and(|s| *s >= expected) {
             // Already rewound to offset 0 and still past: the records are gone.
-            self.next.insert(partition, Some(offset + 1));
+            self.next.insert(partition, offset + 1);
             self.step.remove(&partition);
             return Verdict::AcceptGap { missing_from: expected };
         }
@@ -112,10 +110,16 @@ mod tests {
     }
 
     #[test]
-    fn from_the_beginning_the_first_record_sets_the_pace() {
+    fn from_the_beginning_every_record_from_offset_zero_is_owed() {
         let mut g = GapGuard::default();
         g.start(0, None);
-        assert_eq!(g.check(0, 42), Verdict::Accept);
-        assert_eq!(g.check(0, 44), Verdict::Rewind(0));
+        assert_eq!(g.check(0, 0), Verdict::Accept);
+        assert_eq!(g.check(0, 1), Verdict::Accept);
+        // A log whose oldest records were trimmed before we read them: the
+        // start is rewound to once, then the loss is accepted and named.
+        g.start(1, None);
+        assert_eq!(g.check(1, 42), Verdict::Rewind(0));
+        assert_eq!(g.check(1, 42), Verdict::AcceptGap { missing_from: 0 });
+        assert_eq!(g.check(1, 43), Verdict::Accept);
     }
 }

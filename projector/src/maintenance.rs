@@ -31,24 +31,27 @@ pub async fn apply_retention(pool: &PgPool, days: u32) -> Result<u64, sqlx::Erro
             .await?;
         chunks.len() as u64
     } else {
-        delete_in_batches(pool, "usage_events", "occurred_at", cutoff).await?
+        delete_in_batches(pool, "usage_events", "occurred_at, source, event_id", "occurred_at", cutoff).await?
     };
     // A key older than the raw retention can go: a duplicate arriving that
     // late would be counted again, which is the documented horizon.
-    delete_in_batches(pool, "event_keys", "first_seen", cutoff).await?;
+    delete_in_batches(pool, "event_keys", "source, event_id", "first_seen", cutoff).await?;
     Ok(removed)
 }
 
 /// Deletes rows of `table` whose `column` is before `cutoff`, at most
-/// `DELETE_BATCH` per statement. Table and column are fixed identifiers from
-/// this module, never input.
+/// `DELETE_BATCH` per statement, naming rows by their primary key `key`.
+/// Never by `ctid`: on a TimescaleDB hypertable a ctid is only unique
+/// within one chunk, so `ctid in (...)` would delete rows of every chunk.
+/// Identifiers are fixed in this module, never input.
 async fn delete_in_batches(
     pool: &PgPool,
     table: &str,
+    key: &str,
     column: &str,
     cutoff: chrono::DateTime<chrono::Utc>,
 ) -> Result<u64, sqlx::Error> {
-    let sql = format!("delete from {table} where ctid in (select ctid from {table} where {column} < $1 limit $2)");
+    let sql = format!("delete from {table} where ({key}) in (select {key} from {table} where {column} < $1 limit $2)");
     let mut removed = 0;
     loop {
         let n = sqlx::query(&sql).bind(cutoff).bind(DELETE_BATCH).execute(pool).await?.rows_affected();

@@ -176,6 +176,8 @@ async fn commit_with(
     }
 
     insert_dead_letters(&mut tx, &who.topic, &batch.dead).await?;
+    let lost: Vec<(i32, i64, i64)> = batch.lost.iter().map(|l| (l.partition, l.from, l.to)).collect();
+    tokenusage_schema::lost::record(&mut tx, &who.group, &who.topic, &lost).await?;
     let (new_events, isolated) = match isolation {
         Isolation::Off => (write_events(&mut tx, book, &batch.events).await?, Vec::new()),
         Isolation::On => {

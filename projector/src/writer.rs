@@ -11,6 +11,7 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
 use sqlx::PgPool;
 use tokenusage_plumbing::failure::{self, Failure};
+use tokenusage_plumbing::headroom::Headroom;
 use tokenusage_plumbing::health::Health;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +33,8 @@ fn record_metrics(batch: &Batch, new_events: &Tally, duplicates: usize, took: Du
     metrics::counter!("tokenusage_projector_duplicates_skipped_total")
         .increment((duplicates + batch.in_batch_duplicates) as u64);
     metrics::counter!("tokenusage_projector_dead_letters_total").increment(batch.dead.len() as u64);
+    metrics::counter!("tokenusage_projector_records_lost_total")
+        .increment(batch.lost.iter().map(crate::batch::Lost::records).sum::<i64>() as u64);
 }
 
 /// How long a draining projector keeps retrying an unavailable database
@@ -133,24 +136,37 @@ async fn flush(
     Ok(BTreeMap::new())
 }
 
-/// Starts writing `batch` on a task of its own; `done` is signalled when
-/// the write ends, so the reading loop can hand over the lane's next batch.
-pub(crate) fn write(
-    pool: &PgPool,
-    who: &Claimant,
-    state: &Arc<Mutex<Assignment>>,
-    batch: Batch,
-    shutdown: &CancellationToken,
-    done: &Arc<tokio::sync::Notify>,
-    health: &Arc<Health>,
-) -> InFlight {
-    let (pool, who, state, shutdown, done) = (pool.clone(), who.clone(), state.clone(), shutdown.clone(), done.clone());
-    let health = health.clone();
-    tokio::spawn(async move {
-        let written = flush(pool, who, state, batch, shutdown, health).await;
-        done.notify_one();
-        written
-    })
+/// What every write of one consume loop shares.
+#[derive(Clone)]
+pub(crate) struct Writers {
+    pub(crate) pool: PgPool,
+    pub(crate) who: Claimant,
+    pub(crate) state: Arc<Mutex<Assignment>>,
+    pub(crate) shutdown: CancellationToken,
+    /// Signalled when a write ends, so the reading loop can hand over the
+    /// lane's next batch.
+    pub(crate) done: Arc<tokio::sync::Notify>,
+    pub(crate) health: Arc<Health>,
+    /// Room in a broker that trims its log, freed by each commit.
+    pub(crate) headroom: Option<Arc<Headroom>>,
+}
+
+impl Writers {
+    /// Starts writing `batch` on a task of its own.
+    pub(crate) fn write(&self, batch: Batch) -> InFlight {
+        let w = self.clone();
+        tokio::spawn(async move {
+            let written = flush(w.pool, w.who, w.state, batch, w.shutdown, w.health).await;
+            // The committed records' room goes back to the producers at once.
+            if let (Some(h), Ok(offsets)) = (&w.headroom, &written) {
+                for (p, next) in offsets {
+                    h.counted(*p, *next);
+                }
+            }
+            w.done.notify_one();
+            written
+        })
+    }
 }
 
 pub(crate) type InFlight = tokio::task::JoinHandle<Result<BTreeMap<i32, i64>, ProjectorError>>;

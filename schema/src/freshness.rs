@@ -5,7 +5,9 @@
 //! watermarks, so when a partition's stored offset has reached the
 //! watermark, every record the broker held at that time is counted: the
 //! partition is "complete through" it. A partition never read yet (stored
-//! offset -1) counts from its low watermark.
+//! offset -1) is owed every record from offset 0: records below the low
+//! watermark that were never counted are lag until the projector records
+//! them as lost (`lost`), never silently "complete".
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -19,17 +21,22 @@ pub struct Freshness {
     pub complete_through: Option<DateTime<Utc>>,
     /// Records on the broker not yet counted, summed over partitions.
     pub lag_records: i64,
+    /// Records the broker no longer held when the projector got to them
+    /// (never counted; see `tokenusage lost`), not yet acknowledged by an
+    /// operator.
+    pub lost_records: i64,
 }
 
 /// Reads the freshness over every partition of every consumer group.
 pub async fn read(pool: &PgPool) -> sqlx::Result<Freshness> {
-    let (min, unknown, lag): (Option<DateTime<Utc>>, i64, i64) = sqlx::query_as(
-        "select min(caught_up_at), count(*) filter (where caught_up_at is null), coalesce(sum(lag), 0)::int8 \
+    let (min, unknown, lag, lost): (Option<DateTime<Utc>>, i64, i64, i64) = sqlx::query_as(
+        "select min(caught_up_at), count(*) filter (where caught_up_at is null), coalesce(sum(lag), 0)::int8, \
+                (select coalesce(sum(to_offset - from_offset), 0)::int8 from lost_records where acknowledged_at is null) \
          from projector_offsets",
     )
     .fetch_one(pool)
     .await?;
-    Ok(Freshness { complete_through: if unknown > 0 { None } else { min }, lag_records: lag })
+    Ok(Freshness { complete_through: if unknown > 0 { None } else { min }, lag_records: lag, lost_records: lost })
 }
 
 /// The partitions a consumer group has claimed on a topic.
@@ -61,8 +68,8 @@ pub async fn record(
         r#"
         update projector_offsets o
         set high_watermark = h.high,
-            lag = greatest(h.high - greatest(o.next_offset, h.low), 0),
-            caught_up_at = case when greatest(o.next_offset, h.low) >= h.high then $5 else o.caught_up_at end,
+            lag = greatest(h.high - greatest(o.next_offset, 0), 0),
+            caught_up_at = case when greatest(o.next_offset, 0) >= h.high then $5 else o.caught_up_at end,
             probed_at = $5
         from unnest($3::int4[], $4::int8[], $6::int8[]) as h(partition, high, low)
         where o.consumer_group = $1 and o.topic = $2 and o.partition = h.partition

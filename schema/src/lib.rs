@@ -10,6 +10,8 @@
 //! - `freshness`: how current the rollups are, written by the projector's
 //!   probe, read by the API;
 //! - `dead_letters`: what the projector could not count, re-driven by admins;
+//! - `lost`: records the broker no longer held when the projector got to
+//!   them, on record until an operator acknowledges them;
 //! - `keys`: publisher API keys, managed by admins, checked by ingest;
 //! - `migrations`: the schema itself, embedded.
 //!
@@ -23,6 +25,7 @@ pub mod freshness;
 pub mod grain;
 pub mod keys;
 pub mod locks;
+pub mod lost;
 pub mod migrations;
 pub mod notice;
 pub mod rows;

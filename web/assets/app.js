@@ -441,7 +441,8 @@
     if (live.paused) { el.textContent = "Live updates paused."; return; }
     if (!f) { el.textContent = live.series ? "Showing stored history." : "Waiting for data…"; return; }
     const through = f.complete_through ? new Intl.DateTimeFormat(undefined, { timeZone: tzName(), dateStyle: "medium", timeStyle: "medium" }).format(new Date(f.complete_through)) : "not yet known";
-    el.textContent = "Complete through " + through + (f.lag_records ? " · " + num(f.lag_records) + " events still being counted" : "");
+    el.textContent = "Complete through " + through + (f.lag_records ? " · " + num(f.lag_records) + " events still being counted" : "")
+      + (f.lost_records ? " · " + num(f.lost_records) + " published events were lost by the broker before they could be counted, so totals are low (an operator can list them with tokenusage lost)" : "");
   }
 
   function table(s) {

@@ -163,14 +163,33 @@ fn local_instant(tz: &Tz, mut naive: NaiveDateTime) -> DateTime<Utc> {
     Utc.from_utc_datetime(&naive)
 }
 
+/// Seconds in a quarter-hour: since 1972 every zone's offset is a multiple
+/// of it, so every local :00 falls on a UTC quarter-hour.
+const QUARTER: i64 = 900;
+
+/// Whether the local clock reads hh:00:00 at `t`.
+fn on_the_hour(tz: &Tz, t: DateTime<Utc>) -> bool {
+    let l = t.with_timezone(tz);
+    l.minute() == 0 && l.second() == 0
+}
+
 /// The start of the bucket holding `t`.
 fn floor(g: Granularity, tz: &Tz, week_start: Weekday, t: DateTime<Utc>) -> DateTime<Utc> {
     let local = t.with_timezone(tz).naive_local();
     match g {
         Granularity::Minute => DateTime::from_timestamp(t.timestamp().div_euclid(60) * 60, 0).unwrap_or(t),
-        // A real hour that starts on a local :00 (a repeated wall-clock
-        // hour is two buckets, a skipped one none).
-        Granularity::Hour => t - Duration::seconds(i64::from(local.minute() * 60 + local.second())),
+        // The last instant at or before `t` whose local clock reads :00 (a
+        // repeated wall-clock hour is two buckets, a skipped one none).
+        Granularity::Hour => {
+            let mut q = DateTime::from_timestamp(t.timestamp().div_euclid(QUARTER) * QUARTER, 0).unwrap_or(t);
+            for _ in 0..8 {
+                if on_the_hour(tz, q) {
+                    return q;
+                }
+                q -= Duration::seconds(QUARTER);
+            }
+            t - Duration::seconds(i64::from(local.minute() * 60 + local.second()))
+        }
         Granularity::Day => local_midnight(tz, local.date()),
         Granularity::Week => {
             let back = (local.weekday().num_days_from_monday() + 7 - week_start.num_days_from_monday()) % 7;
@@ -186,11 +205,18 @@ fn next(g: Granularity, tz: &Tz, start: DateTime<Utc>) -> DateTime<Utc> {
     let candidate = match g {
         Granularity::Minute => return start + Duration::minutes(1),
         Granularity::Hour => {
-            // One hour on, pulled back to a local :00 if the offset moved
-            // by a fraction of an hour in between (Lord Howe's 30 min DST).
-            let c = start + Duration::hours(1);
-            let m = c.with_timezone(tz).minute();
-            if m != 0 && c - Duration::minutes(i64::from(m)) > start { c - Duration::minutes(i64::from(m)) } else { c }
+            // The next instant whose local clock reads :00: an hour on,
+            // except where the offset moved by a fraction of an hour in
+            // between (Lord Howe's 30 min DST: that bucket is 90 or 30
+            // minutes long, and every bucket still starts on a local :00).
+            let mut q = start;
+            for _ in 0..12 {
+                q += Duration::seconds(QUARTER);
+                if on_the_hour(tz, q) {
+                    return q;
+                }
+            }
+            start + Duration::hours(1)
         }
         Granularity::Day => local_midnight(tz, local.date() + Duration::days(1)),
         Granularity::Week => local_midnight(tz, local.date() + Duration::days(7)),
@@ -328,6 +354,41 @@ mod tests {
         let p = plan_of(Granularity::Hour, "Europe/Berlin", "2026-10-24T23:00:00Z", "2026-10-25T03:00:00Z");
         assert_eq!(p.edges.len(), 4, "{:?}", local(&p, "Europe/Berlin"));
         assert!(p.edges.windows(2).all(|w| w[1] - w[0] == Duration::hours(1)), "every UTC hour is its own bucket");
+    }
+
+    #[test]
+    fn lord_howe_hours_start_on_a_local_hour_across_both_half_hour_shifts() {
+        // DST ends 2026-04-05 02:00 (+11:00) -> 01:30 (+10:30): the wall-clock
+        // hour 01:00 holds its repeated half hour (90 minutes). The issue's
+        // events at 14:10Z, 14:45Z and 15:10Z are all in it.
+        let p = plan_of(Granularity::Hour, "Australia/Lord_Howe", "2026-04-04T13:00:00Z", "2026-04-04T17:00:00Z");
+        assert_eq!(
+            local(&p, "Australia/Lord_Howe"),
+            vec![
+                "2026-04-05T00:00:00+11:00",
+                "2026-04-05T01:00:00+11:00",
+                "2026-04-05T02:00:00+10:30",
+                "2026-04-05T03:00:00+10:30"
+            ]
+        );
+        for at in ["2026-04-04T14:10:00Z", "2026-04-04T14:45:00Z", "2026-04-04T15:10:00Z"] {
+            let (start, end) = bucket_of(Granularity::Hour, &tz("Australia/Lord_Howe"), Weekday::Mon, t(at));
+            assert_eq!((start, end), (t("2026-04-04T14:00:00Z"), t("2026-04-04T15:30:00Z")), "{at}");
+        }
+        // DST starts 2026-10-04 02:00 (+10:30) -> 02:30 (+11:00): the hour 01:00
+        // runs on to 03:00, skipping the wall-clock half hour that never was.
+        let p = plan_of(Granularity::Hour, "Australia/Lord_Howe", "2026-10-03T13:30:00Z", "2026-10-03T17:30:00Z");
+        assert_eq!(
+            local(&p, "Australia/Lord_Howe"),
+            vec![
+                "2026-10-04T00:00:00+10:30",
+                "2026-10-04T01:00:00+10:30",
+                "2026-10-04T03:00:00+11:00",
+                "2026-10-04T04:00:00+11:00"
+            ]
+        );
+        assert!(p.edges.iter().all(|e| on_the_hour(&tz("Australia/Lord_Howe"), *e)));
+        assert_eq!(p.rollup, Grain::QuarterHour);
     }
 
     #[test]

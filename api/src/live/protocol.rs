@@ -192,7 +192,7 @@ mod tests {
         let d = json(&delta);
         assert_eq!(d["buckets"][0]["total_tokens"], 7);
         assert_eq!(d["buckets"][0]["index"], 2);
-        assert_eq!(d["freshness"], serde_json::json!({"complete_through": null, "lag_records": 0}));
+        assert_eq!(d["freshness"], serde_json::json!({"complete_through": null, "lag_records": 0, "lost_records": 0}));
         assert_eq!(json(&ServerMessage::Pong), serde_json::json!({"type": "pong"}));
         assert_eq!(
             json(&ServerMessage::Closing { code: close::TOKEN_EXPIRED, reason: "token expired" }),

@@ -52,6 +52,60 @@ pub struct VerifyCmd {
     pub db: DatabaseArgs,
 }
 
+/// Records a partition's log no longer held when the projector reached
+/// them (Kafka retention, or a broker that trims its log): they were
+/// published and can never be counted. `verify` fails while any is open.
+#[derive(Debug, clap::Args)]
+pub struct LostCmd {
+    /// Mark every open loss as known (it stays listed with --all, and
+    /// `verify` and `/readyz` stop reporting it).
+    #[arg(long)]
+    pub acknowledge: bool,
+    /// Also list acknowledged losses.
+    #[arg(long)]
+    pub all: bool,
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+}
+
+/// Prints the open (or all) losses; returns how many records are open.
+async fn print_lost(pool: &sqlx::PgPool, all: bool) -> anyhow::Result<i64> {
+    let ranges = tokenusage_schema::lost::list(pool, all, 1000).await?;
+    for r in &ranges {
+        println!(
+            "LOST: {} records of {} partition {} (offsets {}..{}), found {}{}",
+            r.records(),
+            r.topic,
+            r.partition,
+            r.from_offset,
+            r.to_offset - 1,
+            r.detected_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            r.acknowledged_at
+                .map(|a| format!(", acknowledged {}", a.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)))
+                .unwrap_or_default()
+        );
+    }
+    Ok(tokenusage_schema::lost::open_total(pool).await?)
+}
+
+pub async fn lost(a: LostCmd) -> anyhow::Result<ExitCode> {
+    let pool = super::database(&a.db, true).await?;
+    let open = print_lost(&pool, a.all).await?;
+    if a.acknowledge {
+        let n = tokenusage_schema::lost::acknowledge_all(&pool).await?;
+        println!("{n} loss ranges ({open} records) acknowledged");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if open > 0 {
+        println!(
+            "{open} records were lost before they were counted (acknowledge with `tokenusage lost --acknowledge`)"
+        );
+        return Ok(ExitCode::from(1));
+    }
+    println!("no open losses: every record the broker was asked for was counted");
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Build the day rows cold reads use (`usage_day`) for every ended UTC
 /// day not yet built, or rebuild them from `--from` on.
 #[derive(Debug, clap::Args)]
@@ -118,10 +172,18 @@ pub async fn replay(a: ReplayCmd) -> anyhow::Result<ExitCode> {
 
 pub async fn verify(a: VerifyCmd) -> anyhow::Result<ExitCode> {
     let pool = super::database(&a.db, true).await?;
+    // What never reached the rollups first: no comparison can see it.
+    let lost = print_lost(&pool, false).await?;
+    if lost > 0 {
+        println!(
+            "LOSS: {lost} published records were gone from the broker before they were counted (see `tokenusage lost`)"
+        );
+    }
+    let lost_code = if lost > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS };
     let span = rebuild::raw_span(&pool).await?;
     let (Some(from), Some(to)) = (a.from.or(span.map(|s| s.0)), a.to.or(span.map(|s| s.1))) else {
         println!("no raw events stored; nothing to verify");
-        return Ok(ExitCode::SUCCESS);
+        return Ok(lost_code);
     };
     let drifts = rebuild::replay(&pool, from, to, a.user.as_deref(), true, progress).await?;
     print(&drifts);
@@ -133,7 +195,7 @@ pub async fn verify(a: VerifyCmd) -> anyhow::Result<ExitCode> {
     );
     if drifts.iter().all(Drift::is_clean) && days.differing == 0 {
         println!("no drift: rollups match the raw events, day rows match the rollups");
-        Ok(ExitCode::SUCCESS)
+        Ok(lost_code)
     } else if days.differing > 0 {
         println!("DRIFT: day rows differ from the rollups (repair with `tokenusage seal --from <the range's start>`)");
         Ok(ExitCode::from(1))

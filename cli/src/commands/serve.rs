@@ -97,9 +97,19 @@ pub async fn run(mut a: ServeArgs) -> anyhow::Result<ExitCode> {
         if !a.fetch_wait_configured {
             a.projector.fetch_wait_ms = crate::embedded::FETCH_WAIT_MS;
         }
+        // It trims its log silently: producers in this process are paced
+        // by what the projector has committed (docs/DECISIONS.md).
+        a.projector.headroom = Some(b.headroom());
         Some(b)
     } else {
         None
+    };
+    let publisher = |a: &ServeArgs| -> anyhow::Result<Publisher> {
+        let p = Publisher::new(&a.kafka, &a.producer)?;
+        Ok(match &a.projector.headroom {
+            Some(h) => p.paced_by(h.clone()),
+            None => p,
+        })
     };
     tokenusage_plumbing::metrics::recorder();
     let pool = super::database(&a.db, !a.migrate.no_migrate).await?;
@@ -116,7 +126,7 @@ pub async fn run(mut a: ServeArgs) -> anyhow::Result<ExitCode> {
     tokenusage_plumbing::topic::ensure_topic(&a.kafka).await?;
     let mut tasks = Tasks::default();
 
-    let ingest_publisher = Publisher::new(&a.kafka, &a.producer)?;
+    let ingest_publisher = publisher(&a)?;
     let ingest = tokenusage_ingest::http::router(&a.ingest, ingest_publisher, pool.clone());
     let mounted = tokenusage_api::Mounted { router: ingest, doc: Some(tokenusage_ingest::http::openapi()) };
     let app = Application::build(a.api.clone(), pool.clone(), mounted).await?;
@@ -141,7 +151,7 @@ pub async fn run(mut a: ServeArgs) -> anyhow::Result<ExitCode> {
             tokenusage_api::accounts::upsert(&pool, user, user, role, &a.demo_password).await?;
         }
         demo::teams(&pool).await?;
-        let publisher = Publisher::new(&a.kafka, &a.producer)?;
+        let publisher = publisher(&a)?;
         let (s, pool2, rate, days) = (shutdown.clone(), pool.clone(), a.demo_rate, a.demo_days);
         tasks.spawn("demo", async move {
             match demo::backfill(&publisher, &pool2, days, rate).await {
@@ -167,7 +177,9 @@ pub async fn run(mut a: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(b) = &embedded {
         println!(
             "events go through an embedded, in-memory Kafka-protocol broker at {}: fine for trying tokenusage, \
-             NOT durable (set KAFKA_BOOTSTRAP_SERVERS for a real broker, or use scripts/run.sh --durable)",
+             NOT durable (set KAFKA_BOOTSTRAP_SERVERS for a real broker, or use scripts/run.sh --durable). \
+             It keeps only a few MB per partition: publish through HTTP ingest (`tokenusage publish --http`), \
+             which waits for counting; records a direct Kafka producer pushes past that are reported as lost",
             b.bootstrap_servers()
         );
     }

@@ -309,10 +309,16 @@ async fn late_events_replays_and_counting_during_sealing_leave_no_stale_day_row(
     assert_eq!(resealed["points"], after["points"]);
 
     // A replay that rewrites a sealed day drops the seals to it.
-    sqlx::query("delete from usage_quarter_hour where ctid = (select ctid from usage_quarter_hour where user_id = 'alice' and bucket >= '2026-04-01' and bucket < '2026-04-02' limit 1)")
-        .execute(&env.pool)
-        .await
-        .unwrap();
+    // The row is named by its key, never by ctid: on a TimescaleDB hypertable
+    // a ctid is unique only within a chunk, and this deleted a row of every month.
+    sqlx::query(
+        "delete from usage_quarter_hour where (user_id, bucket, activity, model, source, project) = \
+                 (select user_id, bucket, activity, model, source, project from usage_quarter_hour \
+                  where user_id = 'alice' and bucket >= '2026-04-01' and bucket < '2026-04-02' limit 1)",
+    )
+    .execute(&env.pool)
+    .await
+    .unwrap();
     tokenusage_projector::rebuild::replay(
         &env.pool,
         t("2026-04-01T00:00:00Z"),

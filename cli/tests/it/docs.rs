@@ -95,3 +95,40 @@ fn every_provider_usage_vector_is_in_the_publishing_guide() {
         assert!(guide.contains(&row), "docs/PUBLISHING.md lacks the vector row {row}");
     }
 }
+
+/// No SQL of ours names rows by `ctid`: on a TimescaleDB hypertable a ctid
+/// is unique only within one chunk, so `where ctid = (...)` touches a row of
+/// every chunk (seen: a test's one-row delete removed a row of every month).
+/// Comments may say why; code may not use it.
+#[test]
+fn no_code_names_rows_by_their_physical_address() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut offenders = Vec::new();
+    let mut stack = vec![root.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if path.is_dir() {
+                if !name.starts_with('.') && !["target", "node_modules"].contains(&name.as_str()) {
+                    stack.push(path);
+                }
+                continue;
+            }
+            let comment = match path.extension().and_then(|e| e.to_str()) {
+                Some("rs") => "//",
+                Some("sql") => "--",
+                _ => continue,
+            };
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            for (i, line) in text.lines().enumerate() {
+                let code = line.split(comment).next().unwrap_or("");
+                // This test's own needle is spelt in pieces.
+                if code.to_ascii_lowercase().contains(concat!("ct", "id")) {
+                    offenders.push(format!("{}:{}", path.strip_prefix(&root).unwrap().display(), i + 1));
+                }
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "rows named by their physical address (ct-id): {offenders:?}");
+}

@@ -184,7 +184,7 @@ fn otlp_export_of_alice() -> Vec<u8> {
     let export = proto::ExportTraceServiceRequest {
         resource_spans: vec![proto::ResourceSpans {
             resource: None,
-            scope_spans: vec![proto::ScopeSpans { spans: vec![span] }],
+            scope_spans: vec![proto::ScopeSpans { scope: None, spans: vec![span] }],
         }],
     };
     prost::Message::encode_to_vec(&export)

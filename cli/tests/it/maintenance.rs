@@ -48,15 +48,22 @@ async fn replay_of_a_range_gives_exactly_the_live_rollups_and_verify_finds_drift
 
     // Damage the rollups: change a row, delete a row, add a row.
     sqlx::query(
-        "update usage_minute set input_tokens = input_tokens + 5 where ctid = (select ctid from usage_minute limit 1)",
+        // Rows are named by their key, never by ctid (on a TimescaleDB
+        // hypertable a ctid is unique only within one chunk).
+        "update usage_minute set input_tokens = input_tokens + 5 \
+         where (user_id, bucket, activity, model, source, project) = \
+               (select user_id, bucket, activity, model, source, project from usage_minute limit 1)",
     )
     .execute(&env.pool)
     .await
     .unwrap();
-    sqlx::query("delete from usage_hour where ctid = (select ctid from usage_hour where user_id = 'u1' limit 1)")
-        .execute(&env.pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "delete from usage_hour where (user_id, bucket, activity, model, source, project) = \
+         (select user_id, bucket, activity, model, source, project from usage_hour where user_id = 'u1' limit 1)",
+    )
+    .execute(&env.pool)
+    .await
+    .unwrap();
     sqlx::query("insert into usage_quarter_hour values ('u2', '2026-11-20T05:00:00Z', 'ghost', 'm', 1, 1, 1)")
         .execute(&env.pool)
         .await

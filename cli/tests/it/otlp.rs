@@ -182,7 +182,7 @@ fn export(spans: Vec<proto::Span>) -> proto::ExportTraceServiceRequest {
     proto::ExportTraceServiceRequest {
         resource_spans: vec![proto::ResourceSpans {
             resource: Some(proto::Resource { attributes: vec![proto::KeyValue::string("service.name", "t")] }),
-            scope_spans: vec![proto::ScopeSpans { spans }],
+            scope_spans: vec![proto::ScopeSpans { scope: None, spans }],
         }],
     }
 }

@@ -128,7 +128,12 @@ fn a_supplied_cost_must_be_exact_and_complete() {
     assert_eq!(bad(json!({"amount": "0.1"}))[0].0, "cost.currency");
     assert_eq!(bad(json!({"currency": "USD"}))[0].0, "cost.amount");
     assert!(bad(json!({"amount": "0.0000000001", "currency": "USD"}))[0].1.contains("9 decimal places"));
-    assert!(bad(json!({"amount": "-1", "currency": "USD"}))[0].1.contains("negative"));
+    assert!(bad(json!({"amount": "-1", "currency": "USD"}))[0].1.contains("decimal text"));
+    assert!(bad(json!({"amount": -1, "currency": "USD"}))[0].1.contains("negative"));
+    // Text is decimal text as written: no exponent, no spaces.
+    for text in ["1e3", " 5", "5 "] {
+        assert_eq!(bad(json!({"amount": text, "currency": "USD"}))[0].0, "cost.amount", "{text:?}");
+    }
     assert_eq!(bad(json!({"amount": "1", "currency": "usd"}))[0].0, "cost.currency");
     assert_eq!(bad(json!({"amount": "1", "currency": "USD", "tax": 1}))[0].0, "cost.tax");
     assert_eq!(bad(json!(0.5))[0].0, "cost");
