@@ -108,4 +108,20 @@ mod tests {
         let out = String::from_utf8(encode(std::iter::once(vec!["a,b".into(), "say \"hi\"".into()]))).unwrap();
         assert_eq!(out, "\"a,b\",\"say \"\"hi\"\"\"\r\n");
     }
+
+    /// The OpenAPI document describes the columns actually written.
+    #[test]
+    fn the_openapi_description_names_every_column_in_order() {
+        let doc = serde_json::to_value(crate::openapi::document([])).unwrap();
+        let description = doc["paths"]["/api/v1/usage/export.csv"]["get"]["responses"]["200"]["description"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let listed = format!("`start,end[,<group>],{}`", COLUMNS.join(","));
+        assert!(description.contains(&listed), "{description}");
+        for g in ["activity", "model", "project", "source", "user"] {
+            assert!(GroupBy::parse(g).is_some_and(|b| b.name() == Some(g)), "{g}");
+            assert!(description.contains(g), "{g} is named");
+        }
+    }
 }

@@ -176,7 +176,7 @@ pub(crate) async fn dimensions(
 #[utoipa::path(get, path = "/api/v1/usage/export.csv", tag = "usage", params(ViewParams),
     security(("bearer" = [])),
     responses((status = 200, content_type = "text/csv", body = String,
-        description = "start,end[,activity|model],input_tokens,output_tokens,total_tokens,events")))]
+        description = "Header row, then one row per bucket (per bucket and key with `group`): `start,end[,<group>],input_tokens,output_tokens,total_tokens,events,cache_read_tokens,cache_write_tokens,reasoning_tokens,cost,unpriced_tokens,supplied_events`. `<group>` is the `group` parameter's dimension (activity, model, project, source or user) and absent without it; `cost` is exact decimal text in the price book's currency, empty when tokens were used and none had a price. A test checks this list against the columns written.")))]
 pub(crate) async fn export_csv(
     State(state): State<AppState>,
     Extension(slot): Extension<AuditSlot>,
