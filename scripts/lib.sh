@@ -187,6 +187,17 @@ ensure_otel_sdk() {
   export TOKENUSAGE_TEST_OTEL_NODE_DIR="$node_dir"
 }
 
+# The providers' SDKs and the OpenAI instrumentation (PyPI, pinned with
+# hashes in scripts/provider-sdks/requirements.txt), for the tests that read
+# the SDKs' usage types and run the instrumentation. Sets and exports
+# TOKENUSAGE_TEST_PROVIDER_SDK_PYTHON.
+ensure_provider_sdks() {
+  ensure_venv provider-sdks "$ROOT/scripts/provider-sdks/requirements.txt" bin/python
+  "$VENV/bin/python" -c 'import openai, anthropic, opentelemetry.instrumentation.openai_v2, opentelemetry.processor.baggage' 2>/dev/null \
+    || { rm -rf "$VENV"; die "the provider SDK virtualenv is incomplete; run again"; }
+  export TOKENUSAGE_TEST_PROVIDER_SDK_PYTHON="$VENV/bin/python"
+}
+
 # LiteLLM's model_prices_and_context_window.json, out of the pinned wheel
 # (scripts/fixtures/litellm.txt), for the price-import tests. Sets and
 # exports TOKENUSAGE_TEST_LITELLM_JSON.

@@ -25,6 +25,7 @@ ensure_chromium
 ensure_tansu
 ensure_litellm_fixture
 ensure_otel_sdk
+ensure_provider_sdks
 # The shared test broker never restarts, so the fast memory engine serves;
 # tests that restart a broker start their own with SQLite storage.
 start_broker "$BROKER_PORT" "$WORK/tansu" "$WORK/broker.pid" memory

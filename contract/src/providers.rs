@@ -59,6 +59,79 @@ impl UsageFormat {
     }
 }
 
+/// How a key of a provider's usage object is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyUse {
+    /// Read into our totals or kinds (or checked against them).
+    Read,
+    /// Deliberately not read, and why.
+    Ignored(&'static str),
+}
+
+const PLAIN_PART: KeyUse = KeyUse::Ignored("the plain part of its total, what the other kinds leave");
+const NOT_A_COUNT: KeyUse = KeyUse::Ignored("not a token count");
+const REQUESTS: KeyUse = KeyUse::Ignored("requests, not tokens: per-request charges belong to the price book");
+
+/// Every key the providers' SDKs define in their usage types (pinned in
+/// scripts/provider-sdks), and what we do with it. A test fails when a
+/// pinned SDK defines a key missing here, and another when a key marked
+/// `Read` does not change what is read.
+pub const KNOWN_KEYS: &[(UsageFormat, &str, KeyUse)] = {
+    use KeyUse::{Ignored, Read};
+    use UsageFormat::{Anthropic, OpenAiChat, OpenAiResponses};
+    &[
+        (OpenAiChat, "prompt_tokens", Read),
+        (OpenAiChat, "completion_tokens", Read),
+        (OpenAiChat, "total_tokens", Read),
+        (OpenAiChat, "prompt_tokens_details.cached_tokens", Read),
+        (OpenAiChat, "prompt_tokens_details.cache_write_tokens", Read),
+        (OpenAiChat, "prompt_tokens_details.audio_tokens", Read),
+        (OpenAiChat, "prompt_tokens_details.image_tokens", Read),
+        (OpenAiChat, "prompt_tokens_details.text_tokens", PLAIN_PART),
+        (OpenAiChat, "completion_tokens_details.reasoning_tokens", Read),
+        (OpenAiChat, "completion_tokens_details.audio_tokens", Read),
+        (OpenAiChat, "completion_tokens_details.text_tokens", PLAIN_PART),
+        (
+            OpenAiChat,
+            "completion_tokens_details.accepted_prediction_tokens",
+            Ignored("part of completion_tokens, billed as output"),
+        ),
+        (
+            OpenAiChat,
+            "completion_tokens_details.rejected_prediction_tokens",
+            Ignored("part of completion_tokens, billed as output"),
+        ),
+        (OpenAiResponses, "input_tokens", Read),
+        (OpenAiResponses, "output_tokens", Read),
+        (OpenAiResponses, "total_tokens", Read),
+        (OpenAiResponses, "input_tokens_details.cached_tokens", Read),
+        (OpenAiResponses, "input_tokens_details.cache_write_tokens", Read),
+        (
+            OpenAiResponses,
+            "input_tokens_details.cache_write_tokens_details.ttl_30m_tokens",
+            Ignored("a split of cache_write_tokens by lifetime, counted there; no price per OpenAI cache lifetime yet"),
+        ),
+        (
+            OpenAiResponses,
+            "input_tokens_details.cache_write_tokens_details.ttl_12h_tokens",
+            Ignored("a split of cache_write_tokens by lifetime, counted there; no price per OpenAI cache lifetime yet"),
+        ),
+        (OpenAiResponses, "output_tokens_details.reasoning_tokens", Read),
+        (Anthropic, "input_tokens", Read),
+        (Anthropic, "output_tokens", Read),
+        (Anthropic, "cache_read_input_tokens", Read),
+        (Anthropic, "cache_creation_input_tokens", Read),
+        (Anthropic, "cache_creation.ephemeral_5m_input_tokens", Read),
+        (Anthropic, "cache_creation.ephemeral_1h_input_tokens", Read),
+        (Anthropic, "output_tokens_details.thinking_tokens", Read),
+        (Anthropic, "server_tool_use.web_search_requests", REQUESTS),
+        (Anthropic, "server_tool_use.web_fetch_requests", REQUESTS),
+        (Anthropic, "service_tier", NOT_A_COUNT),
+        (Anthropic, "inference_geo", NOT_A_COUNT),
+        (Anthropic, "speed", NOT_A_COUNT),
+    ]
+};
+
 /// Token totals and kinds read from a usage object, before the subset rule
 /// is checked (by the caller, with the event's other fields).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -356,6 +429,33 @@ fn bedrock(r: &mut Counts) -> MappedUsage {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// A key marked `Read` changes what is read: set alone beside a
+    /// format's required counts, the mapping differs (a check-only total
+    /// turns into an error).
+    #[test]
+    fn every_key_marked_read_is_read() {
+        for (format, path, usage) in KNOWN_KEYS {
+            if *usage != KeyUse::Read {
+                continue;
+            }
+            let base: Map<String, Value> = match format {
+                UsageFormat::OpenAiChat => serde_json::json!({"prompt_tokens": 100_000, "completion_tokens": 100_000}),
+                _ => serde_json::json!({"input_tokens": 100_000, "output_tokens": 100_000}),
+            }
+            .as_object()
+            .unwrap()
+            .clone();
+            let mut with = base.clone();
+            let mut at = &mut with;
+            let parts: Vec<&str> = path.split('.').collect();
+            for part in &parts[..parts.len() - 1] {
+                at = at.entry(*part).or_insert_with(|| Value::Object(Map::new())).as_object_mut().unwrap();
+            }
+            at.insert(parts[parts.len() - 1].to_owned(), Value::from(7));
+            assert_ne!(map_usage(Some(*format), &with), map_usage(Some(*format), &base), "{} {path}", format.name());
+        }
+    }
 
     /// The published vectors (docs/examples/provider-usage-vectors.json):
     /// each maps to exactly its expected totals and kinds, is detected as

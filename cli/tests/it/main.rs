@@ -23,6 +23,7 @@ mod oidc_tls;
 mod operations;
 mod otlp;
 mod projector;
+mod sdk_usage;
 mod security;
 mod sessions;
 mod slice;
