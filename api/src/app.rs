@@ -94,6 +94,7 @@ impl AppState {
             max_attempts: b.webhook_max_attempts,
             timeout: Duration::from_secs(b.webhook_timeout_secs),
             workers: usize::from(b.webhook_senders),
+            policy: b.outbound.policy(),
         };
         tokio::spawn(crate::budgets::webhooks::run(pool, board, cfg, shutdown));
     }

@@ -59,6 +59,8 @@ pub struct BudgetArgs {
     #[arg(long = "webhook-senders", env = "TOKENUSAGE_WEBHOOK_SENDERS", default_value_t = 2,
           value_parser = clap::value_parser!(u16).range(1..=64))]
     pub webhook_senders: u16,
+    #[command(flatten)]
+    pub outbound: tokenusage_plumbing::outbound::OutboundArgs,
 }
 
 /// Transport security.

@@ -45,9 +45,9 @@ pub struct IngestArgs {
     /// working within this time.
     #[arg(long = "ingest-key-cache-secs", env = "TOKENUSAGE_INGEST_KEY_CACHE_SECS", default_value_t = 30)]
     pub ingest_key_cache_secs: u64,
-    /// OTLP ingest (`/v1/traces`): the span attributes, then resource
-    /// attributes, that name a span's user, first found wins
-    /// (comma-separated).
+    /// OTLP ingest (`/v1/traces`): the attributes that name a span's user
+    /// (comma-separated), looked up on the span, then its scope, then its
+    /// resource; the nearest that has any of them wins, in this order.
     #[arg(long = "otlp-user-attributes", env = "TOKENUSAGE_OTLP_USER_ATTRIBUTES", value_delimiter = ',',
           default_value = "user.id,enduser.id", value_parser = attribute_name)]
     pub otlp_user_attributes: Vec<String>,

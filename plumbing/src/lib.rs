@@ -18,6 +18,7 @@ pub mod health;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
+pub mod outbound;
 pub mod shutdown;
 pub mod telemetry;
 pub mod topic;

@@ -239,7 +239,8 @@ pub(crate) async fn create_endpoint(
     slot.set_detail("admin.webhooks.create", None, serde_json::json!({"name": req.name, "format": req.format}), None);
     user.require_admin()?;
     let format = req.format.as_deref().unwrap_or("json");
-    let secret = webhooks::create(&st.pool, &req.name, &req.url, format, &user.id).await?;
+    let policy = st.config.budgets.outbound.policy();
+    let secret = webhooks::create(&st.pool, &policy, &req.name, &req.url, format, &user.id).await?;
     Ok((StatusCode::CREATED, Json(CreatedEndpoint { name: req.name, secret })))
 }
 

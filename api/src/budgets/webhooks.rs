@@ -15,6 +15,7 @@ use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::Sha256;
 use sqlx::PgPool;
+use tokenusage_plumbing::outbound::{self, Policy, Refused};
 use tokio_util::sync::CancellationToken;
 
 use super::board::Board;
@@ -59,8 +60,18 @@ impl From<WebhookError> for crate::error::ApiError {
     }
 }
 
-/// Creates an endpoint and returns its signing secret (shown once).
-pub async fn create(pool: &PgPool, name: &str, url: &str, format: &str, by: &str) -> Result<String, WebhookError> {
+/// Creates an endpoint and returns its signing secret (shown once). The
+/// URL must be one `policy` lets outbound calls reach: an inward address
+/// literal, a `localhost` name or a name resolving inward is refused here,
+/// and every delivery checks again as it connects.
+pub async fn create(
+    pool: &PgPool,
+    policy: &Policy,
+    name: &str,
+    url: &str,
+    format: &str,
+    by: &str,
+) -> Result<String, WebhookError> {
     if !crate::teams::valid_name(name) {
         return Err(WebhookError::Invalid(format!(
             "name: 1 to 64 lowercase letters, digits, '-', '_' or '.', not {name:?}"
@@ -71,6 +82,15 @@ pub async fn create(pool: &PgPool, name: &str, url: &str, format: &str, by: &str
         return Err(WebhookError::Invalid(
             "url: an http:// or https:// URL with a host, at most 2048 characters".into(),
         ));
+    }
+    policy.check_url(&parsed).map_err(|e| WebhookError::Invalid(format!("url: {e}")))?;
+    if let Some(host) = parsed.host_str().filter(|_| matches!(parsed.host(), Some(url::Host::Domain(_))))
+        && let Err(e @ Refused::Inward { .. }) =
+            policy.resolve(host, parsed.port_or_known_default().unwrap_or(443)).await
+    {
+        // A name that does not resolve now may later; one that resolves
+        // inward is refused now (and at every delivery).
+        return Err(WebhookError::Invalid(format!("url: {e}")));
     }
     if !matches!(format, "json" | "slack") {
         return Err(WebhookError::Invalid(format!("format: `json` or `slack`, not {format:?}")));
@@ -251,12 +271,14 @@ pub struct SenderConfig {
     pub max_attempts: i32,
     pub timeout: Duration,
     pub workers: usize,
+    /// Which addresses deliveries may reach.
+    pub policy: Arc<Policy>,
 }
 
 type Due = (i64, String, String, String, String, String, serde_json::Value, i32);
 
 /// Sends one due delivery, if there is one. Returns whether it found one.
-async fn send_one(pool: &PgPool, http: &reqwest::Client, cfg: &SenderConfig) -> sqlx::Result<bool> {
+async fn send_one(pool: &PgPool, http: &outbound::Client, cfg: &SenderConfig) -> sqlx::Result<bool> {
     let mut tx = pool.begin().await?;
     let due: Option<Due> = sqlx::query_as(
         "select d.id, e.url, e.secret, e.format, d.event, d.idempotency_key, d.payload, d.attempts \
@@ -271,8 +293,16 @@ async fn send_one(pool: &PgPool, http: &reqwest::Client, cfg: &SenderConfig) -> 
     let bytes = serde_json::to_vec(&body).unwrap_or_default();
     let t = Utc::now().timestamp();
     let attempt = attempts + 1;
-    let answer = http
-        .post(&url)
+    let request = match http.post(&url) {
+        Ok(r) => r,
+        Err(refused) => {
+            // Stored before the rule existed, or an allowance withdrawn.
+            fail(&mut tx, id, attempt, cfg, format!("refused: {refused}")).await?;
+            tx.commit().await?;
+            return Ok(true);
+        }
+    };
+    let answer = request
         .timeout(cfg.timeout)
         .header("content-type", "application/json")
         .header("idempotency-key", &key)
@@ -300,27 +330,38 @@ async fn send_one(pool: &PgPool, http: &reqwest::Client, cfg: &SenderConfig) -> 
             .await?;
             metrics::counter!("tokenusage_webhook_deliveries_total", "outcome" => "delivered").increment(1);
         }
-        Some(err) => {
-            let dead = attempt >= cfg.max_attempts;
-            let next = Utc::now() + chrono::Duration::from_std(backoff(attempt)).unwrap_or_default();
-            sqlx::query(
-                "update webhook_deliveries set attempts = $2, last_error = $3, next_attempt_at = $4, \
-                 state = case when $5 then 'dead' else 'pending' end where id = $1",
-            )
-            .bind(id)
-            .bind(attempt)
-            .bind(&err)
-            .bind(next)
-            .bind(dead)
-            .execute(&mut *tx)
-            .await?;
-            let outcome = if dead { "dead" } else { "failed" };
-            metrics::counter!("tokenusage_webhook_deliveries_total", "outcome" => outcome).increment(1);
-            tracing::warn!(delivery = id, attempt, error = %err, dead, "webhook delivery failed");
-        }
+        Some(err) => fail(&mut tx, id, attempt, cfg, err).await?,
     }
     tx.commit().await?;
     Ok(true)
+}
+
+/// Records a failed attempt: retried later with backoff, dead after the last.
+async fn fail(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    id: i64,
+    attempt: i32,
+    cfg: &SenderConfig,
+    err: String,
+) -> sqlx::Result<()> {
+    let err = bounded(&err);
+    let dead = attempt >= cfg.max_attempts;
+    let next = Utc::now() + chrono::Duration::from_std(backoff(attempt)).unwrap_or_default();
+    sqlx::query(
+        "update webhook_deliveries set attempts = $2, last_error = $3, next_attempt_at = $4, \
+         state = case when $5 then 'dead' else 'pending' end where id = $1",
+    )
+    .bind(id)
+    .bind(attempt)
+    .bind(&err)
+    .bind(next)
+    .bind(dead)
+    .execute(&mut **tx)
+    .await?;
+    let outcome = if dead { "dead" } else { "failed" };
+    metrics::counter!("tokenusage_webhook_deliveries_total", "outcome" => outcome).increment(1);
+    tracing::warn!(delivery = id, attempt, error = %err, dead, "webhook delivery failed");
+    Ok(())
 }
 
 /// An error kept for admins: one line, at most 300 characters.
@@ -330,7 +371,7 @@ fn bounded(s: &str) -> String {
 
 /// Runs `cfg.workers` senders until `shutdown`.
 pub async fn run(pool: PgPool, board: Arc<Board>, cfg: SenderConfig, shutdown: CancellationToken) {
-    let http = match reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build() {
+    let http = match cfg.policy.client() {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "webhook sender: no HTTP client; notifications stay in the outbox");

@@ -83,6 +83,8 @@ pub enum WebhooksCmd {
         #[arg(long)]
         slack: bool,
         #[command(flatten)]
+        outbound: tokenusage_plumbing::outbound::OutboundArgs,
+        #[command(flatten)]
         db: DatabaseArgs,
     },
     /// Remove an endpoint and what it is still owed.
@@ -200,10 +202,10 @@ pub async fn run_webhooks(cmd: WebhooksCmd) -> anyhow::Result<ExitCode> {
                 println!("{:<24} {:<6} {}  ({} pending, {} dead)", e.name, e.format, e.url, e.pending, e.dead);
             }
         }
-        WebhooksCmd::Add { name, endpoint: url, slack, db } => {
+        WebhooksCmd::Add { name, endpoint: url, slack, outbound, db } => {
             let pool = super::database(&db, true).await?;
             let format = if slack { "slack" } else { "json" };
-            let secret = webhooks::create(&pool, &name, &url, format, &who()).await?;
+            let secret = webhooks::create(&pool, &outbound.policy(), &name, &url, format, &who()).await?;
             audit(&pool, "admin.webhooks.create", "tokenusage webhooks add", json!({"name": name, "format": format}))
                 .await?;
             println!(

@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
-use common::{TestApp, TestEnv, eventually, produce, test_api_args, tokenusage};
+use common::{TestApp, TestEnv, eventually, loopback_receivers, produce, test_api_args, tokenusage};
 use hmac::{Hmac, Mac};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
@@ -132,6 +132,7 @@ fn api_process(env: &TestEnv, log: &str) -> std::process::Child {
         .args(["api", "--listen", &format!("127.0.0.1:{port}")])
         .env("DATABASE_URL", env.db.url.expose_secret())
         .env("TOKENUSAGE_JWT_SECRET", common::TEST_JWT_SECRET)
+        .env("TOKENUSAGE_OUTBOUND_ALLOW", common::RECEIVERS)
         .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(std::env::temp_dir().join(log)).unwrap())
@@ -155,7 +156,8 @@ async fn deliveries(env: &TestEnv) -> Vec<(String, String, i32, String)> {
 async fn a_crossing_sends_one_signed_notification_across_kill_9_of_the_sender_and_the_projector() {
     let env = TestEnv::new().await;
     let receiver = Receiver::start(Some(80)).await;
-    let secret = webhooks::create(&env.pool, "ops", &receiver.url, "json", "test").await.unwrap();
+    let secret =
+        webhooks::create(&env.pool, &loopback_receivers(), "ops", &receiver.url, "json", "test").await.unwrap();
     let b = budgets::check(&new_budget(
         Scope::User("alice".into()),
         Measure::Tokens,
@@ -236,7 +238,7 @@ async fn a_crossing_sends_one_signed_notification_across_kill_9_of_the_sender_an
 async fn re_pricing_a_crossing_away_sends_resolved_and_the_state_follows_it() {
     let env = TestEnv::new().await;
     let receiver = Receiver::start(None).await;
-    webhooks::create(&env.pool, "slack", &receiver.url, "slack", "test").await.unwrap();
+    webhooks::create(&env.pool, &loopback_receivers(), "slack", &receiver.url, "slack", "test").await.unwrap();
     let ok = |out: std::process::Output| assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     ok(tokenusage(
         &env,
@@ -500,6 +502,93 @@ async fn managers_set_and_read_only_their_teams_budgets_and_gateways_check_with_
         .await
         .unwrap();
     assert_eq!(audited, 4, "every check, refused ones included");
+    app.stop().await;
+    env.cleanup().await;
+}
+
+/// Webhook URLs cannot be aimed at the server's own network (SSRF): every
+/// inward form the issue tried is refused when the endpoint is added, by
+/// name of what it is; and a delivery to an inward URL stored some other
+/// way is refused as it connects, with nothing sent (a receiver on that
+/// address sees no request).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_cannot_reach_the_servers_own_network() {
+    let env = TestEnv::new().await;
+    let mut api = test_api_args();
+    api.budgets.outbound.allow.clear();
+    let app = TestApp::spawn_with_api(&env, api).await;
+    env.add_user("root", tokenusage_api::Role::Admin, "pw-root-123456").await;
+    let token = app.login("root", "pw-root-123456").await;
+    for (i, url) in [
+        "http://127.0.0.1:5432/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://0.0.0.0/",
+        "http://[fd00:ec2::254]/",
+        "http://100.100.100.200/",
+        "http://[::1]/",
+        "http://localhost/",
+        "http://2130706433/",
+        "http://0x7f000001/",
+        "http://127.1/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://10.0.0.1/",
+        "http://192.168.1.1/",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let r = app
+            .http
+            .post(app.url("/api/v1/admin/webhooks"))
+            .bearer_auth(&token)
+            .json(&json!({"name": format!("w{i}"), "url": url}))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(status, 400, "{url}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("outbound calls may not reach"), "{url}: {message}");
+    }
+
+    // An endpoint stored before the rule (or an allowance withdrawn): the
+    // sender refuses it at connect time, and the receiver gets nothing.
+    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = receiver.local_addr().unwrap().port();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let h = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((_s, _)) = receiver.accept().await {
+            h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let endpoint: i64 = sqlx::query_scalar(
+        "insert into webhook_endpoints (name, url, secret, format, created_by) values ('old', $1, 's', 'json', 't') returning id",
+    )
+    .bind(format!("http://localhost:{port}/hook"))
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "insert into webhook_deliveries (endpoint_id, event, idempotency_key, payload) values ($1, 'budget.crossed', 'k1', '{}')",
+    )
+    .bind(endpoint)
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    let error = eventually(Duration::from_secs(20), || async {
+        sqlx::query_scalar::<_, Option<String>>(
+            "select last_error from webhook_deliveries where idempotency_key = 'k1'",
+        )
+        .fetch_one(&env.pool)
+        .await
+        .unwrap()
+    })
+    .await
+    .expect("the delivery was attempted");
+    assert!(error.contains("loopback"), "{error}");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0, "nothing connected to the inward receiver");
     app.stop().await;
     env.cleanup().await;
 }

@@ -220,10 +220,21 @@ impl TestApp {
 /// The signing secret of test servers (tests forge tokens with it).
 pub const TEST_JWT_SECRET: &str = "test-secret-test-secret-test-secret!!";
 
+/// Where the tests' webhook receivers listen: outbound calls may reach it
+/// only because the test servers allow it, as an operator would with
+/// `--outbound-allow 127.0.0.0/8` for an in-house receiver.
+pub const RECEIVERS: &str = "127.0.0.0/8";
+
+/// The outbound policy of test servers.
+pub fn loopback_receivers() -> tokenusage_plumbing::outbound::Policy {
+    tokenusage_plumbing::outbound::Policy::allowing(vec![RECEIVERS.parse().unwrap()])
+}
+
 /// API settings of test servers.
 pub fn test_api_args() -> ApiArgs {
     let mut api = ApiArgs::for_tests();
     api.jwt.secret = Some(SecretString::from(TEST_JWT_SECRET));
+    api.budgets.outbound.allow = vec![RECEIVERS.parse().unwrap()];
     api
 }
 
