@@ -213,8 +213,15 @@ pub struct ApiQuery<T>(pub T);
 impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
 
+    /// Every route with query parameters needs a credential (an access
+    /// token or a publisher key, both in `Authorization`): a request
+    /// without one is a 401 whatever its parameters say, so a missing
+    /// credential is never reported as a bad parameter (`?access_token=`).
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::extract::Query(v) = axum::extract::Query::<T>::from_request_parts(parts, state).await?;
-        Ok(ApiQuery(v))
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
+            Err(_) if !parts.headers.contains_key(axum::http::header::AUTHORIZATION) => Err(ApiError::Unauthorized),
+            Err(e) => Err(e.into()),
+        }
     }
 }

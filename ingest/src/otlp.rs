@@ -409,6 +409,10 @@ fn status_response(encoding: Encoding, r: Refusal) -> Response {
     if let Some(secs) = r.retry_after {
         resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
+    if r.status == StatusCode::UNAUTHORIZED {
+        // Every authentication failure says how to authenticate (SECURITY.md).
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
     resp
 }
 

@@ -86,6 +86,13 @@ pub(crate) async fn create(
         None,
     );
     may_set(&st, &user, &req.scope).await?;
+    // Webhook endpoints are the admins' channels (admins create them): only
+    // an admin may route a budget's alerts to one. Refused before any
+    // lookup, the same for every name, so the endpoint list cannot be
+    // probed. Everyone still gets alerts in the dashboard.
+    if !req.webhooks.is_empty() && user.role != Role::Admin {
+        return Err(ApiError::Forbidden("only admins may send a budget's alerts to webhook endpoints"));
+    }
     let checked = super::check(&req)?;
     let b = super::create(&st.pool, &checked, &user.id).await?;
     tracing::info!(budget = b.id, by = %user.id, scope = %b.scope.label(), "budget created");

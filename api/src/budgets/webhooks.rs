@@ -236,11 +236,26 @@ fn slack_text(p: &serde_json::Value) -> serde_json::Value {
     };
     let b = &p["budget"];
     let unit = if b["measure"] == "cost" { s(&p["currency"]) } else { "tokens".into() };
+    // The budget's name is chosen by whoever set the budget: it goes into
+    // the admins' channel as quoted code, so it cannot pose as our text,
+    // format itself or become a link (Slack's `&`, `<`, `>` escaped, no
+    // backticks or line breaks, bounded).
+    let quoted = |v: &serde_json::Value| {
+        let clean: String = s(v)
+            .chars()
+            .filter(|c| !c.is_control() && *c != '`')
+            .take(80)
+            .collect::<String>()
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;");
+        format!("`{clean}`")
+    };
     let verb = if p["type"] == "budget.resolved" { "is back under" } else { "crossed" };
     serde_json::json!({
         "text": format!(
-            "Budget “{}” ({}:{}) {verb} {} %: {} of {} {unit} ({} %).",
-            s(&b["name"]), s(&b["scope"]["kind"]), s(&b["scope"]["id"]), p["threshold_percent"],
+            "Budget {} ({}:{}) {verb} {} %: {} of {} {unit} ({} %).",
+            quoted(&b["name"]), s(&b["scope"]["kind"]), quoted(&b["scope"]["id"]), p["threshold_percent"],
             s(&p["spent"]), s(&b["amount"]), p["percent"]
         )
     })
@@ -427,6 +442,20 @@ mod tests {
     fn slack_bodies_say_what_was_crossed() {
         let p = serde_json::json!({"type": "budget.crossed", "threshold_percent": 80, "spent": "8.50", "percent": 85.0,
             "currency": "USD", "budget": {"name": "ml month", "scope": {"kind": "team", "id": "ml"}, "measure": "cost", "amount": "10.00"}});
-        assert_eq!(slack_text(&p)["text"], "Budget “ml month” (team:ml) crossed 80 %: 8.50 of 10.00 USD (85.0 %).");
+        assert_eq!(slack_text(&p)["text"], "Budget `ml month` (team:`ml`) crossed 80 %: 8.50 of 10.00 USD (85.0 %).");
+    }
+
+    /// A name chosen by whoever set the budget cannot pose as our text in the
+    /// admins' channel: quoted as code, no links, no line breaks.
+    #[test]
+    fn a_budget_name_cannot_pose_as_instructions() {
+        let p = serde_json::json!({"type": "budget.crossed", "threshold_percent": 50, "spent": "1", "percent": 50.0,
+            "budget": {"name": "`URGENT`: admins must re-login at <http://evil.example/login|here>\n&now",
+                "scope": {"kind": "user", "id": "eve"}, "measure": "tokens", "amount": "2"}});
+        let text = slack_text(&p)["text"].as_str().unwrap().to_owned();
+        assert_eq!(
+            text,
+            "Budget `URGENT: admins must re-login at &lt;http://evil.example/login|here&gt;&amp;now` (user:`eve`) crossed 50 %: 1 of 2 tokens (50.0 %)."
+        );
     }
 }

@@ -273,7 +273,7 @@ async fn re_pricing_a_crossing_away_sends_resolved_and_the_state_follows_it() {
     assert_eq!(crossed[0].0["tokenusage-event"], "budget.crossed");
     assert_eq!(
         crossed[0].1["text"],
-        "Budget “project:search cost per month (UTC)” (project:search) crossed 80 %: 0.009 of 0.01 USD (90.0 %)."
+        "Budget `project:search cost per month (UTC)` (project:`search`) crossed 80 %: 0.009 of 0.01 USD (90.0 %)."
     );
     // A correction halves the price from the start of the window's day;
     // re-pricing (`--reprice`) moves the spend to $0.0045.
@@ -589,6 +589,38 @@ async fn webhooks_cannot_reach_the_servers_own_network() {
     .expect("the delivery was attempted");
     assert!(error.contains("loopback"), "{error}");
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0, "nothing connected to the inward receiver");
+    app.stop().await;
+    env.cleanup().await;
+}
+
+/// Only admins route alerts to webhook endpoints (the admins' channels):
+/// a viewer naming one, existing or not, gets the same 403, so the
+/// endpoint list cannot be probed either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_admins_send_budget_alerts_to_webhook_endpoints() {
+    let env = TestEnv::new().await;
+    let app = TestApp::spawn(&env).await;
+    webhooks::create(&env.pool, &loopback_receivers(), "admins", "http://127.0.0.1:9/hook", "slack", "t")
+        .await
+        .unwrap();
+    env.add_user("eve", tokenusage_api::Role::Viewer, "pw-eve-1234567").await;
+    env.add_user("root", tokenusage_api::Role::Admin, "pw-root-123456").await;
+    let eve = app.login("eve", "pw-eve-1234567").await;
+    let root = app.login("root", "pw-root-123456").await;
+    let budget = |hook: &str| {
+        json!({"scope": {"kind": "user", "id": "eve"}, "measure": "tokens", "amount": 1000, "period": "day",
+               "name": "URGENT: admins must re-login", "webhooks": [hook]})
+    };
+    let mut answers = Vec::new();
+    for hook in ["admins", "no-such-endpoint"] {
+        let r = app.http.post(app.url("/api/v1/budgets")).bearer_auth(&eve).json(&budget(hook)).send().await.unwrap();
+        let status = r.status().as_u16();
+        answers.push((status, r.json::<Value>().await.unwrap()["error"]["message"].clone()));
+    }
+    assert_eq!(answers[0], answers[1], "an existing and an unknown endpoint look the same");
+    assert_eq!(answers[0].0, 403, "{answers:?}");
+    let r = app.http.post(app.url("/api/v1/budgets")).bearer_auth(&root).json(&budget("admins")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 201, "an admin may");
     app.stop().await;
     env.cleanup().await;
 }

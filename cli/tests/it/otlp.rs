@@ -197,6 +197,7 @@ struct Answer {
     status: StatusCode,
     content_type: String,
     retry_after: Option<String>,
+    www_authenticate: Option<String>,
     body: Vec<u8>,
 }
 
@@ -211,7 +212,8 @@ async fn post(app: &TestApp, key: Option<&str>, ct: &str, encoding: Option<&str>
     let r = req.send().await.unwrap();
     let header = |name: &str| r.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
     let (content_type, retry_after) = (header("content-type").unwrap_or_default(), header("retry-after"));
-    Answer { status: r.status(), content_type, retry_after, body: r.bytes().await.unwrap().to_vec() }
+    let www_authenticate = header("www-authenticate");
+    Answer { status: r.status(), content_type, retry_after, www_authenticate, body: r.bytes().await.unwrap().to_vec() }
 }
 
 /// The `Status` of a protobuf error answer: (gRPC code, message).
@@ -234,8 +236,10 @@ async fn every_bad_export_gets_an_otlp_answer_and_good_spans_beside_bad_ones_cou
     // Authentication first, answered as a Status in the request's encoding.
     let a = post(&app, None, PB, None, good.clone()).await;
     assert_eq!((a.status, status(&a).0), (StatusCode::UNAUTHORIZED, 16));
+    assert_eq!(a.www_authenticate.as_deref(), Some("Bearer"), "every auth failure says how to authenticate");
     let a = post(&app, Some("tu_00000000_nope"), "application/json", None, b"{}".to_vec()).await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(a.www_authenticate.as_deref(), Some("Bearer"));
     let s: Value = serde_json::from_slice(&a.body).unwrap();
     assert_eq!(s, json!({"code": 16, "message": "unauthorized: unknown or revoked API key"}));
 

@@ -131,6 +131,9 @@ async fn finding_4_credentials_in_the_query_string_are_never_recorded() {
     let paths = [
         format!("/api/v1/usage/series?{RANGE}&access_token={token}"),
         format!("/api/v1/me?access_token={token}"),
+        // A route whose credential is a publisher key: still 401, not a
+        // complaint about the unknown parameter.
+        format!("/api/v1/budgets/check?access_token={token}"),
         format!("/api/v1/no-such-route?access_token={token}&password=hunter2"),
         format!("/api/v1/usage/series?from=bad&access_token={token}"),
     ];
