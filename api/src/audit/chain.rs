@@ -323,6 +323,14 @@ pub(crate) struct AuditRow {
 }
 
 impl AuditRow {
+    /// What one covered person may know of whom else an entry covered:
+    /// only themselves. A team's roster is for its managers and admins, not
+    /// for every member reading "who viewed my usage".
+    pub(crate) fn covering_only(mut self, user: &str) -> Self {
+        self.covers.retain(|c| c == user);
+        self
+    }
+
     fn entry(&self) -> Entry {
         Entry {
             at: self.at,

@@ -29,6 +29,9 @@ pub(crate) struct Detail {
     params: Option<serde_json::Value>,
     rows: Option<i64>,
     covers: Vec<String>,
+    /// The request reached someone's data it may not see, whatever status
+    /// hides that from the caller (a 404 for another's budget id).
+    denied: bool,
 }
 
 /// The request's audit details, filled in by extractors and handlers.
@@ -67,6 +70,18 @@ impl AuditSlot {
     /// The users a view of several people covers (see `Entry::covers`).
     pub fn set_covers(&self, users: &[String]) {
         self.with(|d| d.covers = users.to_vec());
+    }
+
+    /// Records that the request tried to reach `subject`'s data (and the
+    /// people `covers` names) and was refused, even where the caller is told
+    /// 404 so as not to learn the data exists: the owner and the admins'
+    /// `outcome=denied` search find it.
+    pub fn set_denied(&self, subject: &str, covers: &[String]) {
+        self.with(|d| {
+            d.subject = Some(truncate(subject));
+            d.covers = covers.to_vec();
+            d.denied = true;
+        });
     }
 
     /// How many rows the request returned (after `set_detail`).
@@ -199,6 +214,7 @@ pub(crate) async fn record_action(
         params: Some(a.params),
         rows: a.rows,
         covers: a.covers.to_vec(),
+        denied: false,
     };
     state.audit.record(entry_for(facts.clone(), detail, a.status)).await
 }
@@ -228,7 +244,7 @@ pub(crate) fn entry_for(facts: RequestFacts, detail: Detail, status: u16) -> Ent
         subject: detail.subject,
         params: truncate(&params.to_string()),
         rows: detail.rows,
-        outcome: outcome(status).to_owned(),
+        outcome: if detail.denied { "denied" } else { outcome(status) }.to_owned(),
         status: i32::from(status),
         ip: facts.ip,
         user_agent: facts.user_agent,

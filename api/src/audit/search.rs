@@ -82,7 +82,8 @@ pub(crate) async fn views_of_me(
 ) -> Result<axum::Json<Vec<AuditRow>>, ApiError> {
     let q =
         AuditQuery { actor: q.actor, from: q.from, to: q.to, before: q.before, limit: q.limit, ..Default::default() };
-    let rows = search(&state.pool, &q, Some(&user.id)).await?;
+    let rows: Vec<AuditRow> =
+        search(&state.pool, &q, Some(&user.id)).await?.into_iter().map(|r| r.covering_only(&user.id)).collect();
     slot.set_detail("audit.views_of_me", Some(&user.id), search_params(&q), Some(rows.len() as i64));
     Ok(axum::Json(rows))
 }

@@ -65,7 +65,34 @@ pub(crate) async fn list(
         }
     }
     slot.set_detail("budgets.list", Some(&user.id), serde_json::json!({}), Some(out.len() as i64));
+    slot.set_covers(&shown_people(&st, &user, out.iter().map(|b| &b.budget.scope)).await?);
     Ok(Json(out))
+}
+
+/// The people whose spend a list of budgets showed, besides the caller:
+/// a user budget's user, a team budget's members. Recorded as the entry's
+/// `covers`, so each finds the view in "who viewed my usage".
+pub(crate) async fn shown_people<'a>(
+    st: &AppState,
+    user: &AuthUser,
+    scopes: impl Iterator<Item = &'a Scope>,
+) -> Result<Vec<String>, ApiError> {
+    let mut people = std::collections::BTreeSet::new();
+    for scope in scopes {
+        match scope {
+            Scope::User(u) => {
+                people.insert(u.clone());
+            }
+            Scope::Team(t) => {
+                if let Some(m) = st.teams.members(&st.pool, t).await? {
+                    people.extend(m.iter().cloned());
+                }
+            }
+            Scope::Project(_) => {}
+        }
+    }
+    people.remove(&user.id);
+    Ok(people.into_iter().collect())
 }
 
 /// Sets a budget. Thresholds notify once per window each (live, and the
@@ -100,10 +127,17 @@ pub(crate) async fn create(
     Ok((StatusCode::CREATED, Json(BudgetState { budget: b, state: None })))
 }
 
-async fn reachable(st: &AppState, user: &AuthUser, id: i64) -> Result<Budget, ApiError> {
+async fn reachable(st: &AppState, slot: &AuditSlot, user: &AuthUser, id: i64) -> Result<Budget, ApiError> {
     match super::get(&st.pool, id).await? {
         Some(b) if may_see(st, user, &b).await? => Ok(b),
-        _ => Err(ApiError::NotFound(format!("no budget {id} that you can see"))),
+        Some(b) => {
+            // Someone else's budget: the caller learns nothing (404), the
+            // trail records whose it was (and a team's members).
+            let covers = shown_people(st, user, std::iter::once(&b.scope)).await?;
+            slot.set_denied(b.scope.id(), &covers);
+            Err(ApiError::NotFound(format!("no budget {id} that you can see")))
+        }
+        None => Err(ApiError::NotFound(format!("no budget {id} that you can see"))),
     }
 }
 
@@ -117,7 +151,7 @@ pub(crate) async fn get(
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<BudgetState>, ApiError> {
     slot.set_detail("budgets.get", None, serde_json::json!({"id": id}), None);
-    let b = reachable(&st, &user, id).await?;
+    let b = reachable(&st, &slot, &user, id).await?;
     if let Scope::User(u) = &b.scope {
         slot.set_detail("budgets.get", Some(u), serde_json::json!({"id": id}), Some(1));
     }
@@ -135,7 +169,7 @@ pub(crate) async fn delete(
     ApiPath(id): ApiPath<i64>,
 ) -> Result<StatusCode, ApiError> {
     slot.set_detail("budgets.delete", None, serde_json::json!({"id": id}), None);
-    let b = reachable(&st, &user, id).await?;
+    let b = reachable(&st, &slot, &user, id).await?;
     may_set(&st, &user, &b.scope).await?;
     if user.role != Role::Admin && matches!(b.scope, Scope::User(_)) && b.created_by != user.id {
         return Err(ApiError::Forbidden("this budget was set for you by someone else; an admin can remove it"));

@@ -57,11 +57,27 @@ async fn prepare(
 ) -> Result<Prepared, ApiError> {
     let view = View::parse(q, state.config.history.week_start.weekday(), true)?;
     slot.set_detail(action, Some(&attempted(user, &view)), audit_params(&view, None), None);
-    let subject = user.usage_subject(state, view.user.as_deref(), view.team.as_deref()).await?;
+    let subject = authorize(state, slot, user, &view).await?;
     let plan = params::plan_view(&view, state.config.history.max_points)?;
     slot.set_detail(action, Some(subject.label()), audit_params(&view, Some(&plan)), None);
     slot.set_covers(subject.covers());
     Ok(Prepared { view, plan, subject })
+}
+
+/// The view's subject if the caller may see it. A refused team view names
+/// the team's members in the entry, so each finds the attempt in "who
+/// viewed my usage" (they see only themselves there).
+async fn authorize(state: &AppState, slot: &AuditSlot, user: &AuthUser, view: &View) -> Result<Subject, ApiError> {
+    let refused = match user.usage_subject(state, view.user.as_deref(), view.team.as_deref()).await {
+        Ok(subject) => return Ok(subject),
+        Err(e) => e,
+    };
+    if let Some(team) = view.team.as_deref()
+        && let Ok(Some(members)) = state.teams.members(&state.pool, team).await
+    {
+        slot.set_covers(&members);
+    }
+    Err(refused)
 }
 
 /// A range route's view (no buckets planned), parsed, recorded, authorized.
@@ -75,7 +91,7 @@ async fn prepare_range(
     let view = View::parse(&q, state.config.history.week_start.weekday(), true)?;
     let recorded = json!({"from": view.from, "to": view.to, "filters": view.filters});
     slot.set_detail(action, Some(&attempted(user, &view)), recorded.clone(), None);
-    let subject = user.usage_subject(state, view.user.as_deref(), view.team.as_deref()).await?;
+    let subject = authorize(state, slot, user, &view).await?;
     params::require_range(&view)?;
     slot.set_detail(action, Some(subject.label()), recorded, None);
     slot.set_covers(subject.covers());

@@ -129,11 +129,10 @@ impl Socket {
             }
             ClientMessage::Auth { token } => return self.reauthenticate(&token).await,
             ClientMessage::WatchBudgets => {
-                let action = self.action("live.watch_budgets", Some(&self.user.id), json!({}), 200);
-                if audit::record_action(&self.state, &self.facts, action).await.is_err() {
-                    self.error(None, "audit_unavailable", "cannot record this request; retry shortly");
-                    return None;
-                }
+                // Every watch is answered with the current list, a repeated
+                // one too, and is on the record.
+                self.last_budgets = None;
+                self.budgets_watch_asked = true;
                 self.budgets_watch = Some(self.state.budgets.subscribe());
                 self.push_budgets().await;
             }
@@ -328,6 +327,31 @@ impl Socket {
                 })
         });
         if !same {
+            // On the record before it leaves: the watch itself (first push)
+            // and anyone whose budget a push shows for the first time.
+            let first = std::mem::take(&mut self.budgets_watch_asked);
+            let people = match crate::budgets::routes::shown_people(
+                &self.state,
+                &self.user,
+                visible.iter().map(|b| &b.budget.scope),
+            )
+            .await
+            {
+                Ok(p) => p,
+                Err(_) => return, // retried on the next change
+            };
+            let new: Vec<String> = people.into_iter().filter(|p| !self.budgets_covered.contains(p)).collect();
+            if first || !new.is_empty() {
+                let mut action = self.action("live.watch_budgets", Some(&self.user.id), json!({}), 200);
+                action.covers = &new;
+                action.rows = Some(visible.len() as i64);
+                if audit::record_action(&self.state, &self.facts, action).await.is_err() {
+                    self.budgets_watch_asked = first;
+                    self.error(None, "audit_unavailable", "cannot record this request; retry shortly");
+                    return;
+                }
+                self.budgets_covered.extend(new);
+            }
             self.send(&ServerMessage::Budgets { budgets: &visible });
             self.last_budgets = Some(visible);
         }

@@ -131,6 +131,11 @@ pub(crate) struct Socket {
     /// Budget changes, once the client asked for them.
     pub(super) budgets_watch: Option<tokio::sync::watch::Receiver<u64>>,
     pub(super) last_budgets: Option<Vec<crate::budgets::board::BudgetState>>,
+    /// The people whose budgets this socket's pushes have shown and the
+    /// audit trail already names (a push showing someone new records them).
+    pub(super) budgets_covered: std::collections::BTreeSet<String>,
+    /// A `watch_budgets` was asked for and its answer is not on record yet.
+    pub(super) budgets_watch_asked: bool,
 }
 
 /// The next budget change, or never when budgets are not watched.
@@ -208,6 +213,8 @@ impl Socket {
             closed_for: "client",
             budgets_watch: None,
             last_budgets: None,
+            budgets_covered: std::collections::BTreeSet::new(),
+            budgets_watch_asked: false,
         }
     }
 

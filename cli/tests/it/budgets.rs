@@ -624,3 +624,62 @@ async fn only_admins_send_budget_alerts_to_webhook_endpoints() {
     app.stop().await;
     env.cleanup().await;
 }
+
+/// "Who viewed my usage" names every view that showed my budget or my
+/// team's: a manager's list, an admin's, and a probe of my budget's id by
+/// someone who may not see it (told 404, recorded as denied with me as its
+/// subject).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budget_views_and_probes_are_in_who_viewed_my_usage() {
+    let env = TestEnv::new().await;
+    for (u, role) in [("root", Role::Admin), ("mia", Role::Viewer), ("ann", Role::Viewer), ("eve", Role::Viewer)] {
+        env.add_user(u, role, &format!("{u}-password")).await;
+    }
+    tokenusage_api::teams::create(&env.pool, "t", "test").await.unwrap();
+    tokenusage_api::teams::set_members(&env.pool, "t", &["ann".to_owned()], tokenusage_api::teams::TeamRole::Member)
+        .await
+        .unwrap();
+    tokenusage_api::teams::set_member(&env.pool, "t", "mia", tokenusage_api::teams::TeamRole::Manager).await.unwrap();
+    let app = TestApp::spawn(&env).await;
+    let login = |u: &'static str| {
+        let app = &app;
+        async move { app.login(u, &format!("{u}-password")).await }
+    };
+    let (root, mia, ann, eve) = (login("root").await, login("mia").await, login("ann").await, login("eve").await);
+    let r = app
+        .http
+        .post(app.url("/api/v1/budgets"))
+        .bearer_auth(&ann)
+        .json(&json!({"scope": {"kind": "user", "id": "ann"}, "measure": "tokens", "amount": 1000, "period": "day"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    assert_eq!(app.get(&mia, "/api/v1/budgets").await.0, 200);
+    assert_eq!(app.get(&root, "/api/v1/budgets").await.0, 200);
+    assert_eq!(app.get(&eve, &format!("/api/v1/budgets/{id}")).await.0, 404, "eve learns nothing");
+
+    let (_, views) = app.get(&ann, "/api/v1/audit/views?limit=1000").await;
+    let seen = |actor: &str, action: &str, outcome: &str| {
+        views
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["actor"] == actor && v["action"] == action && v["outcome"] == outcome)
+    };
+    assert!(seen("mia", "budgets.list", "ok"), "the manager's list: {views}");
+    assert!(seen("root", "budgets.list", "ok"), "the admin's list: {views}");
+    assert!(seen("eve", "budgets.get", "denied"), "eve's probe: {views}");
+    assert!(
+        views.as_array().unwrap().iter().all(|v| v.get("covers").is_none_or(|c| c == &json!(["ann"]))),
+        "a member sees only herself among the people an entry covered: {views}"
+    );
+    let (_, denied) = app.get(&root, "/api/v1/admin/audit?outcome=denied&limit=1000").await;
+    assert!(
+        denied.as_array().unwrap().iter().any(|v| v["actor"] == "eve" && v["subject"] == "ann"),
+        "admins find the probe among denials: {denied}"
+    );
+    app.stop().await;
+    env.cleanup().await;
+}
