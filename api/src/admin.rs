@@ -111,7 +111,8 @@ pub(crate) async fn list_dead_letters(
     ApiQuery(q): ApiQuery<DeadLetterQuery>,
 ) -> Result<Json<Vec<dead_letters::DeadLetter>>, ApiError> {
     user.require_admin()?;
-    let rows = dead_letters::list(&st.pool, q.limit.unwrap_or(100), !q.all.unwrap_or(false)).await?;
+    let limit = crate::error::page_limit(q.limit, 100, 10_000)?;
+    let rows = dead_letters::list(&st.pool, limit, !q.all.unwrap_or(false)).await?;
     slot.set_detail(
         "admin.dead_letters.list",
         None,

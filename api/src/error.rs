@@ -206,6 +206,19 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
     }
 }
 
+/// The one rule for every `limit` parameter: absent is `default`; a number
+/// from 1 to `max` is taken as is; anything else is a 400 naming the range
+/// (never clamped silently).
+pub(crate) fn page_limit(limit: Option<i64>, default: i64, max: i64) -> Result<i64, ApiError> {
+    match limit {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(n) => {
+            Err(ApiError::bad_request("invalid_limit", format!("`limit` must be a number from 1 to {max}, not {n}")))
+        }
+    }
+}
+
 /// `axum::extract::Query` with our errors.
 #[derive(Debug)]
 pub struct ApiQuery<T>(pub T);

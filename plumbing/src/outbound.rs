@@ -37,6 +37,22 @@ impl OutboundArgs {
     }
 }
 
+/// A URL as it may be shown in a listing or a log: a password in it and
+/// every query value replaced by `***` (receivers often take their token
+/// there). The user name, host and path stay, so the endpoint is still
+/// recognisable; text that is not a URL is shown as `***`.
+pub fn redacted(url: &str) -> String {
+    let Ok(mut u) = reqwest::Url::parse(url) else { return "***".into() };
+    if u.password().is_some() {
+        let _ = u.set_password(Some("***"));
+    }
+    if u.query().is_some() {
+        let pairs: Vec<String> = u.query_pairs().map(|(k, _)| format!("{k}=***")).collect();
+        u.set_query(Some(&pairs.join("&")));
+    }
+    u.to_string()
+}
+
 /// Why an outbound address or URL is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
@@ -276,6 +292,16 @@ mod tests {
         for url in ["https://hooks.slack.com/services/x", "http://93.184.216.34/", "http://[2606:4700::1111]/"] {
             assert!(!refused(url), "{url} is public");
         }
+    }
+
+    #[test]
+    fn secrets_inside_a_url_are_redacted_for_listings() {
+        assert_eq!(
+            redacted("https://bot:s3cret@hooks.example.com/in?token=abc&x=1"),
+            "https://bot:***@hooks.example.com/in?token=***&x=***"
+        );
+        assert_eq!(redacted("https://hooks.example.com/in"), "https://hooks.example.com/in");
+        assert_eq!(redacted("not a url"), "***");
     }
 
     #[test]

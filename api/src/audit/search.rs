@@ -50,7 +50,7 @@ pub(crate) async fn search(pool: &PgPool, q: &AuditQuery, only_views_of: Option<
     if let Some(b) = q.before {
         qb.push(" and seq < ").push_bind(b);
     }
-    qb.push(" order by seq desc limit ").push_bind(q.limit.unwrap_or(100).clamp(1, 1000));
+    qb.push(" order by seq desc limit ").push_bind(q.limit.unwrap_or(100));
     qb.build_query_as().fetch_all(pool).await
 }
 
@@ -66,6 +66,7 @@ pub(crate) async fn admin_search(
 ) -> Result<axum::Json<Vec<AuditRow>>, ApiError> {
     slot.set_detail("audit.search", q.subject.as_deref(), search_params(&q), None);
     user.require_admin()?;
+    let q = AuditQuery { limit: Some(crate::error::page_limit(q.limit, 100, 1000)?), ..q };
     let rows = search(&state.pool, &q, None).await?;
     slot.set_detail("audit.search", q.subject.as_deref(), search_params(&q), Some(rows.len() as i64));
     Ok(axum::Json(rows))
@@ -80,8 +81,8 @@ pub(crate) async fn views_of_me(
     user: crate::auth::AuthUser,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<axum::Json<Vec<AuditRow>>, ApiError> {
-    let q =
-        AuditQuery { actor: q.actor, from: q.from, to: q.to, before: q.before, limit: q.limit, ..Default::default() };
+    let limit = Some(crate::error::page_limit(q.limit, 100, 1000)?);
+    let q = AuditQuery { actor: q.actor, from: q.from, to: q.to, before: q.before, limit, ..Default::default() };
     let rows: Vec<AuditRow> =
         search(&state.pool, &q, Some(&user.id)).await?.into_iter().map(|r| r.covering_only(&user.id)).collect();
     slot.set_detail("audit.views_of_me", Some(&user.id), search_params(&q), Some(rows.len() as i64));

@@ -330,7 +330,8 @@ pub(crate) async fn list_deliveries(
             format!("state: pending, delivered or dead, not {s:?}"),
         ));
     }
-    let rows = webhooks::deliveries(&st.pool, q.state.as_deref(), q.limit.unwrap_or(100)).await?;
+    let limit = crate::error::page_limit(q.limit, 100, 10_000)?;
+    let rows = webhooks::deliveries(&st.pool, q.state.as_deref(), limit).await?;
     slot.set_rows(rows.len() as i64);
     Ok(Json(rows))
 }

@@ -128,7 +128,7 @@ pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<Endpoint>> {
         .into_iter()
         .map(|(name, url, format, created_at, created_by, pending, dead)| Endpoint {
             name,
-            url,
+            url: outbound::redacted(&url),
             format,
             created_at,
             created_by,

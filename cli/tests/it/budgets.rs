@@ -621,6 +621,20 @@ async fn only_admins_send_budget_alerts_to_webhook_endpoints() {
     assert_eq!(answers[0].0, 403, "{answers:?}");
     let r = app.http.post(app.url("/api/v1/budgets")).bearer_auth(&root).json(&budget("admins")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 201, "an admin may");
+    // Secrets inside an endpoint's URL never come back in a listing.
+    webhooks::create(
+        &env.pool,
+        &loopback_receivers(),
+        "basic",
+        "http://bot:pw-in-url@127.0.0.1:9/h?token=tok-in-url",
+        "json",
+        "t",
+    )
+    .await
+    .unwrap();
+    let listed = app.get(&root, "/api/v1/admin/webhooks").await.1.to_string();
+    assert!(listed.contains("bot:***@127.0.0.1:9/h?token=***"), "{listed}");
+    assert!(!listed.contains("pw-in-url") && !listed.contains("tok-in-url"), "{listed}");
     app.stop().await;
     env.cleanup().await;
 }

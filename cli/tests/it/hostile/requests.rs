@@ -443,3 +443,29 @@ async fn finding_9_a_flood_of_wrong_passwords_cannot_lock_the_owner_out() {
     app.stop().await;
     env.cleanup().await;
 }
+
+/// One rule for every `limit`: a number in the route's range, or a 400
+/// naming the range, never a silent clamp.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_limit_out_of_range_is_a_400_naming_the_range() {
+    let env = TestEnv::database_only().await;
+    env.add_user("root", Role::Admin, "root-password").await;
+    let app = TestApp::spawn_api(&env, test_api_args()).await;
+    let token = app.login("root", "root-password").await;
+    for (path, max) in [
+        ("/api/v1/admin/audit", 1000),
+        ("/api/v1/audit/views", 1000),
+        ("/api/v1/admin/dead-letters", 10_000),
+        ("/api/v1/admin/webhooks/deliveries", 10_000),
+    ] {
+        for bad in ["0".to_owned(), "-1".to_owned(), (max + 1).to_string()] {
+            let (status, body) = app.get(&token, &format!("{path}?limit={bad}")).await;
+            assert_eq!(status, 400, "{path}?limit={bad}: {body}");
+            assert_eq!(body["error"]["code"], "invalid_limit", "{path}?limit={bad}");
+            assert!(body["error"]["message"].as_str().unwrap().contains(&format!("from 1 to {max}")), "{body}");
+        }
+        assert_eq!(app.get(&token, &format!("{path}?limit={max}")).await.0, 200, "{path}?limit={max}");
+    }
+    app.stop().await;
+    env.cleanup().await;
+}
