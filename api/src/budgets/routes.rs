@@ -95,8 +95,11 @@ pub(crate) async fn shown_people<'a>(
     Ok(people.into_iter().collect())
 }
 
-/// Sets a budget. Thresholds notify once per window each (live, and the
-/// named webhook endpoints).
+/// Sets a budget. Everyone may set budgets on themselves, a team's
+/// managers on that team, admins on anyone, any team and any project
+/// (managers cannot set their members' personal budgets). Thresholds
+/// notify once per window each, live, and, for budgets an admin sets, the
+/// named webhook endpoints.
 #[utoipa::path(post, path = "/api/v1/budgets", tag = "budgets", security(("bearer" = [])), request_body = NewBudget,
     responses((status = 201, body = BudgetState)))]
 pub(crate) async fn create(
@@ -158,8 +161,9 @@ pub(crate) async fn get(
     Ok(Json(with_state(&st, b)))
 }
 
-/// Removes a budget. Personal budgets set by an admin or a manager can
-/// only be removed by an admin.
+/// Removes a budget. Viewers remove their own personal budgets, managers
+/// their teams' budgets, admins any; a personal budget an admin set on
+/// someone can only be removed by an admin.
 #[utoipa::path(delete, path = "/api/v1/budgets/{id}", tag = "budgets", security(("bearer" = [])),
     params(("id" = i64, Path, description = "The budget's id")), responses((status = 204, description = "Removed")))]
 pub(crate) async fn delete(
