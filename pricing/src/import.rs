@@ -17,8 +17,13 @@ pub const FORMAT: &str = "tokenusage.prices.v1";
 #[derive(Debug, Default)]
 pub struct Imported {
     pub entries: Vec<Entry>,
-    /// (model, why) for every entry not taken.
+    /// (model, why) for every entry refused as invalid (a malformed or
+    /// inexact price, a bad model name): an import takes all or nothing
+    /// unless told to skip these.
     pub skipped: Vec<(String, String)>,
+    /// (model, why) for entries that are fine but have no per-token price
+    /// (image generation, search, rerank: priced per request).
+    pub not_priced: Vec<(String, String)>,
     /// Which format the file was in.
     pub format: &'static str,
 }
@@ -130,7 +135,7 @@ fn litellm(obj: &Map<String, Value>, opts: &ImportOptions) -> Imported {
         };
         if price.named().next().is_none() {
             // Image generation, search, rerank...: priced per request, not per token.
-            out.skipped.push((model.clone(), "no per-token price".into()));
+            out.not_priced.push((model.clone(), "no per-token price".into()));
             continue;
         }
         let source = spec.get("source").and_then(Value::as_str).unwrap_or(&opts.source).to_owned();
@@ -159,7 +164,7 @@ fn models_dev(obj: &Map<String, Value>, opts: &ImportOptions) -> Imported {
         for (id, m) in models {
             let name = format!("{provider}/{id}");
             let Some(cost) = m.get("cost").and_then(Value::as_object) else {
-                out.skipped.push((name, "no cost".into()));
+                out.not_priced.push((name, "no cost".into()));
                 continue;
             };
             // Per million tokens → nano-units: × 10^9.
@@ -347,7 +352,8 @@ mod tests {
         assert_eq!(sonnet.price.get(Kind::CacheWrite1h), Some(6_000_000_000));
         let lite = got.entries.iter().find(|e| e.model == "gemini-2.0-flash-lite").unwrap();
         assert_eq!(lite.price.get(Kind::Input), Some(75_000_000));
-        assert_eq!(got.skipped, vec![("dall-e-3".to_owned(), "no per-token price".to_owned())]);
+        assert!(got.skipped.is_empty(), "{:?}", got.skipped);
+        assert_eq!(got.not_priced, vec![("dall-e-3".to_owned(), "no per-token price".to_owned())]);
     }
 
     #[test]

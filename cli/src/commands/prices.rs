@@ -49,6 +49,10 @@ pub enum PricesCmd {
         /// Read and report; change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Import the valid entries even if some are invalid (by default an
+        /// invalid entry means nothing is imported).
+        #[arg(long)]
+        skip_invalid: bool,
         #[command(flatten)]
         db: DatabaseArgs,
     },
@@ -255,7 +259,7 @@ pub async fn run(cmd: PricesCmd) -> anyhow::Result<ExitCode> {
             audit(&pool, "prices.remove", "tokenusage prices remove", params).await?;
             println!("removed entry {id} ({} from {}); re-price its range to apply", gone.model, gone.effective_from);
         }
-        PricesCmd::Import { file, effective_from, dry_run, db } => {
+        PricesCmd::Import { file, effective_from, dry_run, skip_invalid, db } => {
             let mut text = String::new();
             if file == "-" {
                 std::io::stdin().read_to_string(&mut text)?;
@@ -279,16 +283,24 @@ pub async fn run(cmd: PricesCmd) -> anyhow::Result<ExitCode> {
                 got.format
             );
             eprintln!(
-                "read {} entries from a {} catalogue; {} skipped",
+                "read {} entries from a {} catalogue; {} invalid, {} without a per-token price (not imported)",
                 got.entries.len(),
                 got.format,
-                got.skipped.len()
+                got.skipped.len(),
+                got.not_priced.len()
             );
             for (model, why) in got.skipped.iter().take(20) {
-                eprintln!("  skipped {model}: {why}");
+                eprintln!("  invalid {model}: {why}");
             }
             if got.skipped.len() > 20 {
-                eprintln!("  ... and {} more", got.skipped.len() - 20);
+                eprintln!("  ... and {} more invalid", got.skipped.len() - 20);
+            }
+            if !got.skipped.is_empty() && !skip_invalid {
+                eprintln!(
+                    "nothing imported: {} entries are invalid (fix them, or import the rest with --skip-invalid)",
+                    got.skipped.len()
+                );
+                return Ok(ExitCode::from(1));
             }
             if dry_run {
                 println!("dry run: {} entries would be added or replaced", got.entries.len());
@@ -299,7 +311,7 @@ pub async fn run(cmd: PricesCmd) -> anyhow::Result<ExitCode> {
             tx.commit().await?;
             let params = serde_json::json!({
                 "file": opts.source, "format": got.format, "effective_from": effective_from,
-                "changed": changed, "skipped": got.skipped.len(),
+                "changed": changed, "skipped_invalid": got.skipped.len(), "not_priced": got.not_priced.len(),
             });
             audit(&pool, "prices.import", "tokenusage prices import", params).await?;
             println!("imported: {} added, {} replaced", changed.added, changed.replaced);

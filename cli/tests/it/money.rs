@@ -405,3 +405,38 @@ async fn admins_manage_the_price_book_over_the_api_and_bad_prices_are_named() {
     app.stop().await;
     env.cleanup().await;
 }
+
+/// A catalogue with an invalid entry imports nothing (exit 1, every
+/// invalid entry named), unless told to skip them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partly_invalid_catalogue_imports_all_or_nothing() {
+    let env = TestEnv::database_only().await;
+    let dir = std::env::temp_dir().join(format!("tu-prices-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("book.json");
+    std::fs::write(
+        &file,
+        json!({"format": "tokenusage.prices.v1", "currency": "USD", "entries": [
+            {"model": "good-model", "effective_from": "2026-01-01T00:00:00Z", "per_million": {"input": "1", "output": "2"}},
+            {"model": "typo-model", "effective_from": "2026-01-01T00:00:00Z", "per_million": {"inptu": "1"}}
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    let file = file.to_string_lossy().into_owned();
+    let count = || async {
+        sqlx::query_scalar::<_, i64>("select count(*) from price_book where model = 'good-model'")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap()
+    };
+    let out = tokenusage(&env, &["prices", "import", &file], None);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("invalid typo-model") && said.contains("nothing imported"), "{said}");
+    assert_eq!(count().await, 0, "nothing of it was imported");
+    ok(tokenusage(&env, &["prices", "import", &file, "--skip-invalid"], None));
+    assert_eq!(count().await, 1, "with --skip-invalid the valid entry is in");
+    let _ = std::fs::remove_dir_all(&dir);
+    env.cleanup().await;
+}
