@@ -182,10 +182,12 @@ fn describe_metrics() {
 /// The ingest routes, ready to merge into a server.
 pub fn router(args: &IngestArgs, publisher: Publisher, pool: PgPool) -> axum::Router {
     describe_metrics();
+    let keys = Arc::new(KeyCache::new(Duration::from_secs(args.ingest_key_cache_secs)));
+    keys.follow_revocations(pool.clone());
     let state = IngestState {
         publisher,
         pool,
-        keys: Arc::new(KeyCache::new(Duration::from_secs(args.ingest_key_cache_secs))),
+        keys,
         max_batch: args.ingest_max_batch as usize,
         max_body_bytes: args.ingest_max_body_bytes,
         otlp: crate::otlp::OtlpMapping {

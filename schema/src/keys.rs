@@ -75,15 +75,26 @@ pub async fn list(pool: &PgPool) -> Result<Vec<KeyInfo>, sqlx::Error> {
 
 /// Revokes a key by id or prefix. Returns false when no active key matched.
 pub async fn revoke(pool: &PgPool, id_or_prefix: &str) -> Result<bool, sqlx::Error> {
-    let n = sqlx::query(
-        "update api_keys set revoked_at = now() where revoked_at is null and (id::text = $1 or key_prefix = $1)",
+    // Notified in the revocation's transaction, so it is delivered when the
+    // revocation commits: every process's key cache forgets its keys at once
+    // instead of honouring a revoked key until its cache entry expires.
+    let mut tx = pool.begin().await?;
+    let revoked: Vec<String> = sqlx::query_scalar(
+        "update api_keys set revoked_at = now() \
+         where revoked_at is null and (id::text = $1 or key_prefix = $1) returning key_prefix",
     )
     .bind(id_or_prefix)
-    .execute(pool)
-    .await?
-    .rows_affected();
-    Ok(n > 0)
+    .fetch_all(&mut *tx)
+    .await?;
+    for prefix in &revoked {
+        sqlx::query("select pg_notify($1, $2)").bind(CHANGED).bind(prefix).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(!revoked.is_empty())
 }
+
+/// The channel a key revocation is notified on (the payload is its prefix).
+pub const CHANGED: &str = "tokenusage_keys";
 
 /// What an active key allows.
 #[derive(Debug, Clone, PartialEq, Eq)]

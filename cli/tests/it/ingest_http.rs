@@ -321,3 +321,27 @@ async fn publish_over_http_reports_server_rejections_and_the_docs_examples_work(
     app.stop().await;
     env.cleanup().await;
 }
+
+/// A revoked key stops working at once, not when its cache entry expires
+/// (30 s by default): the revocation is notified to every process's cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_key_stops_working_within_a_second() {
+    let env = TestEnv::new().await;
+    let app = TestApp::spawn(&env).await;
+    let created = keys::create(&env.pool, "soon-gone", "svc-gone", 100_000).await.unwrap();
+    let j = "application/json";
+    let (s, _, b) = post(&app, Some(&created.key), j, ev("r1").to_string()).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    // Cached now; the listener is connected well before this (it starts
+    // with the server).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(keys::revoke(&env.pool, &created.info.key_prefix).await.unwrap());
+    let refused = eventually(Duration::from_secs(1), || async {
+        let (s, _, _) = post(&app, Some(&created.key), j, ev("r2").to_string()).await;
+        (s == StatusCode::UNAUTHORIZED).then_some(())
+    })
+    .await;
+    assert!(refused.is_some(), "the revoked key still worked a second later");
+    app.stop().await;
+    env.cleanup().await;
+}
