@@ -208,6 +208,22 @@ fn push(
     }
 }
 
+/// Most characters of a price's `source` (a URL or a contract's name).
+pub const SOURCE_MAX_CHARS: usize = 512;
+
+/// Where a price comes from: 1 to [`SOURCE_MAX_CHARS`] characters, no
+/// control characters (it is shown in listings and logs).
+pub fn check_source(source: &str) -> Result<(), String> {
+    let n = source.chars().count();
+    if n == 0 || n > SOURCE_MAX_CHARS {
+        return Err(format!("source: 1 to {SOURCE_MAX_CHARS} characters, got {n}"));
+    }
+    if source.chars().any(char::is_control) {
+        return Err("source: must not contain control characters".into());
+    }
+    Ok(())
+}
+
 /// A model name (or pattern) the book can hold: what an event's `model`
 /// may be (contract v1 characters, 128 at most), plus `*`.
 pub fn check_model(model: &str) -> Result<(), String> {
@@ -273,6 +289,7 @@ fn entry_of(e: &Value, currency: &str, opts: &ImportOptions) -> Result<Entry, St
         price.set(kind, Some(Price::parse_per_million(&text)?));
     }
     let source = e.get("source").and_then(Value::as_str).unwrap_or(&opts.source).to_owned();
+    check_source(&source)?;
     Ok(Entry {
         id: None,
         model: model.to_owned(),
@@ -354,6 +371,14 @@ mod tests {
         assert_eq!(lite.price.get(Kind::Input), Some(75_000_000));
         assert!(got.skipped.is_empty(), "{:?}", got.skipped);
         assert_eq!(got.not_priced, vec![("dall-e-3".to_owned(), "no per-token price".to_owned())]);
+    }
+
+    #[test]
+    fn a_price_source_is_bounded_and_printable() {
+        assert!(check_source("https://openai.com/api/pricing/").is_ok());
+        assert!(check_source("").unwrap_err().contains("1 to 512"));
+        assert!(check_source(&"x".repeat(513)).unwrap_err().contains("got 513"));
+        assert!(check_source("a\nb").unwrap_err().contains("control"));
     }
 
     #[test]

@@ -189,7 +189,7 @@ pub fn parse_window(s: &str) -> Result<i32, BudgetError> {
             format!("a rolling window is like \"90m\", \"24h\" or \"7d\" (1 minute to 366 days), not {s:?}"),
         )
     };
-    let s = s.trim();
+    // Taken as written: " 24h" is not a window (nothing is trimmed).
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?);
     let n: i64 = num.parse().map_err(|_| bad())?;
     let minutes = match unit {
@@ -232,7 +232,7 @@ pub fn check(b: &NewBudget) -> Result<Checked, BudgetError> {
     let amount = match (b.measure, &b.amount) {
         (Measure::Tokens, serde_json::Value::Number(n)) => n.as_i64().filter(|v| *v > 0),
         (Measure::Cost, serde_json::Value::String(s)) => {
-            tokenusage_contract::money::parse_nanos(s).ok().filter(|v| *v > 0)
+            tokenusage_contract::money::parse_nanos_text(s).ok().filter(|v| *v > 0)
         }
         _ => None,
     }
@@ -502,7 +502,7 @@ mod tests {
         assert_eq!(parse_window("90m").unwrap(), 90);
         assert_eq!(parse_window("24h").unwrap(), 1440);
         assert_eq!(parse_window("7d").unwrap(), 10_080);
-        for bad in ["", "h", "0m", "5", "5w", "-1h", "99999999999d"] {
+        for bad in ["", "h", "0m", "5", "5w", "-1h", "99999999999d", " 24h", "24h ", "2 4h"] {
             assert!(parse_window(bad).is_err(), "{bad}");
         }
     }
