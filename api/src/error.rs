@@ -187,8 +187,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             let at = if path.is_empty() { "the body".to_owned() } else { format!("`{path}`") };
             return Err(ApiError::bad_request("invalid_body", format!("{at} {}", why.reason())));
         }
-        serde_json::from_value(value).map(ApiJson).map_err(|e| {
-            ApiError::bad_request("invalid_body", format!("the body does not have the expected shape: {e}"))
+        // Every shape error names its field (`measure`, `scope.kind`,
+        // `thresholds[2]`), not just what was expected.
+        serde_path_to_error::deserialize(value).map(ApiJson).map_err(|e| {
+            let path = e.path().to_string();
+            let at = if path == "." { "the body".to_owned() } else { format!("`{path}`") };
+            ApiError::bad_request("invalid_body", format!("{at}: {}", e.inner()))
         })
     }
 }

@@ -280,13 +280,13 @@ fn entry_of(e: &Value, currency: &str, opts: &ImportOptions) -> Result<Entry, St
     let per_million = e.get("per_million").and_then(Value::as_object).ok_or("`per_million` must be an object")?;
     let mut price = Price::default();
     for (k, v) in per_million {
-        let kind = Kind::parse(k).ok_or_else(|| format!("unknown token kind {k:?}"))?;
+        let kind = Kind::parse(k).ok_or_else(|| format!("per_million.{k}: unknown token kind {k:?}"))?;
         let text = match v {
             Value::String(s) => s.clone(),
             Value::Number(n) => n.to_string(),
-            other => return Err(format!("{k}: expected a decimal string, got {other}")),
+            other => return Err(format!("per_million.{k}: expected a decimal string, got {other}")),
         };
-        price.set(kind, Some(Price::parse_per_million(&text)?));
+        price.set(kind, Some(Price::parse_per_million(&text).map_err(|why| format!("per_million.{k}: {why}"))?));
     }
     let source = e.get("source").and_then(Value::as_str).unwrap_or(&opts.source).to_owned();
     check_source(&source)?;

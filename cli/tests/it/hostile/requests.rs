@@ -469,3 +469,45 @@ async fn every_limit_out_of_range_is_a_400_naming_the_range() {
     app.stop().await;
     env.cleanup().await;
 }
+
+/// Every refused field of a JSON body is named in the answer: enum values,
+/// types, nested scopes, list items and price kinds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_body_error_names_its_field() {
+    let env = TestEnv::database_only().await;
+    env.add_user("root", Role::Admin, "root-password").await;
+    let app = TestApp::spawn_api(&env, test_api_args()).await;
+    let token = app.login("root", "root-password").await;
+    let budget = json!({"scope": {"kind": "user", "id": "root"}, "measure": "tokens", "amount": 10, "period": "day"});
+    let with = |field: &str, v: serde_json::Value| {
+        let mut b = budget.clone();
+        let (outer, inner) = field.split_once('.').map_or((field, None), |(o, i)| (o, Some(i)));
+        match inner {
+            Some(i) => b[outer][i] = v,
+            None => b[outer] = v,
+        }
+        b
+    };
+    for (body, field) in [
+        (with("measure", json!("bogus")), "measure"),
+        (with("period", json!(7)), "period"),
+        (with("thresholds", json!([50, "80", 120])), "thresholds[1]"),
+        (with("scope.kind", json!("galaxy")), "scope"),
+        (with("webhooks", json!("ops")), "webhooks"),
+    ] {
+        let r = app.http.post(app.url("/api/v1/budgets")).bearer_auth(&token).json(&body).send().await.unwrap();
+        let status = r.status().as_u16();
+        let answer: serde_json::Value = r.json().await.unwrap();
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert!(message.contains(field), "{body}: {message:?} names no `{field}`");
+    }
+    let price =
+        json!({"model": "m", "effective_from": "2026-01-01T00:00:00Z", "per_million": {"inptu": "1"}, "source": "s"});
+    let r = app.http.post(app.url("/api/v1/admin/prices")).bearer_auth(&token).json(&price).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let message = r.json::<serde_json::Value>().await.unwrap()["error"]["message"].to_string();
+    assert!(message.contains("per_million.inptu"), "{message}");
+    app.stop().await;
+    env.cleanup().await;
+}
