@@ -216,6 +216,16 @@ impl Application {
             self.state.series_cache.clone(),
         );
         self.state.spawn_budgets();
+        {
+            // The gateway check's key cache follows revocations at once.
+            let (board, stopped) = (self.state.budgets.clone(), self.state.shutdown.clone());
+            tokenusage_plumbing::db::follow_notifications(
+                self.state.pool.clone(),
+                tokenusage_schema::keys::CHANGED,
+                move || stopped.is_cancelled(),
+                move || board.forget_publishers(),
+            );
+        }
         let sockets = self.state.sockets.clone();
         let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
         let result = match self.tls {

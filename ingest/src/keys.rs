@@ -68,38 +68,16 @@ impl KeyCache {
     /// than the cache's TTL. Ends when the cache is dropped. If the
     /// listener cannot connect, the TTL still bounds a revoked key's life.
     pub fn follow_revocations(self: &Arc<Self>, pool: PgPool) {
-        let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(200);
-            while weak.strong_count() > 0 {
-                let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
-                    Ok(l) => l,
-                    Err(_) => {
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(10));
-                        continue;
-                    }
-                };
-                if listener.listen(keys::CHANGED).await.is_err() {
-                    continue;
-                }
-                backoff = Duration::from_millis(200);
-                // Anything missed while reconnecting: forget it all.
+        let (gone, weak) = (Arc::downgrade(self), Arc::downgrade(self));
+        tokenusage_plumbing::db::follow_notifications(
+            pool,
+            keys::CHANGED,
+            move || gone.strong_count() == 0,
+            move || {
                 if let Some(c) = weak.upgrade() {
                     c.forget_all();
                 }
-                loop {
-                    match tokio::time::timeout(Duration::from_secs(5), listener.recv()).await {
-                        Ok(Ok(_)) => match weak.upgrade() {
-                            Some(c) => c.forget_all(),
-                            None => return,
-                        },
-                        Ok(Err(_)) => break, // reconnect
-                        Err(_) if weak.strong_count() == 0 => return,
-                        Err(_) => {}
-                    }
-                }
-            }
-        });
+            },
+        );
     }
 }

@@ -84,3 +84,43 @@ impl DatabaseArgs {
         Ok(pool)
     }
 }
+
+/// Calls `on` for every notification on `channel`, and once after each
+/// (re)connection (anything sent while disconnected was missed), until
+/// `done` says so (checked at least every 5 s). Runs on a task of its own;
+/// a listener that cannot connect retries with backoff, so callers keep a
+/// bound of their own (a cache TTL) for that time.
+pub fn follow_notifications(
+    pool: PgPool,
+    channel: &'static str,
+    done: impl Fn() -> bool + Send + 'static,
+    on: impl Fn() + Send + 'static,
+) {
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(200);
+        while !done() {
+            let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+                Ok(l) => l,
+                Err(_) => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            };
+            if listener.listen(channel).await.is_err() {
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+            backoff = Duration::from_millis(200);
+            on();
+            loop {
+                match tokio::time::timeout(Duration::from_secs(5), listener.recv()).await {
+                    Ok(Ok(_)) => on(),
+                    Ok(Err(_)) => break,
+                    Err(_) if done() => return,
+                    Err(_) => {}
+                }
+            }
+        }
+    });
+}

@@ -229,7 +229,8 @@ impl Board {
     }
 
     /// The prefix of the active publisher key `token` is, if it is one
-    /// (cached for 30 s, like ingest's key checks).
+    /// (cached for 30 s, like ingest's key checks, and forgotten at once
+    /// when any process revokes a key).
     pub(crate) async fn publisher(&self, pool: &sqlx::PgPool, token: &str) -> sqlx::Result<Option<String>> {
         if token.len() > 256 {
             return Ok(None);
@@ -241,6 +242,11 @@ impl Board {
         let found = tokenusage_schema::keys::find(pool, &hash).await?.map(|k| k.prefix);
         self.publishers.insert(hash, found.clone(), 1);
         Ok(found)
+    }
+
+    /// Forgets every cached publisher key (one was revoked somewhere).
+    pub(crate) fn forget_publishers(&self) {
+        self.publishers.clear();
     }
 
     /// Changes to the board (for live sockets).

@@ -332,6 +332,8 @@ async fn a_revoked_key_stops_working_within_a_second() {
     let j = "application/json";
     let (s, _, b) = post(&app, Some(&created.key), j, ev("r1").to_string()).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let r = app.http.get(app.url("/api/v1/budgets/check?user=u")).bearer_auth(&created.key).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "the gateway check takes the key (and caches it)");
     // Cached now; the listener is connected well before this (it starts
     // with the server).
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -342,6 +344,14 @@ async fn a_revoked_key_stops_working_within_a_second() {
     })
     .await;
     assert!(refused.is_some(), "the revoked key still worked a second later");
+    // The gateway check (the API's own key cache) too.
+    let check = || async {
+        app.http.get(app.url("/api/v1/budgets/check?user=u")).bearer_auth(&created.key).send().await.unwrap().status()
+    };
+    let refused =
+        eventually(Duration::from_secs(1), || async { (check().await == StatusCode::UNAUTHORIZED).then_some(()) })
+            .await;
+    assert!(refused.is_some(), "the gateway check still took the revoked key a second later");
     app.stop().await;
     env.cleanup().await;
 }
