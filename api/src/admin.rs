@@ -47,13 +47,22 @@ pub(crate) async fn create_key(
     ApiJson(req): ApiJson<CreateKey>,
 ) -> Result<(StatusCode, Json<keys::NewKey>), ApiError> {
     user.require_admin()?;
-    let name = req.name.trim();
-    if name.is_empty() || name.len() > 128 {
-        return Err(ApiError::bad_request("invalid_name", "`name` must be 1 to 128 characters"));
+    // Taken as written: a source is the de-duplication scope of its events,
+    // so " ops" and "ops" must not silently become one.
+    let padded = |v: &str| v.trim() != v;
+    let name = req.name.as_str();
+    if name.is_empty() || name.len() > 128 || padded(name) {
+        return Err(ApiError::bad_request(
+            "invalid_name",
+            "`name` must be 1 to 128 characters, not starting or ending with whitespace",
+        ));
     }
-    let source = req.source.as_deref().map_or(name, str::trim);
-    if source.is_empty() || source.len() > tokenusage_contract::Limits::SOURCE_MAX_CHARS {
-        return Err(ApiError::bad_request("invalid_source", "`source` must be 1 to 256 characters"));
+    let source = req.source.as_deref().unwrap_or(name);
+    if source.is_empty() || source.len() > tokenusage_contract::Limits::SOURCE_MAX_CHARS || padded(source) {
+        return Err(ApiError::bad_request(
+            "invalid_source",
+            "`source` must be 1 to 256 characters, not starting or ending with whitespace",
+        ));
     }
     let rate = req.rate_per_sec.unwrap_or(5000);
     if !(1..=1_000_000).contains(&rate) {

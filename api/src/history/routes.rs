@@ -238,12 +238,15 @@ pub(crate) async fn top_users(
     }))
 }
 
+/// Text, so a non-number gets the same answer as one out of range (the
+/// one rule, `error::page_limit`).
 fn parse_limit(limit: Option<&str>) -> Result<i64, ApiError> {
-    match limit {
-        None => Ok(10),
-        Some(l) => l.parse().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| {
-            ApiError::bad_request("invalid_limit", format!("`limit` must be a number from 1 to 1000, not {l:?}"))
-        }),
+    match limit.map(|l| (l, l.parse::<i64>())) {
+        None => crate::error::page_limit(None, 10, 1000),
+        Some((_, Ok(n))) => crate::error::page_limit(Some(n), 10, 1000),
+        Some((l, Err(_))) => {
+            Err(ApiError::bad_request("invalid_limit", format!("`limit` must be a number from 1 to 1000, not {l:?}")))
+        }
     }
 }
 

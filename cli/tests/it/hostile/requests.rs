@@ -502,6 +502,12 @@ async fn every_body_error_names_its_field() {
         assert_eq!(status, 400, "{body}: {answer}");
         assert!(message.contains(field), "{body}: {message:?} names no `{field}`");
     }
+    // Values are taken as written: a padded key name or source is refused, not trimmed.
+    for body in [json!({"name": " ops"}), json!({"name": "ops", "source": "svc "})] {
+        let r = app.http.post(app.url("/api/v1/admin/keys")).bearer_auth(&token).json(&body).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 400, "{body}");
+        assert!(r.text().await.unwrap().contains("whitespace"), "{body}");
+    }
     let price =
         json!({"model": "m", "effective_from": "2026-01-01T00:00:00Z", "per_million": {"inptu": "1"}, "source": "s"});
     let r = app.http.post(app.url("/api/v1/admin/prices")).bearer_auth(&token).json(&price).send().await.unwrap();
