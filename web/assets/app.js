@@ -445,7 +445,9 @@
       + (f.lost_records ? " · " + num(f.lost_records) + " published events were lost by the broker before they could be counted, so totals are low (an operator can list them with tokenusage lost)" : "");
   }
 
-  function table(s) {
+  function table(s) { keepingPlace($("table"), () => drawTable(s)); }
+
+  function drawTable(s) {
     const head = $("table").tHead, body = $("table").tBodies[0];
     head.textContent = ""; body.textContent = "";
     const hr = head.insertRow();
@@ -573,7 +575,25 @@
     return "this " + b.period + " (" + b.zone + ")";
   }
 
-  function renderBudgets(list) {
+  // Live updates rebuild parts of the page; a person using them must not
+  // lose their place. Whatever had focus inside `container` (found again by
+  // its data-focus-key or id) gets it back, and the scroll position of the
+  // scrolling region around it is kept.
+  function keepingPlace(container, rebuild) {
+    const active = document.activeElement;
+    const key = active && container.contains(active) ? (active.dataset.focusKey || active.id) : null;
+    const region = container.closest(".scroll");
+    const scroll = region ? [region.scrollTop, region.scrollLeft] : null;
+    rebuild();
+    if (region) { region.scrollTop = scroll[0]; region.scrollLeft = scroll[1]; }
+    if (!key) return;
+    const again = Array.from(container.querySelectorAll("[data-focus-key], [id]")).find((el) => (el.dataset.focusKey || el.id) === key);
+    if (again) again.focus({ preventScroll: true });
+  }
+
+  function renderBudgets(list) { keepingPlace($("budget-list"), () => drawBudgets(list)); }
+
+  function drawBudgets(list) {
     const ul = $("budget-list"); ul.textContent = "";
     $("budgets-empty").hidden = list.length > 0;
     const seen = new Set(); const fresh = [];
@@ -609,7 +629,7 @@
       const mine = b.scope.kind === "user" ? b.created_by === session.user : b.scope.kind === "team" && session.teams.includes(b.scope.id);
       if (session.role === "admin" || mine) {
         const rm = document.createElement("button"); rm.type = "button"; rm.className = "small"; rm.textContent = "Remove";
-        rm.setAttribute("aria-label", "Remove budget " + b.name);
+        rm.setAttribute("aria-label", "Remove budget " + b.name); rm.dataset.focusKey = "remove-" + b.id;
         rm.addEventListener("click", () => removeBudget(b));
         li.appendChild(rm);
       }

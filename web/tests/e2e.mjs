@@ -258,6 +258,21 @@ async function main() {
       await page.screenshot({ path: join(artifacts, "budgets.png"), fullPage: true });
     });
 
+    await test("live budget updates keep keyboard focus where it was", async () => {
+      await page.focus("#budget-list li button");
+      const label = await page.evaluate(() => document.activeElement.getAttribute("aria-label"));
+      assert(/^Remove budget /.test(label || ""), "a Remove button has focus: " + label);
+      for (let i = 1; i <= 5; i++) {
+        const before = await page.textContent("#budget-list");
+        run(["publish", "-", "--source", "e2e"], event("alice", 0, "chat", 1000 * i, 0));
+        // The pushed update redraws the list (its numbers change)...
+        await page.waitForFunction((b) => document.getElementById("budget-list").textContent !== b, before, { timeout: 30000 });
+        // ...and focus is still on the same control.
+        const now = await page.evaluate(() => document.activeElement && document.activeElement.getAttribute("aria-label"));
+        assert(now === label, `after push ${i} focus moved from "${label}" to "${now}"`);
+      }
+    });
+
     // Two accessibility engines on every screen and state, in a context that
     // may inject them.
     const actx = await browser.newContext({ timezoneId: TZ, locale: "en-GB", bypassCSP: true });
