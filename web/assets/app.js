@@ -675,9 +675,15 @@
       err.textContent = cost ? "Enter a cost above 0, like 250 or 12.50." : "Enter a whole number of tokens, at least 1.";
       $("budget-tokens").focus(); return;
     }
-    const thresholds = $("budget-thresholds").value.split(",").map((x) => Number(x.trim())).filter((x) => x);
-    if (!thresholds.length || thresholds.some((x) => !Number.isInteger(x) || x < 1 || x > 1000)) {
-      err.textContent = "Alert thresholds are whole percentages from 1 to 1000, like 50,80,100."; $("budget-thresholds").focus(); return;
+    // Every part typed is a threshold or an error naming it: nothing is
+    // dropped silently ("120%" is 120; "eighty" is refused, not skipped).
+    const parts = $("budget-thresholds").value.split(",").map((x) => x.trim()).filter((x) => x !== "");
+    const bad = parts.filter((x) => !/^[0-9]{1,4}\s*%?$/.test(x) || +x.replace("%", "") < 1 || +x.replace("%", "") > 1000);
+    const thresholds = parts.map((x) => Number(x.replace("%", "").trim()));
+    if (!parts.length || bad.length) {
+      err.textContent = (bad.length ? "Not a threshold: " + bad.map((x) => "“" + x + "”").join(", ") + ". " : "")
+        + "Alert thresholds are whole percentages from 1 to 1000, like 50, 80, 100.";
+      $("budget-thresholds").focus(); return;
     }
     const team = $("budget-scope").value;
     const body = { scope: team ? { kind: "team", id: team } : { kind: "user", id: session.user }, measure: cost ? "cost" : "tokens", amount: cost ? raw : Number(raw), period: $("budget-period").value,

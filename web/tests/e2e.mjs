@@ -258,6 +258,25 @@ async function main() {
       await page.screenshot({ path: join(artifacts, "budgets.png"), fullPage: true });
     });
 
+    await test("budget thresholds are never dropped silently: 120% is 120, a word is an error", async () => {
+      const count = () => page.evaluate(() => document.querySelectorAll("#budget-list li").length);
+      const before = await count();
+      await page.focus("#budget-new summary"); await page.keyboard.press("Enter");
+      await page.selectOption("#budget-measure", "tokens");
+      await page.fill("#budget-tokens", "123456789");
+      await page.fill("#budget-thresholds", "50, eighty, 120%");
+      await page.focus("#budget-form button[type=submit]"); await page.keyboard.press("Enter");
+      await page.waitForFunction(() => /Not a threshold: “eighty”/.test(document.getElementById("budget-error").textContent), null, { timeout: 5000 });
+      assert(await page.evaluate(() => document.activeElement.id) === "budget-thresholds", "focus moves to the field in error");
+      assert(await count() === before, "nothing was created");
+      await page.fill("#budget-thresholds", "50, 80, 120%");
+      await page.focus("#budget-form button[type=submit]"); await page.keyboard.press("Enter");
+      await page.waitForFunction((n) => document.querySelectorAll("#budget-list li").length === n + 1, before, { timeout: 20000 });
+      const r = await fetch(url + "/api/v1/budgets", { headers: { authorization: "Bearer " + token } });
+      const made = (await r.json()).find((b) => b.amount === 123456789);
+      assert(made && JSON.stringify(made.thresholds) === "[50,80,120]", "all three thresholds were set: " + JSON.stringify(made && made.thresholds));
+    });
+
     await test("live budget updates keep keyboard focus where it was", async () => {
       await page.focus("#budget-list li button");
       const label = await page.evaluate(() => document.activeElement.getAttribute("aria-label"));
