@@ -854,6 +854,22 @@ mod tests {
     }
 
     #[test]
+    fn a_span_ending_after_2262_is_out_of_range_not_missing() {
+        let mut s = span(vec![
+            Kv::string("user.id", "u"),
+            Kv::string("gen_ai.request.model", "m"),
+            Kv::int("gen_ai.usage.input_tokens", 1),
+        ]);
+        s.end_time_unix_nano = 16_725_225_600_000_000_000; // 2500-01-01
+        let errs = to_event(&s, Context::default(), &mapping(), "svc", now()).unwrap().unwrap_err().to_string();
+        assert!(errs.contains("endTimeUnixNano: is out of range"), "{errs}");
+        s.end_time_unix_nano = 0;
+        s.start_time_unix_nano = 0;
+        let errs = to_event(&s, Context::default(), &mapping(), "svc", now()).unwrap().unwrap_err().to_string();
+        assert!(errs.contains("endTimeUnixNano: is required"), "{errs}");
+    }
+
+    #[test]
     fn the_cache_write_name_of_util_genai_is_a_cache_write() {
         let s = span(vec![
             Kv::string("user.id", "u"),

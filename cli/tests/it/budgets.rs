@@ -495,6 +495,16 @@ async fn managers_set_and_read_only_their_teams_budgets_and_gateways_check_with_
             break;
         }
     }
+    // A second watch on the same socket is answered too (it used to get
+    // nothing), and is on the record like the first.
+    send(&mut ws, json!({"type": "watch_budgets"})).await;
+    let again = next_of(&mut ws, &["budgets"], Duration::from_secs(10)).await.expect("a second watch is answered");
+    assert_eq!(ids(&again["budgets"]), vec![a_id, u_id]);
+    let watches: i64 = sqlx::query_scalar("select count(*) from audit_log where action = 'live.watch_budgets'")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert!(watches >= 2, "both watches are audited: {watches}");
 
     // One audit entry per request, the check's with the key as actor.
     let audited: i64 = sqlx::query_scalar("select count(*) from audit_log where action = 'budgets.check'")
