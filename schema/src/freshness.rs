@@ -52,6 +52,8 @@ pub async fn claimed_partitions(pool: &PgPool, group: &str, topic: &str) -> sqlx
 #[derive(Debug, Clone, Copy)]
 pub struct Watermarks {
     pub partition: i32,
+    /// Not used for lag (a never-counted partition is owed offset 0 on),
+    /// kept for the record of what the broker held.
     pub low: i64,
     pub high: i64,
 }
@@ -71,7 +73,7 @@ pub async fn record(
             lag = greatest(h.high - greatest(o.next_offset, 0), 0),
             caught_up_at = case when greatest(o.next_offset, 0) >= h.high then $5 else o.caught_up_at end,
             probed_at = $5
-        from unnest($3::int4[], $4::int8[], $6::int8[]) as h(partition, high, low)
+        from unnest($3::int4[], $4::int8[]) as h(partition, high)
         where o.consumer_group = $1 and o.topic = $2 and o.partition = h.partition
         "#,
     )
@@ -80,7 +82,6 @@ pub async fn record(
     .bind(marks.iter().map(|m| m.partition).collect::<Vec<_>>())
     .bind(marks.iter().map(|m| m.high).collect::<Vec<_>>())
     .bind(probed_at)
-    .bind(marks.iter().map(|m| m.low).collect::<Vec<_>>())
     .execute(pool)
     .await?;
     Ok(())

@@ -65,34 +65,8 @@ pub(crate) async fn list(
         }
     }
     slot.set_detail("budgets.list", Some(&user.id), serde_json::json!({}), Some(out.len() as i64));
-    slot.set_covers(&shown_people(&st, &user, out.iter().map(|b| &b.budget.scope)).await?);
+    slot.set_covers(&super::shown_people(&st.teams, &st.pool, &user.id, out.iter().map(|b| &b.budget.scope)).await?);
     Ok(Json(out))
-}
-
-/// The people whose spend a list of budgets showed, besides the caller:
-/// a user budget's user, a team budget's members. Recorded as the entry's
-/// `covers`, so each finds the view in "who viewed my usage".
-pub(crate) async fn shown_people<'a>(
-    st: &AppState,
-    user: &AuthUser,
-    scopes: impl Iterator<Item = &'a Scope>,
-) -> Result<Vec<String>, ApiError> {
-    let mut people = std::collections::BTreeSet::new();
-    for scope in scopes {
-        match scope {
-            Scope::User(u) => {
-                people.insert(u.clone());
-            }
-            Scope::Team(t) => {
-                if let Some(m) = st.teams.members(&st.pool, t).await? {
-                    people.extend(m.iter().cloned());
-                }
-            }
-            Scope::Project(_) => {}
-        }
-    }
-    people.remove(&user.id);
-    Ok(people.into_iter().collect())
 }
 
 /// Sets a budget. Everyone may set budgets on themselves, a team's
@@ -136,7 +110,7 @@ async fn reachable(st: &AppState, slot: &AuditSlot, user: &AuthUser, id: i64) ->
         Some(b) => {
             // Someone else's budget: the caller learns nothing (404), the
             // trail records whose it was (and a team's members).
-            let covers = shown_people(st, user, std::iter::once(&b.scope)).await?;
+            let covers = super::shown_people(&st.teams, &st.pool, &user.id, std::iter::once(&b.scope)).await?;
             slot.set_denied(b.scope.id(), &covers);
             Err(ApiError::NotFound(format!("no budget {id} that you can see")))
         }

@@ -330,9 +330,10 @@ impl Socket {
             // On the record before it leaves: the watch itself (first push)
             // and anyone whose budget a push shows for the first time.
             let first = std::mem::take(&mut self.budgets_watch_asked);
-            let people = match crate::budgets::routes::shown_people(
-                &self.state,
-                &self.user,
+            let people = match crate::budgets::shown_people(
+                &self.state.teams,
+                &self.state.pool,
+                &self.user.id,
                 visible.iter().map(|b| &b.budget.scope),
             )
             .await
