@@ -78,6 +78,12 @@ pub enum Command {
     Prices(commands::prices::PricesCmd),
     /// Price stored events again with the current book and rebuild their rollups.
     Reprice(commands::prices::RepriceCmd),
+    /// The providers' own usage and cost reports: connect, map, import.
+    #[command(subcommand)]
+    Providers(commands::providers::ProvidersCmd),
+    /// Set the providers' reports beside what we counted, per day, model
+    /// and mapped scope, with the reasons for each difference.
+    Reconcile(commands::providers::ReconcileCmd),
 }
 
 impl Cli {
@@ -123,6 +129,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit(a) => commands::audit::run(a).await,
         Command::Prices(a) => commands::prices::run(a).await,
         Command::Reprice(a) => commands::prices::reprice(a).await,
+        Command::Providers(a) => commands::providers::run(a).await,
+        Command::Reconcile(a) => commands::providers::reconcile(a).await,
     }
 }
 

@@ -10,6 +10,7 @@ pub mod keys;
 pub mod migrate;
 pub mod prices;
 pub mod projector;
+pub mod providers;
 pub mod publish;
 pub mod rebuild;
 pub mod serve;
@@ -47,6 +48,17 @@ pub(crate) async fn audit_cli(
     endpoint: &str,
     params: serde_json::Value,
 ) -> anyhow::Result<()> {
+    audit_cli_outcome(pool, action, endpoint, params, "ok").await
+}
+
+/// As [`audit_cli`], for a change that may have failed (`outcome`: "ok", "failed").
+pub(crate) async fn audit_cli_outcome(
+    pool: &sqlx::PgPool,
+    action: &str,
+    endpoint: &str,
+    params: serde_json::Value,
+    outcome: &str,
+) -> anyhow::Result<()> {
     let log = tokenusage_api::audit::AuditLog::spawn(pool.clone());
     let who = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
     log.record(tokenusage_api::audit::Entry {
@@ -57,7 +69,7 @@ pub(crate) async fn audit_cli(
         method: "CLI".into(),
         endpoint: endpoint.into(),
         params: params.to_string(),
-        outcome: "ok".into(),
+        outcome: outcome.into(),
         status: 0,
         ..Default::default()
     })

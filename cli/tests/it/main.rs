@@ -23,6 +23,8 @@ mod oidc_tls;
 mod operations;
 mod otlp;
 mod projector;
+mod provider_stub;
+mod providers;
 mod sdk_usage;
 mod security;
 mod sessions;

@@ -1,0 +1,473 @@
+//! Connections, mappings, imported rows and import runs in PostgreSQL
+//! (migration 0015). The admin key is read by [`key_of`] alone; every
+//! listing leaves it out.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use secrecy::SecretString;
+use serde::Serialize;
+use sqlx::{PgPool, Postgres, Transaction};
+
+use crate::Provider;
+use crate::report::{CostRow, UsageRow};
+
+/// A connection as listed: never its key.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Connection {
+    pub id: i64,
+    pub name: String,
+    pub provider: Provider,
+    pub base_url: String,
+    pub import_from: NaiveDate,
+    pub imported_through: Option<NaiveDate>,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+    /// The latest import run, if any.
+    pub last_import: Option<ImportRun>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, sqlx::FromRow)]
+pub struct ImportRun {
+    pub id: i64,
+    pub range_from: NaiveDate,
+    pub range_to: NaiveDate,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub pages: i32,
+    pub usage_rows: i32,
+    pub cost_rows: i32,
+    pub outcome: String,
+    pub error: Option<String>,
+}
+
+/// Why a connection or mapping change is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no provider connection named {0:?}")]
+    NoSuchConnection(String),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+/// A connection name: 1 to 63 of `a-z 0-9 _ . -`, starting with a letter or digit.
+pub fn check_name(name: &str) -> Result<(), StoreError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "a connection name is 1 to 63 characters of a-z, 0-9, '_', '.', '-', starting with a letter or digit; got {name:?}"
+        )))
+    }
+}
+
+/// A base URL: http(s), a host, no credentials, query or fragment.
+pub fn check_base_url(url: &str) -> Result<reqwest::Url, StoreError> {
+    let u = reqwest::Url::parse(url).map_err(|e| StoreError::Invalid(format!("base URL {url:?}: {e}")))?;
+    if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
+        return Err(StoreError::Invalid(format!("base URL {url:?} must be an http:// or https:// URL with a host")));
+    }
+    if !u.username().is_empty() || u.password().is_some() || u.query().is_some() || u.fragment().is_some() {
+        return Err(StoreError::Invalid(
+            "a base URL carries no credentials, query or fragment (the key is given apart)".into(),
+        ));
+    }
+    Ok(u)
+}
+
+pub async fn add(
+    pool: &PgPool,
+    name: &str,
+    provider: Provider,
+    base_url: Option<&str>,
+    key: &SecretString,
+    import_from: NaiveDate,
+    who: &str,
+) -> Result<i64, StoreError> {
+    use secrecy::ExposeSecret;
+    check_name(name)?;
+    let base = check_base_url(base_url.unwrap_or(provider.default_base_url()))?;
+    let k = key.expose_secret();
+    if k.trim().is_empty() || k.len() > 1024 || k.chars().any(char::is_control) {
+        return Err(StoreError::Invalid("the admin key must be 1 to 1024 printable characters".into()));
+    }
+    let id = sqlx::query_scalar(
+        "insert into provider_connections (name, provider, base_url, admin_key, import_from, created_by) \
+         values ($1, $2, $3, $4, $5, $6) on conflict (name) do nothing returning id",
+    )
+    .bind(name)
+    .bind(provider.name())
+    .bind(base.as_str().trim_end_matches('/'))
+    .bind(k)
+    .bind(import_from)
+    .bind(who)
+    .fetch_optional(pool)
+    .await?;
+    id.ok_or_else(|| StoreError::Invalid(format!("a provider connection named {name:?} exists already")))
+}
+
+pub async fn remove(pool: &PgPool, name: &str) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query("delete from provider_connections where name = $1").bind(name).execute(pool).await?.rows_affected()
+        > 0)
+}
+
+type ConnRow = (i64, String, String, String, NaiveDate, Option<NaiveDate>, DateTime<Utc>, String);
+
+pub async fn list(pool: &PgPool) -> Result<Vec<Connection>, sqlx::Error> {
+    let rows: Vec<ConnRow> = sqlx::query_as(
+        "select id, name, provider, base_url, import_from, imported_through, created_at, created_by \
+         from provider_connections order by name",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (id, name, provider, base_url, import_from, imported_through, created_at, created_by) in rows {
+        let last_import = sqlx::query_as(
+            "select id, range_from, range_to, started_at, finished_at, pages, usage_rows, cost_rows, outcome, error \
+             from provider_imports where connection_id = $1 order by started_at desc, id desc limit 1",
+        )
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+        let Some(provider) = Provider::parse(&provider) else { continue };
+        out.push(Connection {
+            id,
+            name,
+            provider,
+            base_url,
+            import_from,
+            imported_through,
+            created_at,
+            created_by,
+            last_import,
+        });
+    }
+    Ok(out)
+}
+
+pub async fn get(pool: &PgPool, name: &str) -> Result<Connection, StoreError> {
+    list(pool).await?.into_iter().find(|c| c.name == name).ok_or_else(|| StoreError::NoSuchConnection(name.to_owned()))
+}
+
+/// The admin key, for the importer only.
+pub async fn key_of(pool: &PgPool, id: i64) -> Result<SecretString, sqlx::Error> {
+    let k: String =
+        sqlx::query_scalar("select admin_key from provider_connections where id = $1").bind(id).fetch_one(pool).await?;
+    Ok(SecretString::from(k))
+}
+
+/// Takes (or renews) the connection's import lease for `owner`; false if
+/// another process holds it.
+pub async fn lease(pool: &PgPool, id: i64, owner: &str, secs: i64) -> Result<bool, sqlx::Error> {
+    let got: Option<i64> = sqlx::query_scalar(
+        "update provider_connections set lease_owner = $2, lease_until = now() + make_interval(secs => $3) \
+         where id = $1 and (lease_until is null or lease_until < now() or lease_owner = $2) returning id",
+    )
+    .bind(id)
+    .bind(owner)
+    .bind(secs as f64)
+    .fetch_optional(pool)
+    .await?;
+    Ok(got.is_some())
+}
+
+pub async fn release(pool: &PgPool, id: i64, owner: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update provider_connections set lease_owner = null, lease_until = null where id = $1 and lease_owner = $2",
+    )
+    .bind(id)
+    .bind(owner)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub async fn start_run(pool: &PgPool, id: i64, from: NaiveDate, to: NaiveDate) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "insert into provider_imports (connection_id, range_from, range_to) values ($1, $2, $3) returning id",
+    )
+    .bind(id)
+    .bind(from)
+    .bind(to)
+    .fetch_one(pool)
+    .await
+}
+
+pub async fn finish_run(pool: &PgPool, run: i64, error: Option<&str>) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update provider_imports set finished_at = now(), outcome = case when $2::text is null then 'ok' else 'failed' end, \
+         error = $2 where id = $1",
+    )
+    .bind(run)
+    .bind(error)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Stores one page of usage for import `run` in one transaction; counts it.
+pub async fn put_usage(pool: &PgPool, conn: i64, run: i64, rows: &[UsageRow]) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    for r in rows {
+        let (k, t) = (&r.key, &r.tokens);
+        sqlx::query(
+            "insert into provider_usage as u (connection_id, day, scope, api_key, model, service_tier, context_window, \
+             input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cache_write_1h_tokens, \
+             audio_input_tokens, audio_output_tokens, requests, web_search_requests, import_id) \
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+             on conflict on constraint provider_usage_pkey do update set input_tokens = excluded.input_tokens, \
+             output_tokens = excluded.output_tokens, cache_read_tokens = excluded.cache_read_tokens, \
+             cache_write_tokens = excluded.cache_write_tokens, cache_write_1h_tokens = excluded.cache_write_1h_tokens, \
+             audio_input_tokens = excluded.audio_input_tokens, audio_output_tokens = excluded.audio_output_tokens, \
+             requests = excluded.requests, web_search_requests = excluded.web_search_requests, import_id = excluded.import_id",
+        )
+        .bind(conn)
+        .bind(r.day)
+        .bind(&k.scope)
+        .bind(&k.api_key)
+        .bind(&k.model)
+        .bind(&k.service_tier)
+        .bind(&k.context_window)
+        .bind(t.input)
+        .bind(t.output)
+        .bind(t.cache_read)
+        .bind(t.cache_write)
+        .bind(t.cache_write_1h)
+        .bind(t.audio_input)
+        .bind(t.audio_output)
+        .bind(t.requests)
+        .bind(t.web_search_requests)
+        .bind(run)
+        .execute(&mut *tx)
+        .await?;
+    }
+    count_page(&mut tx, run, rows.len(), 0).await?;
+    tx.commit().await
+}
+
+/// Stores one page of costs for import `run` in one transaction; counts it.
+pub async fn put_costs(pool: &PgPool, conn: i64, run: i64, rows: &[CostRow]) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    for r in rows {
+        let k = &r.key;
+        sqlx::query(
+            "insert into provider_costs (connection_id, day, scope, line_item, model, service_tier, context_window, \
+             currency, amount_nanos, import_id) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             on conflict on constraint provider_costs_pkey do update set currency = excluded.currency, \
+             amount_nanos = excluded.amount_nanos, import_id = excluded.import_id",
+        )
+        .bind(conn)
+        .bind(r.day)
+        .bind(&k.scope)
+        .bind(&k.line_item)
+        .bind(&k.model)
+        .bind(&k.service_tier)
+        .bind(&k.context_window)
+        .bind(&r.currency)
+        .bind(r.amount_nanos)
+        .bind(run)
+        .execute(&mut *tx)
+        .await?;
+    }
+    count_page(&mut tx, run, 0, rows.len()).await?;
+    tx.commit().await
+}
+
+async fn count_page(
+    tx: &mut Transaction<'_, Postgres>,
+    run: i64,
+    usage: usize,
+    costs: usize,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("update provider_imports set pages = pages + 1, usage_rows = usage_rows + $2, cost_rows = cost_rows + $3 where id = $1")
+        .bind(run)
+        .bind(usage as i32)
+        .bind(costs as i32)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// After a whole range was read: rows of the range the provider no longer
+/// reports are removed (the revision trigger keeps their figures), and the
+/// connection's `imported_through` moves on to the end of the range (today
+/// at most) if the range joins what was imported before.
+pub async fn complete_range(
+    pool: &PgPool,
+    conn: i64,
+    run: i64,
+    from: NaiveDate,
+    to: NaiveDate,
+    today: NaiveDate,
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    for table in ["provider_usage", "provider_costs"] {
+        sqlx::query(&format!(
+            "delete from {table} where connection_id = $1 and day >= $2 and day < $3 and import_id <> $4"
+        ))
+        .bind(conn)
+        .bind(from)
+        .bind(to)
+        .bind(run)
+        .execute(&mut *tx)
+        .await?;
+    }
+    // Today is still being counted by the provider: not whole yet.
+    let through = to.min(today);
+    sqlx::query(
+        "update provider_connections set imported_through = greatest(imported_through, $2) \
+         where id = $1 and $3 <= coalesce(imported_through, import_from)",
+    )
+    .bind(conn)
+    .bind(through)
+    .bind(from)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
+/// A mapping: a provider scope (project, workspace) or API key → our source and/or project.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, sqlx::FromRow)]
+pub struct Mapping {
+    pub connection: String,
+    /// `scope` (an OpenAI project, an Anthropic workspace) or `api_key`.
+    pub kind: String,
+    pub external_id: String,
+    pub target_source: Option<String>,
+    pub target_project: Option<String>,
+}
+
+impl Mapping {
+    /// Do two targets share any of our events? (Equal targets are one.)
+    fn overlaps(&self, o: &Mapping) -> bool {
+        let meet = |a: &Option<String>, b: &Option<String>| a.is_none() || b.is_none() || a == b;
+        let same = self.target_source == o.target_source && self.target_project == o.target_project;
+        !same && meet(&self.target_source, &o.target_source) && meet(&self.target_project, &o.target_project)
+    }
+
+    pub fn target_label(&self) -> String {
+        crate::reconcile::Target { source: self.target_source.clone(), project: self.target_project.clone() }.label()
+    }
+}
+
+pub async fn mappings(pool: &PgPool) -> Result<Vec<Mapping>, sqlx::Error> {
+    sqlx::query_as(
+        "select c.name as connection, m.kind, m.external_id, m.target_source, m.target_project \
+         from provider_mappings m join provider_connections c on c.id = m.connection_id order by c.name, m.kind, m.external_id",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Adds or replaces a mapping. Refused if its target overlaps another
+/// mapping's target without being equal to it (an event of ours would
+/// then reconcile twice).
+pub async fn map(pool: &PgPool, m: &Mapping) -> Result<(), StoreError> {
+    if !matches!(m.kind.as_str(), "scope" | "api_key") {
+        return Err(StoreError::Invalid(format!("a mapping's kind is 'scope' or 'api_key', got {:?}", m.kind)));
+    }
+    let text_ok = |s: &str| !s.is_empty() && s.len() <= 256 && s.trim() == s && !s.chars().any(char::is_control);
+    if !text_ok(&m.external_id) {
+        return Err(StoreError::Invalid("the provider's id is 1 to 256 printable characters".into()));
+    }
+    if m.target_source.is_none() && m.target_project.is_none() {
+        return Err(StoreError::Invalid("a mapping names our source, our project, or both".into()));
+    }
+    if [&m.target_source, &m.target_project].into_iter().flatten().any(|s| !text_ok(s)) {
+        return Err(StoreError::Invalid("a source or project is 1 to 256 printable characters, not padded".into()));
+    }
+    let mut tx = pool.begin().await?;
+    // One mapping change at a time, so the overlap check sees them all.
+    sqlx::query("lock table provider_mappings in share row exclusive mode").execute(&mut *tx).await?;
+    let conn: i64 = sqlx::query_scalar("select id from provider_connections where name = $1")
+        .bind(&m.connection)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::NoSuchConnection(m.connection.clone()))?;
+    let others: Vec<Mapping> = sqlx::query_as(
+        "select c.name as connection, m.kind, m.external_id, m.target_source, m.target_project \
+         from provider_mappings m join provider_connections c on c.id = m.connection_id \
+         where not (m.connection_id = $1 and m.kind = $2 and m.external_id = $3)",
+    )
+    .bind(conn)
+    .bind(&m.kind)
+    .bind(&m.external_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    if let Some(o) = others.iter().find(|o| o.overlaps(m)) {
+        return Err(StoreError::Invalid(format!(
+            "target {} overlaps {} (mapped from {} {} {:?}): one of our events would reconcile twice; map to the same target or to disjoint ones",
+            m.target_label(),
+            o.target_label(),
+            o.connection,
+            o.kind,
+            o.external_id
+        )));
+    }
+    sqlx::query(
+        "insert into provider_mappings (connection_id, kind, external_id, target_source, target_project) \
+         values ($1, $2, $3, $4, $5) on conflict on constraint provider_mappings_pkey do update \
+         set target_source = excluded.target_source, target_project = excluded.target_project, created_at = now()",
+    )
+    .bind(conn)
+    .bind(&m.kind)
+    .bind(&m.external_id)
+    .bind(&m.target_source)
+    .bind(&m.target_project)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn unmap(pool: &PgPool, connection: &str, kind: &str, external_id: &str) -> Result<bool, sqlx::Error> {
+    let n = sqlx::query(
+        "delete from provider_mappings m using provider_connections c \
+         where c.id = m.connection_id and c.name = $1 and m.kind = $2 and m.external_id = $3",
+    )
+    .bind(connection)
+    .bind(kind)
+    .bind(external_id)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(n > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(s: Option<&str>, p: Option<&str>) -> Mapping {
+        Mapping {
+            connection: "c".into(),
+            kind: "scope".into(),
+            external_id: "x".into(),
+            target_source: s.map(Into::into),
+            target_project: p.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn targets_overlap_when_one_event_could_fall_in_both() {
+        assert!(m(Some("a"), None).overlaps(&m(None, Some("p"))));
+        assert!(m(Some("a"), Some("p")).overlaps(&m(Some("a"), None)));
+        assert!(!m(Some("a"), None).overlaps(&m(Some("b"), None)));
+        assert!(!m(None, Some("p")).overlaps(&m(None, Some("q"))));
+        assert!(!m(None, Some("p")).overlaps(&m(None, Some("p"))), "the same target twice is one target");
+    }
+
+    #[test]
+    fn names_and_base_urls_are_checked() {
+        assert!(check_name("openai-prod").is_ok());
+        assert!(check_name("OpenAI").is_err());
+        assert!(check_base_url("https://api.openai.com").is_ok());
+        assert!(check_base_url("https://u:p@api.openai.com").is_err());
+        assert!(check_base_url("https://api.openai.com/?key=1").is_err());
+        assert!(check_base_url("ftp://x").is_err());
+    }
+}
