@@ -99,6 +99,31 @@ impl AppState {
         tokio::spawn(crate::budgets::webhooks::run(pool, board, cfg, shutdown));
     }
 
+    /// Starts the scheduled import of the providers' reports (off with an
+    /// interval of 0).
+    fn spawn_provider_imports(&self) {
+        let every = self.config.providers.import_interval_secs;
+        if every == 0 {
+            return;
+        }
+        let client = match self.config.budgets.outbound.policy().client() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "provider report imports are off: the outbound client could not be built");
+                return;
+            }
+        };
+        let importer = tokenusage_providers::fetch::Importer { client, retry: Default::default() };
+        let owner = format!("api-{}", uuid::Uuid::new_v4().simple());
+        tokio::spawn(tokenusage_providers::schedule::run(
+            self.pool.clone(),
+            importer,
+            Duration::from_secs(every),
+            owner,
+            self.shutdown.clone(),
+        ));
+    }
+
     /// For unit tests: default settings and a pool that never connects
     /// (every query fails at once), so code that needs no database runs.
     #[cfg(test)]
@@ -216,6 +241,7 @@ impl Application {
             self.state.series_cache.clone(),
         );
         self.state.spawn_budgets();
+        self.state.spawn_provider_imports();
         {
             // The gateway check's key cache follows revocations at once.
             let (board, stopped) = (self.state.budgets.clone(), self.state.shutdown.clone());
@@ -451,6 +477,9 @@ pub(crate) fn api_routes() -> Routes<AppState> {
         .delete("/admin/prices/{id}", admin::remove_price)
         .get("/admin/dead-letters", admin::list_dead_letters)
         .post("/admin/dead-letters/{id}/redrive", admin::redrive_dead_letter)
+        .get("/admin/providers", crate::reconciliation::providers)
+        .get("/admin/reconciliation", crate::reconciliation::reconciliation)
+        .get("/admin/reconciliation.csv", crate::reconciliation::reconciliation_csv)
 }
 
 /// The `# HELP` lines of the API's metrics, exported at zero from the start

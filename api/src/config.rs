@@ -37,6 +37,20 @@ pub struct ApiArgs {
     pub history: HistoryArgs,
     #[command(flatten)]
     pub budgets: BudgetArgs,
+    #[command(flatten)]
+    pub providers: ProviderArgs,
+}
+
+/// The providers' usage and cost reports (docs/RECONCILIATION.md).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProviderArgs {
+    /// Seconds between imports of the providers' reports (`tokenusage
+    /// providers add`); 0: never in this process. Several processes take
+    /// turns, one import per connection at a time. Calls obey
+    /// --outbound-allow like webhooks.
+    #[arg(long = "provider-import-interval-secs", env = "TOKENUSAGE_PROVIDER_IMPORT_INTERVAL_SECS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(0..=604_800))]
+    pub import_interval_secs: u64,
 }
 
 /// Budget evaluation and webhook delivery.

@@ -21,6 +21,7 @@ pub mod live;
 mod oidc;
 pub mod openapi;
 mod origin;
+mod reconciliation;
 mod session;
 pub mod teams;
 mod tokens;

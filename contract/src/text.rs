@@ -119,6 +119,14 @@ pub fn unescape(s: &str) -> Option<String> {
 }
 
 /// Cuts `s` to at most `max` bytes on a character boundary.
+/// A CSV cell that a spreadsheet cannot mistake for a formula: text
+/// starting with `=`, `+`, `-`, `@`, a tab or a carriage return gets a
+/// leading `'` (OWASP's advice on CSV injection). For text cells only:
+/// numbers are written as they are.
+pub fn spreadsheet_safe(s: &str) -> String {
+    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{s}") } else { s.to_owned() }
+}
+
 pub fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;

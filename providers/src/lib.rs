@@ -8,13 +8,15 @@
 //! connections, rows (a revised row's old figures go to
 //! `provider_revisions`), import runs and mappings (migration 0015);
 //! `reconcile` sets the provider's figures beside ours per day, model and
-//! mapped scope and names the reason for a difference where it can.
+//! mapped scope and names the reason for a difference where it can;
+//! `schedule` runs imports on an interval in API processes.
 
 pub mod anthropic;
 pub mod fetch;
 pub mod openai;
 pub mod reconcile;
 pub mod report;
+pub mod schedule;
 pub mod store;
 
 use std::fmt;

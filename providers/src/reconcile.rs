@@ -491,18 +491,20 @@ pub const CSV_HEADER: [&str; 22] = [
     "reasons",
 ];
 
-/// One line as CSV fields (money as exact decimal text).
+/// One line as CSV fields (money as exact decimal text). Text from the
+/// provider or our publishers cannot start a spreadsheet formula.
 pub fn csv_record(l: &Line) -> Vec<String> {
+    use tokenusage_contract::text::spreadsheet_safe as safe;
     let opt = |v: Option<i64>| v.map(|n| n.to_string()).unwrap_or_default();
-    let text = |v: &Option<String>| v.clone().unwrap_or_default();
+    let text = |v: &Option<String>| safe(v.as_deref().unwrap_or_default());
     let (ours, rep) = (l.ours, l.reported);
     vec![
         l.day.to_string(),
         l.provider.map(|p| p.name().to_owned()).unwrap_or_default(),
         text(&l.connection),
-        l.model.clone(),
-        l.target.as_ref().and_then(|t| t.source.clone()).unwrap_or_default(),
-        l.target.as_ref().and_then(|t| t.project.clone()).unwrap_or_default(),
+        safe(&l.model),
+        text(&l.target.as_ref().and_then(|t| t.source.clone())),
+        text(&l.target.as_ref().and_then(|t| t.project.clone())),
         text(&l.provider_scope),
         opt(ours.map(|c| c.tokens.input_tokens)),
         opt(ours.map(|c| c.tokens.output_tokens)),

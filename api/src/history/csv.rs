@@ -29,10 +29,7 @@ pub const COLUMNS: [&str; 10] = [
     "supplied_events",
 ];
 
-/// A CSV cell that a spreadsheet cannot mistake for a formula.
-fn safe_cell(s: &str) -> String {
-    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{s}") } else { s.to_owned() }
-}
+use tokenusage_contract::text::spreadsheet_safe as safe_cell;
 
 fn encode(rows: impl Iterator<Item = Vec<String>>) -> Vec<u8> {
     let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(Vec::new());

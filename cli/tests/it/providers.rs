@@ -287,6 +287,40 @@ async fn anthropic_reports_match_our_cache_kinds_and_cost_to_the_nano() {
         assert!(url.contains("group_by%5B%5D=workspace_id") && url.contains("bucket_width=1d"), "{url}");
         assert_eq!((key.as_deref(), version.as_deref()), (Some(KEY), Some("2023-06-01")));
     });
+
+    // The admin API answers the same, as JSON and CSV, and never shows the key.
+    env.add_user("root", tokenusage_api::Role::Admin, "root-password").await;
+    env.add_user("alice", tokenusage_api::Role::Viewer, "alice-password").await;
+    let app = common::TestApp::spawn_api(&env, common::test_api_args()).await;
+    let (admin, alice) = (app.login("root", "root-password").await, app.login("alice", "alice-password").await);
+    let (status, body) = app.get(&admin, "/api/v1/admin/reconciliation?from=2026-10-05&to=2026-10-05").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["report"]["lines"], serde_json::to_value(&report.lines).unwrap());
+    assert_eq!(body["past_tolerance"], 0);
+    let csv = app.get_text(&admin, "/api/v1/admin/reconciliation.csv?from=2026-10-05&to=2026-10-05").await;
+    assert!(csv.contains("2026-10-05,anthropic,ant,claude-sonnet-4-5-20250929,,research,,10000,500,2000,2000,0.03585,0,10000,500,2000,2000,0.03585,USD,0,0,"), "{csv}");
+    let (status, body) = app.get(&admin, "/api/v1/admin/providers").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["connections"][0]["name"], "ant");
+    assert!(!body.to_string().contains("STUBKEY"), "{body}");
+    assert_eq!(app.get(&alice, "/api/v1/admin/reconciliation?from=2026-10-05&to=2026-10-05").await.0, 403);
+    let (status, body) = app.get(&admin, "/api/v1/admin/reconciliation?from=2026-10-05&to=2026-10-04").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_range")), "{body}");
+    let actions: Vec<String> = sqlx::query_scalar("select action from audit_log where action like 'admin.reconciliation%' or action = 'admin.providers.list' order by seq")
+        .fetch_all(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        actions,
+        [
+            "admin.reconciliation",
+            "admin.reconciliation_csv",
+            "admin.providers.list",
+            "admin.reconciliation",
+            "admin.reconciliation"
+        ]
+    );
+    app.stop().await;
     env.cleanup().await;
 }
 

@@ -1,0 +1,167 @@
+//! Admin routes over the providers' reports (`tokenusage-providers`):
+//! the connections (never their keys) and the reconciliation, as JSON and
+//! CSV. Connecting and mapping are on the command line
+//! (`tokenusage providers`); see docs/RECONCILIATION.md.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use chrono::{NaiveDate, TimeDelta};
+use serde::Deserialize;
+use tokenusage_providers::{reconcile, store};
+
+use crate::app::AppState;
+use crate::audit::AuditSlot;
+use crate::auth::AuthUser;
+use crate::error::{ApiError, ApiQuery};
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RangeQuery {
+    /// First day (UTC), YYYY-MM-DD.
+    from: String,
+    /// Last day (UTC), inclusive, YYYY-MM-DD; at most 400 days after `from`.
+    to: String,
+    /// The difference allowed, in percent of the provider's figure (0 to 100; default 0).
+    tolerance: Option<String>,
+}
+
+struct Range {
+    from: NaiveDate,
+    to: NaiveDate,
+    tolerance: rust_decimal::Decimal,
+}
+
+fn range(q: &RangeQuery) -> Result<Range, ApiError> {
+    let day = |name: &'static str, s: &str| {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| {
+            ApiError::bad_request("invalid_range", format!("`{name}` must be a date like 2026-11-27, got {s:?}"))
+        })
+    };
+    let (from, last) = (day("from", &q.from)?, day("to", &q.to)?);
+    let to = last + TimeDelta::days(1);
+    reconcile::check_range(from, to).map_err(|m| ApiError::bad_request("invalid_range", m))?;
+    let tolerance = match &q.tolerance {
+        None => rust_decimal::Decimal::ZERO,
+        Some(t) => tokenusage_contract::money::parse_decimal(t)
+            .ok()
+            .filter(|d| !d.is_sign_negative() && *d <= rust_decimal::Decimal::from(100))
+            .ok_or_else(|| {
+                ApiError::bad_request("invalid_tolerance", format!("`tolerance` is 0 to 100 (percent), got {t:?}"))
+            })?,
+    };
+    Ok(Range { from, to, tolerance })
+}
+
+/// The reconciliation as the API answers it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct Reconciliation {
+    /// `from`, `to` (exclusive), `currency` (our price book's), `lines`
+    /// (per day, connection, model and target: `ours`, `reported`,
+    /// `billed`, `token_difference`, `cost_difference_nanos`, `reasons`)
+    /// and `imported_through` per connection. See docs/RECONCILIATION.md.
+    #[schema(value_type = Object)]
+    report: serde_json::Value,
+    /// How many lines differ by more than the tolerance.
+    past_tolerance: usize,
+}
+
+/// Our counts and costs beside the providers' reports, per UTC day,
+/// connection, model and mapped target, with the reasons for differences.
+#[utoipa::path(get, path = "/api/v1/admin/reconciliation", tag = "admin", params(RangeQuery), security(("bearer" = [])),
+    responses((status = 200, body = Reconciliation)))]
+pub(crate) async fn reconciliation(
+    State(st): State<AppState>,
+    axum::Extension(slot): axum::Extension<AuditSlot>,
+    user: AuthUser,
+    ApiQuery(q): ApiQuery<RangeQuery>,
+) -> Result<Json<Reconciliation>, ApiError> {
+    slot.set_detail("admin.reconciliation", None, serde_json::json!({"from": q.from, "to": q.to}), None);
+    user.require_admin()?;
+    let r = range(&q)?;
+    let report = reconcile::reconcile(&st.pool, r.from, r.to).await?;
+    let past_tolerance = report.lines.iter().filter(|l| l.exceeds(r.tolerance)).count();
+    slot.set_detail(
+        "admin.reconciliation",
+        None,
+        serde_json::json!({"from": q.from, "to": q.to}),
+        Some(report.lines.len() as i64),
+    );
+    let report = serde_json::to_value(&report).map_err(|e| ApiError::Internal(e.into()))?;
+    Ok(Json(Reconciliation { report, past_tolerance }))
+}
+
+/// The reconciliation as CSV: one row per line, money as exact decimal
+/// text, reasons as space-separated codes.
+#[utoipa::path(get, path = "/api/v1/admin/reconciliation.csv", tag = "admin", params(RangeQuery), security(("bearer" = [])),
+    responses((status = 200, content_type = "text/csv", body = String)))]
+pub(crate) async fn reconciliation_csv(
+    State(st): State<AppState>,
+    axum::Extension(slot): axum::Extension<AuditSlot>,
+    user: AuthUser,
+    ApiQuery(q): ApiQuery<RangeQuery>,
+) -> Result<Response, ApiError> {
+    slot.set_detail("admin.reconciliation_csv", None, serde_json::json!({"from": q.from, "to": q.to}), None);
+    user.require_admin()?;
+    let r = range(&q)?;
+    let report = reconcile::reconcile(&st.pool, r.from, r.to).await?;
+    let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(Vec::new());
+    let mut write = |rec: Vec<String>| w.write_record(&rec).map_err(|e| ApiError::Internal(e.into()));
+    write(reconcile::CSV_HEADER.iter().map(|s| (*s).to_owned()).collect())?;
+    for l in &report.lines {
+        write(reconcile::csv_record(l))?;
+    }
+    let body = w.into_inner().map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))?;
+    slot.set_detail(
+        "admin.reconciliation_csv",
+        None,
+        serde_json::json!({"from": q.from, "to": q.to}),
+        Some(report.lines.len() as i64),
+    );
+    let filename = format!(
+        "tokenusage-reconciliation-{}-{}.csv",
+        r.from.format("%Y%m%d"),
+        (r.to - TimeDelta::days(1)).format("%Y%m%d")
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8; header=present".to_owned()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{filename}\"")),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// The provider connections.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct Connections {
+    /// Each connection (`name`, `provider`, `base_url`, `import_from`,
+    /// `imported_through`, `last_import`): never its admin key.
+    #[schema(value_type = Vec<Object>)]
+    connections: serde_json::Value,
+    /// The mappings of provider scopes and keys to our sources and projects.
+    #[schema(value_type = Vec<Object>)]
+    mappings: serde_json::Value,
+}
+
+/// Provider connections (never their keys), their last imports, and the mappings.
+#[utoipa::path(get, path = "/api/v1/admin/providers", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, body = Connections)))]
+pub(crate) async fn providers(
+    State(st): State<AppState>,
+    axum::Extension(slot): axum::Extension<AuditSlot>,
+    user: AuthUser,
+) -> Result<Json<Connections>, ApiError> {
+    slot.set_detail("admin.providers.list", None, serde_json::json!({}), None);
+    user.require_admin()?;
+    let connections = store::list(&st.pool).await?;
+    let mappings = store::mappings(&st.pool).await?;
+    slot.set_detail("admin.providers.list", None, serde_json::json!({}), Some(connections.len() as i64));
+    let value = |v: serde_json::Result<serde_json::Value>| v.map_err(|e| ApiError::Internal(e.into()));
+    Ok(Json(Connections {
+        connections: value(serde_json::to_value(&connections))?,
+        mappings: value(serde_json::to_value(&mappings))?,
+    }))
+}
