@@ -181,8 +181,22 @@ pub(crate) struct PriceEntry {
     /// audio_input, audio_output, image_input, image_output): the price per million tokens
     /// as decimal text, e.g. "2.5". A kind left out has no price (its tokens are unpriced).
     per_million: std::collections::BTreeMap<String, String>,
+    /// The long-context price, if the model has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    long_context: Option<LongContextPrice>,
     /// Where the price comes from (a price page, a contract).
     source: String,
+}
+
+/// A long-context price: a request whose input is more than
+/// `above_input_tokens` is priced whole at these prices (kinds left out
+/// keep the base price).
+#[derive(Debug, Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LongContextPrice {
+    above_input_tokens: i64,
+    /// Per token kind, the price per million tokens as decimal text.
+    per_million: std::collections::BTreeMap<String, String>,
 }
 
 /// The price book.

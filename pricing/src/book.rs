@@ -111,6 +111,27 @@ impl Price {
     }
 }
 
+/// A long-context price: when one request's input is more than
+/// `above_input_tokens` (Anthropic's and Google's 200k), every token of that
+/// request is priced at this tier, kind by kind; a kind the tier does not
+/// name keeps the base price.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tier {
+    pub above_input_tokens: i64,
+    pub price: Price,
+}
+
+impl Tier {
+    /// The price of a request in this tier: the tier's own kinds over `base`.
+    pub fn over(&self, base: &Price) -> Price {
+        let mut p = *base;
+        for (k, n) in self.price.named() {
+            p.set(k, Some(n));
+        }
+        p
+    }
+}
+
 /// One dated price of one model (or model pattern).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -124,6 +145,8 @@ pub struct Entry {
     pub effective_from: DateTime<Utc>,
     pub effective_to: Option<DateTime<Utc>>,
     pub price: Price,
+    /// The long-context price, if the model has one.
+    pub long_context: Option<Tier>,
     /// Where the price comes from: a public price page, an import, a person.
     pub source: String,
 }
@@ -218,6 +241,10 @@ impl Book {
         let Some(entry) = self.lookup(&e.model, e.occurred_at) else {
             return Charge { unpriced_tokens: total, ..Charge::default() };
         };
+        let price = match &entry.long_context {
+            Some(t) if e.input_tokens as i64 > t.above_input_tokens => t.over(&entry.price),
+            _ => entry.price,
+        };
         let k = &e.kinds;
         let parts = [
             (Kind::Input, e.input_tokens - k.input_parts()),
@@ -238,7 +265,7 @@ impl Book {
             if n == 0 {
                 continue;
             }
-            match entry.price.get(kind) {
+            match price.get(kind) {
                 Some(p) => micro_nanos += i128::from(n) * i128::from(p),
                 None => unpriced += n as i64,
             }
@@ -344,6 +371,7 @@ mod tests {
             effective_from: t(from),
             effective_to: None,
             price,
+            long_context: None,
             source: "test".into(),
         }
     }
@@ -379,6 +407,36 @@ mod tests {
         for (i, k) in Kind::ALL.iter().enumerate() {
             assert_eq!(k.index(), i);
         }
+    }
+
+    /// Over 200k input tokens, Claude Sonnet 4.5's whole request is billed at
+    /// $6 / $22.50 / $0.60 read / $7.50 write per million (its price page);
+    /// at 200k exactly, at the base price.
+    #[test]
+    fn a_request_over_the_long_context_threshold_is_priced_whole_at_the_tier() {
+        let tier = Tier {
+            above_input_tokens: 200_000,
+            price: Price::default()
+                .with(Kind::Input, per_m("6"))
+                .with(Kind::Output, per_m("22.5"))
+                .with(Kind::CacheRead, per_m("0.6"))
+                .with(Kind::CacheWrite, per_m("7.5")),
+        };
+        let e = Entry { long_context: Some(tier), ..entry("claude-sonnet-4-5", "2025-09-29T00:00:00Z", sonnet()) };
+        let book = Book::new(1, "USD", [e]);
+        let kinds = TokenKinds {
+            cache_read_input_tokens: 50_000,
+            cache_write_1h_input_tokens: 10_000,
+            ..TokenKinds::default()
+        };
+        // 250k in (190k plain, 50k read, 10k 1-hour write: no tier price, so
+        // the base $6), 1,234 out:
+        // 190000×6 + 50000×0.6 + 10000×6 + 1234×22.5 = 1,257,765 micro-dollars.
+        let long = book.charge(&ev("claude-sonnet-4-5", "2026-01-01T00:00:00Z", 250_000, 1234, kinds));
+        assert_eq!(long.cost_nanos, 1_257_765_000);
+        // 200k exactly is not over: base prices.
+        let at = book.charge(&ev("claude-sonnet-4-5", "2026-01-01T00:00:00Z", 200_000, 1000, TokenKinds::default()));
+        assert_eq!(at.cost_nanos, 200_000 * 3_000 + 1000 * 15_000);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use rust_decimal::Decimal;
 use serde_json::{Map, Value, json};
 use tokenusage_contract::money;
 
-use crate::book::{Entry, Kind, MAX_PRICE_NANOS_PER_MTOK, Price};
+use crate::book::{Entry, Kind, MAX_PRICE_NANOS_PER_MTOK, Price, Tier};
 
 /// Our export and catalogue format's name.
 pub const FORMAT: &str = "tokenusage.prices.v1";
@@ -138,10 +138,51 @@ fn litellm(obj: &Map<String, Value>, opts: &ImportOptions) -> Imported {
             out.not_priced.push((model.clone(), "no per-token price".into()));
             continue;
         }
+        let tier = match litellm_tier(spec, &KEYS) {
+            Ok((tier, dropped)) => {
+                if let Some(why) = dropped {
+                    out.not_priced.push((model.clone(), why));
+                }
+                tier
+            }
+            Err(why) => {
+                out.skipped.push((model.clone(), why));
+                continue;
+            }
+        };
         let source = spec.get("source").and_then(Value::as_str).unwrap_or(&opts.source).to_owned();
-        push(&mut out, model, price, opts.effective_from, None, &opts.currency, source);
+        push(&mut out, model, price, tier, opts.effective_from, None, &opts.currency, source);
     }
     out
+}
+
+/// LiteLLM's long-context prices: `<price key>_above_<N>k_tokens` (e.g.
+/// `input_cost_per_token_above_200k_tokens`). One tier is kept, the lowest
+/// threshold's; a model with several is reported (second value).
+fn litellm_tier(spec: &Map<String, Value>, keys: &[(&str, Kind)]) -> Result<(Option<Tier>, Option<String>), String> {
+    let mut by_threshold: std::collections::BTreeMap<i64, Vec<(&str, Kind, String)>> = Default::default();
+    for name in spec.keys() {
+        let Some((base, n)) = name.strip_suffix("k_tokens").and_then(|r| r.rsplit_once("_above_")) else { continue };
+        let (Some((_, kind)), Ok(n)) = (keys.iter().find(|(k, _)| *k == base), n.parse::<i64>()) else { continue };
+        by_threshold.entry(n * 1000).or_default().push((base, *kind, name.clone()));
+    }
+    let Some((&above, kinds)) = by_threshold.iter().next() else { return Ok((None, None)) };
+    let mut price = Price::default();
+    for (_, kind, key) in kinds {
+        let n = decimal(&spec[key.as_str()])
+            .and_then(|d| money::to_scaled(d, 15, MAX_PRICE_NANOS_PER_MTOK))
+            .map_err(|why| format!("{key}: {why}"))?;
+        price.set(*kind, Some(n));
+    }
+    let dropped = (by_threshold.len() > 1).then(|| {
+        let others: Vec<String> = by_threshold.keys().skip(1).map(|t| format!("{}k", t / 1000)).collect();
+        format!(
+            "long-context prices above {}k kept; tiers above {} are not supported and were left out",
+            above / 1000,
+            others.join(", ")
+        )
+    });
+    Ok((Some(Tier { above_input_tokens: above, price }), dropped))
 }
 
 /// models.dev: `{provider: {models: {id: {cost: {input: 3, output: 15,
@@ -175,20 +216,31 @@ fn models_dev(obj: &Map<String, Value>, opts: &ImportOptions) -> Imported {
                     continue;
                 }
             };
+            // Long-context prices: `cost.context_over_200k`, same keys.
+            let tier = match cost.get("context_over_200k").and_then(Value::as_object).map(|o| prices(o, &KEYS, 9)) {
+                Some(Ok(p)) if p.named().next().is_some() => Some(Tier { above_input_tokens: 200_000, price: p }),
+                Some(Err(why)) => {
+                    out.skipped.push((name, format!("context_over_200k.{why}")));
+                    continue;
+                }
+                _ => None,
+            };
             let source = format!("models.dev ({provider})");
             if bare_seen.insert(id.clone()) {
-                push(&mut out, id, price, opts.effective_from, None, &opts.currency, source.clone());
+                push(&mut out, id, price, tier, opts.effective_from, None, &opts.currency, source.clone());
             }
-            push(&mut out, &name, price, opts.effective_from, None, &opts.currency, source);
+            push(&mut out, &name, price, tier, opts.effective_from, None, &opts.currency, source);
         }
     }
     out
 }
 
+#[allow(clippy::too_many_arguments)]
 fn push(
     out: &mut Imported,
     model: &str,
     price: Price,
+    long_context: Option<Tier>,
     from: DateTime<Utc>,
     to: Option<DateTime<Utc>>,
     currency: &str,
@@ -202,6 +254,7 @@ fn push(
             effective_from: from,
             effective_to: to,
             price,
+            long_context,
             source,
         }),
         Err(why) => out.skipped.push((model.to_owned(), why)),
@@ -278,6 +331,43 @@ fn entry_of(e: &Value, currency: &str, opts: &ImportOptions) -> Result<Entry, St
         return Err("effective_to must be after effective_from".into());
     }
     let per_million = e.get("per_million").and_then(Value::as_object).ok_or("`per_million` must be an object")?;
+    let price = per_million_of(per_million)?;
+    let long_context = match e.get("long_context") {
+        None | Some(Value::Null) => None,
+        Some(t) => Some(tier_of(t)?),
+    };
+    let source = e.get("source").and_then(Value::as_str).unwrap_or(&opts.source).to_owned();
+    check_source(&source)?;
+    Ok(Entry {
+        id: None,
+        model: model.to_owned(),
+        currency: currency.to_owned(),
+        effective_from: from,
+        effective_to: to,
+        price,
+        long_context,
+        source,
+    })
+}
+
+/// `{"above_input_tokens": 200000, "per_million": {"input": "6", ...}}`.
+fn tier_of(v: &Value) -> Result<Tier, String> {
+    let above = v
+        .get("above_input_tokens")
+        .and_then(Value::as_i64)
+        .filter(|n| *n > 0)
+        .ok_or("long_context.above_input_tokens must be a positive whole number of tokens")?;
+    let per_million =
+        v.get("per_million").and_then(Value::as_object).ok_or("long_context.per_million must be an object")?;
+    let price = per_million_of(per_million).map_err(|why| format!("long_context.{why}"))?;
+    if price.named().next().is_none() {
+        return Err("long_context.per_million must name at least one price".into());
+    }
+    Ok(Tier { above_input_tokens: above, price })
+}
+
+/// `{kind: "decimal per million"}` read exactly.
+fn per_million_of(per_million: &Map<String, Value>) -> Result<Price, String> {
     let mut price = Price::default();
     for (k, v) in per_million {
         let kind = Kind::parse(k).ok_or_else(|| format!("per_million.{k}: unknown token kind {k:?}"))?;
@@ -288,17 +378,7 @@ fn entry_of(e: &Value, currency: &str, opts: &ImportOptions) -> Result<Entry, St
         };
         price.set(kind, Some(Price::parse_per_million(&text).map_err(|why| format!("per_million.{k}: {why}"))?));
     }
-    let source = e.get("source").and_then(Value::as_str).unwrap_or(&opts.source).to_owned();
-    check_source(&source)?;
-    Ok(Entry {
-        id: None,
-        model: model.to_owned(),
-        currency: currency.to_owned(),
-        effective_from: from,
-        effective_to: to,
-        price,
-        source,
-    })
+    Ok(price)
 }
 
 /// Reads one entry in our format (an API body), in the book's currency.
@@ -315,10 +395,13 @@ pub fn parse_entry(v: &Value, currency: &str) -> Result<Entry, String> {
     Ok(e)
 }
 
+fn per_million_json(p: &Price) -> Map<String, Value> {
+    p.named().map(|(k, n)| (k.name().to_owned(), Value::String(money::format_nanos(n)))).collect()
+}
+
 /// One entry in our format, with its id when stored.
 pub fn entry_json(e: &Entry) -> Value {
-    let per_million: Map<String, Value> =
-        e.price.named().map(|(k, n)| (k.name().to_owned(), Value::String(money::format_nanos(n)))).collect();
+    let per_million = per_million_json(&e.price);
     let mut v = json!({
         "model": e.model,
         "effective_from": e.effective_from.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
@@ -326,6 +409,12 @@ pub fn entry_json(e: &Entry) -> Value {
         "per_million": per_million,
         "source": e.source,
     });
+    if let (Some(t), Some(o)) = (e.long_context, v.as_object_mut()) {
+        o.insert(
+            "long_context".into(),
+            json!({"above_input_tokens": t.above_input_tokens, "per_million": per_million_json(&t.price)}),
+        );
+    }
     if let (Some(id), Some(o)) = (e.id, v.as_object_mut()) {
         o.insert("id".into(), json!(id));
     }
@@ -397,6 +486,38 @@ mod tests {
         assert_eq!(again.entries, got.entries);
         let eur = ImportOptions { currency: "EUR".into(), ..opts() };
         assert!(read(text, &eur).unwrap_err().to_string().contains("in USD and the book is in EUR"));
+    }
+
+    #[test]
+    fn long_context_prices_are_imported_and_round_trip() {
+        let text = r#"{"claude-sonnet-4-5": {"input_cost_per_token": 3e-06, "output_cost_per_token": 1.5e-05,
+            "input_cost_per_token_above_200k_tokens": 6e-06, "output_cost_per_token_above_200k_tokens": 2.25e-05,
+            "cache_read_input_token_cost_above_200k_tokens": 6e-07, "litellm_provider": "anthropic"},
+            "gemini-1.5-pro": {"input_cost_per_token": 1.25e-06, "input_cost_per_token_above_128k_tokens": 2.5e-06,
+            "input_cost_per_token_above_1000k_tokens": 5e-06, "litellm_provider": "vertex"}}"#;
+        let got = read(text, &opts()).unwrap();
+        let sonnet = got.entries.iter().find(|e| e.model == "claude-sonnet-4-5").unwrap();
+        let tier = sonnet.long_context.unwrap();
+        assert_eq!(tier.above_input_tokens, 200_000);
+        assert_eq!(tier.price.own(Kind::Input), Some(6_000_000_000));
+        assert_eq!(tier.price.own(Kind::Output), Some(22_500_000_000));
+        assert_eq!(tier.price.own(Kind::CacheRead), Some(600_000_000));
+        // Two thresholds: the lowest is kept and the other is reported, not silently dropped.
+        let gemini = got.entries.iter().find(|e| e.model == "gemini-1.5-pro").unwrap();
+        assert_eq!(gemini.long_context.unwrap().above_input_tokens, 128_000);
+        assert!(
+            got.not_priced.iter().any(|(m, why)| m == "gemini-1.5-pro" && why.contains("1000k")),
+            "{:?}",
+            got.not_priced
+        );
+        // Our format keeps the tier.
+        let again = read(&export("USD", &got.entries).to_string(), &opts()).unwrap();
+        assert_eq!(again.entries, got.entries);
+        // models.dev's context_over_200k.
+        let md = r#"{"anthropic": {"models": {"claude-sonnet-4-5": {"cost": {"input": 3, "output": 15,
+            "context_over_200k": {"input": 6, "output": 22.5}}}}}}"#;
+        let got = read(md, &opts()).unwrap();
+        assert_eq!(got.entries[0].long_context.unwrap().price.own(Kind::Output), Some(22_500_000_000));
     }
 
     #[test]

@@ -19,4 +19,4 @@ pub mod catalogue;
 pub mod import;
 pub mod store;
 
-pub use book::{Book, Charge, Entry, Kind, Price};
+pub use book::{Book, Charge, Entry, Kind, Price, Tier};

@@ -2,10 +2,9 @@
 //! (each change bumps `price_book_state.version` in its transaction), and
 //! seeding the shipped catalogue once.
 
-use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
 
-use crate::book::{Book, Entry, Kind, Price};
+use crate::book::{Book, Entry, Kind, Price, Tier};
 
 /// The SQLSTATE `tokenusage_count_priced_events` raises when the book
 /// changed after a batch was priced: reload and write the batch again.
@@ -20,21 +19,47 @@ pub fn is_stale_book(e: &sqlx::Error) -> bool {
 }
 
 const COLUMNS: &str = "id, model, currency, effective_from, effective_to, input, output, cache_read, cache_write, \
-                       cache_write_1h, reasoning, audio_input, audio_output, image_input, image_output, source";
+                       cache_write_1h, reasoning, audio_input, audio_output, image_input, image_output, source, \
+                       long_context_above, long_context";
 
-type Row = (i64, String, String, DateTime<Utc>, Option<DateTime<Utc>>, [Option<i64>; 10], String);
-
-fn decode(row: &sqlx::postgres::PgRow) -> Result<Row, sqlx::Error> {
+fn decode(row: &sqlx::postgres::PgRow) -> Result<Entry, sqlx::Error> {
     use sqlx::Row as _;
     let mut p = [None; 10];
     for (i, slot) in p.iter_mut().enumerate() {
         *slot = row.try_get(5 + i)?;
     }
-    Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?, row.try_get(4)?, p, row.try_get(15)?))
+    let above: Option<i64> = row.try_get(16)?;
+    let tier: Option<serde_json::Value> = row.try_get(17)?;
+    let long_context = match (above, tier) {
+        (Some(above_input_tokens), Some(v)) => {
+            Some(Tier { above_input_tokens, price: tier_price(&v).map_err(|e| sqlx::Error::Decode(e.into()))? })
+        }
+        _ => None,
+    };
+    Ok(Entry {
+        id: Some(row.try_get(0)?),
+        model: row.try_get(1)?,
+        currency: row.try_get(2)?,
+        effective_from: row.try_get(3)?,
+        effective_to: row.try_get(4)?,
+        price: Price(p),
+        long_context,
+        source: row.try_get(15)?,
+    })
 }
 
-fn entry_of((id, model, currency, from, to, p, source): Row) -> Entry {
-    Entry { id: Some(id), model, currency, effective_from: from, effective_to: to, price: Price(p), source }
+/// A tier's prices as stored: `{kind: nanos per million}`.
+fn tier_json(p: &Price) -> serde_json::Value {
+    p.named().map(|(k, n)| (k.name().to_owned(), serde_json::Value::from(n))).collect::<serde_json::Map<_, _>>().into()
+}
+
+fn tier_price(v: &serde_json::Value) -> Result<Price, String> {
+    let mut p = Price::default();
+    for (k, n) in v.as_object().ok_or("long_context must be an object")? {
+        let kind = Kind::parse(k).ok_or_else(|| format!("unknown token kind {k:?}"))?;
+        p.set(kind, Some(n.as_i64().ok_or_else(|| format!("{k}: not an integer"))?));
+    }
+    Ok(p)
 }
 
 /// The book's currency and version.
@@ -50,7 +75,7 @@ pub async fn entries(db: impl sqlx::PgExecutor<'_>, model: Option<&str>) -> Resu
     .bind(model)
     .fetch_all(db)
     .await?;
-    rows.iter().map(|r| decode(r).map(entry_of)).collect()
+    rows.iter().map(decode).collect()
 }
 
 /// The book as it is now, in one snapshot.
@@ -81,13 +106,15 @@ pub async fn put(tx: &mut Transaction<'_, Postgres>, entries: &[Entry], who: &st
         let p = |k: Kind| e.price.own(k);
         let (inserted,): (bool,) = sqlx::query_as(
             "insert into price_book as b (model, currency, effective_from, effective_to, input, output, cache_read, \
-             cache_write, cache_write_1h, reasoning, audio_input, audio_output, image_input, image_output, source, created_by) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+             cache_write, cache_write_1h, reasoning, audio_input, audio_output, image_input, image_output, source, created_by, \
+             long_context_above, long_context) \
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
              on conflict (model, currency, effective_from) do update set effective_to = excluded.effective_to, \
              input = excluded.input, output = excluded.output, cache_read = excluded.cache_read, \
              cache_write = excluded.cache_write, cache_write_1h = excluded.cache_write_1h, reasoning = excluded.reasoning, \
              audio_input = excluded.audio_input, audio_output = excluded.audio_output, image_input = excluded.image_input, \
-             image_output = excluded.image_output, source = excluded.source, created_by = excluded.created_by, created_at = now() \
+             image_output = excluded.image_output, source = excluded.source, created_by = excluded.created_by, created_at = now(), \
+             long_context_above = excluded.long_context_above, long_context = excluded.long_context \
              returning (xmax = 0)",
         )
         .bind(&e.model)
@@ -106,6 +133,8 @@ pub async fn put(tx: &mut Transaction<'_, Postgres>, entries: &[Entry], who: &st
         .bind(p(Kind::ImageOutput))
         .bind(&e.source)
         .bind(who)
+        .bind(e.long_context.map(|t| t.above_input_tokens))
+        .bind(e.long_context.map(|t| tier_json(&t.price)))
         .fetch_one(&mut **tx)
         .await?;
         if inserted {
@@ -124,7 +153,7 @@ pub async fn remove(tx: &mut Transaction<'_, Postgres>, id: i64) -> Result<Optio
         .bind(id)
         .fetch_optional(&mut **tx)
         .await?;
-    row.map(|r| decode(&r).map(entry_of)).transpose()
+    row.map(|r| decode(&r)).transpose()
 }
 
 /// Takes the counting lock exclusively (waiting for counting transactions

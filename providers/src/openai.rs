@@ -125,14 +125,6 @@ fn bucket_day(start: i64, end: i64) -> Result<NaiveDate, Malformed> {
     report::day_of(t(start)?, t(end)?)
 }
 
-fn next(has_more: bool, next_page: Option<String>) -> Result<Option<String>, Malformed> {
-    match (has_more, next_page) {
-        (true, Some(p)) if !p.is_empty() => Ok(Some(p)),
-        (true, _) => Err(Malformed("has_more is true but next_page is empty".into())),
-        (false, _) => Ok(None),
-    }
-}
-
 pub fn parse_usage(body: &[u8]) -> Result<Page<UsageRow>, Malformed> {
     let page: PageBody<UsageResult> = report::parse(body)?;
     let mut rows = Vec::new();
@@ -170,7 +162,7 @@ pub fn parse_usage(body: &[u8]) -> Result<Page<UsageRow>, Malformed> {
             });
         }
     }
-    Ok(Page { rows, next_page: next(page.has_more, page.next_page)? })
+    Ok(Page { rows, next_page: report::next_page(page.has_more, page.next_page)? })
 }
 
 /// The model a cost line names: OpenAI's line items read "<model>, <what>"
@@ -203,7 +195,7 @@ pub fn parse_costs(body: &[u8]) -> Result<Page<CostRow>, Malformed> {
             });
         }
     }
-    Ok(Page { rows, next_page: next(page.has_more, page.next_page)? })
+    Ok(Page { rows, next_page: report::next_page(page.has_more, page.next_page)? })
 }
 
 #[cfg(test)]

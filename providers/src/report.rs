@@ -94,6 +94,16 @@ pub struct Page<T> {
     pub next_page: Option<String>,
 }
 
+/// The cursor of the next page: both providers answer `has_more` and
+/// `next_page`; more without a cursor is malformed.
+pub fn next_page(has_more: bool, next_page: Option<String>) -> Result<Option<String>, Malformed> {
+    match (has_more, next_page) {
+        (true, Some(p)) if !p.is_empty() => Ok(Some(p)),
+        (true, _) => Err(Malformed("has_more is true but next_page is empty".into())),
+        (false, _) => Ok(None),
+    }
+}
+
 /// Why a page cannot be read. The import stops and keeps what it stored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed report page: {0}")]

@@ -151,6 +151,25 @@ fn print_entries(currency: &str, entries: &[Entry]) {
             p(Kind::Reasoning),
             e.source
         );
+        // Every other price the entry has: the kinds not in the columns,
+        // and the long-context tier.
+        let rest: Vec<String> = [Kind::AudioInput, Kind::AudioOutput, Kind::ImageInput, Kind::ImageOutput]
+            .into_iter()
+            .filter_map(|k| e.price.own(k).map(|n| format!("{} {}", k.name(), money::format_nanos(n))))
+            .collect();
+        if !rest.is_empty() {
+            println!("{:>6} also: {}", "", rest.join(", "));
+        }
+        if let Some(tier) = &e.long_context {
+            let tier_prices: Vec<String> =
+                tier.price.named().map(|(k, n)| format!("{} {}", k.name(), money::format_nanos(n))).collect();
+            println!(
+                "{:>6} requests over {} input tokens: {} (other kinds at the prices above)",
+                "",
+                tier.above_input_tokens,
+                tier_prices.join(", ")
+            );
+        }
     }
 }
 
@@ -222,6 +241,7 @@ pub async fn run(cmd: PricesCmd) -> anyhow::Result<ExitCode> {
                 effective_from: from,
                 effective_to: to,
                 price,
+                long_context: None,
                 source,
             };
             let mut tx = pool.begin().await?;

@@ -281,6 +281,18 @@ async fn the_real_litellm_catalogue_prices_reference_events_to_the_cent() {
         event("d", at, "openai/gpt-4o-2024-08-06", 1_000, 500, json!({})),
         // Not in any catalogue.
         event("e", at, "my-own-finetune", 700, 77, json!({})),
+        // Over 200k input: the whole request at the long-context prices
+        // (LiteLLM's *_above_200k_tokens, which imports used to drop):
+        // 190k × $6/M + 50k read × $0.60/M + 10k write × $7.50/M + 2k × $22.50/M
+        // = 1.14 + 0.03 + 0.075 + 0.045 = $1.29 (base prices would give $0.645).
+        event(
+            "f",
+            at,
+            "claude-sonnet-4-5-20250929",
+            250_000,
+            2_000,
+            json!({"cache_read_input_tokens": 50_000, "cache_write_input_tokens": 10_000}),
+        ),
     ];
     tokenusage_projector::count_events(&env.pool, events).await.unwrap();
     env.add_user("alice", Role::Viewer, "alice-password").await;
@@ -299,9 +311,10 @@ async fn the_real_litellm_catalogue_prices_reference_events_to_the_cent() {
     assert_eq!(cost("gemini-2.5-flash"), (json!("0.0133"), 0));
     assert_eq!(cost("openai/gpt-4o-2024-08-06"), (json!("0.0075"), 0));
     assert_eq!(cost("my-own-finetune"), (Value::Null, 777));
+    assert_eq!(cost("claude-sonnet-4-5-20250929"), (json!("1.29"), 0));
     let (_, s) =
         app.get(&alice, "/api/v1/usage/summary?from=2026-02-02T00:00:00Z&to=2026-02-03T00:00:00Z&tz=UTC").await;
-    assert_eq!(s["total"]["cost"], "3.39755", "{s}");
+    assert_eq!(s["total"]["cost"], "4.68755", "{s}");
     assert_eq!(s["total"]["unpriced_tokens"], 2_777);
     app.stop().await;
     env.cleanup().await;
