@@ -478,6 +478,8 @@ pub(crate) fn api_routes() -> Routes<AppState> {
         .get("/admin/dead-letters", admin::list_dead_letters)
         .post("/admin/dead-letters/{id}/redrive", admin::redrive_dead_letter)
         .get("/admin/providers", crate::reconciliation::providers)
+        .put("/admin/providers/{name}/mappings", crate::reconciliation::put_mapping)
+        .delete("/admin/providers/{name}/mappings/{kind}/{external_id}", crate::reconciliation::delete_mapping)
         .get("/admin/reconciliation", crate::reconciliation::reconciliation)
         .get("/admin/reconciliation.csv", crate::reconciliation::reconciliation_csv)
 }

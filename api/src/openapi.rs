@@ -24,7 +24,7 @@ use crate::{admin, app, audit, budgets, live, session, teams};
         history::series, history::summary, history::breakdown, history::dimensions, history::export_csv,
         history::top_users, history::overview, audit::search::views_of_me, audit::search::admin_search,
         admin::list_keys, admin::create_key, admin::revoke_key, admin::list_prices, admin::set_price, admin::remove_price, admin::list_dead_letters, admin::redrive_dead_letter,
-        crate::reconciliation::providers, crate::reconciliation::reconciliation, crate::reconciliation::reconciliation_csv,
+        crate::reconciliation::providers, crate::reconciliation::put_mapping, crate::reconciliation::delete_mapping, crate::reconciliation::reconciliation, crate::reconciliation::reconciliation_csv,
         teams::my_teams, teams::admin_list, teams::admin_create, teams::admin_get, teams::admin_rename,
         teams::admin_delete, teams::admin_set_member, teams::admin_remove_member,
         budgets::routes::list, budgets::routes::create, budgets::routes::check, budgets::routes::get,

@@ -1,7 +1,7 @@
 //! Admin routes over the providers' reports (`tokenusage-providers`):
 //! the connections (never their keys) and the reconciliation, as JSON and
-//! CSV. Connecting and mapping are on the command line
-//! (`tokenusage providers`); see docs/RECONCILIATION.md.
+//! CSV, and the mappings. Connecting (the admin key) is on the command
+//! line only (`tokenusage providers add`); see docs/RECONCILIATION.md.
 
 use axum::Json;
 use axum::extract::State;
@@ -14,7 +14,7 @@ use tokenusage_providers::{reconcile, store};
 use crate::app::AppState;
 use crate::audit::AuditSlot;
 use crate::auth::AuthUser;
-use crate::error::{ApiError, ApiQuery};
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -164,4 +164,80 @@ pub(crate) async fn providers(
         connections: value(serde_json::to_value(&connections))?,
         mappings: value(serde_json::to_value(&mappings))?,
     }))
+}
+
+/// A mapping of a provider scope or API key to our source and/or project.
+#[derive(Debug, Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MappingBody {
+    /// `scope` (an OpenAI project, an Anthropic workspace; `default` for
+    /// usage outside any) or `api_key`.
+    kind: String,
+    /// The provider's id of the scope or key.
+    external_id: String,
+    /// Our publisher (`source`); null: any.
+    #[serde(default)]
+    target_source: Option<String>,
+    /// Our project; null: any. At least one of the two.
+    #[serde(default)]
+    target_project: Option<String>,
+}
+
+fn store_error(e: store::StoreError) -> ApiError {
+    match e {
+        store::StoreError::Invalid(m) => ApiError::bad_request("invalid_mapping", m),
+        store::StoreError::NoSuchConnection(_) => ApiError::NotFound(e.to_string()),
+        store::StoreError::Db(e) => e.into(),
+    }
+}
+
+/// Maps a provider scope or API key of connection `name` to our source
+/// and/or project (replacing its mapping). Refused if the target overlaps
+/// another mapping's target (an event would reconcile twice).
+#[utoipa::path(put, path = "/api/v1/admin/providers/{name}/mappings", tag = "admin", security(("bearer" = [])),
+    params(("name" = String, Path, description = "The connection")), request_body = MappingBody,
+    responses((status = 200, body = MappingBody)))]
+pub(crate) async fn put_mapping(
+    State(st): State<AppState>,
+    axum::Extension(slot): axum::Extension<AuditSlot>,
+    user: AuthUser,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(body): ApiJson<MappingBody>,
+) -> Result<Json<MappingBody>, ApiError> {
+    slot.set_detail("admin.providers.map", None, serde_json::json!({"connection": name, "mapping": &body}), None);
+    user.require_admin()?;
+    let m = store::Mapping {
+        connection: name,
+        kind: body.kind.clone(),
+        external_id: body.external_id.clone(),
+        target_source: body.target_source.clone(),
+        target_project: body.target_project.clone(),
+    };
+    store::map(&st.pool, &m).await.map_err(store_error)?;
+    Ok(Json(body))
+}
+
+/// Removes a mapping.
+#[utoipa::path(delete, path = "/api/v1/admin/providers/{name}/mappings/{kind}/{external_id}", tag = "admin",
+    security(("bearer" = [])),
+    params(("name" = String, Path, description = "The connection"), ("kind" = String, Path, description = "scope or api_key"),
+           ("external_id" = String, Path, description = "The provider's id")),
+    responses((status = 204, description = "Removed")))]
+pub(crate) async fn delete_mapping(
+    State(st): State<AppState>,
+    axum::Extension(slot): axum::Extension<AuditSlot>,
+    user: AuthUser,
+    ApiPath((name, kind, external_id)): ApiPath<(String, String, String)>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    slot.set_detail(
+        "admin.providers.unmap",
+        None,
+        serde_json::json!({"connection": name, "kind": kind, "external_id": external_id}),
+        None,
+    );
+    user.require_admin()?;
+    if !store::unmap(&st.pool, &name, &kind, &external_id).await? {
+        return Err(ApiError::NotFound(format!("{name} has no {kind} mapping for {external_id:?}")));
+    }
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }

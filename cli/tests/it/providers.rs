@@ -304,6 +304,25 @@ async fn anthropic_reports_match_our_cache_kinds_and_cost_to_the_nano() {
     assert_eq!(body["connections"][0]["name"], "ant");
     assert!(!body.to_string().contains("STUBKEY"), "{body}");
     assert_eq!(app.get(&alice, "/api/v1/admin/reconciliation?from=2026-10-05&to=2026-10-05").await.0, 403);
+    // Mappings over the API: the same rules as the command line.
+    let put = |body: serde_json::Value| {
+        app.http.put(app.url("/api/v1/admin/providers/ant/mappings")).bearer_auth(&admin).json(&body).send()
+    };
+    let r = put(serde_json::json!({"kind": "api_key", "external_id": "apikey_01", "target_source": "billing-svc"}))
+        .await
+        .unwrap();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_mapping", "overlaps project research: {body}");
+    let r = put(serde_json::json!({"kind": "api_key", "external_id": "apikey_01", "target_project": "research"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r =
+        app.http.delete(app.url("/api/v1/admin/providers/ant/mappings/api_key/apikey_01")).bearer_auth(&admin).send();
+    assert_eq!(r.await.unwrap().status(), 204);
+    let r =
+        app.http.delete(app.url("/api/v1/admin/providers/ant/mappings/api_key/apikey_01")).bearer_auth(&admin).send();
+    assert_eq!(r.await.unwrap().status(), 404);
     let (status, body) = app.get(&admin, "/api/v1/admin/reconciliation?from=2026-10-05&to=2026-10-04").await;
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_range")), "{body}");
     let actions: Vec<String> = sqlx::query_scalar("select action from audit_log where action like 'admin.reconciliation%' or action = 'admin.providers.list' order by seq")

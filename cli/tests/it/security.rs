@@ -228,6 +228,13 @@ async fn every_endpoint_by_every_role_sees_only_what_it_may_and_leaves_one_audit
         ("POST", "/api/v1/admin/dead-letters/999999/redrive".into(), None, [401, 401, 403, 404]),
         ("GET", "/api/v1/admin/prices".into(), None, [401, 401, 403, 200]),
         ("GET", "/api/v1/admin/providers".into(), None, [401, 401, 403, 200]),
+        (
+            "PUT",
+            "/api/v1/admin/providers/nope/mappings".into(),
+            Some(json!({"kind": "scope", "external_id": "proj_1", "target_project": "p"})),
+            [401, 401, 403, 404],
+        ),
+        ("DELETE", "/api/v1/admin/providers/nope/mappings/scope/proj_1".into(), None, [401, 401, 403, 404]),
         ("GET", "/api/v1/admin/reconciliation?from=2026-11-20&to=2026-11-21".into(), None, [401, 401, 403, 200]),
         ("GET", "/api/v1/admin/reconciliation.csv?from=2026-11-20&to=2026-11-21".into(), None, [401, 401, 403, 200]),
         (
