@@ -191,6 +191,8 @@ pub struct Report {
     pub lines: Vec<Line>,
     /// Each connection and the last day its reports were read whole up to (exclusive).
     pub imported_through: BTreeMap<String, Option<NaiveDate>>,
+    /// The reasons that appear in `lines`, in words (for people and the dashboard).
+    pub explanations: BTreeMap<Reason, &'static str>,
 }
 
 type Key = (Option<i64>, NaiveDate, String, Option<Target>, Option<String>);
@@ -225,11 +227,13 @@ pub async fn reconcile(pool: &PgPool, from: NaiveDate, to: NaiveDate) -> Result<
                 sum(u.requests)::int8 as requests, bool_or(u.context_window = '200k-1M') as long_context, \
                 bool_or(u.service_tier not in ('', 'standard', 'default', 'auto')) as other_tier \
          from provider_usage u \
-         left join lateral (select pm.connection_id, pm.target_source, pm.target_project from provider_mappings pm \
-             where pm.connection_id = u.connection_id \
-               and ((pm.kind = 'api_key' and u.api_key <> '' and pm.external_id = u.api_key) \
-                 or (pm.kind = 'scope' and pm.external_id = coalesce(nullif(u.scope, ''), 'default'))) \
-             order by pm.kind = 'api_key' desc limit 1) m on true \
+         left join provider_mappings mk on mk.connection_id = u.connection_id and mk.kind = 'api_key' \
+               and u.api_key <> '' and mk.external_id = u.api_key \
+         left join provider_mappings ms on ms.connection_id = u.connection_id and ms.kind = 'scope' \
+               and ms.external_id = coalesce(nullif(u.scope, ''), 'default') \
+         cross join lateral (select coalesce(mk.connection_id, ms.connection_id) as connection_id, \
+               case when mk.connection_id is not null then mk.target_source else ms.target_source end as target_source, \
+               case when mk.connection_id is not null then mk.target_project else ms.target_project end as target_project) m \
          where u.day >= $1 and u.day < $2 \
          group by 1, 2, 3, 4, 5, 6",
     )
@@ -283,13 +287,23 @@ pub async fn reconcile(pool: &PgPool, from: NaiveDate, to: NaiveDate) -> Result<
 
     // What we counted under each target.
     let ours: Vec<OursRow> = sqlx::query_as(
-        "with targets as (select distinct target_source, target_project from provider_mappings) \
-         select t.target_source, t.target_project, (r.bucket at time zone 'UTC')::date as day, r.model, \
+        // Three equi-joins, one per target shape, so each is a hash join;
+        // targets never overlap, so no row is taken twice.
+        "with targets as (select distinct target_source, target_project from provider_mappings), \
+         matched as ( \
+           select t.target_source, t.target_project, r.* from usage_hour r \
+             join targets t on t.target_source is null and r.project = t.target_project \
+           union all \
+           select t.target_source, t.target_project, r.* from usage_hour r \
+             join targets t on t.target_project is null and r.source = t.target_source \
+           union all \
+           select t.target_source, t.target_project, r.* from usage_hour r \
+             join targets t on r.source = t.target_source and r.project = t.target_project) \
+         select r.target_source, r.target_project, (r.bucket at time zone 'UTC')::date as day, r.model, \
                 sum(r.input_tokens)::int8 as input, sum(r.output_tokens)::int8 as output, \
                 sum(r.cache_read_tokens)::int8 as cache_read, sum(r.cache_write_tokens)::int8 as cache_write, \
                 sum(r.events)::int8 as events, sum(r.cost_nanos)::int8 as cost, sum(r.unpriced_tokens)::int8 as unpriced \
-         from usage_hour r join targets t on (t.target_source is null or r.source = t.target_source) \
-                                         and (t.target_project is null or r.project = t.target_project) \
+         from matched r \
          where r.bucket >= $1 and r.bucket < $2 \
          group by 1, 2, 3, 4",
     )
@@ -326,14 +340,16 @@ pub async fn reconcile(pool: &PgPool, from: NaiveDate, to: NaiveDate) -> Result<
 
     let names: BTreeMap<i64, (String, Option<Provider>)> =
         conns.iter().map(|(id, n, p, _)| (*id, (n.clone(), Provider::parse(p)))).collect();
-    let lines = acc
+    let lines: Vec<Line> = acc
         .into_iter()
         .map(|((conn, day, model, target, scope), mut a)| {
             a.revised = conn.is_some_and(|c| revised.contains(&(c, day, model.clone())));
             line(conn.and_then(|c| names.get(&c)), day, model, target, scope, a, &currency)
         })
         .collect();
-    Ok(Report { from, to, currency, lines, imported_through: conns.into_iter().map(|(_, n, _, t)| (n, t)).collect() })
+    let explanations = lines.iter().flat_map(|l| l.reasons.iter().map(|r| (*r, r.describe()))).collect();
+    let imported_through = conns.into_iter().map(|(_, n, _, t)| (n, t)).collect();
+    Ok(Report { from, to, currency, lines, imported_through, explanations })
 }
 
 fn line(

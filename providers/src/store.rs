@@ -209,70 +209,72 @@ pub async fn finish_run(pool: &PgPool, run: i64, error: Option<&str>) -> Result<
     Ok(())
 }
 
-/// Stores one page of usage for import `run` in one transaction; counts it.
+/// Stores one page of usage for import `run` in one transaction (one
+/// statement: the page's rows as arrays); counts it. The rows' keys are
+/// distinct (`report::merge_usage`).
 pub async fn put_usage(pool: &PgPool, conn: i64, run: i64, rows: &[UsageRow]) -> Result<(), sqlx::Error> {
+    let col = |f: fn(&UsageRow) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
+    let text = |f: fn(&UsageRow) -> &str| rows.iter().map(|r| f(r).to_owned()).collect::<Vec<String>>();
     let mut tx = pool.begin().await?;
-    for r in rows {
-        let (k, t) = (&r.key, &r.tokens);
-        sqlx::query(
-            "insert into provider_usage as u (connection_id, day, scope, api_key, model, service_tier, context_window, \
-             input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cache_write_1h_tokens, \
-             audio_input_tokens, audio_output_tokens, requests, web_search_requests, import_id) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
-             on conflict on constraint provider_usage_pkey do update set input_tokens = excluded.input_tokens, \
-             output_tokens = excluded.output_tokens, cache_read_tokens = excluded.cache_read_tokens, \
-             cache_write_tokens = excluded.cache_write_tokens, cache_write_1h_tokens = excluded.cache_write_1h_tokens, \
-             audio_input_tokens = excluded.audio_input_tokens, audio_output_tokens = excluded.audio_output_tokens, \
-             requests = excluded.requests, web_search_requests = excluded.web_search_requests, import_id = excluded.import_id",
-        )
-        .bind(conn)
-        .bind(r.day)
-        .bind(&k.scope)
-        .bind(&k.api_key)
-        .bind(&k.model)
-        .bind(&k.service_tier)
-        .bind(&k.context_window)
-        .bind(t.input)
-        .bind(t.output)
-        .bind(t.cache_read)
-        .bind(t.cache_write)
-        .bind(t.cache_write_1h)
-        .bind(t.audio_input)
-        .bind(t.audio_output)
-        .bind(t.requests)
-        .bind(t.web_search_requests)
-        .bind(run)
-        .execute(&mut *tx)
-        .await?;
-    }
+    sqlx::query(
+        "insert into provider_usage (connection_id, day, scope, api_key, model, service_tier, context_window, \
+         input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cache_write_1h_tokens, \
+         audio_input_tokens, audio_output_tokens, requests, web_search_requests, import_id) \
+         select $1, * , $17 from unnest($2::date[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
+             $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::int8[], $13::int8[], $14::int8[], $15::int8[], $16::int8[]) \
+         on conflict on constraint provider_usage_pkey do update set input_tokens = excluded.input_tokens, \
+         output_tokens = excluded.output_tokens, cache_read_tokens = excluded.cache_read_tokens, \
+         cache_write_tokens = excluded.cache_write_tokens, cache_write_1h_tokens = excluded.cache_write_1h_tokens, \
+         audio_input_tokens = excluded.audio_input_tokens, audio_output_tokens = excluded.audio_output_tokens, \
+         requests = excluded.requests, web_search_requests = excluded.web_search_requests, import_id = excluded.import_id",
+    )
+    .bind(conn)
+    .bind(rows.iter().map(|r| r.day).collect::<Vec<NaiveDate>>())
+    .bind(text(|r| &r.key.scope))
+    .bind(text(|r| &r.key.api_key))
+    .bind(text(|r| &r.key.model))
+    .bind(text(|r| &r.key.service_tier))
+    .bind(text(|r| &r.key.context_window))
+    .bind(col(|r| r.tokens.input))
+    .bind(col(|r| r.tokens.output))
+    .bind(col(|r| r.tokens.cache_read))
+    .bind(col(|r| r.tokens.cache_write))
+    .bind(col(|r| r.tokens.cache_write_1h))
+    .bind(col(|r| r.tokens.audio_input))
+    .bind(col(|r| r.tokens.audio_output))
+    .bind(col(|r| r.tokens.requests))
+    .bind(col(|r| r.tokens.web_search_requests))
+    .bind(run)
+    .execute(&mut *tx)
+    .await?;
     count_page(&mut tx, run, rows.len(), 0).await?;
     tx.commit().await
 }
 
-/// Stores one page of costs for import `run` in one transaction; counts it.
+/// As [`put_usage`], for a page of costs.
 pub async fn put_costs(pool: &PgPool, conn: i64, run: i64, rows: &[CostRow]) -> Result<(), sqlx::Error> {
+    let text = |f: fn(&CostRow) -> &str| rows.iter().map(|r| f(r).to_owned()).collect::<Vec<String>>();
     let mut tx = pool.begin().await?;
-    for r in rows {
-        let k = &r.key;
-        sqlx::query(
-            "insert into provider_costs (connection_id, day, scope, line_item, model, service_tier, context_window, \
-             currency, amount_nanos, import_id) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-             on conflict on constraint provider_costs_pkey do update set currency = excluded.currency, \
-             amount_nanos = excluded.amount_nanos, import_id = excluded.import_id",
-        )
-        .bind(conn)
-        .bind(r.day)
-        .bind(&k.scope)
-        .bind(&k.line_item)
-        .bind(&k.model)
-        .bind(&k.service_tier)
-        .bind(&k.context_window)
-        .bind(&r.currency)
-        .bind(r.amount_nanos)
-        .bind(run)
-        .execute(&mut *tx)
-        .await?;
-    }
+    sqlx::query(
+        "insert into provider_costs (connection_id, day, scope, line_item, model, service_tier, context_window, \
+         currency, amount_nanos, import_id) \
+         select $1, *, $10 from unnest($2::date[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
+             $8::text[], $9::int8[]) \
+         on conflict on constraint provider_costs_pkey do update set currency = excluded.currency, \
+         amount_nanos = excluded.amount_nanos, import_id = excluded.import_id",
+    )
+    .bind(conn)
+    .bind(rows.iter().map(|r| r.day).collect::<Vec<NaiveDate>>())
+    .bind(text(|r| &r.key.scope))
+    .bind(text(|r| &r.key.line_item))
+    .bind(text(|r| &r.key.model))
+    .bind(text(|r| &r.key.service_tier))
+    .bind(text(|r| &r.key.context_window))
+    .bind(text(|r| &r.currency))
+    .bind(rows.iter().map(|r| r.amount_nanos).collect::<Vec<i64>>())
+    .bind(run)
+    .execute(&mut *tx)
+    .await?;
     count_page(&mut tx, run, 0, rows.len()).await?;
     tx.commit().await
 }

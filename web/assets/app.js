@@ -710,6 +710,52 @@
     } catch (e) { if (e.message !== "signed out") showAlert(e.message); }
   }
 
+  /** The reconciliation of the view's days (admins): only lines that differ. */
+  async function loadReconciliation() {
+    const v = currentView();
+    if (v.error) return;
+    const from = v.from, last = addDays(v.to || addDays(today(), 1), -1);
+    const status = $("reconcile-status"), tbody = $("reconcile-table").tBodies[0];
+    try {
+      const r = await (await api("/api/v1/admin/reconciliation?" + query({ from, to: last }))).json();
+      const rep = r.report;
+      const conns = Object.keys(rep.imported_through);
+      tbody.textContent = "";
+      if (!conns.length) {
+        status.textContent = "No provider is connected: an operator connects OpenAI or Anthropic reports with tokenusage providers add (docs/RECONCILIATION.md).";
+        auditRows(tbody, [], 9);
+        return;
+      }
+      const read = conns.map((c) => c + ": reports read through " + (rep.imported_through[c] ? addDays(rep.imported_through[c], -1) : "nothing yet")).join("; ");
+      const differ = rep.lines.filter((l) => l.reasons.length || l.token_difference !== 0 || (l.cost_difference_nanos || 0) !== 0);
+      status.textContent = read + ". " + differ.length + " of " + rep.lines.length + " lines differ.";
+      if (!auditRows(tbody, differ, 9)) return;
+      const tokens = (x) => x ? num(x.input_tokens + x.output_tokens) : "–";
+      const amount = (n, cur) => new Intl.NumberFormat(undefined, { style: "currency", currency: cur, minimumFractionDigits: 2, maximumFractionDigits: 6 }).format(n / 1e9);
+      for (const l of differ) {
+        const tr = tbody.insertRow();
+        const scope = l.target ? [l.target.source && "source " + l.target.source, l.target.project && "project " + l.target.project].filter(Boolean).join(", ")
+          : "unmapped " + (l.provider_scope || "(default)");
+        cell(tr, l.day, "text"); cell(tr, l.connection || "–", "text"); cell(tr, l.model || "(no model)", "text"); cell(tr, scope, "text");
+        cell(tr, tokens(l.ours)); cell(tr, tokens(l.reported));
+        cell(tr, l.ours ? amount(l.ours.cost_nanos, rep.currency) : "–"); cell(tr, l.billed ? amount(l.billed.amount_nanos, l.billed.currency) : "–");
+        cell(tr, l.reasons.map((c) => rep.explanations[c] || c).join("; ") || "amounts differ", "text");
+      }
+    } catch (e) { if (e.message !== "signed out") showAlert(e.message); }
+  }
+
+  async function downloadReconciliation(ev) {
+    ev.preventDefault();
+    const v = currentView();
+    if (v.error) { showAlert(v.error); return; }
+    try {
+      const r = await api("/api/v1/admin/reconciliation.csv?" + query({ from: v.from, to: addDays(v.to || addDays(today(), 1), -1) }));
+      const a = document.createElement("a");
+      a.href = URL.createObjectURL(await r.blob()); a.download = "tokenusage-reconciliation.csv";
+      document.body.appendChild(a); a.click(); a.remove();
+    } catch (e) { if (e.message !== "signed out") showAlert(e.message); }
+  }
+
   async function loadUserPicker() {
     try {
       const r = await api("/api/v1/admin/usage/top-users?" + query({ from: addMonths(today(), -11), to: addDays(today(), 1), limit: 200 }));
@@ -752,7 +798,7 @@
     // (their own is one entry of the picker away).
     $("user").value = admin ? "*" : "";
     loadTeams().then(() => { budgetScopes(); startLive(); loadBudgets(); }); loadViews();
-    if (admin) { loadAudit(); loadUserPicker(); }
+    if (admin) { loadAudit(); loadUserPicker(); loadReconciliation(); }
     $("dash-title").focus({ preventScroll: true });
   }
 
@@ -785,6 +831,7 @@
       startLive();
     });
     for (const id of ["custom-from", "custom-to", "granularity", "group", "project"]) $(id).addEventListener("change", startLive);
+    for (const id of ["range", "custom-from", "custom-to"]) $(id).addEventListener("change", () => { if (session.role === "admin") loadReconciliation(); });
     for (const id of ["team", "user"]) $(id).addEventListener("change", () => { manyOptions(); startLive(); });
     $("tz").addEventListener("change", () => {
       if (!zones.includes($("tz").value.trim())) { showAlert("Unknown time zone: pick one from the list (for example Europe/Berlin)."); return; }
@@ -803,6 +850,7 @@
     $("chart").addEventListener("click", showDetail);
     $("table-details").addEventListener("toggle", () => { if ($("table-details").open && live.series) table(live.series); });
     $("audit-form").addEventListener("submit", loadAudit);
+    $("reconcile-csv").addEventListener("click", downloadReconciliation);
     $("budget-form").addEventListener("submit", createBudget);
     $("budget-measure").addEventListener("change", () => {
       const cost = $("budget-measure").value === "cost";

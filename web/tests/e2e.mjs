@@ -107,6 +107,41 @@ async function signIn(page, user) {
   await page.waitForFunction(() => document.getElementById("conn").dataset.state === "live", null, { timeout: 20000 });
 }
 
+/** A stand-in for OpenAI's organisation Usage and Costs APIs (their
+ * documented shapes): `days` of usage for project proj_e2e that nothing of
+ * ours was published for. */
+async function providerStub(days) {
+  const { createServer } = await import("node:http");
+  const server = createServer((req, res) => {
+    const u = new URL(req.url, "http://stub");
+    const from = Number(u.searchParams.get("start_time")), to = Number(u.searchParams.get("end_time"));
+    const costs = u.pathname === "/v1/organization/costs";
+    const data = [];
+    for (let t = from; t < to; t += 86400) {
+      const day = new Date(t * 1000).toISOString().slice(0, 10);
+      const results = !days.includes(day) ? [] : costs
+        ? [{ object: "organization.costs.result", amount: { value: 0.5, currency: "usd" }, line_item: "gpt-4o-mini, input", project_id: "proj_e2e" }]
+        : [{ object: "organization.usage.completions.result", input_tokens: 100000, output_tokens: 5000, input_cached_tokens: 0,
+            num_model_requests: 10, project_id: "proj_e2e", api_key_id: "key_e2e", model: "gpt-4o-mini", batch: false }];
+      data.push({ object: "bucket", start_time: t, end_time: t + 86400, results });
+    }
+    res.setHeader("content-type", "application/json");
+    res.end(JSON.stringify({ object: "page", data, has_more: false, next_page: null }));
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  return { server, url: `http://127.0.0.1:${server.address().port}` };
+}
+
+/** `run`, without blocking this process's event loop (the stub answers meanwhile). */
+function runAsync(args) {
+  return new Promise((resolve, reject) => {
+    const c = spawn(bin, args, { env: { ...process.env, RUST_LOG: "warn" } });
+    let err = "";
+    c.stderr.on("data", (d) => { err += d; });
+    c.on("exit", (code) => code === 0 ? resolve() : reject(new Error(`tokenusage ${args.join(" ")} failed: ${err}`)));
+  });
+}
+
 async function main() {
   run(["users", "add", "alice", "--role", "viewer"]);
   run(["users", "add", "root", "--role", "admin"]);
@@ -117,6 +152,13 @@ async function main() {
   const lines = [event("alice", 60, "chat", 1200, 300, "search"), event("alice", 60 * 26, "embedding", 5000, 0), event("alice", 60 * 50, "chat", 700, 70),
     event("bob", 30, "chat", 99999, 1)].join("\n");
   run(["publish", "-", "--source", "e2e"], lines);
+  // A provider's report of the last three days, for the admin's reconciliation.
+  const day = (n) => new Date(Date.now() - n * 86400000).toISOString().slice(0, 10);
+  const stub = await providerStub([day(2), day(1), day(0)]);
+  run(["providers", "add", "e2e-openai", "--provider", "openai", "--base-url", stub.url, "--import-from", day(3)], "sk-admin-e2e\n");
+  run(["providers", "map", "e2e-openai", "--scope", "proj_e2e", "--to-project", "e2e-proj"]);
+  await runAsync(["providers", "import", "e2e-openai", "--from", day(3), "--outbound-allow", "127.0.0.0/8"]);
+  stub.server.close();
   const { child, url } = await startServer();
   const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-dev-shm-usage"] });
@@ -323,6 +365,12 @@ async function main() {
       await a.waitForSelector("#admin:not([hidden])");
       await a.waitForFunction(() => document.getElementById("conn").dataset.state === "live");
       await a.waitForSelector("#audit-table tbody tr");
+      // The reconciliation: the provider's usage that nothing of ours was
+      // published for, with the reason in words.
+      await a.waitForSelector("#reconcile-table tbody tr td:nth-child(9)");
+      const why = await a.$$eval("#reconcile-table tbody tr", (rows) => rows.map((r) => r.textContent));
+      assert(why.some((t) => t.includes("gpt-4o-mini") && t.includes("events were not published")), "reconciliation rows: " + why.join(" | "));
+      assert(/lines differ/.test(await a.textContent("#reconcile-status")), "reconciliation status");
       await a11y(a, "admin");
       await a.click("#theme"); await a11y(a, "admin-dark");
     });
