@@ -9,8 +9,10 @@
 //! `provider_revisions`), import runs and mappings (migration 0015);
 //! `reconcile` sets the provider's figures beside ours per day, model and
 //! mapped scope and names the reason for a difference where it can;
-//! `schedule` runs imports on an interval in API processes.
+//! `schedule` runs imports on an interval in API processes, and `alerts`
+//! notifies webhooks of days past a connection's percentage.
 
+pub mod alerts;
 pub mod anthropic;
 pub mod fetch;
 pub mod openai;

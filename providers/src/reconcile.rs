@@ -166,18 +166,21 @@ impl Line {
     /// Is a difference larger than `percent` of the provider's figure (any
     /// difference against a zero figure; unmapped usage always)?
     pub fn exceeds(&self, percent: rust_decimal::Decimal) -> bool {
-        use rust_decimal::Decimal;
-        let over = |diff: i64, base: i64| -> bool {
-            if base == 0 {
-                return diff != 0;
-            }
-            Decimal::from(diff.unsigned_abs()) * Decimal::from(100) > percent * Decimal::from(base.unsigned_abs())
-        };
+        let over = |diff: i64, base: i64| past(diff, base, percent);
         let theirs = self.reported.map(|r| r.tokens.total()).unwrap_or(0);
         self.target.is_none()
             || over(self.token_difference, theirs)
             || self.cost_difference_nanos.zip(self.billed.as_ref()).is_some_and(|(d, b)| over(d, b.amount_nanos))
     }
+}
+
+/// Is `diff` more than `percent` of `base` (any difference against 0)?
+pub fn past(diff: i64, base: i64, percent: rust_decimal::Decimal) -> bool {
+    use rust_decimal::Decimal;
+    if base == 0 {
+        return diff != 0;
+    }
+    Decimal::from(diff.unsigned_abs()) * Decimal::from(100) > percent * Decimal::from(base.unsigned_abs())
 }
 
 /// The reconciliation of a range of days.

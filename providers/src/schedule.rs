@@ -59,6 +59,16 @@ pub async fn pass(pool: &PgPool, importer: &Importer, owner: &str) -> Result<(),
                 Ok(sum) => {
                     tracing::info!(connection = %c.name, %from, %to, pages = sum.pages, usage_rows = sum.usage_rows,
                                    cost_rows = sum.cost_rows, "provider reports imported");
+                    // Whole days only: today is still being counted.
+                    match crate::alerts::check(pool, &c.name, from, to.min(today)).await {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            tracing::warn!(connection = %c.name, notifications = n, "provider days differ from ours past the alert percentage");
+                        }
+                        Err(e) => {
+                            tracing::warn!(connection = %c.name, error = %e, "checking provider days for alerts failed");
+                        }
+                    }
                 }
                 // Another process is at it, or the failure was logged and
                 // recorded by the import: next interval.

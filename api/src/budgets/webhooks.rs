@@ -234,6 +234,18 @@ fn slack_text(p: &serde_json::Value) -> serde_json::Value {
         serde_json::Value::String(s) => s.clone(),
         other => other.to_string(),
     };
+    if p["type"] == "reconciliation.difference" {
+        // Every field here is ours or a date: the connection's name is
+        // a-z0-9._- only.
+        let (t, c) = (&p["tokens"], &p["cost"]);
+        return serde_json::json!({
+            "text": format!(
+                "Provider `{}` ({}) on {}: billed {} {}, we counted {} {} (difference {}); tokens {} reported, {} counted (past {} %).",
+                s(&p["connection"]), s(&p["provider"]), s(&p["day"]), s(&c["billed"]), s(&c["currency"]),
+                s(&c["ours"]), s(&c["currency"]), s(&c["difference"]), t["reported"], t["ours"], s(&p["threshold_percent"])
+            )
+        });
+    }
     let b = &p["budget"];
     let unit = if b["measure"] == "cost" { s(&p["currency"]) } else { "tokens".into() };
     // The budget's name is chosen by whoever set the budget: it goes into
@@ -443,6 +455,17 @@ mod tests {
         let p = serde_json::json!({"type": "budget.crossed", "threshold_percent": 80, "spent": "8.50", "percent": 85.0,
             "currency": "USD", "budget": {"name": "ml month", "scope": {"kind": "team", "id": "ml"}, "measure": "cost", "amount": "10.00"}});
         assert_eq!(slack_text(&p)["text"], "Budget `ml month` (team:`ml`) crossed 80 %: 8.50 of 10.00 USD (85.0 %).");
+    }
+
+    #[test]
+    fn slack_bodies_say_which_provider_day_differs() {
+        let p = serde_json::json!({"type": "reconciliation.difference", "connection": "oai", "provider": "openai",
+            "day": "2026-10-16", "threshold_percent": "1", "tokens": {"reported": 17600, "ours": 0, "difference": 17600},
+            "cost": {"billed": "0.5", "ours": "0", "difference": "0.5", "currency": "USD"}});
+        assert_eq!(
+            slack_text(&p)["text"],
+            "Provider `oai` (openai) on 2026-10-16: billed 0.5 USD, we counted 0 USD (difference 0.5); tokens 17600 reported, 0 counted (past 1 %)."
+        );
     }
 
     /// A name chosen by whoever set the budget cannot pose as our text in the

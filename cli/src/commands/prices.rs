@@ -94,6 +94,14 @@ pub struct SetArgs {
     image_input: Option<String>,
     #[arg(long)]
     image_output: Option<String>,
+    /// A long-context price: a request whose input is more than this many
+    /// tokens is priced whole at the --long-context prices (with --long-context).
+    #[arg(long, requires = "long_context", value_parser = clap::value_parser!(i64).range(1..))]
+    long_context_above: Option<i64>,
+    /// The long-context prices per million tokens, KIND=PRICE comma-separated
+    /// (e.g. input=6,output=22.5,cache_read=0.6); kinds left out keep the prices above.
+    #[arg(long, requires = "long_context_above")]
+    long_context: Option<String>,
     /// Where the price comes from (a price page's URL, a contract).
     #[arg(long)]
     source: String,
@@ -126,6 +134,20 @@ pub struct RepriceCmd {
 
 fn price_text(n: Option<i64>) -> String {
     n.map(money::format_nanos).unwrap_or_else(|| "-".into())
+}
+
+/// `input=6,output=22.5`: prices per million tokens by kind, exactly.
+fn parse_tier_prices(list: &str) -> Result<Price, String> {
+    let mut price = Price::default();
+    for part in list.split(',') {
+        let (k, v) = part.split_once('=').ok_or_else(|| format!("{part:?} is not KIND=PRICE"))?;
+        let kind = Kind::parse(k.trim()).ok_or_else(|| format!("unknown token kind {:?}", k.trim()))?;
+        if price.own(kind).is_some() {
+            return Err(format!("{} is given twice", kind.name()));
+        }
+        price.set(kind, Some(Price::parse_per_million(v.trim()).map_err(|why| format!("{}: {why}", kind.name()))?));
+    }
+    Ok(price)
 }
 
 fn print_entries(currency: &str, entries: &[Entry]) {
@@ -207,10 +229,19 @@ pub async fn run(cmd: PricesCmd) -> anyhow::Result<ExitCode> {
                 audio_output,
                 image_input,
                 image_output,
+                long_context_above,
+                long_context,
                 source,
                 reprice,
                 db,
             } = *a;
+            let long_context = match (long_context_above, long_context) {
+                (Some(above_input_tokens), Some(list)) => Some(tokenusage_pricing::Tier {
+                    above_input_tokens,
+                    price: parse_tier_prices(&list).map_err(|why| anyhow::anyhow!("--long-context: {why}"))?,
+                }),
+                _ => None,
+            };
             import::check_model(&model).map_err(|why| anyhow::anyhow!("model {model:?}: {why}"))?;
             anyhow::ensure!(to.is_none_or(|to| to > from), "--to must be after --from");
             let mut price = Price::default();
@@ -241,7 +272,7 @@ pub async fn run(cmd: PricesCmd) -> anyhow::Result<ExitCode> {
                 effective_from: from,
                 effective_to: to,
                 price,
-                long_context: None,
+                long_context,
                 source,
             };
             let mut tx = pool.begin().await?;

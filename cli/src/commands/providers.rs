@@ -106,6 +106,22 @@ pub enum ProvidersCmd {
         #[command(flatten)]
         db: DatabaseArgs,
     },
+    /// Notify webhook endpoints (`tokenusage webhooks add`) when a day of
+    /// this connection differs from ours by more than PERCENT of the
+    /// provider's tokens or bill; checked after each scheduled import, once
+    /// per day. `--off` stops it.
+    Alert {
+        connection: String,
+        #[arg(long, value_parser = parse_percent, required_unless_present = "off")]
+        percent: Option<rust_decimal::Decimal>,
+        /// An endpoint's name; repeat for several.
+        #[arg(long = "webhook", required_unless_present = "off")]
+        webhooks: Vec<String>,
+        #[arg(long, conflicts_with_all = ["percent", "webhooks"])]
+        off: bool,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
     /// List mappings.
     Mappings {
         #[command(flatten)]
@@ -255,6 +271,16 @@ pub async fn run(cmd: ProvidersCmd) -> anyhow::Result<ExitCode> {
                 serde_json::json!({"connection": connection, "kind": kind, "external_id": id}),
             )
             .await?;
+        }
+        ProvidersCmd::Alert { connection, percent, webhooks, off: _, db } => {
+            let pool = super::database(&db, false).await?;
+            tokenusage_providers::alerts::set(&pool, &connection, percent, &webhooks).await?;
+            let params = serde_json::json!({"connection": connection, "percent": percent.map(|p| p.to_string()), "webhooks": webhooks});
+            audit(&pool, "providers.alert", "providers alert", params).await?;
+            match percent {
+                Some(p) => println!("{connection}: days past {p}% notify {}", webhooks.join(", ")),
+                None => println!("{connection}: no alerts"),
+            }
         }
         ProvidersCmd::Mappings { db } => {
             let pool = super::database(&db, false).await?;

@@ -453,3 +453,44 @@ async fn a_partly_invalid_catalogue_imports_all_or_nothing() {
     let _ = std::fs::remove_dir_all(&dir);
     env.cleanup().await;
 }
+
+/// A long-context price set from the command line: listed, exported, and
+/// applied to a request over the threshold (and not to one at it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_context_price_set_by_hand_prices_requests_over_its_threshold() {
+    let env = TestEnv::database_only().await;
+    let set = |extra: &[&str]| {
+        let mut args = vec!["prices", "set", "m-long", "--from", "2026-01-01", "--input", "3", "--output", "15"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--source", "https://example.test/prices"]);
+        tokenusage(&env, &args, None)
+    };
+    let bad = set(&["--long-context-above", "200000", "--long-context", "input=6,input=7"]);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("input is given twice"));
+    let bad = set(&["--long-context-above", "200000"]);
+    assert!(!bad.status.success(), "a threshold without prices is refused");
+    ok(set(&["--long-context-above", "200000", "--long-context", "input=6, output=22.5"]));
+    let listed = ok(tokenusage(&env, &["prices", "list", "--model", "m-long"], None));
+    assert!(listed.contains("requests over 200000 input tokens: input 6, output 22.5"), "{listed}");
+    let exported: Value = serde_json::from_str(&ok(tokenusage(&env, &["prices", "export"], None))).unwrap();
+    let entry = exported["entries"].as_array().unwrap().iter().find(|e| e["model"] == "m-long").unwrap().clone();
+    assert_eq!(
+        entry["long_context"],
+        json!({"above_input_tokens": 200_000, "per_million": {"input": "6", "output": "22.5"}})
+    );
+    let at = "2026-02-02T10:00:00Z";
+    tokenusage_projector::count_events(
+        &env.pool,
+        vec![
+            event("over", at, "m-long", 200_001, 1_000, json!({})),
+            event("at", at, "m-long", 200_000, 1_000, json!({})),
+        ],
+    )
+    .await
+    .unwrap();
+    let (cost,): (i64,) =
+        sqlx::query_as("select sum(cost_nanos)::int8 from usage_hour").fetch_one(&env.pool).await.unwrap();
+    // over: 200,001 × $6/M + 1,000 × $22.50/M = 1.200006 + 0.0225; at: 200,000 × $3/M + 1,000 × $15/M = 0.6 + 0.015.
+    assert_eq!(cost, 1_222_506_000 + 615_000_000);
+    env.cleanup().await;
+}

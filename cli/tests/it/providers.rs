@@ -172,6 +172,34 @@ async fn a_month_reconciles_to_exactly_the_unpublished_share_and_revisions_chang
     assert!(mystery.reasons.contains(&Reason::UnpricedModel), "{mystery:#?}");
     assert_eq!(mystery.cost_difference_nanos, Some(1_000_000), "the unpriced tokens' cost is the difference");
 
+    // An alert past 1 % of a day: once per day past it, through the
+    // budgets' webhook outbox.
+    let out = common::tokenusage(
+        &env,
+        &["webhooks", "add", "ops", "http://127.0.0.1:9/hook", "--outbound-allow", "127.0.0.0/8"],
+        None,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = common::tokenusage(&env, &["providers", "alert", "oai", "--percent", "1", "--webhook", "nope"], None);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no webhook endpoint named \"nope\""));
+    let out = common::tokenusage(&env, &["providers", "alert", "oai", "--percent", "1", "--webhook", "ops"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let queued = tokenusage_providers::alerts::check(&env.pool, "oai", from, to).await.unwrap();
+    assert_eq!(queued, 17, "days 16-31 (not published) and day 3 (the unpriced model's bill)");
+    assert_eq!(tokenusage_providers::alerts::check(&env.pool, "oai", from, to).await.unwrap(), 0, "once per day");
+    let (payload,): (serde_json::Value,) = sqlx::query_as(
+        "select payload from webhook_deliveries where idempotency_key = 'reconciliation:oai:2026-10-16'",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(payload["tokens"]["difference"], 17_600);
+    assert_eq!(
+        (payload["cost"]["billed"].as_str(), payload["cost"]["difference"].as_str()),
+        (Some("0.5"), Some("0.5"))
+    );
+    assert_eq!(payload["reasons"], serde_json::json!(["not_published"]));
+
     // Importing again changes nothing and records no revision.
     imp.import(&env.pool, "oai", from, to, "test", &no_progress).await.unwrap();
     let again = reconcile::reconcile(&env.pool, from, to).await.unwrap();
