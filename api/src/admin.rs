@@ -184,6 +184,15 @@ pub(crate) struct PriceEntry {
     /// The long-context price, if the model has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     long_context: Option<LongContextPrice>,
+    /// Prices of the service tiers that have their own (`batch`, `flex`, `priority`):
+    /// per token kind, the price per million tokens as decimal text; kinds left out keep
+    /// the base (or long-context) price. Events name their tier in `service_tier`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    service_tiers: Option<std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>>,
+    /// Per-request prices as decimal text per request: `web_search` prices each of an
+    /// event's `web_search_requests` (an event whose searches have no price is unpriced).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    per_request: Option<std::collections::BTreeMap<String, String>>,
     /// Where the price comes from (a price page, a contract).
     source: String,
 }

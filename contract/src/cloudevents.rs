@@ -31,6 +31,9 @@ pub fn to_cloudevent(e: &UsageEvent) -> Value {
     if let Ok(Value::Object(kinds)) = serde_json::to_value(e.kinds) {
         data.as_object_mut().into_iter().for_each(|d| d.extend(kinds.clone()));
     }
+    if let Ok(Value::Object(billing)) = serde_json::to_value(e.billing) {
+        data.as_object_mut().into_iter().for_each(|d| d.extend(billing.clone()));
+    }
     if let Some(c) = &e.cost {
         data["cost"] = serde_json::to_value(c).unwrap_or(Value::Null);
     }
@@ -162,7 +165,7 @@ pub(crate) fn cloudevent_from_object(
         }
     }
     let event = (|| {
-        let (activity, model, project, (input_tokens, output_tokens, kinds), cost, metadata) = fields?;
+        let (activity, model, project, (input_tokens, output_tokens, kinds, billing), cost, metadata) = fields?;
         Some(UsageEvent {
             source: source?,
             event_id: event_id?,
@@ -174,6 +177,7 @@ pub(crate) fn cloudevent_from_object(
             input_tokens,
             output_tokens,
             kinds,
+            billing,
             cost,
             metadata,
         })
@@ -204,6 +208,7 @@ mod tests {
                 reasoning_output_tokens: 50,
                 ..Default::default()
             },
+            billing: crate::Billing { service_tier: Some(crate::ServiceTier::Priority), web_search_requests: 2 },
             cost: Some(crate::SuppliedCost { amount: 12_300_000, currency: "USD".into() }),
             project: None,
             metadata: Some([("team".to_string(), json!("search"))].into_iter().collect()),

@@ -33,6 +33,10 @@ pub struct UsageEvent {
     /// event). See [`TokenKinds`] for the subset rule.
     #[serde(flatten)]
     pub kinds: TokenKinds,
+    /// How the provider billed the request beyond its tokens: the service
+    /// tier and per-request charges (both absent for most events).
+    #[serde(flatten)]
+    pub billing: Billing,
     /// Contract v2: the cost as the publisher knows it (a gateway that has
     /// the bill). When present it wins over the price book.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -101,6 +105,69 @@ impl TokenKinds {
     }
 }
 
+/// What the provider bills besides tokens: the service tier that served
+/// the request (batch, flex and priority have prices of their own) and
+/// server-side tool requests billed per request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Billing {
+    /// The tier that served the request; absent is the standard tier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_tier: Option<ServiceTier>,
+    /// Web searches the provider ran for the request (Anthropic's
+    /// `server_tool_use.web_search_requests`, OpenAI's web search tool
+    /// calls), each billed at the model's per-search price.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub web_search_requests: u64,
+}
+
+impl Billing {
+    pub fn is_empty(&self) -> bool {
+        *self == Billing::default()
+    }
+}
+
+/// A provider's service tier, as the event names it. OpenAI answers
+/// `default`, `flex`, `priority` or `scale`, Anthropic `standard`,
+/// `priority` or `batch`; the names for the standard price (`standard`,
+/// `default`, `auto`, and OpenAI's prepaid `scale`) all read as
+/// [`ServiceTier::Standard`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceTier {
+    Standard,
+    Batch,
+    Flex,
+    Priority,
+}
+
+impl ServiceTier {
+    /// The tiers with prices of their own, in the order prices list them.
+    pub const PRICED_APART: [ServiceTier; 3] = [ServiceTier::Batch, ServiceTier::Flex, ServiceTier::Priority];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ServiceTier::Standard => "standard",
+            ServiceTier::Batch => "batch",
+            ServiceTier::Flex => "flex",
+            ServiceTier::Priority => "priority",
+        }
+    }
+
+    /// Reads a provider's or publisher's name for a tier (case ignored).
+    pub fn parse(name: &str) -> Option<ServiceTier> {
+        match name.to_ascii_lowercase().as_str() {
+            "standard" | "default" | "auto" | "scale" => Some(ServiceTier::Standard),
+            "batch" => Some(ServiceTier::Batch),
+            "flex" => Some(ServiceTier::Flex),
+            "priority" => Some(ServiceTier::Priority),
+            _ => None,
+        }
+    }
+
+    /// The names [`ServiceTier::parse`] accepts, for error messages.
+    pub const NAMES: &'static str = "standard, default, auto, scale, batch, flex or priority";
+}
+
 /// A cost the publisher supplies, exactly: an amount in nano-units (10^-9)
 /// of an ISO 4217 currency. On the wire the amount is a decimal string (or
 /// number) with at most 9 decimal places, e.g. `{"amount": "0.0123",
@@ -157,6 +224,8 @@ impl Limits {
     /// A supplied cost is at most a million units of its currency per event
     /// (10^15 nano-units): sums over years stay far inside 64 bits.
     pub const MAX_SUPPLIED_COST_NANOS: i64 = 1_000_000_000_000_000;
+    /// Per-request counts (web searches) of one event.
+    pub const MAX_REQUESTS: u64 = 100_000;
 }
 
 impl UsageEvent {

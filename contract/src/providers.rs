@@ -16,7 +16,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::event::{Limits, TokenKinds};
+use crate::event::{Billing, Limits, ServiceTier, TokenKinds};
 use crate::validate::{FieldError, kind};
 
 /// Which provider's usage object (`usage_format` on an event; detected from
@@ -70,7 +70,7 @@ pub enum KeyUse {
 
 const PLAIN_PART: KeyUse = KeyUse::Ignored("the plain part of its total, what the other kinds leave");
 const NOT_A_COUNT: KeyUse = KeyUse::Ignored("not a token count");
-const REQUESTS: KeyUse = KeyUse::Ignored("requests, not tokens: per-request charges belong to the price book");
+const REQUESTS: KeyUse = KeyUse::Ignored("requests without a price in any catalogue we import");
 
 /// Every key the providers' SDKs define in their usage types (pinned in
 /// scripts/provider-sdks), and what we do with it. A test fails when a
@@ -124,9 +124,9 @@ pub const KNOWN_KEYS: &[(UsageFormat, &str, KeyUse)] = {
         (Anthropic, "cache_creation.ephemeral_5m_input_tokens", Read),
         (Anthropic, "cache_creation.ephemeral_1h_input_tokens", Read),
         (Anthropic, "output_tokens_details.thinking_tokens", Read),
-        (Anthropic, "server_tool_use.web_search_requests", REQUESTS),
+        (Anthropic, "server_tool_use.web_search_requests", Read),
         (Anthropic, "server_tool_use.web_fetch_requests", REQUESTS),
-        (Anthropic, "service_tier", NOT_A_COUNT),
+        (Anthropic, "service_tier", Read),
         (Anthropic, "inference_geo", NOT_A_COUNT),
         (Anthropic, "speed", NOT_A_COUNT),
     ]
@@ -139,6 +139,9 @@ pub struct MappedUsage {
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub kinds: TokenKinds,
+    /// The service tier and web searches, where the object names them
+    /// (Anthropic's does).
+    pub billing: Billing,
 }
 
 /// Reads `usage` as `format`, or as the format its keys show when `None`.
@@ -298,6 +301,7 @@ fn openai_chat(r: &mut Counts) -> MappedUsage {
     let output = r.or_zero("completion_tokens");
     r.check_total("total_tokens", input + output, "prompt_tokens + completion_tokens");
     MappedUsage {
+        billing: Billing::default(),
         input_tokens: input,
         output_tokens: output,
         kinds: TokenKinds {
@@ -317,6 +321,7 @@ fn openai_responses(r: &mut Counts) -> MappedUsage {
     let output = r.or_zero("output_tokens");
     r.check_total("total_tokens", input + output, "input_tokens + output_tokens");
     MappedUsage {
+        billing: Billing::default(),
         input_tokens: input,
         output_tokens: output,
         kinds: TokenKinds {
@@ -355,7 +360,23 @@ fn anthropic(r: &mut Counts) -> MappedUsage {
             (w5m, w1h)
         }
     };
+    let service_tier = match r.obj.get("service_tier") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(name)) => {
+            let t = ServiceTier::parse(name);
+            if t.is_none() {
+                r.fail("service_tier", format!("must be one of {}, got {name:?}", ServiceTier::NAMES));
+            }
+            t
+        }
+        Some(other) => {
+            r.fail("service_tier", format!("must be a string, got {}", kind(other)));
+            None
+        }
+    };
+    let billing = Billing { service_tier, web_search_requests: r.or_zero("server_tool_use.web_search_requests") };
     MappedUsage {
+        billing,
         input_tokens: uncached + read + write + write_1h,
         output_tokens: output,
         kinds: TokenKinds {
@@ -380,6 +401,7 @@ fn gemini(r: &mut Counts) -> MappedUsage {
     let thoughts = r.or_zero("thoughtsTokenCount");
     let candidates = r.or_zero("candidatesTokenCount");
     MappedUsage {
+        billing: Billing::default(),
         input_tokens: prompt + tool_prompt,
         output_tokens: candidates + thoughts,
         kinds: TokenKinds {
@@ -419,6 +441,7 @@ fn bedrock(r: &mut Counts) -> MappedUsage {
         None => input + read + write,
     };
     MappedUsage {
+        billing: Billing::default(),
         input_tokens: input_total,
         output_tokens: output,
         kinds: TokenKinds { cache_read_input_tokens: read, cache_write_input_tokens: write, ..TokenKinds::default() },
@@ -480,8 +503,9 @@ mod tests {
             let mut expected: Map<String, Value> = want.as_object().unwrap().clone();
             let input = expected.remove("input_tokens").unwrap().as_u64().unwrap();
             let output = expected.remove("output_tokens").unwrap().as_u64().unwrap();
+            let billing: Billing = serde_json::from_value(Value::Object(expected.clone())).unwrap();
             let kinds: TokenKinds = serde_json::from_value(Value::Object(expected)).unwrap();
-            assert_eq!(got, MappedUsage { input_tokens: input, output_tokens: output, kinds }, "{name}");
+            assert_eq!(got, MappedUsage { input_tokens: input, output_tokens: output, kinds, billing }, "{name}");
             assert!(
                 got.kinds.input_parts() <= got.input_tokens && got.kinds.output_parts() <= got.output_tokens,
                 "{name}"

@@ -5,7 +5,7 @@ use chrono::{DateTime, Datelike, Utc};
 use serde_json::{Map, Value};
 use std::fmt;
 
-use crate::event::{Limits, SuppliedCost, TokenKinds, UsageEvent};
+use crate::event::{Billing, Limits, ServiceTier, SuppliedCost, TokenKinds, UsageEvent};
 use crate::providers::{self, UsageFormat};
 use crate::text;
 
@@ -195,9 +195,11 @@ impl<'a> FieldReader<'a> {
     /// The token totals and the v2 kinds inside them, checked against the
     /// subset rule ([`TokenKinds`]): a kind larger than its total is refused
     /// naming the kind.
-    pub(crate) fn token_fields(&mut self) -> Option<(u64, u64, TokenKinds)> {
+    pub(crate) fn token_fields(&mut self) -> Option<(u64, u64, TokenKinds, Billing)> {
+        let given = self.billing();
         if self.obj.get("usage").is_some_and(|v| !v.is_null()) {
-            return self.provider_usage();
+            let (input, output, kinds, read) = self.provider_usage()?;
+            return Some((input, output, kinds, self.merge_billing(given?, read)?));
         }
         self.seen.push("usage");
         if let Some(v) = self.get("usage_format") {
@@ -217,8 +219,57 @@ impl<'a> FieldReader<'a> {
                 image_output_tokens: self.optional_tokens("image_output_tokens")?,
             })
         })();
-        let (input, output, kinds) = (input?, output?, kinds?);
-        self.subset_rule(input, output, &kinds, None).then_some((input, output, kinds))
+        let (input, output, kinds, billing) = (input?, output?, kinds?, given?);
+        self.subset_rule(input, output, &kinds, None).then_some((input, output, kinds, billing))
+    }
+
+    /// The optional `service_tier` and `web_search_requests`.
+    fn billing(&mut self) -> Option<Billing> {
+        let service_tier = match self.get("service_tier") {
+            None | Some(Value::Null) => Some(None),
+            Some(Value::String(name)) => match ServiceTier::parse(name) {
+                Some(t) => Some(Some(t)),
+                None => {
+                    self.fail("service_tier", format!("must be one of {}, got {name:?}", ServiceTier::NAMES));
+                    None
+                }
+            },
+            Some(v) => {
+                self.fail("service_tier", format!("must be a string, got {}", kind(v)));
+                None
+            }
+        };
+        let web_search_requests = self.optional_tokens("web_search_requests");
+        if let Some(n) = web_search_requests
+            && n > Limits::MAX_REQUESTS
+        {
+            self.fail("web_search_requests", format!("must be at most {}, got {n}", Limits::MAX_REQUESTS));
+            return None;
+        }
+        Some(Billing { service_tier: service_tier?, web_search_requests: web_search_requests? })
+    }
+
+    /// The event's own billing fields and those read out of a provider's
+    /// usage object: either may give each; when both do they must agree.
+    fn merge_billing(&mut self, given: Billing, read: Billing) -> Option<Billing> {
+        let mut ok = true;
+        let service_tier = match (given.service_tier, read.service_tier) {
+            (Some(a), Some(b)) if a != b => {
+                self.fail("service_tier", format!("is {} but the usage object says {}", a.name(), b.name()));
+                ok = false;
+                None
+            }
+            (a, b) => a.or(b),
+        };
+        let web_search_requests = match (given.web_search_requests, read.web_search_requests) {
+            (a, b) if a > 0 && b > 0 && a != b => {
+                self.fail("web_search_requests", format!("is {a} but the usage object says {b}"));
+                ok = false;
+                0
+            }
+            (a, b) => a.max(b),
+        };
+        ok.then_some(Billing { service_tier, web_search_requests })
     }
 
     /// The subset rule: each total holds its kinds. A break is named by the
@@ -244,7 +295,7 @@ impl<'a> FieldReader<'a> {
 
     /// The totals and kinds out of a provider's own usage object
     /// (`usage`, optionally with `usage_format`), checked like ours.
-    fn provider_usage(&mut self) -> Option<(u64, u64, TokenKinds)> {
+    fn provider_usage(&mut self) -> Option<(u64, u64, TokenKinds, Billing)> {
         let both: Vec<&str> =
             TOKEN_FIELDS.iter().copied().filter(|f| self.obj.get(*f).is_some_and(|v| !v.is_null())).collect();
         self.seen.extend_from_slice(&TOKEN_FIELDS);
@@ -296,10 +347,18 @@ impl<'a> FieldReader<'a> {
             );
             return None;
         }
+        if m.billing.web_search_requests > Limits::MAX_REQUESTS {
+            self.fail(
+                "usage",
+                format!("holds {} web searches; the limit is {}", m.billing.web_search_requests, Limits::MAX_REQUESTS),
+            );
+            return None;
+        }
         self.subset_rule(m.input_tokens, m.output_tokens, &m.kinds, Some("usage")).then_some((
             m.input_tokens,
             m.output_tokens,
             m.kinds,
+            m.billing,
         ))
     }
 
@@ -581,7 +640,7 @@ pub(crate) fn native_from_object(
     let metadata = r.metadata("metadata");
     r.reject_unknown();
     let event = (|| {
-        let (input_tokens, output_tokens, kinds) = tokens?;
+        let (input_tokens, output_tokens, kinds, billing) = tokens?;
         Some(UsageEvent {
             source: source?.unwrap_or_else(|| default_source.to_owned()),
             event_id: event_id?,
@@ -593,6 +652,7 @@ pub(crate) fn native_from_object(
             input_tokens,
             output_tokens,
             kinds,
+            billing,
             cost: cost?,
             metadata: metadata?,
         })

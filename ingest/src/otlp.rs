@@ -175,6 +175,10 @@ const TOKEN_ATTRIBUTES: [(&str, &str); 8] = [
     ("gen_ai.usage.reasoning.output_tokens", "reasoning_output_tokens"),
 ];
 
+/// Where a span says which service tier served it: the OpenAI registry's
+/// `openai.response.service_tier`, then its earlier name.
+const SERVICE_TIER_ATTRIBUTES: [&str; 2] = ["openai.response.service_tier", "gen_ai.openai.response.service_tier"];
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Encoding {
     Protobuf,
@@ -578,6 +582,11 @@ pub fn to_event(
     for field in ["input_tokens", "output_tokens"] {
         obj.entry(field).or_insert(json!(0));
     }
+    // The tier that served the request (OpenAI's instrumentations set it;
+    // the value is checked like an event's `service_tier`).
+    if let Some(tier) = SERVICE_TIER_ATTRIBUTES.iter().find_map(|a| attribute(attrs, a).and_then(text)) {
+        obj.insert("service_tier".into(), json!(tier));
+    }
     let parsed = parse_native_value(&Value::Object(obj), source, now).map_err(|ValidationErrors(list)| {
         ValidationErrors(
             list.into_iter()
@@ -612,6 +621,7 @@ fn attribute_name(field: &str) -> &str {
         "activity" => "gen_ai.operation.name",
         "model" => "gen_ai.request.model",
         "user_id" => "user",
+        "service_tier" => SERVICE_TIER_ATTRIBUTES[0],
         other => TOKEN_ATTRIBUTES.iter().find(|(_, f)| *f == other).map_or(other, |(a, _)| a),
     }
 }
@@ -777,6 +787,30 @@ mod tests {
         );
         assert_eq!(e.occurred_at, DateTime::from_timestamp_nanos(1_795_000_001_500_000_000));
         assert_eq!(e.source, "svc");
+    }
+
+    /// `openai.response.service_tier` (or its earlier name) becomes the
+    /// event's service tier; a name we do not know is refused naming the
+    /// attribute, never priced as standard.
+    #[test]
+    fn the_response_service_tier_is_read_and_checked() {
+        let with = |attr: &str, tier: &str| {
+            let s = span(vec![
+                Kv::string("user.id", "bob"),
+                Kv::string("gen_ai.request.model", "gpt-5"),
+                Kv::int("gen_ai.usage.input_tokens", 10),
+                Kv::int("gen_ai.usage.output_tokens", 3),
+                Kv::string(attr, tier),
+            ]);
+            to_event(&s, Context::default(), &mapping(), "svc", now()).unwrap()
+        };
+        let e = with("openai.response.service_tier", "flex").unwrap();
+        assert_eq!(e.billing.service_tier, Some(tokenusage_contract::ServiceTier::Flex));
+        let e = with("gen_ai.openai.response.service_tier", "default").unwrap();
+        assert_eq!(e.billing.service_tier, Some(tokenusage_contract::ServiceTier::Standard));
+        let err = with("openai.response.service_tier", "turbo").unwrap_err();
+        assert_eq!(err.0[0].field, "openai.response.service_tier");
+        assert!(err.0[0].reason.contains("turbo"));
     }
 
     #[test]

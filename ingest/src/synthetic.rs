@@ -92,6 +92,7 @@ impl Synthetic {
             input_tokens,
             output_tokens,
             kinds,
+            billing: Default::default(),
             cost: None,
             project,
             metadata: None,

@@ -5,8 +5,10 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tokenusage_contract::UsageEvent;
+use std::collections::BTreeMap;
+
 use tokenusage_contract::money;
+use tokenusage_contract::{ServiceTier, UsageEvent};
 
 /// The token kinds a price can name. `Input` and `Output` price the plain
 /// text part of each total (what is left after the other kinds, by the
@@ -124,13 +126,21 @@ pub struct Tier {
 impl Tier {
     /// The price of a request in this tier: the tier's own kinds over `base`.
     pub fn over(&self, base: &Price) -> Price {
-        let mut p = *base;
-        for (k, n) in self.price.named() {
-            p.set(k, Some(n));
-        }
-        p
+        over(&self.price, base)
     }
 }
+
+/// `top`'s own kinds over `base`.
+fn over(top: &Price, base: &Price) -> Price {
+    let mut p = *base;
+    for (k, n) in top.named() {
+        p.set(k, Some(n));
+    }
+    p
+}
+
+/// The most a per-request price may be: 1,000 currency units.
+pub const MAX_PRICE_NANOS_PER_REQUEST: i64 = 1_000 * money::NANOS_PER_UNIT;
 
 /// One dated price of one model (or model pattern).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,6 +157,11 @@ pub struct Entry {
     pub price: Price,
     /// The long-context price, if the model has one.
     pub long_context: Option<Tier>,
+    /// Prices of the batch, flex and priority tiers, kind by kind over the
+    /// base (or long-context) price: a kind a tier does not name keeps it.
+    pub service_tiers: BTreeMap<ServiceTier, Price>,
+    /// Nano-units per web search request, if the model has a price for them.
+    pub web_search: Option<i64>,
     /// Where the price comes from: a public price page, an import, a person.
     pub source: String,
 }
@@ -241,9 +256,20 @@ impl Book {
         let Some(entry) = self.lookup(&e.model, e.occurred_at) else {
             return Charge { unpriced_tokens: total, ..Charge::default() };
         };
-        let price = match &entry.long_context {
+        let mut price = match &entry.long_context {
             Some(t) if e.input_tokens as i64 > t.above_input_tokens => t.over(&entry.price),
             _ => entry.price,
+        };
+        if let Some(tier) = e.billing.service_tier.and_then(|t| entry.service_tiers.get(&t)) {
+            price = over(tier, &price);
+        }
+        // Searches without a price make the whole event's cost unknown: a
+        // cost without them would read as the full cost and understate it.
+        let searches = e.billing.web_search_requests;
+        let search_price = match (searches, entry.web_search) {
+            (0, _) => 0,
+            (n, Some(p)) => i128::from(n) * i128::from(p) * 1_000_000,
+            (_, None) => return Charge { unpriced_tokens: total, entry: entry.id, ..Charge::default() },
         };
         let k = &e.kinds;
         let parts = [
@@ -259,7 +285,7 @@ impl Book {
             (Kind::ImageOutput, k.image_output_tokens),
         ];
         // Tokens (≤ 10^9) × price (≤ 10^15) fit an i128 many times over.
-        let mut micro_nanos: i128 = 0;
+        let mut micro_nanos: i128 = search_price;
         let mut unpriced: i64 = 0;
         for (kind, n) in parts {
             if n == 0 {
@@ -372,6 +398,8 @@ mod tests {
             effective_to: None,
             price,
             long_context: None,
+            service_tiers: BTreeMap::new(),
+            web_search: None,
             source: "test".into(),
         }
     }
@@ -387,6 +415,7 @@ mod tests {
             input_tokens: input,
             output_tokens: output,
             kinds,
+            billing: Default::default(),
             cost: None,
             project: None,
             metadata: None,
@@ -437,6 +466,51 @@ mod tests {
         // 200k exactly is not over: base prices.
         let at = book.charge(&ev("claude-sonnet-4-5", "2026-01-01T00:00:00Z", 200_000, 1000, TokenKinds::default()));
         assert_eq!(at.cost_nanos, 200_000 * 3_000 + 1000 * 15_000);
+    }
+
+    /// gpt-4o under the Batch API is half price ($1.25 / $5), under
+    /// priority $4.25 / $17; kinds a tier leaves out (here cache reads under
+    /// batch) keep the standard price, and flex without a flex price is
+    /// standard. Web searches are $0.01 each on top; searches without a
+    /// price leave the whole event unpriced.
+    #[test]
+    fn service_tiers_and_searches_are_priced_from_the_entry() {
+        let base = Price::default()
+            .with(Kind::Input, per_m("2.5"))
+            .with(Kind::Output, per_m("10"))
+            .with(Kind::CacheRead, per_m("1.25"));
+        let mut e = entry("gpt-4o", "2024-05-13T00:00:00Z", base);
+        e.service_tiers.insert(
+            ServiceTier::Batch,
+            Price::default().with(Kind::Input, per_m("1.25")).with(Kind::Output, per_m("5")),
+        );
+        e.service_tiers.insert(
+            ServiceTier::Priority,
+            Price::default().with(Kind::Input, per_m("4.25")).with(Kind::Output, per_m("17")),
+        );
+        e.web_search = Some(10_000_000);
+        let book = Book::new(1, "USD", [e.clone()]);
+        let kinds = TokenKinds { cache_read_input_tokens: 1000, ..TokenKinds::default() };
+        let with = |tier: Option<ServiceTier>, searches: u64| {
+            let mut ev = ev("gpt-4o-2024-08-06", "2026-01-01T00:00:00Z", 11_000, 2_000, kinds);
+            ev.billing = tokenusage_contract::Billing { service_tier: tier, web_search_requests: searches };
+            book.charge(&ev)
+        };
+        // Standard: 10000×2.5 + 1000×1.25 + 2000×10 = 46,250 micro-dollars.
+        assert_eq!(with(None, 0).cost_nanos, 46_250_000);
+        assert_eq!(with(Some(ServiceTier::Standard), 0).cost_nanos, 46_250_000);
+        assert_eq!(with(Some(ServiceTier::Flex), 0).cost_nanos, 46_250_000);
+        // Batch: 10000×1.25 + 1000×1.25 (no batch cache price) + 2000×5 = 23,750.
+        assert_eq!(with(Some(ServiceTier::Batch), 0).cost_nanos, 23_750_000);
+        // Priority: 10000×4.25 + 1000×1.25 + 2000×17 = 77,750.
+        assert_eq!(with(Some(ServiceTier::Priority), 0).cost_nanos, 77_750_000);
+        // Three searches: + $0.03.
+        assert_eq!(with(Some(ServiceTier::Batch), 3).cost_nanos, 23_750_000 + 30_000_000);
+        let no_search_price = Book::new(1, "USD", [Entry { web_search: None, ..e }]);
+        let mut ev = ev("gpt-4o", "2026-01-01T00:00:00Z", 11_000, 2_000, kinds);
+        ev.billing.web_search_requests = 1;
+        let c = no_search_price.charge(&ev);
+        assert_eq!((c.cost_nanos, c.unpriced_tokens), (0, 13_000));
     }
 
     #[test]

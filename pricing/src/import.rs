@@ -8,7 +8,11 @@ use rust_decimal::Decimal;
 use serde_json::{Map, Value, json};
 use tokenusage_contract::money;
 
-use crate::book::{Entry, Kind, MAX_PRICE_NANOS_PER_MTOK, Price, Tier};
+use std::collections::BTreeMap;
+
+use tokenusage_contract::ServiceTier;
+
+use crate::book::{Entry, Kind, MAX_PRICE_NANOS_PER_MTOK, MAX_PRICE_NANOS_PER_REQUEST, Price, Tier};
 
 /// Our export and catalogue format's name.
 pub const FORMAT: &str = "tokenusage.prices.v1";
@@ -150,10 +154,59 @@ fn litellm(obj: &Map<String, Value>, opts: &ImportOptions) -> Imported {
                 continue;
             }
         };
+        let (service_tiers, web_search) = match (litellm_service_tiers(spec, &KEYS), litellm_web_search(spec)) {
+            (Ok(t), Ok(w)) => (t, w),
+            (Err(why), _) | (_, Err(why)) => {
+                out.skipped.push((model.clone(), why));
+                continue;
+            }
+        };
         let source = spec.get("source").and_then(Value::as_str).unwrap_or(&opts.source).to_owned();
-        push(&mut out, model, price, tier, opts.effective_from, None, &opts.currency, source);
+        push(
+            &mut out,
+            Entry {
+                long_context: tier,
+                service_tiers,
+                web_search,
+                ..new_entry(model, price, opts.effective_from, &opts.currency, source)
+            },
+        );
     }
     out
+}
+
+/// LiteLLM's service-tier prices: `<price key>_batches`, `_flex` and
+/// `_priority` (e.g. `input_cost_per_token_batches`).
+fn litellm_service_tiers(
+    spec: &Map<String, Value>,
+    keys: &[(&str, Kind)],
+) -> Result<BTreeMap<ServiceTier, Price>, String> {
+    let mut out = BTreeMap::new();
+    for (suffix, tier) in
+        [("_batches", ServiceTier::Batch), ("_flex", ServiceTier::Flex), ("_priority", ServiceTier::Priority)]
+    {
+        let names: Vec<(String, Kind)> = keys.iter().map(|(k, kind)| (format!("{k}{suffix}"), *kind)).collect();
+        let named: Vec<(&str, Kind)> = names.iter().map(|(k, kind)| (k.as_str(), *kind)).collect();
+        let price = prices(spec, &named, 15)?;
+        if price.named().next().is_some() {
+            out.insert(tier, price);
+        }
+    }
+    Ok(out)
+}
+
+/// LiteLLM's web search price: `search_context_cost_per_query`, USD per
+/// search by search context size. The medium size is read: it is what
+/// OpenAI's web search uses unless told otherwise, and Anthropic's one
+/// price is listed under every size.
+fn litellm_web_search(spec: &Map<String, Value>) -> Result<Option<i64>, String> {
+    const KEY: &str = "search_context_cost_per_query";
+    let Some(sizes) = spec.get(KEY) else { return Ok(None) };
+    let Some(v) = sizes.get("search_context_size_medium") else { return Ok(None) };
+    decimal(v)
+        .and_then(|d| money::to_scaled(d, 9, MAX_PRICE_NANOS_PER_REQUEST))
+        .map(Some)
+        .map_err(|why| format!("{KEY}.search_context_size_medium: {why}"))
 }
 
 /// LiteLLM's long-context prices: `<price key>_above_<N>k_tokens` (e.g.
@@ -226,38 +279,40 @@ fn models_dev(obj: &Map<String, Value>, opts: &ImportOptions) -> Imported {
                 _ => None,
             };
             let source = format!("models.dev ({provider})");
+            let entry = |model: &str| Entry {
+                long_context: tier,
+                ..new_entry(model, price, opts.effective_from, &opts.currency, source.clone())
+            };
             if bare_seen.insert(id.clone()) {
-                push(&mut out, id, price, tier, opts.effective_from, None, &opts.currency, source.clone());
+                push(&mut out, entry(id));
             }
-            push(&mut out, &name, price, tier, opts.effective_from, None, &opts.currency, source);
+            push(&mut out, entry(&name));
         }
     }
     out
 }
 
-#[allow(clippy::too_many_arguments)]
-fn push(
-    out: &mut Imported,
-    model: &str,
-    price: Price,
-    long_context: Option<Tier>,
-    from: DateTime<Utc>,
-    to: Option<DateTime<Utc>>,
-    currency: &str,
-    source: String,
-) {
-    match check_model(model) {
-        Ok(()) => out.entries.push(Entry {
-            id: None,
-            model: model.to_owned(),
-            currency: currency.to_owned(),
-            effective_from: from,
-            effective_to: to,
-            price,
-            long_context,
-            source,
-        }),
-        Err(why) => out.skipped.push((model.to_owned(), why)),
+/// An entry with a base price only, open-ended from `from`.
+fn new_entry(model: &str, price: Price, from: DateTime<Utc>, currency: &str, source: String) -> Entry {
+    Entry {
+        id: None,
+        model: model.to_owned(),
+        currency: currency.to_owned(),
+        effective_from: from,
+        effective_to: None,
+        price,
+        long_context: None,
+        service_tiers: BTreeMap::new(),
+        web_search: None,
+        source,
+    }
+}
+
+/// Keeps `e` if its model name is one the book can hold.
+fn push(out: &mut Imported, e: Entry) {
+    match check_model(&e.model) {
+        Ok(()) => out.entries.push(e),
+        Err(why) => out.skipped.push((e.model, why)),
     }
 }
 
@@ -336,18 +391,64 @@ fn entry_of(e: &Value, currency: &str, opts: &ImportOptions) -> Result<Entry, St
         None | Some(Value::Null) => None,
         Some(t) => Some(tier_of(t)?),
     };
+    let service_tiers = match e.get("service_tiers") {
+        None | Some(Value::Null) => BTreeMap::new(),
+        Some(v) => service_tiers_of(v)?,
+    };
+    let web_search = match e.get("per_request") {
+        None | Some(Value::Null) => None,
+        Some(v) => per_request_of(v)?,
+    };
     let source = e.get("source").and_then(Value::as_str).unwrap_or(&opts.source).to_owned();
     check_source(&source)?;
     Ok(Entry {
-        id: None,
-        model: model.to_owned(),
-        currency: currency.to_owned(),
-        effective_from: from,
         effective_to: to,
-        price,
         long_context,
-        source,
+        service_tiers,
+        web_search,
+        ..new_entry(model, price, from, currency, source)
     })
+}
+
+/// `{"batch": {"input": "1.25", ...}, "priority": {...}}`.
+fn service_tiers_of(v: &Value) -> Result<BTreeMap<ServiceTier, Price>, String> {
+    let obj = v.as_object().ok_or("service_tiers must be an object of batch, flex or priority prices")?;
+    let mut out = BTreeMap::new();
+    for (name, prices) in obj {
+        let tier = ServiceTier::parse(name).filter(|t| ServiceTier::PRICED_APART.contains(t)).ok_or_else(|| {
+            format!("service_tiers.{name}: not a tier with prices of its own (batch, flex or priority)")
+        })?;
+        let per_million = prices
+            .as_object()
+            .ok_or_else(|| format!("service_tiers.{name} must be an object of prices per million tokens"))?;
+        let price = per_million_of(per_million).map_err(|why| format!("service_tiers.{name}.{why}"))?;
+        if price.named().next().is_none() {
+            return Err(format!("service_tiers.{name} must name at least one price"));
+        }
+        out.insert(tier, price);
+    }
+    Ok(out)
+}
+
+/// `{"web_search": "0.01"}`: the price of one request, in currency units.
+fn per_request_of(v: &Value) -> Result<Option<i64>, String> {
+    let obj = v.as_object().ok_or("per_request must be an object")?;
+    let mut web_search = None;
+    for (k, v) in obj {
+        if k != "web_search" {
+            return Err(format!("per_request.{k}: unknown request kind (web_search is the one priced per request)"));
+        }
+        let text = match v {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            other => return Err(format!("per_request.{k}: expected a decimal string, got {other}")),
+        };
+        let n = money::parse_decimal(&text)
+            .and_then(|d| money::to_scaled(d, 9, MAX_PRICE_NANOS_PER_REQUEST))
+            .map_err(|why| format!("per_request.{k}: {text:?} {why} (at most 9 decimal places)"))?;
+        web_search = Some(n);
+    }
+    Ok(web_search)
 }
 
 /// `{"above_input_tokens": 200000, "per_million": {"input": "6", ...}}`.
@@ -414,6 +515,14 @@ pub fn entry_json(e: &Entry) -> Value {
             "long_context".into(),
             json!({"above_input_tokens": t.above_input_tokens, "per_million": per_million_json(&t.price)}),
         );
+    }
+    if let (false, Some(o)) = (e.service_tiers.is_empty(), v.as_object_mut()) {
+        let tiers: Map<String, Value> =
+            e.service_tiers.iter().map(|(t, p)| (t.name().to_owned(), Value::Object(per_million_json(p)))).collect();
+        o.insert("service_tiers".into(), Value::Object(tiers));
+    }
+    if let (Some(n), Some(o)) = (e.web_search, v.as_object_mut()) {
+        o.insert("per_request".into(), json!({"web_search": money::format_nanos(n)}));
     }
     if let (Some(id), Some(o)) = (e.id, v.as_object_mut()) {
         o.insert("id".into(), json!(id));
@@ -486,6 +595,41 @@ mod tests {
         assert_eq!(again.entries, got.entries);
         let eur = ImportOptions { currency: "EUR".into(), ..opts() };
         assert!(read(text, &eur).unwrap_err().to_string().contains("in USD and the book is in EUR"));
+    }
+
+    /// LiteLLM's `*_batches`, `*_flex` and `*_priority` prices become
+    /// service tiers and `search_context_cost_per_query` the per-search
+    /// price; our format carries both and reads them back unchanged.
+    #[test]
+    fn service_tier_and_search_prices_are_imported_and_round_trip() {
+        let text = r#"{"gpt-4o": {"input_cost_per_token": 2.5e-06, "output_cost_per_token": 1e-05,
+            "cache_read_input_token_cost": 1.25e-06, "cache_read_input_token_cost_priority": 2.125e-06,
+            "input_cost_per_token_batches": 1.25e-06, "output_cost_per_token_batches": 5e-06,
+            "input_cost_per_token_priority": 4.25e-06, "output_cost_per_token_priority": 1.7e-05,
+            "search_context_cost_per_query": {"search_context_size_low": 0.03, "search_context_size_medium": 0.035,
+            "search_context_size_high": 0.05}, "litellm_provider": "openai"}}"#;
+        let got = read(text, &opts()).unwrap();
+        let e = &got.entries[0];
+        let batch = &e.service_tiers[&ServiceTier::Batch];
+        assert_eq!((batch.own(Kind::Input), batch.own(Kind::Output)), (Some(1_250_000_000), Some(5_000_000_000)));
+        assert_eq!(batch.own(Kind::CacheRead), None);
+        let priority = &e.service_tiers[&ServiceTier::Priority];
+        assert_eq!(priority.own(Kind::CacheRead), Some(2_125_000_000));
+        assert!(!e.service_tiers.contains_key(&ServiceTier::Flex));
+        assert_eq!(e.web_search, Some(35_000_000));
+        let again = read(&export("USD", &got.entries).to_string(), &opts()).unwrap();
+        assert_eq!(again.entries, got.entries);
+        // A tier that has no prices of its own, or an unknown request kind, is refused by name.
+        let bad = r#"{"format": "tokenusage.prices.v1", "currency": "USD", "entries": [
+            {"model": "a", "effective_from": "2024-05-13T00:00:00Z", "per_million": {"input": "1"}, "service_tiers": {"standard": {"input": "1"}}},
+            {"model": "b", "effective_from": "2024-05-13T00:00:00Z", "per_million": {"input": "1"}, "per_request": {"web_fetch": "0.01"}},
+            {"model": "c", "effective_from": "2024-05-13T00:00:00Z", "per_million": {"input": "1"}, "service_tiers": {"batch": {"inptu": "1"}}}
+        ]}"#;
+        let got = read(bad, &opts()).unwrap();
+        let why: Vec<&str> = got.skipped.iter().map(|(_, w)| w.as_str()).collect();
+        assert!(why[0].contains("service_tiers.standard"), "{why:?}");
+        assert!(why[1].contains("per_request.web_fetch"), "{why:?}");
+        assert!(why[2].contains("service_tiers.batch.per_million.inptu"), "{why:?}");
     }
 
     #[test]

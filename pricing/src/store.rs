@@ -4,6 +4,10 @@
 
 use sqlx::{PgPool, Postgres, Transaction};
 
+use std::collections::BTreeMap;
+
+use tokenusage_contract::ServiceTier;
+
 use crate::book::{Book, Entry, Kind, Price, Tier};
 
 /// The SQLSTATE `tokenusage_count_priced_events` raises when the book
@@ -20,7 +24,7 @@ pub fn is_stale_book(e: &sqlx::Error) -> bool {
 
 const COLUMNS: &str = "id, model, currency, effective_from, effective_to, input, output, cache_read, cache_write, \
                        cache_write_1h, reasoning, audio_input, audio_output, image_input, image_output, source, \
-                       long_context_above, long_context";
+                       long_context_above, long_context, service_tiers, web_search";
 
 fn decode(row: &sqlx::postgres::PgRow) -> Result<Entry, sqlx::Error> {
     use sqlx::Row as _;
@@ -36,7 +40,11 @@ fn decode(row: &sqlx::postgres::PgRow) -> Result<Entry, sqlx::Error> {
         }
         _ => None,
     };
+    let tiers: serde_json::Value = row.try_get(18)?;
+    let service_tiers = service_tiers_of(&tiers).map_err(|e| sqlx::Error::Decode(e.into()))?;
     Ok(Entry {
+        service_tiers,
+        web_search: row.try_get(19)?,
         id: Some(row.try_get(0)?),
         model: row.try_get(1)?,
         currency: row.try_get(2)?,
@@ -60,6 +68,20 @@ fn tier_price(v: &serde_json::Value) -> Result<Price, String> {
         p.set(kind, Some(n.as_i64().ok_or_else(|| format!("{k}: not an integer"))?));
     }
     Ok(p)
+}
+
+/// Service-tier prices as stored: `{tier: {kind: nanos per million}}`.
+fn service_tiers_json(tiers: &BTreeMap<ServiceTier, Price>) -> serde_json::Value {
+    tiers.iter().map(|(t, p)| (t.name().to_owned(), tier_json(p))).collect::<serde_json::Map<_, _>>().into()
+}
+
+fn service_tiers_of(v: &serde_json::Value) -> Result<BTreeMap<ServiceTier, Price>, String> {
+    let mut out = BTreeMap::new();
+    for (name, p) in v.as_object().ok_or("service_tiers must be an object")? {
+        let tier = ServiceTier::parse(name).ok_or_else(|| format!("unknown service tier {name:?}"))?;
+        out.insert(tier, tier_price(p)?);
+    }
+    Ok(out)
 }
 
 /// The book's currency and version.
@@ -107,14 +129,15 @@ pub async fn put(tx: &mut Transaction<'_, Postgres>, entries: &[Entry], who: &st
         let (inserted,): (bool,) = sqlx::query_as(
             "insert into price_book as b (model, currency, effective_from, effective_to, input, output, cache_read, \
              cache_write, cache_write_1h, reasoning, audio_input, audio_output, image_input, image_output, source, created_by, \
-             long_context_above, long_context) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
+             long_context_above, long_context, service_tiers, web_search) \
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) \
              on conflict (model, currency, effective_from) do update set effective_to = excluded.effective_to, \
              input = excluded.input, output = excluded.output, cache_read = excluded.cache_read, \
              cache_write = excluded.cache_write, cache_write_1h = excluded.cache_write_1h, reasoning = excluded.reasoning, \
              audio_input = excluded.audio_input, audio_output = excluded.audio_output, image_input = excluded.image_input, \
              image_output = excluded.image_output, source = excluded.source, created_by = excluded.created_by, created_at = now(), \
-             long_context_above = excluded.long_context_above, long_context = excluded.long_context \
+             long_context_above = excluded.long_context_above, long_context = excluded.long_context, \
+             service_tiers = excluded.service_tiers, web_search = excluded.web_search \
              returning (xmax = 0)",
         )
         .bind(&e.model)
@@ -135,6 +158,8 @@ pub async fn put(tx: &mut Transaction<'_, Postgres>, entries: &[Entry], who: &st
         .bind(who)
         .bind(e.long_context.map(|t| t.above_input_tokens))
         .bind(e.long_context.map(|t| tier_json(&t.price)))
+        .bind(service_tiers_json(&e.service_tiers))
+        .bind(e.web_search)
         .fetch_one(&mut **tx)
         .await?;
         if inserted {

@@ -389,6 +389,7 @@ fn stored_event(
     detail: Option<&serde_json::Value>,
 ) -> tokenusage_contract::UsageEvent {
     let kinds = detail.and_then(|d| serde_json::from_value(d.clone()).ok()).unwrap_or_default();
+    let billing = detail.and_then(|d| serde_json::from_value(d.clone()).ok()).unwrap_or_default();
     let cost = detail.and_then(|d| d.get("cost")).and_then(|c| serde_json::from_value(c.clone()).ok());
     tokenusage_contract::UsageEvent {
         source: String::new(),
@@ -400,6 +401,7 @@ fn stored_event(
         input_tokens: input.max(0) as u64,
         output_tokens: output.max(0) as u64,
         kinds,
+        billing,
         cost,
         project: None,
         metadata: None,

@@ -401,14 +401,19 @@ async fn count_fresh(
 }
 
 /// What a raw event keeps of contract v2 (`usage_events.detail`): the
-/// kinds present and the supplied cost, as in the native JSON, so `reprice`
-/// can price it again. `None` for a v1 event.
+/// kinds present, the service tier and web searches, and the supplied
+/// cost, as in the native JSON, so `reprice` can price it again. `None`
+/// for a v1 event.
 pub(crate) fn detail_of(e: &UsageEvent) -> Option<serde_json::Value> {
-    if e.kinds == tokenusage_contract::TokenKinds::default() && e.cost.is_none() {
+    if e.kinds == tokenusage_contract::TokenKinds::default() && e.billing.is_empty() && e.cost.is_none() {
         return None;
     }
     let mut v = serde_json::to_value(e.kinds).ok()?;
-    if let (Some(obj), Some(c)) = (v.as_object_mut(), &e.cost) {
+    let obj = v.as_object_mut()?;
+    if let Ok(serde_json::Value::Object(billing)) = serde_json::to_value(e.billing) {
+        obj.extend(billing);
+    }
+    if let Some(c) = &e.cost {
         obj.insert("cost".into(), serde_json::to_value(c).ok()?);
     }
     Some(v)

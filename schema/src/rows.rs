@@ -241,6 +241,7 @@ mod tests {
             input_tokens: tokens,
             output_tokens: 1,
             kinds: Default::default(),
+            billing: Default::default(),
             cost: None,
             project: None,
             metadata: None,

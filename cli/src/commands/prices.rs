@@ -102,6 +102,14 @@ pub struct SetArgs {
     /// (e.g. input=6,output=22.5,cache_read=0.6); kinds left out keep the prices above.
     #[arg(long, requires = "long_context_above")]
     long_context: Option<String>,
+    /// A service tier's prices per million tokens, TIER:KIND=PRICE,...
+    /// (e.g. batch:input=1.25,output=5); TIER is batch, flex or priority;
+    /// kinds left out keep the prices above. Repeat for each tier.
+    #[arg(long = "service-tier", value_name = "TIER:PRICES")]
+    service_tiers: Vec<String>,
+    /// The price of one web search request (e.g. 0.01).
+    #[arg(long)]
+    web_search: Option<String>,
     /// Where the price comes from (a price page's URL, a contract).
     #[arg(long)]
     source: String,
@@ -192,6 +200,14 @@ fn print_entries(currency: &str, entries: &[Entry]) {
                 tier_prices.join(", ")
             );
         }
+        for (tier, price) in &e.service_tiers {
+            let prices: Vec<String> =
+                price.named().map(|(k, n)| format!("{} {}", k.name(), money::format_nanos(n))).collect();
+            println!("{:>6} {} tier: {} (other kinds at the prices above)", "", tier.name(), prices.join(", "));
+        }
+        if let Some(n) = e.web_search {
+            println!("{:>6} web search: {} per request", "", money::format_nanos(n));
+        }
     }
 }
 
@@ -231,10 +247,31 @@ pub async fn run(cmd: PricesCmd) -> anyhow::Result<ExitCode> {
                 image_output,
                 long_context_above,
                 long_context,
+                service_tiers,
+                web_search,
                 source,
                 reprice,
                 db,
             } = *a;
+            let mut tiers = std::collections::BTreeMap::new();
+            for spec in &service_tiers {
+                let (name, list) = spec
+                    .split_once(':')
+                    .ok_or_else(|| anyhow::anyhow!("--service-tier {spec:?}: not TIER:KIND=PRICE,..."))?;
+                let tier = tokenusage_contract::ServiceTier::parse(name.trim())
+                    .filter(|t| tokenusage_contract::ServiceTier::PRICED_APART.contains(t))
+                    .ok_or_else(|| anyhow::anyhow!("--service-tier {spec:?}: the tier is batch, flex or priority"))?;
+                let price =
+                    parse_tier_prices(list).map_err(|why| anyhow::anyhow!("--service-tier {}: {why}", tier.name()))?;
+                anyhow::ensure!(tiers.insert(tier, price).is_none(), "--service-tier {} is given twice", tier.name());
+            }
+            let web_search = web_search
+                .map(|t| {
+                    money::parse_decimal(&t)
+                        .and_then(|d| money::to_scaled(d, 9, tokenusage_pricing::book::MAX_PRICE_NANOS_PER_REQUEST))
+                        .map_err(|why| anyhow::anyhow!("--web-search {t:?}: {why} (at most 9 decimal places)"))
+                })
+                .transpose()?;
             let long_context = match (long_context_above, long_context) {
                 (Some(above_input_tokens), Some(list)) => Some(tokenusage_pricing::Tier {
                     above_input_tokens,
@@ -273,6 +310,8 @@ pub async fn run(cmd: PricesCmd) -> anyhow::Result<ExitCode> {
                 effective_to: to,
                 price,
                 long_context,
+                service_tiers: tiers,
+                web_search,
                 source,
             };
             let mut tx = pool.begin().await?;

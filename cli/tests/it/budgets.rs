@@ -96,6 +96,7 @@ fn event(
         input_tokens: input,
         output_tokens: 0,
         kinds: Default::default(),
+        billing: Default::default(),
         cost: None,
         project: project.map(str::to_owned),
         metadata: None,

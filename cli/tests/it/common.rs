@@ -396,6 +396,7 @@ pub fn synthetic_events(prefix: &str, n: usize, users: usize) -> Vec<tokenusage_
             input_tokens: (i % 97) as u64 + 1,
             output_tokens: (i % 13) as u64,
             kinds: Default::default(),
+            billing: Default::default(),
             cost: None,
             project: None,
             metadata: None,

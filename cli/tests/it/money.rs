@@ -293,6 +293,34 @@ async fn the_real_litellm_catalogue_prices_reference_events_to_the_cent() {
             2_000,
             json!({"cache_read_input_tokens": 50_000, "cache_write_input_tokens": 10_000}),
         ),
+        // Service tiers at LiteLLM's *_batches / *_flex / *_priority prices;
+        // a kind the tier has no price for (batch cache reads) at the base:
+        // batch 80k × $0.075/M + 20k read × $0.075/M + 10k × $0.30/M = 0.006 + 0.0015 + 0.003 = $0.0105
+        event(
+            "g",
+            at,
+            "gpt-4o-mini",
+            100_000,
+            10_000,
+            json!({"cache_read_input_tokens": 20_000, "service_tier": "batch"}),
+        ),
+        // flex 32k × $0.625/M + 8k read × $0.0625/M + 5k × $5/M = 0.02 + 0.0005 + 0.025 = $0.0455
+        event("h", at, "gpt-5", 40_000, 5_000, json!({"cache_read_input_tokens": 8_000, "service_tier": "flex"})),
+        // priority 10k × $3.50/M + 2k × $14/M = 0.035 + 0.028 = $0.063
+        event("i", at, "o3", 10_000, 2_000, json!({"service_tier": "priority"})),
+        // Anthropic's usage object with three web searches at $0.01 (its
+        // search_context_cost_per_query): 1k × $15/M + 200 × $75/M + 3 × $0.01 = $0.06
+        event(
+            "j",
+            at,
+            "claude-opus-4-1",
+            0,
+            0,
+            json!({"input_tokens": null, "output_tokens": null,
+            "usage": {"input_tokens": 1_000, "output_tokens": 200, "server_tool_use": {"web_search_requests": 3}, "service_tier": "standard"}}),
+        ),
+        // A search LiteLLM has no price for: the whole event is unpriced, never understated.
+        event("k", at, "claude-haiku-4-5", 500, 50, json!({"web_search_requests": 1})),
     ];
     tokenusage_projector::count_events(&env.pool, events).await.unwrap();
     env.add_user("alice", Role::Viewer, "alice-password").await;
@@ -312,10 +340,23 @@ async fn the_real_litellm_catalogue_prices_reference_events_to_the_cent() {
     assert_eq!(cost("openai/gpt-4o-2024-08-06"), (json!("0.0075"), 0));
     assert_eq!(cost("my-own-finetune"), (Value::Null, 777));
     assert_eq!(cost("claude-sonnet-4-5-20250929"), (json!("1.29"), 0));
-    let (_, s) =
-        app.get(&alice, "/api/v1/usage/summary?from=2026-02-02T00:00:00Z&to=2026-02-03T00:00:00Z&tz=UTC").await;
-    assert_eq!(s["total"]["cost"], "4.68755", "{s}");
-    assert_eq!(s["total"]["unpriced_tokens"], 2_777);
+    assert_eq!(cost("gpt-4o-mini"), (json!("0.0105"), 0));
+    assert_eq!(cost("gpt-5"), (json!("0.0455"), 0));
+    assert_eq!(cost("o3"), (json!("0.063"), 0));
+    assert_eq!(cost("claude-opus-4-1"), (json!("0.06"), 0));
+    assert_eq!(cost("claude-haiku-4-5"), (Value::Null, 550));
+    let summary = || async {
+        let (_, s) =
+            app.get(&alice, "/api/v1/usage/summary?from=2026-02-02T00:00:00Z&to=2026-02-03T00:00:00Z&tz=UTC").await;
+        (s["total"]["cost"].clone(), s["total"]["unpriced_tokens"].clone())
+    };
+    assert_eq!(summary().await, (json!("4.86655"), json!(3_327)));
+    // The raw events keep the tier and the searches: pricing them again
+    // from storage changes nothing.
+    let out = ok(tokenusage(&env, &["reprice", "--from", "2026-02-02", "--to", "2026-02-03", "--dry-run"], None));
+    assert!(out.contains("already priced with the current book"), "{out}");
+    ok(tokenusage(&env, &["reprice", "--from", "2026-02-02", "--to", "2026-02-03"], None));
+    assert_eq!(summary().await, (json!("4.86655"), json!(3_327)));
     app.stop().await;
     env.cleanup().await;
 }
@@ -492,5 +533,73 @@ async fn a_long_context_price_set_by_hand_prices_requests_over_its_threshold() {
         sqlx::query_as("select sum(cost_nanos)::int8 from usage_hour").fetch_one(&env.pool).await.unwrap();
     // over: 200,001 × $6/M + 1,000 × $22.50/M = 1.200006 + 0.0225; at: 200,000 × $3/M + 1,000 × $15/M = 0.6 + 0.015.
     assert_eq!(cost, 1_222_506_000 + 615_000_000);
+    env.cleanup().await;
+}
+
+/// Service-tier and per-search prices set from the command line: bad
+/// specifications are refused by name, the prices are listed and
+/// exported, and events of each tier are charged by them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_tier_and_search_prices_set_by_hand_price_the_events_that_name_them() {
+    let env = TestEnv::database_only().await;
+    let set = |extra: &[&str]| {
+        let mut args = vec!["prices", "set", "m-tier", "--from", "2026-01-01", "--input", "2", "--output", "8"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--source", "https://example.test/prices"]);
+        tokenusage(&env, &args, None)
+    };
+    for (extra, why) in [
+        (&["--service-tier", "standard:input=1"][..], "the tier is batch, flex or priority"),
+        (&["--service-tier", "batch"][..], "not TIER:KIND=PRICE"),
+        (&["--service-tier", "batch:input=1", "--service-tier", "batch:output=2"][..], "batch is given twice"),
+        (&["--web-search", "0.0000000001"][..], "--web-search"),
+    ] {
+        let out = set(extra);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(why), "{extra:?}: {stderr}");
+    }
+    ok(set(&[
+        "--service-tier",
+        "batch:input=1,output=4",
+        "--service-tier",
+        "priority:input=3.5",
+        "--web-search",
+        "0.025",
+    ]));
+    let listed = ok(tokenusage(&env, &["prices", "list", "--model", "m-tier"], None));
+    assert!(listed.contains("batch tier: input 1, output 4"), "{listed}");
+    assert!(listed.contains("priority tier: input 3.5"), "{listed}");
+    assert!(listed.contains("web search: 0.025 per request"), "{listed}");
+    let exported: Value = serde_json::from_str(&ok(tokenusage(&env, &["prices", "export"], None))).unwrap();
+    let entry = exported["entries"].as_array().unwrap().iter().find(|e| e["model"] == "m-tier").unwrap().clone();
+    assert_eq!(entry["service_tiers"], json!({"batch": {"input": "1", "output": "4"}, "priority": {"input": "3.5"}}));
+    assert_eq!(entry["per_request"], json!({"web_search": "0.025"}));
+    let at = "2026-02-02T10:00:00Z";
+    tokenusage_projector::count_events(
+        &env.pool,
+        vec![
+            event("std", at, "m-tier", 1_000_000, 100_000, json!({})),
+            event("batch", at, "m-tier", 1_000_000, 100_000, json!({"service_tier": "batch"})),
+            event(
+                "prio",
+                at,
+                "m-tier",
+                1_000_000,
+                100_000,
+                json!({"service_tier": "priority", "web_search_requests": 4}),
+            ),
+        ],
+    )
+    .await
+    .unwrap();
+    let costs: Vec<(String, i64)> = sqlx::query_as("select event_id, cost_nanos from usage_events order by event_id")
+        .fetch_all(&env.pool)
+        .await
+        .unwrap();
+    // standard 2 + 0.8; batch 1 + 0.4; priority 3.5 + 0.8 (output keeps the base) + 4 × 0.025.
+    assert_eq!(
+        costs,
+        vec![("batch".into(), 1_400_000_000), ("prio".into(), 4_400_000_000), ("std".into(), 2_800_000_000)]
+    );
     env.cleanup().await;
 }

@@ -39,6 +39,7 @@ fn event(
         input_tokens: input,
         output_tokens: output,
         kinds,
+        billing: Default::default(),
         cost: None,
         project: Some(project.into()),
         metadata: None,

@@ -340,3 +340,49 @@ fn a_providers_usage_object_stands_in_for_the_token_fields() {
     null["usage"] = Value::Null;
     assert!(parse_native(null.to_string().as_bytes(), "direct", now()).is_ok());
 }
+
+/// The service tier and web searches: named by the event or read out of
+/// Anthropic's usage object; bad values, and the two disagreeing, are
+/// refused naming the field.
+#[test]
+fn service_tier_and_web_searches_are_read_and_checked() {
+    let parse = |v: Value| parse_native(v.to_string().as_bytes(), "direct", now());
+    let mut v = good();
+    v["service_tier"] = json!("Priority");
+    v["web_search_requests"] = json!(2);
+    let e = parse(v.clone()).unwrap();
+    assert_eq!(e.billing, Billing { service_tier: Some(ServiceTier::Priority), web_search_requests: 2 });
+    // The native JSON carries them, lower case, and reads back the same.
+    let again = parse_native(&e.to_native_json(), "direct", now()).unwrap();
+    assert_eq!(again, e);
+    for name in ["default", "auto", "scale", "standard"] {
+        v["service_tier"] = json!(name);
+        assert_eq!(parse(v.clone()).unwrap().billing.service_tier, Some(ServiceTier::Standard), "{name}");
+    }
+    v["service_tier"] = json!("turbo");
+    v["web_search_requests"] = json!(100_001);
+    let errs = errors(v);
+    assert!(
+        errs.iter().any(|(f, r)| f == "service_tier" && r.contains("batch, flex or priority") && r.contains("turbo"))
+    );
+    assert!(errs.iter().any(|(f, r)| f == "web_search_requests" && r.contains("at most 100000")));
+
+    let mut a = good();
+    let o = a.as_object_mut().unwrap();
+    o.remove("input_tokens");
+    o.remove("output_tokens");
+    o.insert(
+        "usage".into(),
+        json!({"input_tokens": 100, "output_tokens": 20, "server_tool_use": {"web_search_requests": 4}, "service_tier": "batch"}),
+    );
+    let e = parse(a.clone()).unwrap();
+    assert_eq!(e.billing, Billing { service_tier: Some(ServiceTier::Batch), web_search_requests: 4 });
+    // Said twice the same way is fine; two different answers are refused.
+    a["service_tier"] = json!("batch");
+    assert!(parse(a.clone()).is_ok());
+    a["service_tier"] = json!("priority");
+    a["web_search_requests"] = json!(5);
+    let errs = errors(a);
+    assert!(errs.iter().any(|(f, r)| f == "service_tier" && r.contains("usage object says batch")), "{errs:?}");
+    assert!(errs.iter().any(|(f, r)| f == "web_search_requests" && r.contains("usage object says 4")), "{errs:?}");
+}

@@ -281,6 +281,7 @@ async fn load(a: Load) -> anyhow::Result<()> {
                     input_tokens: 1000,
                     output_tokens: 0,
                     kinds: Default::default(),
+                    billing: Default::default(),
                     cost: None,
                     project: None,
                     metadata: None,
