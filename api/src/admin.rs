@@ -64,6 +64,9 @@ pub(crate) async fn create_key(
             "`source` must be 1 to 256 characters, not starting or ending with whitespace",
         ));
     }
+    if let Err(why) = tokenusage_contract::check_publisher_source(source) {
+        return Err(ApiError::bad_request("invalid_source", format!("`source` {why}")));
+    }
     let rate = req.rate_per_sec.unwrap_or(5000);
     if !(1..=1_000_000).contains(&rate) {
         return Err(ApiError::bad_request("invalid_rate", "`rate_per_sec` must be between 1 and 1000000"));

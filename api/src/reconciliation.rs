@@ -214,6 +214,7 @@ pub(crate) async fn put_mapping(
         target_project: body.target_project.clone(),
     };
     store::map(&st.pool, &m).await.map_err(store_error)?;
+    tokenusage_providers::as_usage::after_mapping_change(&st.pool, &m.connection).await.map_err(store_error)?;
     Ok(Json(body))
 }
 
@@ -239,5 +240,6 @@ pub(crate) async fn delete_mapping(
     if !store::unmap(&st.pool, &name, &kind, &external_id).await? {
         return Err(ApiError::NotFound(format!("{name} has no {kind} mapping for {external_id:?}")));
     }
+    tokenusage_providers::as_usage::after_mapping_change(&st.pool, &name).await.map_err(store_error)?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }

@@ -91,6 +91,11 @@ pub(crate) fn cloudevent_from_object(
     }
     let event_id = r.string("id", Limits::ID_MAX_CHARS, None);
     let source = r.string("source", Limits::SOURCE_MAX_CHARS, None);
+    if let Some(s) = &source
+        && let Err(why) = crate::validate::check_publisher_source(s)
+    {
+        r.fail("source", why);
+    }
     let user_id = r.string("subject", Limits::ID_MAX_CHARS, None);
     let occurred_at = r.time("time", now);
     // Structured mode carries binary data as `data_base64` (what the SDKs

@@ -21,6 +21,7 @@ pub mod wire;
 pub use cloudevents::{CE_SPEC_VERSION, CE_TYPE, parse_cloudevent, parse_cloudevent_value, to_cloudevent};
 pub use event::{Billing, Limits, ServiceTier, SuppliedCost, TokenKinds, UsageEvent};
 pub use validate::{
-    FieldError, ValidationErrors, normalise_leap_second, parse_native, parse_native_value, valid_project,
+    FieldError, PROVIDER_SOURCE_PREFIX, ValidationErrors, check_publisher_source, normalise_leap_second, parse_native,
+    parse_native_value, valid_project,
 };
 pub use wire::{Encoding, decode_kafka};

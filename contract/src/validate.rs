@@ -559,6 +559,21 @@ pub(crate) fn kind(v: &Value) -> &'static str {
     }
 }
 
+/// The sources of usage turned out of providers' reports
+/// (`provider:<connection>`): no publisher may use them, so such usage is
+/// always what it says it is and can be told apart from counted events.
+pub const PROVIDER_SOURCE_PREFIX: &str = "provider:";
+
+/// Refuses a publisher's source that only provider-reported usage may have.
+pub fn check_publisher_source(source: &str) -> Result<(), String> {
+    if source.get(..PROVIDER_SOURCE_PREFIX.len()).is_some_and(|p| p.eq_ignore_ascii_case(PROVIDER_SOURCE_PREFIX)) {
+        return Err(format!(
+            "must not start with {PROVIDER_SOURCE_PREFIX:?}: that is reserved for usage imported from providers' reports"
+        ));
+    }
+    Ok(())
+}
+
 /// Whether `p` is a project name an event may carry (the rule of
 /// `project` below), for callers that name projects outside events.
 pub fn valid_project(p: &str) -> bool {
@@ -629,6 +644,11 @@ pub(crate) fn native_from_object(
         r.fail("schema_version", format!("must be 1 or 2 for this contract, got {v}"));
     }
     let source = r.optional_string("source", Limits::SOURCE_MAX_CHARS);
+    if let Some(Some(s)) = &source
+        && let Err(why) = check_publisher_source(s)
+    {
+        r.fail("source", why);
+    }
     let event_id = r.string("event_id", Limits::ID_MAX_CHARS, None);
     let user_id = r.string("user_id", Limits::ID_MAX_CHARS, None);
     let occurred_at = r.time("occurred_at", now);

@@ -204,6 +204,17 @@ async fn rebuild_day(
     Ok(out)
 }
 
+/// Rewrites `user`'s rollups of one UTC day from the raw events, inside
+/// `tx`, which holds the rebuild lock.
+pub(crate) async fn rebuild_user_day(
+    tx: &mut Transaction<'_, Postgres>,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    user: &str,
+) -> Result<(), sqlx::Error> {
+    rebuild_day(tx, start, end, Some(user), false).await.map(drop)
+}
+
 /// Replays (or with `dry_run`, only compares) `[from, to)` a day at a time,
 /// calling `progress(days_done, days_total)` after each day. Returns the
 /// drift found per grain, summed over the range; after a real replay the

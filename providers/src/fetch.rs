@@ -58,6 +58,8 @@ pub struct Summary {
     pub pages: u32,
     pub usage_rows: u64,
     pub cost_rows: u64,
+    /// What counting the usage as usage did, when the connection does.
+    pub as_usage: Option<crate::as_usage::Outcome>,
 }
 
 /// Progress after each stored page: the day the page reached.
@@ -90,7 +92,17 @@ impl Importer {
             return Err(ImportError::Busy(name.to_owned()));
         }
         let run = store::start_run(pool, conn.id, from, to).await?;
-        let result = self.run(pool, &conn, run, from, to, owner, progress).await;
+        let mut result = self.run(pool, &conn, run, from, to, owner, progress).await;
+        if let (Ok(sum), true) = (&mut result, conn.as_usage) {
+            // Usage counted from the report follows it, over the imported
+            // days and the month before (our own events arriving late for a
+            // day take the provider's figures out of it).
+            let since = (from - chrono::TimeDelta::days(crate::as_usage::RECHECK_DAYS)).max(conn.import_from);
+            match crate::as_usage::sync(pool, name, since, to).await {
+                Ok(o) => sum.as_usage = Some(o),
+                Err(e) => result = Err(e.into()),
+            }
+        }
         let error = result.as_ref().err().map(ToString::to_string);
         if let Some(e) = &error {
             tracing::warn!(connection = %name, run, error = %e, "provider import failed; pages stored before the failure are kept");

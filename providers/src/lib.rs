@@ -10,10 +10,12 @@
 //! `reconcile` sets the provider's figures beside ours per day, model and
 //! mapped scope and names the reason for a difference where it can;
 //! `schedule` runs imports on an interval in API processes, and `alerts`
-//! notifies webhooks of days past a connection's percentage.
+//! notifies webhooks of days past a connection's percentage; `as_usage`
+//! counts a connection's mapped usage as usage where we counted none.
 
 pub mod alerts;
 pub mod anthropic;
+pub mod as_usage;
 pub mod fetch;
 pub mod openai;
 pub mod reconcile;

@@ -288,7 +288,8 @@ pub async fn reconcile(pool: &PgPool, from: NaiveDate, to: NaiveDate) -> Result<
         }
     }
 
-    // What we counted under each target.
+    // What we counted under each target (never the provider's own usage
+    // counted as usage, `as_usage`: that would reconcile with itself).
     let ours: Vec<OursRow> = sqlx::query_as(
         // Three equi-joins, one per target shape, so each is a hash join;
         // targets never overlap, so no row is taken twice.
@@ -307,7 +308,7 @@ pub async fn reconcile(pool: &PgPool, from: NaiveDate, to: NaiveDate) -> Result<
                 sum(r.cache_read_tokens)::int8 as cache_read, sum(r.cache_write_tokens)::int8 as cache_write, \
                 sum(r.events)::int8 as events, sum(r.cost_nanos)::int8 as cost, sum(r.unpriced_tokens)::int8 as unpriced \
          from matched r \
-         where r.bucket >= $1 and r.bucket < $2 \
+         where r.bucket >= $1 and r.bucket < $2 and r.source not like 'provider:%' \
          group by 1, 2, 3, 4",
     )
     .bind(from.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc())

@@ -23,6 +23,9 @@ pub struct Connection {
     pub created_by: String,
     /// The latest import run, if any.
     pub last_import: Option<ImportRun>,
+    /// Its mapped usage is counted as usage where we counted none
+    /// ([`crate::as_usage`]).
+    pub as_usage: bool,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, sqlx::FromRow)]
@@ -110,22 +113,36 @@ pub async fn add(
     id.ok_or_else(|| StoreError::Invalid(format!("a provider connection named {name:?} exists already")))
 }
 
+/// Turns counting the connection's mapped usage as usage on or off.
+pub async fn set_as_usage(pool: &PgPool, name: &str, on: bool) -> Result<(), StoreError> {
+    let done = sqlx::query("update provider_connections set as_usage = $2 where name = $1")
+        .bind(name)
+        .bind(on)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    if done == 0 {
+        return Err(StoreError::NoSuchConnection(name.to_owned()));
+    }
+    Ok(())
+}
+
 pub async fn remove(pool: &PgPool, name: &str) -> Result<bool, sqlx::Error> {
     Ok(sqlx::query("delete from provider_connections where name = $1").bind(name).execute(pool).await?.rows_affected()
         > 0)
 }
 
-type ConnRow = (i64, String, String, String, NaiveDate, Option<NaiveDate>, DateTime<Utc>, String);
+type ConnRow = (i64, String, String, String, NaiveDate, Option<NaiveDate>, DateTime<Utc>, String, bool);
 
 pub async fn list(pool: &PgPool) -> Result<Vec<Connection>, sqlx::Error> {
     let rows: Vec<ConnRow> = sqlx::query_as(
-        "select id, name, provider, base_url, import_from, imported_through, created_at, created_by \
+        "select id, name, provider, base_url, import_from, imported_through, created_at, created_by, as_usage \
          from provider_connections order by name",
     )
     .fetch_all(pool)
     .await?;
     let mut out = Vec::with_capacity(rows.len());
-    for (id, name, provider, base_url, import_from, imported_through, created_at, created_by) in rows {
+    for (id, name, provider, base_url, import_from, imported_through, created_at, created_by, as_usage) in rows {
         let last_import = sqlx::query_as(
             "select id, range_from, range_to, started_at, finished_at, pages, usage_rows, cost_rows, outcome, error \
              from provider_imports where connection_id = $1 order by started_at desc, id desc limit 1",
@@ -144,6 +161,7 @@ pub async fn list(pool: &PgPool) -> Result<Vec<Connection>, sqlx::Error> {
             created_at,
             created_by,
             last_import,
+            as_usage,
         });
     }
     Ok(out)

@@ -40,7 +40,9 @@ pub async fn run(cmd: KeysCmd) -> anyhow::Result<ExitCode> {
         KeysCmd::Create { name, source, rate_per_sec, db } => {
             anyhow::ensure!(rate_per_sec > 0, "--rate-per-sec must be positive");
             let pool = super::database(&db, true).await?;
-            let k = keys::create(&pool, &name, source.as_deref().unwrap_or(&name), rate_per_sec).await?;
+            let source = source.as_deref().unwrap_or(&name);
+            tokenusage_contract::check_publisher_source(source).map_err(|why| anyhow::anyhow!("--source {why}"))?;
+            let k = keys::create(&pool, &name, source, rate_per_sec).await?;
             eprintln!(
                 "created key {} for source `{}`; store it now, it is not shown again:",
                 k.info.key_prefix, k.info.source

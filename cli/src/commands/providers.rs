@@ -122,6 +122,20 @@ pub enum ProvidersCmd {
         #[command(flatten)]
         db: DatabaseArgs,
     },
+    /// Count this connection's mapped usage as usage (`--on`) for the
+    /// scopes and days where we counted no events of our own: for
+    /// organisations, or parts of one, that publish nothing. It shows under
+    /// the source and user `provider:<connection>` in every view and CSV,
+    /// priced by the book; `--off` takes it out again.
+    Usage {
+        connection: String,
+        #[arg(long, conflicts_with = "off", required_unless_present = "off")]
+        on: bool,
+        #[arg(long)]
+        off: bool,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
     /// List mappings.
     Mappings {
         #[command(flatten)]
@@ -205,7 +219,11 @@ pub async fn run(cmd: ProvidersCmd) -> anyhow::Result<ExitCode> {
                     .imported_through
                     .map(|d| format!("whole through {d}"))
                     .unwrap_or_else(|| "nothing whole yet".into());
-                println!("{}\t{}\t{}\tfrom {}\t{through}\t{last}", c.name, c.provider, c.base_url, c.import_from);
+                let usage = if c.as_usage { "\tcounted as usage" } else { "" };
+                println!(
+                    "{}\t{}\t{}\tfrom {}\t{through}\t{last}{usage}",
+                    c.name, c.provider, c.base_url, c.import_from
+                );
             }
         }
         ProvidersCmd::Remove { name, db } => {
@@ -235,6 +253,9 @@ pub async fn run(cmd: ProvidersCmd) -> anyhow::Result<ExitCode> {
                 "imported {name} {from} .. {to}: {} pages, {} usage rows, {} cost rows",
                 sum.pages, sum.usage_rows, sum.cost_rows
             );
+            if let Some(o) = &sum.as_usage {
+                print_as_usage(&name, true, o);
+            }
         }
         ProvidersCmd::Map { connection, scope, api_key, to_source, to_project, db } => {
             let pool = super::database(&db, false).await?;
@@ -251,6 +272,9 @@ pub async fn run(cmd: ProvidersCmd) -> anyhow::Result<ExitCode> {
                 target_project: to_project,
             };
             store::map(&pool, &m).await?;
+            if let Some(o) = tokenusage_providers::as_usage::after_mapping_change(&pool, &m.connection).await? {
+                print_as_usage(&m.connection, true, &o);
+            }
             audit(&pool, "providers.map", "providers map", serde_json::to_value(&m)?).await?;
             println!("{} {} {:?} → {}", m.connection, m.kind, m.external_id, m.target_label());
         }
@@ -263,6 +287,9 @@ pub async fn run(cmd: ProvidersCmd) -> anyhow::Result<ExitCode> {
             };
             if !store::unmap(&pool, &connection, kind, &id).await? {
                 anyhow::bail!("{connection} has no {kind} mapping for {id:?}");
+            }
+            if let Some(o) = tokenusage_providers::as_usage::after_mapping_change(&pool, &connection).await? {
+                print_as_usage(&connection, true, &o);
             }
             audit(
                 &pool,
@@ -282,6 +309,13 @@ pub async fn run(cmd: ProvidersCmd) -> anyhow::Result<ExitCode> {
                 None => println!("{connection}: no alerts"),
             }
         }
+        ProvidersCmd::Usage { connection, on, off: _, db } => {
+            let pool = super::database(&db, false).await?;
+            let o = tokenusage_providers::as_usage::set(&pool, &connection, on).await?;
+            let params = serde_json::json!({"connection": connection, "as_usage": on});
+            audit(&pool, "providers.usage", "providers usage", params).await?;
+            print_as_usage(&connection, on, &o);
+        }
         ProvidersCmd::Mappings { db } => {
             let pool = super::database(&db, false).await?;
             for m in store::mappings(&pool).await? {
@@ -290,6 +324,21 @@ pub async fn run(cmd: ProvidersCmd) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_as_usage(connection: &str, on: bool, o: &tokenusage_providers::as_usage::Outcome) {
+    let source = tokenusage_providers::as_usage::source_of(connection);
+    if on {
+        println!(
+            "{connection}: mapped usage counted as usage under {source}: {} days written, {} taken out, {} scope-days left to our own events{}",
+            o.days_written,
+            o.days_removed,
+            o.covered_by_ours,
+            if o.refused_rows > 0 { format!(", {} rows refused (see the log)", o.refused_rows) } else { String::new() }
+        );
+    } else {
+        println!("{connection}: usage no longer counted from its reports ({} days taken out)", o.days_removed);
+    }
 }
 
 pub async fn reconcile(a: ReconcileCmd) -> anyhow::Result<ExitCode> {

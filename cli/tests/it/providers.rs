@@ -449,3 +449,144 @@ async fn imports_fail_loudly_keep_what_was_stored_and_never_show_the_key() {
     assert!(audit.len() >= 3 && audit.iter().all(|a| !a.contains("STUBKEY")), "{audit:?}");
     env.cleanup().await;
 }
+
+/// Usage without instrumentation: with `providers usage --on`, mapped
+/// provider usage becomes events of `provider:oai` for the scope-days where
+/// we counted none of our own, exactly the reported tokens; our own events
+/// arriving later take it out of their day, a revision restates its day,
+/// re-importing changes nothing, the reconciliation never takes it for
+/// ours, rollups always equal the raw events, and `--off` removes it all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_usage_counts_as_usage_once_where_nothing_was_published() {
+    let env = TestEnv::database_only().await;
+    tokenusage_pricing::store::seed(&env.pool).await.unwrap();
+    let oct = |d: u32| NaiveDate::from_ymd_opt(2026, 10, d).unwrap();
+    // We counted project p's first two days ourselves.
+    let ours: Vec<UsageEvent> =
+        (1..=2).map(|d| event(&format!("own{d}"), oct(d), MINI, "p", 1000, 100, TokenKinds::default())).collect();
+    tokenusage_projector::count_events(&env.pool, ours).await.unwrap();
+
+    let stub = Stub::start(KEY).await;
+    stub.with(|l| {
+        for d in 1..=4 {
+            l.usage.insert(
+                oct(d),
+                vec![
+                    stub::openai_usage_result("proj_p", "key_1", MINI, 1000, 0, 100, 1),
+                    stub::openai_usage_result("proj_quiet", "key_2", MINI, 5000 + d as i64, 2000, 700, 3),
+                    stub::openai_usage_result("proj_unmapped", "key_3", MINI, 9, 0, 9, 1),
+                ],
+            );
+        }
+    });
+    store::add(&env.pool, "oai", Provider::OpenAi, Some(&stub.base_url), &KEY.to_owned().into(), oct(1), "test")
+        .await
+        .unwrap();
+    for (scope, project) in [("proj_p", "p"), ("proj_quiet", "quiet")] {
+        let m = store::Mapping {
+            connection: "oai".into(),
+            kind: "scope".into(),
+            external_id: scope.into(),
+            target_source: None,
+            target_project: Some(project.into()),
+        };
+        store::map(&env.pool, &m).await.unwrap();
+    }
+    let out = common::tokenusage(&env, &["providers", "usage", "oai", "--on"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let (from, to) = (oct(1), oct(5));
+    let imp = importer();
+    let sum = imp.import(&env.pool, "oai", from, to, "test", &no_progress).await.unwrap();
+    let o = sum.as_usage.expect("the connection counts usage");
+    assert_eq!((o.days_written, o.covered_by_ours, o.refused_rows), (4, 2, 0), "{o:?}");
+
+    // Provider-reported usage per (project, day), from the rollups, and the
+    // rollups against the raw events.
+    let reported = |pool: sqlx::PgPool| async move {
+        let rows: Vec<(String, NaiveDate, i64, i64, i64)> = sqlx::query_as(
+            "select project, (bucket at time zone 'UTC')::date, sum(input_tokens)::int8, sum(cache_read_tokens)::int8, \
+                    sum(output_tokens)::int8 from usage_hour where source = 'provider:oai' and user_id = 'provider:oai' \
+             group by 1, 2 having sum(events) > 0 order by 1, 2",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        let drift = tokenusage_projector::rebuild::replay(
+            &pool,
+            oct(1).and_hms_opt(0, 0, 0).unwrap().and_utc(),
+            oct(6).and_hms_opt(0, 0, 0).unwrap().and_utc(),
+            None,
+            true,
+            |_, _| {},
+        )
+        .await
+        .unwrap();
+        assert!(drift.iter().all(|d| d.is_clean()), "rollups equal the raw events: {drift:?}");
+        rows
+    };
+    let quiet = |d: u32, input: i64| ("quiet".to_owned(), oct(d), input, 2000, 700);
+    let p = |d: u32| ("p".to_owned(), oct(d), 1000, 0, 100);
+    assert_eq!(
+        reported(env.pool.clone()).await,
+        vec![p(3), p(4), quiet(1, 5001), quiet(2, 5002), quiet(3, 5003), quiet(4, 5004)]
+    );
+    // Priced by the book like any event.
+    let (cost,): (i64,) =
+        sqlx::query_as("select sum(cost_nanos)::int8 from usage_events where source = 'provider:oai'")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert!(cost > 0);
+    // The reconciliation still sees p's days 3-4 as not published by us.
+    let report = reconcile::reconcile(&env.pool, from, to).await.unwrap();
+    let l = report
+        .lines
+        .iter()
+        .find(|l| l.day == oct(3) && l.target.as_ref().and_then(|t| t.project.as_deref()) == Some("p"))
+        .unwrap();
+    assert!(l.ours.is_none(), "{l:#?}");
+    assert!(l.reasons.contains(&Reason::NotPublished), "{l:#?}");
+
+    // Again: nothing changes.
+    let o = imp.import(&env.pool, "oai", from, to, "test", &no_progress).await.unwrap().as_usage.unwrap();
+    assert_eq!((o.days_written, o.days_removed), (0, 0));
+
+    // A revision of quiet's day 4 restates that day only; our own events
+    // for quiet's day 3 take the provider's figures out of it.
+    stub.with(|l| {
+        l.usage.get_mut(&oct(4)).unwrap()[1] =
+            stub::openai_usage_result("proj_quiet", "key_2", MINI, 7777, 2000, 700, 3);
+    });
+    tokenusage_projector::count_events(
+        &env.pool,
+        vec![event("own-quiet", oct(3), MINI, "quiet", 10, 1, TokenKinds::default())],
+    )
+    .await
+    .unwrap();
+    let o = imp.import(&env.pool, "oai", from, to, "test", &no_progress).await.unwrap().as_usage.unwrap();
+    assert_eq!((o.days_written, o.covered_by_ours), (2, 3), "{o:?}");
+    assert_eq!(reported(env.pool.clone()).await, vec![p(3), p(4), quiet(1, 5001), quiet(2, 5002), quiet(4, 7777)]);
+
+    // No publisher may pass for the provider.
+    let spoof = r#"{"source": "provider:oai", "event_id": "x", "user_id": "u", "occurred_at": "2026-10-03T12:00:00Z",
+                    "activity": "chat", "model": "m", "input_tokens": 1, "output_tokens": 1}"#;
+    let err = tokenusage_contract::parse_native(spoof.as_bytes(), "kafka", chrono::Utc::now()).unwrap_err();
+    assert!(err.to_string().contains("reserved for usage imported from providers"), "{err}");
+
+    // Off: every provider-reported event is gone, the rest untouched.
+    let out = common::tokenusage(&env, &["providers", "usage", "oai", "--off"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("4 days taken out"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(reported(env.pool.clone()).await, vec![]);
+    let (own,): (i64,) = sqlx::query_as("select count(*) from usage_events where source = 'billing-svc'")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(own, 3);
+    env.cleanup().await;
+}
