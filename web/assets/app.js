@@ -726,6 +726,7 @@
         auditRows(tbody, [], 9);
         return;
       }
+      fillMapForm(conns, rep.lines);
       const read = conns.map((c) => c + ": reports read through " + (rep.imported_through[c] ? addDays(rep.imported_through[c], -1) : "nothing yet")).join("; ");
       const differ = rep.lines.filter((l) => l.reasons.length || l.token_difference !== 0 || (l.cost_difference_nanos || 0) !== 0);
       status.textContent = read + ". " + differ.length + " of " + rep.lines.length + " lines differ.";
@@ -742,6 +743,41 @@
         cell(tr, l.reasons.map((c) => rep.explanations[c] || c).join("; ") || "amounts differ", "text");
       }
     } catch (e) { if (e.message !== "signed out") showAlert(e.message); }
+  }
+
+  /** The mapping form's choices: the connections, and the unmapped provider ids of the range. */
+  function fillMapForm(conns, lines) {
+    const sel = $("map-connection"), keep = sel.value;
+    sel.textContent = "";
+    for (const c of conns) sel.add(new Option(c, c, false, c === keep));
+    const list = $("map-unmapped");
+    list.textContent = "";
+    const seen = new Set(lines.filter((l) => !l.target && l.provider_scope != null).map((l) => l.provider_scope || "default"));
+    for (const id of seen) list.appendChild(new Option(id));
+  }
+
+  async function createMapping(ev) {
+    ev.preventDefault();
+    const err = $("map-error");
+    err.textContent = "";
+    const conn = $("map-connection").value, external = $("map-external").value.trim();
+    const project = $("map-project").value.trim(), source = $("map-source").value.trim();
+    const wrong = (field, msg) => { err.textContent = msg; $(field).setAttribute("aria-invalid", "true"); $(field).focus(); };
+    for (const f of ["map-external", "map-project", "map-source"]) $(f).removeAttribute("aria-invalid");
+    if (!conn) { wrong("map-connection", "Connect a provider first (tokenusage providers add)."); return; }
+    if (!external) { wrong("map-external", "Give the provider's id of the project, workspace or key."); return; }
+    if (!project && !source) { wrong("map-project", "Give our project, our publisher, or both."); return; }
+    const body = { kind: $("map-kind").value, external_id: external, target_project: project || null, target_source: source || null };
+    try {
+      await api("/api/v1/admin/providers/" + encodeURIComponent(conn) + "/mappings",
+        { method: "PUT", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+      $("map-announce").textContent = "Mapped " + external + " of " + conn + " to " + [project && "project " + project, source && "publisher " + source].filter(Boolean).join(" and ") + ".";
+      $("map-external").value = ""; $("map-project").value = ""; $("map-source").value = "";
+      $("map-external").focus();
+      loadReconciliation();
+    } catch (e) {
+      if (e.message !== "signed out") wrong("map-external", e.message);
+    }
   }
 
   async function downloadReconciliation(ev) {
@@ -851,6 +887,7 @@
     $("table-details").addEventListener("toggle", () => { if ($("table-details").open && live.series) table(live.series); });
     $("audit-form").addEventListener("submit", loadAudit);
     $("reconcile-csv").addEventListener("click", downloadReconciliation);
+    $("map-form").addEventListener("submit", createMapping);
     $("budget-form").addEventListener("submit", createBudget);
     $("budget-measure").addEventListener("change", () => {
       const cost = $("budget-measure").value === "cost";

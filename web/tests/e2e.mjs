@@ -122,7 +122,9 @@ async function providerStub(days) {
       const results = !days.includes(day) ? [] : costs
         ? [{ object: "organization.costs.result", amount: { value: 0.5, currency: "usd" }, line_item: "gpt-4o-mini, input", project_id: "proj_e2e" }]
         : [{ object: "organization.usage.completions.result", input_tokens: 100000, output_tokens: 5000, input_cached_tokens: 0,
-            num_model_requests: 10, project_id: "proj_e2e", api_key_id: "key_e2e", model: "gpt-4o-mini", batch: false }];
+            num_model_requests: 10, project_id: "proj_e2e", api_key_id: "key_e2e", model: "gpt-4o-mini", batch: false },
+          { object: "organization.usage.completions.result", input_tokens: 40, output_tokens: 4, input_cached_tokens: 0,
+            num_model_requests: 1, project_id: "proj_new", api_key_id: "key_new", model: "gpt-4o-mini", batch: false }];
       data.push({ object: "bucket", start_time: t, end_time: t + 86400, results });
     }
     res.setHeader("content-type", "application/json");
@@ -371,6 +373,21 @@ async function main() {
       const why = await a.$$eval("#reconcile-table tbody tr", (rows) => rows.map((r) => r.textContent));
       assert(why.some((t) => t.includes("gpt-4o-mini") && t.includes("events were not published")), "reconciliation rows: " + why.join(" | "));
       assert(/lines differ/.test(await a.textContent("#reconcile-status")), "reconciliation status");
+      assert(why.some((t) => t.includes("unmapped proj_new")), "the unmapped project is shown: " + why.join(" | "));
+      // Mapping it from the dashboard, by keyboard: a missing target is an
+      // error next to the fields, with focus on the first one to fix.
+      await a.click("#map-new summary");
+      const offered = await a.$$eval("#map-unmapped option", (os) => os.map((o) => o.value));
+      assert(offered.includes("proj_new"), "unmapped ids are suggested: " + offered.join(", "));
+      await a.fill("#map-external", "proj_new");
+      await a.press("#map-external", "Enter");
+      assert((await a.textContent("#map-error")).includes("our project, our publisher, or both"), "a missing target is named");
+      assert(await a.evaluate(() => document.activeElement.id) === "map-project", "focus moves to the field to fix");
+      await a.keyboard.type("e2e-new");
+      await a.keyboard.press("Enter");
+      await a.waitForFunction(() => document.getElementById("map-announce").textContent.includes("Mapped proj_new"));
+      assert(await a.evaluate(() => document.activeElement.id) === "map-external", "focus returns to the form's first field");
+      await a.waitForFunction(() => [...document.querySelectorAll("#reconcile-table tbody tr")].some((r) => r.textContent.includes("project e2e-new")));
       await a11y(a, "admin");
       await a.click("#theme"); await a11y(a, "admin-dark");
     });
