@@ -49,6 +49,8 @@ pub struct AppState {
     pub(crate) live: Arc<crate::live::Live>,
     /// Budgets' last evaluation, and the scopes waiting for the next one.
     pub(crate) budgets: Arc<crate::budgets::board::Board>,
+    /// Bumped when reconciliation alerts were queued (in any process).
+    pub(crate) reconciliation: Arc<tokio::sync::watch::Sender<u64>>,
     /// Cancelled when the server stops: live sockets close with 1001.
     pub(crate) shutdown: CancellationToken,
     /// Live socket tasks, awaited on shutdown (axum does not track them).
@@ -74,6 +76,7 @@ impl AppState {
             series_cache: Arc::new(crate::history::cache::SeriesCache::new(args.history.series_cache_entries)),
             live: Arc::new(crate::live::Live::new(budgets.clone())),
             budgets,
+            reconciliation: Arc::new(tokio::sync::watch::channel(0).0),
             shutdown: CancellationToken::new(),
             sockets: tokio_util::task::TaskTracker::new(),
             pool,
@@ -250,6 +253,16 @@ impl Application {
                 tokenusage_schema::keys::CHANGED,
                 move || stopped.is_cancelled(),
                 move || board.forget_publishers(),
+            );
+        }
+        {
+            // Live reconciliation alerts follow the outbox in every process.
+            let (alerts, stopped) = (self.state.reconciliation.clone(), self.state.shutdown.clone());
+            tokenusage_plumbing::db::follow_notifications(
+                self.state.pool.clone(),
+                tokenusage_providers::alerts::CHANNEL,
+                move || stopped.is_cancelled(),
+                move || alerts.send_modify(|n| *n += 1),
             );
         }
         let sockets = self.state.sockets.clone();

@@ -5,6 +5,9 @@
 //! endpoint in the budgets' outbox (`webhook_deliveries`: signed, retried
 //! and delivered once by the API's sender), once per connection and day.
 
+/// The NOTIFY channel told when alerts were queued.
+pub const CHANNEL: &str = "tokenusage_reconciliation";
+
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use sqlx::PgPool;
@@ -116,6 +119,10 @@ pub async fn check(pool: &PgPool, name: &str, from: NaiveDate, to: NaiveDate) ->
         .execute(pool)
         .await?
         .rows_affected();
+    }
+    if queued > 0 {
+        // Admins watching live (`watch_reconciliation`) in every API process.
+        sqlx::query("select pg_notify($1, '')").bind(CHANNEL).execute(pool).await?;
     }
     // The API's sender polls the outbox twice a second.
     Ok(queued)

@@ -177,6 +177,7 @@
       const view = Object.assign({}, v); if (view.granularity === "auto") delete view.granularity;
       ws.send(JSON.stringify({ type: "subscribe", id: "main", view }));
       ws.send(JSON.stringify({ type: "watch_budgets" }));
+      if (session.role === "admin") ws.send(JSON.stringify({ type: "watch_reconciliation" }));
     };
     ws.onmessage = (e) => onMessage(JSON.parse(e.data), v);
     ws.onclose = async (e) => {
@@ -208,6 +209,14 @@
         if (m.code === "too_many_points") setConn("idle", "Not live");
         break;
       case "budgets": budgetsPushed += 1; renderBudgets(m.budgets); break;
+      case "reconciliation":
+        if (!m.alerts.length) break;
+        // A threshold crossing: said once, and the table re-read.
+        $("reconcile-announce").textContent = m.alerts.map((a) => "The " + a.connection + " report for " + a.day
+          + " differs from ours by " + num(a.tokens.difference) + " tokens and " + a.cost.difference + " " + a.cost.currency
+          + " (alert at " + a.threshold_percent + "%).").join(" ");
+        loadReconciliation();
+        break;
       case "closing": break;
       default: break;
     }

@@ -66,6 +66,9 @@ pub enum ClientMessage {
     /// Push the budgets the user can see, now and whenever their state
     /// changes.
     WatchBudgets,
+    /// Admins: push each reconciliation alert (a provider's day past its
+    /// connection's percentage) as it is raised.
+    WatchReconciliation,
     Ping,
 }
 
@@ -122,6 +125,11 @@ pub enum ServerMessage<'a> {
     /// one changes).
     Budgets {
         budgets: &'a [crate::budgets::board::BudgetState],
+    },
+    /// Reconciliation alerts raised since the last such message (none in
+    /// the answer to `watch_reconciliation`): the webhook payloads.
+    Reconciliation {
+        alerts: &'a [serde_json::Value],
     },
     Unsubscribed {
         id: &'a str,

@@ -136,6 +136,34 @@ impl Socket {
                 self.budgets_watch = Some(self.state.budgets.subscribe());
                 self.push_budgets().await;
             }
+            ClientMessage::WatchReconciliation => {
+                if self.user.role != crate::auth::Role::Admin {
+                    let r = Refusal {
+                        action: "live.watch_reconciliation",
+                        id: None,
+                        subject: None,
+                        status: 403,
+                        code: "forbidden",
+                        message: "reconciliation alerts are for admins".into(),
+                    };
+                    self.refuse(r).await;
+                    return None;
+                }
+                let action = self.action("live.watch_reconciliation", None, json!({}), 200);
+                if audit::record_action(&self.state, &self.facts, action).await.is_err() {
+                    self.error(None, "audit_unavailable", "cannot record this request; retry shortly");
+                    return None;
+                }
+                // From now on: alerts already queued were for earlier.
+                let last: Result<Option<i64>, _> = sqlx::query_scalar(
+                    "select max(id) from webhook_deliveries where event = 'reconciliation.difference'",
+                )
+                .fetch_one(&self.state.pool)
+                .await;
+                self.reconciliation_seen = last.ok().flatten().unwrap_or(0);
+                self.reconciliation_watch = Some(self.state.reconciliation.subscribe());
+                self.send(&ServerMessage::Reconciliation { alerts: &[] });
+            }
             ClientMessage::Subscribe { id, view } => {
                 // The user the view asked about, whether or not it is allowed.
                 let subject = match (view.get("team"), view.get("user")) {
@@ -296,6 +324,25 @@ impl Socket {
         self.send(&sub.snapshot(id, &current));
         self.subs.insert(id.to_owned(), sub);
         Ok(())
+    }
+
+    /// Sends the reconciliation alerts queued since the last push, one per
+    /// connection and day (the outbox has one row per endpoint).
+    pub(super) async fn push_reconciliation(&mut self) {
+        let rows: Result<Vec<(i64, Value)>, _> = sqlx::query_as(
+            "select max(id), (array_agg(payload order by id))[1] from webhook_deliveries \
+             where event = 'reconciliation.difference' and id > $1 \
+             group by idempotency_key order by 1 limit 100",
+        )
+        .bind(self.reconciliation_seen)
+        .fetch_all(&self.state.pool)
+        .await;
+        let Ok(rows) = rows else { return }; // retried on the next alert
+        if let Some(last) = rows.iter().map(|(id, _)| *id).max() {
+            self.reconciliation_seen = last;
+            let alerts: Vec<Value> = rows.into_iter().map(|(_, p)| p).collect();
+            self.send(&ServerMessage::Reconciliation { alerts: &alerts });
+        }
     }
 
     /// Sends the budgets this user can see, if they changed since the last

@@ -136,6 +136,10 @@ pub(crate) struct Socket {
     pub(super) budgets_covered: std::collections::BTreeSet<String>,
     /// A `watch_budgets` was asked for and its answer is not on record yet.
     pub(super) budgets_watch_asked: bool,
+    /// Reconciliation alerts, once an admin asked for them, and the last
+    /// outbox row pushed.
+    pub(super) reconciliation_watch: Option<tokio::sync::watch::Receiver<u64>>,
+    pub(super) reconciliation_seen: i64,
 }
 
 /// The next budget change, or never when budgets are not watched.
@@ -215,6 +219,8 @@ impl Socket {
             last_budgets: None,
             budgets_covered: std::collections::BTreeSet::new(),
             budgets_watch_asked: false,
+            reconciliation_watch: None,
+            reconciliation_seen: 0,
         }
     }
 
@@ -391,6 +397,7 @@ impl Socket {
                     }
                 }
                 () = budget_change(&mut self.budgets_watch) => Box::pin(self.push_budgets()).await,
+                () = budget_change(&mut self.reconciliation_watch) => Box::pin(self.push_reconciliation()).await,
                 r = freshness.changed() => {
                     // The sender lives as long as the process.
                     if r.is_ok() {

@@ -590,3 +590,63 @@ async fn provider_usage_counts_as_usage_once_where_nothing_was_published() {
     assert_eq!(own, 3);
     env.cleanup().await;
 }
+
+/// Reconciliation alerts reach admins live: an admin's socket that asked
+/// receives each alert once, as soon as it is queued; anyone else is
+/// refused (and the refusal audited).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_alerts_are_pushed_live_to_admins_only() {
+    use crate::live::{connect, next_of, send};
+    use serde_json::json;
+    let env = TestEnv::database_only().await;
+    let oct = |d: u32| NaiveDate::from_ymd_opt(2026, 10, d).unwrap();
+    let stub = Stub::start(KEY).await;
+    stub.with(|l| {
+        l.usage.insert(oct(7), vec![stub::openai_usage_result("proj_abc", "key_1", MINI, 4000, 0, 400, 2)]);
+    });
+    store::add(&env.pool, "oai", Provider::OpenAi, Some(&stub.base_url), &KEY.to_owned().into(), oct(1), "test")
+        .await
+        .unwrap();
+    let out = common::tokenusage(
+        &env,
+        &["webhooks", "add", "ops", "http://127.0.0.1:9/hook", "--outbound-allow", "127.0.0.0/8"],
+        None,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = common::tokenusage(&env, &["providers", "alert", "oai", "--percent", "1", "--webhook", "ops"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    importer().import(&env.pool, "oai", oct(1), oct(10), "test", &no_progress).await.unwrap();
+
+    env.add_user("root", tokenusage_api::Role::Admin, "root-password").await;
+    env.add_user("alice", tokenusage_api::Role::Viewer, "alice-password").await;
+    let app = common::TestApp::spawn_api(&env, common::test_api_args()).await;
+    let (root, alice) = (app.login("root", "root-password").await, app.login("alice", "alice-password").await);
+    let mut viewer = connect(&app, Some(&alice), None).await.unwrap();
+    send(&mut viewer, json!({"type": "watch_reconciliation"})).await;
+    let refused = next_of(&mut viewer, &["error"], Duration::from_secs(5)).await.unwrap();
+    assert_eq!(refused["code"], "forbidden");
+    let mut admin = connect(&app, Some(&root), None).await.unwrap();
+    send(&mut admin, json!({"type": "watch_reconciliation"})).await;
+    let first = next_of(&mut admin, &["reconciliation"], Duration::from_secs(5)).await.unwrap();
+    assert_eq!(first["alerts"], json!([]));
+
+    // Nothing of ours was published for the 7th: past 1 %.
+    assert_eq!(tokenusage_providers::alerts::check(&env.pool, "oai", oct(1), oct(10)).await.unwrap(), 1);
+    let pushed = next_of(&mut admin, &["reconciliation"], Duration::from_secs(10)).await.expect("the alert is pushed");
+    let alerts = pushed["alerts"].as_array().unwrap();
+    assert_eq!(alerts.len(), 1, "{pushed}");
+    assert_eq!((alerts[0]["connection"].as_str(), alerts[0]["day"].as_str()), (Some("oai"), Some("2026-10-07")));
+    assert_eq!(alerts[0]["tokens"]["difference"], 4400);
+    // Once: checking again queues nothing and pushes nothing.
+    assert_eq!(tokenusage_providers::alerts::check(&env.pool, "oai", oct(1), oct(10)).await.unwrap(), 0);
+    assert!(next_of(&mut admin, &["reconciliation"], Duration::from_millis(800)).await.is_none());
+    let (audited,): (i64,) = sqlx::query_as(
+        "select count(*) from audit_log where action = 'live.watch_reconciliation' and outcome = 'denied'",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(audited, 1);
+    app.stop().await;
+    env.cleanup().await;
+}
