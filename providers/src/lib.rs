@@ -22,6 +22,7 @@ pub mod reconcile;
 pub mod report;
 pub mod schedule;
 pub mod store;
+pub mod summary;
 
 use std::fmt;
 

@@ -230,6 +230,28 @@ pub async fn finish_run(pool: &PgPool, run: i64, error: Option<&str>) -> Result<
 /// Stores one page of usage for import `run` in one transaction (one
 /// statement: the page's rows as arrays); counts it. The rows' keys are
 /// distinct (`report::merge_usage`).
+/// Re-sums the days `days` span into the day tables (migration 0020), in
+/// the transaction that changed them.
+async fn resum(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    conn: i64,
+    days: impl Iterator<Item = NaiveDate>,
+) -> Result<(), sqlx::Error> {
+    let (mut lo, mut hi) = (None::<NaiveDate>, None::<NaiveDate>);
+    for d in days {
+        lo = Some(lo.map_or(d, |l| l.min(d)));
+        hi = Some(hi.map_or(d, |h| h.max(d)));
+    }
+    let (Some(lo), Some(hi)) = (lo, hi) else { return Ok(()) };
+    sqlx::query("select tokenusage_resum_provider_days($1, $2, $3)")
+        .bind(conn)
+        .bind(lo)
+        .bind(hi + chrono::TimeDelta::days(1))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 pub async fn put_usage(pool: &PgPool, conn: i64, run: i64, rows: &[UsageRow]) -> Result<(), sqlx::Error> {
     let col = |f: fn(&UsageRow) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
     let text = |f: fn(&UsageRow) -> &str| rows.iter().map(|r| f(r).to_owned()).collect::<Vec<String>>();
@@ -266,6 +288,7 @@ pub async fn put_usage(pool: &PgPool, conn: i64, run: i64, rows: &[UsageRow]) ->
     .execute(&mut *tx)
     .await?;
     count_page(&mut tx, run, rows.len(), 0).await?;
+    resum(&mut tx, conn, rows.iter().map(|r| r.day)).await?;
     tx.commit().await
 }
 
@@ -294,6 +317,7 @@ pub async fn put_costs(pool: &PgPool, conn: i64, run: i64, rows: &[CostRow]) -> 
     .execute(&mut *tx)
     .await?;
     count_page(&mut tx, run, 0, rows.len()).await?;
+    resum(&mut tx, conn, rows.iter().map(|r| r.day)).await?;
     tx.commit().await
 }
 
@@ -336,6 +360,12 @@ pub async fn complete_range(
         .execute(&mut *tx)
         .await?;
     }
+    sqlx::query("select tokenusage_resum_provider_days($1, $2, $3)")
+        .bind(conn)
+        .bind(from)
+        .bind(to)
+        .execute(&mut *tx)
+        .await?;
     // Today is still being counted by the provider: not whole yet.
     let through = to.min(today);
     sqlx::query(

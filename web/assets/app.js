@@ -725,8 +725,11 @@
     if (v.error) return;
     const from = v.from, last = addDays(v.to || addDays(today(), 1), -1);
     const status = $("reconcile-status"), tbody = $("reconcile-table").tBodies[0];
+    // Long ranges are answered a day at a time (a year of lines is
+    // hundreds of thousands); a month or less line by line.
+    const byDay = (Date.parse(last) - Date.parse(from)) / 86400000 >= 31;
     try {
-      const r = await (await api("/api/v1/admin/reconciliation?" + query({ from, to: last }))).json();
+      const r = await (await api("/api/v1/admin/reconciliation?" + query(byDay ? { from, to: last, by: "day" } : { from, to: last }))).json();
       const rep = r.report;
       const conns = Object.keys(rep.imported_through);
       tbody.textContent = "";
@@ -735,13 +738,27 @@
         auditRows(tbody, [], 9);
         return;
       }
-      fillMapForm(conns, rep.lines);
+      fillMapForm(conns, rep.lines || []);
       const read = conns.map((c) => c + ": reports read through " + (rep.imported_through[c] ? addDays(rep.imported_through[c], -1) : "nothing yet")).join("; ");
-      const differ = rep.lines.filter((l) => l.reasons.length || l.token_difference !== 0 || (l.cost_difference_nanos || 0) !== 0);
-      status.textContent = read + ". " + differ.length + " of " + rep.lines.length + " lines differ.";
+      const rows = byDay ? rep.days : rep.lines;
+      const differ = rows.filter((l) => l.reasons.length || l.token_difference !== 0 || (l.cost_difference_nanos || 0) !== 0);
+      status.textContent = read + ". " + differ.length + " of " + rows.length + (byDay
+        ? " days differ (all models together; choose a month or less for lines by model and scope)."
+        : " lines differ.");
       if (!auditRows(tbody, differ, 9)) return;
       const tokens = (x) => x ? num(x.input_tokens + x.output_tokens) : "–";
       const amount = (n, cur) => new Intl.NumberFormat(undefined, { style: "currency", currency: cur, minimumFractionDigits: 2, maximumFractionDigits: 6 }).format(n / 1e9);
+      if (byDay) {
+        for (const d of differ) {
+          const tr = tbody.insertRow();
+          cell(tr, d.day, "text"); cell(tr, d.connection, "text"); cell(tr, "(all models)", "text");
+          cell(tr, d.unmapped_tokens ? num(d.unmapped_tokens) + " tokens unmapped" : "everything mapped", "text");
+          cell(tr, tokens(d.ours)); cell(tr, tokens(d.reported));
+          cell(tr, amount(d.ours.cost_nanos, rep.currency)); cell(tr, d.billed_nanos == null ? "–" : amount(d.billed_nanos, rep.currency));
+          cell(tr, d.reasons.map((c) => rep.explanations[c] || c).join("; ") || "amounts differ", "text");
+        }
+        return;
+      }
       for (const l of differ) {
         const tr = tbody.insertRow();
         const scope = l.target ? [l.target.source && "source " + l.target.source, l.target.project && "project " + l.target.project].filter(Boolean).join(", ")

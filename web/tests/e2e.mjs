@@ -388,6 +388,13 @@ async function main() {
       await a.waitForFunction(() => document.getElementById("map-announce").textContent.includes("Mapped proj_new"));
       assert(await a.evaluate(() => document.activeElement.id) === "map-external", "focus returns to the form's first field");
       await a.waitForFunction(() => [...document.querySelectorAll("#reconcile-table tbody tr")].some((r) => r.textContent.includes("project e2e-new")));
+      // A year is answered a day at a time.
+      await a.selectOption("#range", "12m");
+      await a.waitForFunction(() => /days differ/.test(document.getElementById("reconcile-status").textContent));
+      const dayRows = await a.$$eval("#reconcile-table tbody tr", (rows) => rows.map((r) => r.textContent));
+      assert(dayRows.length === 3 && dayRows.every((t) => t.includes("(all models)") && t.includes("e2e-openai")), "day rows: " + dayRows.join(" | "));
+      await a.selectOption("#range", "7d");
+      await a.waitForFunction(() => /lines differ/.test(document.getElementById("reconcile-status").textContent));
       await a11y(a, "admin");
       await a.click("#theme"); await a11y(a, "admin-dark");
     });

@@ -162,6 +162,10 @@ pub struct ReconcileCmd {
     /// Show every line, not only those past the tolerance.
     #[arg(long)]
     all: bool,
+    /// line: per day, connection, model and target; day: per day and
+    /// connection (the quick overview of long ranges; table or json).
+    #[arg(long, default_value = "line", value_parser = ["line", "day"])]
+    by: String,
     #[command(flatten)]
     db: DatabaseArgs,
 }
@@ -345,6 +349,9 @@ pub async fn reconcile(a: ReconcileCmd) -> anyhow::Result<ExitCode> {
     let to = a.to + TimeDelta::days(1);
     reconcile::check_range(a.from, to).map_err(anyhow::Error::msg)?;
     let pool = super::database(&a.db, false).await?;
+    if a.by == "day" {
+        return reconcile_days(&pool, &a, to).await;
+    }
     let report = reconcile::reconcile(&pool, a.from, to).await?;
     let past: Vec<&reconcile::Line> = report.lines.iter().filter(|l| l.exceeds(a.tolerance)).collect();
     let shown: Vec<&reconcile::Line> = if a.all { report.lines.iter().collect() } else { past.clone() };
@@ -392,4 +399,34 @@ pub async fn reconcile(a: ReconcileCmd) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(if past.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// `reconcile --by day`: one row per day and connection.
+async fn reconcile_days(pool: &sqlx::PgPool, a: &ReconcileCmd, to: NaiveDate) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(a.format != "csv", "--by day prints a table or json; the CSV has one row per line");
+    let s = tokenusage_providers::summary::summary(pool, a.from, to).await?;
+    let past = s.days.iter().filter(|d| d.exceeds(a.tolerance)).count();
+    if a.format == "json" {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"report": s, "past_tolerance": past}))?);
+    } else {
+        for d in s.days.iter().filter(|d| a.all || d.exceeds(a.tolerance)) {
+            let cost = d
+                .cost_difference_nanos
+                .map(|n| format!("{} {}", reconcile::signed_nanos(n), s.currency))
+                .unwrap_or_else(|| "?".into());
+            let reasons: Vec<&str> = d.reasons.iter().map(|r| r.describe()).collect();
+            println!(
+                "{}  {}: reported {} tokens ({} unmapped), ours {}: tokens {:+}, cost {cost}{}",
+                d.day,
+                d.connection,
+                d.reported.total(),
+                d.unmapped_tokens,
+                d.ours.tokens.total(),
+                d.token_difference,
+                if reasons.is_empty() { String::new() } else { format!(" — {}", reasons.join("; ")) }
+            );
+        }
+        println!("{} days, {past} past the tolerance of {}%", s.days.len(), a.tolerance);
+    }
+    Ok(if past == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

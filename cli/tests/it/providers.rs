@@ -173,6 +173,42 @@ async fn a_month_reconciles_to_exactly_the_unpublished_share_and_revisions_chang
     assert!(mystery.reasons.contains(&Reason::UnpricedModel), "{mystery:#?}");
     assert_eq!(mystery.cost_difference_nanos, Some(1_000_000), "the unpriced tokens' cost is the difference");
 
+    // The day summary is the lines summed per day, read from the day sums
+    // and our day rows: the same before the days are sealed and after.
+    let summed = |r: &reconcile::Report| -> Vec<(NaiveDate, i64, i64, i64, i64)> {
+        let mut by: std::collections::BTreeMap<NaiveDate, (i64, i64, i64, i64)> = Default::default();
+        for l in r.lines.iter().filter(|l| l.connection.as_deref() == Some("oai")) {
+            let e = by.entry(l.day).or_default();
+            e.0 += l.reported.map(|x| x.tokens.total()).unwrap_or(0);
+            e.1 += l.ours.map(|x| x.tokens.total()).unwrap_or(0);
+            e.2 += l.billed.as_ref().map(|b| b.amount_nanos).unwrap_or(0);
+            e.3 += l.ours.map(|x| x.cost_nanos).unwrap_or(0);
+        }
+        by.into_iter().map(|(d, (a, b, c, e))| (d, a, b, c, e)).collect()
+    };
+    let days = |s: &tokenusage_providers::summary::Summary| -> Vec<(NaiveDate, i64, i64, i64, i64)> {
+        s.days
+            .iter()
+            .map(|d| (d.day, d.reported.total(), d.ours.tokens.total(), d.billed_nanos.unwrap_or(0), d.ours.cost_nanos))
+            .collect()
+    };
+    let before = tokenusage_providers::summary::summary(&env.pool, from, to).await.unwrap();
+    assert_eq!(days(&before), summed(&report));
+    assert_eq!(before.days.len(), 31);
+    let d16 = before.days.iter().find(|d| d.day == oct(16)).unwrap();
+    assert_eq!((d16.token_difference, d16.cost_difference_nanos), (17_600, Some(500_000_000)));
+    assert_eq!(d16.reasons, vec![Reason::NotPublished]);
+    let d3 = before.days.iter().find(|d| d.day == oct(3)).unwrap();
+    assert!(d3.reasons.contains(&Reason::UnpricedModel), "{d3:#?}");
+    let (sealed,): (i64,) = sqlx::query_as("select count(*) from usage_day").fetch_one(&env.pool).await.unwrap();
+    tokenusage_projector::seal::seal(&env.pool, tokenusage_projector::seal::target(chrono::Utc::now()), |_| {})
+        .await
+        .unwrap();
+    let (now_sealed,): (i64,) = sqlx::query_as("select count(*) from usage_day").fetch_one(&env.pool).await.unwrap();
+    assert!(now_sealed > sealed, "the days are now read from day rows");
+    let after = tokenusage_providers::summary::summary(&env.pool, from, to).await.unwrap();
+    assert_eq!(after.days, before.days);
+
     // An alert past 1 % of a day: once per day past it, through the
     // budgets' webhook outbox.
     let out = common::tokenusage(
@@ -244,6 +280,15 @@ async fn a_month_reconciles_to_exactly_the_unpublished_share_and_revisions_chang
     assert!(text.contains("events were not published"), "{text}");
     let out = common::tokenusage(&env, &["reconcile", "--from", "2026-10-01", "--to", "2026-10-02"], None);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    let out =
+        common::tokenusage(&env, &["reconcile", "--from", "2026-10-15", "--to", "2026-10-16", "--by", "day"], None);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("2026-10-16  oai: reported 17600 tokens (0 unmapped), ours 0: tokens +17600, cost 0.5 USD"),
+        "{text}"
+    );
+    assert!(text.contains("2 days, 1 past the tolerance"), "{text}");
     let csv =
         common::tokenusage(&env, &["reconcile", "--from", "2026-10-16", "--to", "2026-10-16", "--format", "csv"], None);
     let csv = String::from_utf8_lossy(&csv.stdout);
@@ -326,6 +371,20 @@ async fn anthropic_reports_match_our_cache_kinds_and_cost_to_the_nano() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["report"]["lines"], serde_json::to_value(&report.lines).unwrap());
     assert_eq!(body["past_tolerance"], 0);
+    // By day: the same figures, one row per day and connection.
+    let (status, days) = app.get(&admin, "/api/v1/admin/reconciliation?from=2026-10-05&to=2026-10-05&by=day").await;
+    assert_eq!(status, 200, "{days}");
+    let summary =
+        tokenusage_providers::summary::summary(&env.pool, day("2026-10-05"), day("2026-10-06")).await.unwrap();
+    assert_eq!(days["report"]["days"], serde_json::to_value(&summary.days).unwrap());
+    assert_eq!(summary.days.len(), 1);
+    assert_eq!(
+        summary.days[0].ours.cost_nanos,
+        report.lines.iter().map(|l| l.ours.map_or(0, |o| o.cost_nanos)).sum::<i64>()
+    );
+    assert_eq!((days["past_tolerance"].as_i64(), summary.days[0].token_difference), (Some(0), 0));
+    let (status, bad) = app.get(&admin, "/api/v1/admin/reconciliation?from=2026-10-05&to=2026-10-05&by=week").await;
+    assert_eq!((status, bad["error"]["code"].as_str()), (400, Some("invalid_by")), "{bad}");
     let csv = app.get_text(&admin, "/api/v1/admin/reconciliation.csv?from=2026-10-05&to=2026-10-05").await;
     assert!(csv.contains("2026-10-05,anthropic,ant,claude-sonnet-4-5-20250929,,research,,10000,500,2000,2000,0.03585,0,10000,500,2000,2000,0.03585,USD,0,0,"), "{csv}");
     let (status, body) = app.get(&admin, "/api/v1/admin/providers").await;
@@ -361,6 +420,8 @@ async fn anthropic_reports_match_our_cache_kinds_and_cost_to_the_nano() {
     assert_eq!(
         actions,
         [
+            "admin.reconciliation",
+            "admin.reconciliation",
             "admin.reconciliation",
             "admin.reconciliation_csv",
             "admin.providers.list",

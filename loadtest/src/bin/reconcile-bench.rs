@@ -34,6 +34,10 @@ struct Args {
     days: i64,
     #[arg(long, default_value_t = 5)]
     runs: usize,
+    /// Time the reads of a database an earlier run set up (after a
+    /// PostgreSQL restart this is the cold figure); set up nothing.
+    #[arg(long)]
+    reuse: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -105,10 +109,19 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let url = std::env::var("DATABASE_URL")?;
-    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&url).await?;
-    tokenusage_schema::migrations::migrate(&pool).await?;
     let to = first + TimeDelta::days(a.days);
-    store::add(&pool, "bench", Provider::OpenAi, Some(&base), &"sk-admin-bench".to_owned().into(), first, "bench")
+    if !a.reuse {
+        setup(&a, &base, &url, first, to).await?;
+    }
+    time_reads(&a, &url, first, to).await
+}
+
+/// Our side (hourly rollups, and the day rows and seals the sealer would
+/// write), the mappings, and the import, timed.
+async fn setup(a: &Args, base: &str, url: &str, first: NaiveDate, to: NaiveDate) -> anyhow::Result<()> {
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(url).await?;
+    tokenusage_schema::migrations::migrate(&pool).await?;
+    store::add(&pool, "bench", Provider::OpenAi, Some(base), &"sk-admin-bench".to_owned().into(), first, "bench")
         .await?;
     for p in 0..a.projects {
         let m = store::Mapping {
@@ -137,8 +150,30 @@ async fn main() -> anyhow::Result<()> {
     .bind(a.models as i32)
     .execute(&pool)
     .await?;
+    // The day rows by project (grouping 14) and the seals the sealer would
+    // leave: every day sealed.
+    sqlx::query(
+        "insert into usage_day (user_id, summed, day, activity, model, source, project, input_tokens, output_tokens, \
+         events, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_nanos, unpriced_tokens, supplied_events, \
+         quarters, running) \
+         select user_id, 14, (bucket at time zone 'UTC')::date, '', '', '', project, sum(input_tokens), sum(output_tokens), \
+                sum(events), sum(cache_read_tokens), sum(cache_write_tokens), sum(reasoning_tokens), sum(cost_nanos), \
+                sum(unpriced_tokens), sum(supplied_events), array[48], \
+                array[sum(input_tokens), sum(output_tokens), sum(events), sum(cache_read_tokens), sum(cache_write_tokens), \
+                      sum(reasoning_tokens), sum(cost_nanos), sum(unpriced_tokens), sum(supplied_events)]::int8[] \
+         from usage_hour group by user_id, 3, project",
+    )
+    .execute(&pool)
+    .await?;
+    sqlx::query(
+        "insert into usage_day_seal (user_id, sealed_through) select distinct user_id, $1::date from usage_hour \
+         on conflict (user_id) do update set sealed_through = excluded.sealed_through",
+    )
+    .bind(to)
+    .execute(&pool)
+    .await?;
     // As autovacuum would, before the plans below are made.
-    sqlx::query("analyze usage_hour").execute(&pool).await?;
+    sqlx::query("analyze usage_hour, usage_day, usage_day_seal").execute(&pool).await?;
     eprintln!("our rollups written in {:.1} s", t.elapsed().as_secs_f64());
 
     let policy = Arc::new(tokenusage_plumbing::outbound::Policy::allowing(vec!["127.0.0.0/8".parse()?]));
@@ -147,7 +182,9 @@ async fn main() -> anyhow::Result<()> {
     let progress = |_: &'static str, _: NaiveDate| {};
     let sum = importer.import(&pool, "bench", first, to, "bench", &progress).await?;
     let import_secs = t.elapsed().as_secs_f64();
-    sqlx::query("analyze provider_usage, provider_costs, provider_mappings").execute(&pool).await?;
+    sqlx::query("analyze provider_usage, provider_costs, provider_mappings, provider_usage_days, provider_cost_days")
+        .execute(&pool)
+        .await?;
     let (usage_rows, cost_rows): (i64, i64) =
         sqlx::query_as("select (select count(*) from provider_usage), (select count(*) from provider_costs)")
             .fetch_one(&pool)
@@ -162,11 +199,40 @@ async fn main() -> anyhow::Result<()> {
         a.days, a.projects, a.models, a.keys, import_secs, sum.pages
     );
     pool.close().await;
+    Ok(())
+}
+
+/// The day summary of the whole range (the first answer) and the lines,
+/// each run on a new connection; the first run after a PostgreSQL restart
+/// is the cold figure.
+async fn time_reads(a: &Args, url: &str, first: NaiveDate, to: NaiveDate) -> anyhow::Result<()> {
+    let mut times = Vec::new();
+    let mut days = 0;
+    for _ in 0..a.runs {
+        let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(url).await?;
+        let t = Instant::now();
+        let s = tokenusage_providers::summary::summary(&pool, first, to).await?;
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        days = s.days.len();
+        let off = s.days.iter().filter(|d| d.token_difference != 0 || d.cost_difference_nanos != Some(0)).count();
+        anyhow::ensure!(off == 0, "{off} days differ: the synthetic sides should agree");
+        pool.close().await;
+    }
+    let first_ms = times[0];
+    times.sort_by(f64::total_cmp);
+    println!(
+        "reconcile by day {} days ({days} rows, all agreeing): first {:.0} ms, median {:.0} ms, max {:.0} ms over {} runs (each on a new connection)",
+        a.days,
+        first_ms,
+        times[times.len() / 2],
+        times[times.len() - 1],
+        a.runs
+    );
 
     let mut times = Vec::new();
     let mut lines = 0;
     for _ in 0..a.runs {
-        let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&url).await?;
+        let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(url).await?;
         let t = Instant::now();
         let r = reconcile::reconcile(&pool, first, to).await?;
         times.push(t.elapsed().as_secs_f64() * 1000.0);
