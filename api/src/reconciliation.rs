@@ -49,12 +49,8 @@ fn range(q: &RangeQuery) -> Result<Range, ApiError> {
     reconcile::check_range(from, to).map_err(|m| ApiError::bad_request("invalid_range", m))?;
     let tolerance = match &q.tolerance {
         None => rust_decimal::Decimal::ZERO,
-        Some(t) => tokenusage_contract::money::parse_decimal(t)
-            .ok()
-            .filter(|d| !d.is_sign_negative() && *d <= rust_decimal::Decimal::from(100))
-            .ok_or_else(|| {
-                ApiError::bad_request("invalid_tolerance", format!("`tolerance` is 0 to 100 (percent), got {t:?}"))
-            })?,
+        Some(t) => reconcile::parse_tolerance(t)
+            .map_err(|m| ApiError::bad_request("invalid_tolerance", format!("`tolerance`: {m}")))?,
     };
     let by_day = match q.by.as_deref() {
         None | Some("line") => false,

@@ -174,6 +174,16 @@ impl Line {
     }
 }
 
+/// Reads a tolerance: a percentage of the provider's figure, 0 to 100
+/// (a trailing `%` allowed).
+pub fn parse_tolerance(text: &str) -> Result<rust_decimal::Decimal, String> {
+    let t = text.strip_suffix('%').unwrap_or(text);
+    money::parse_decimal(t)
+        .ok()
+        .filter(|d| !d.is_sign_negative() && *d <= rust_decimal::Decimal::from(100))
+        .ok_or_else(|| format!("a tolerance is 0 to 100 (percent), got {text:?}"))
+}
+
 /// Is `diff` more than `percent` of `base` (any difference against 0)?
 pub fn past(diff: i64, base: i64, percent: rust_decimal::Decimal) -> bool {
     use rust_decimal::Decimal;

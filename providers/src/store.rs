@@ -132,43 +132,62 @@ pub async fn remove(pool: &PgPool, name: &str) -> Result<bool, sqlx::Error> {
         > 0)
 }
 
-type ConnRow = (i64, String, String, String, NaiveDate, Option<NaiveDate>, DateTime<Utc>, String, bool);
-
-pub async fn list(pool: &PgPool) -> Result<Vec<Connection>, sqlx::Error> {
-    let rows: Vec<ConnRow> = sqlx::query_as(
-        "select id, name, provider, base_url, import_from, imported_through, created_at, created_by, as_usage \
-         from provider_connections order by name",
+/// Connections (all, or the one named) with their latest import, in one
+/// statement.
+async fn connections(pool: &PgPool, name: Option<&str>) -> Result<Vec<Connection>, sqlx::Error> {
+    use sqlx::Row as _;
+    let rows = sqlx::query(
+        "select c.id, c.name, c.provider, c.base_url, c.import_from, c.imported_through, c.created_at, c.created_by, \
+                c.as_usage, i.id as run_id, i.range_from, i.range_to, i.started_at, i.finished_at, i.pages, \
+                i.usage_rows, i.cost_rows, i.outcome, i.error \
+         from provider_connections c \
+         left join lateral (select * from provider_imports where connection_id = c.id \
+                            order by started_at desc, id desc limit 1) i on true \
+         where $1::text is null or c.name = $1 order by c.name",
     )
+    .bind(name)
     .fetch_all(pool)
     .await?;
     let mut out = Vec::with_capacity(rows.len());
-    for (id, name, provider, base_url, import_from, imported_through, created_at, created_by, as_usage) in rows {
-        let last_import = sqlx::query_as(
-            "select id, range_from, range_to, started_at, finished_at, pages, usage_rows, cost_rows, outcome, error \
-             from provider_imports where connection_id = $1 order by started_at desc, id desc limit 1",
-        )
-        .bind(id)
-        .fetch_optional(pool)
-        .await?;
-        let Some(provider) = Provider::parse(&provider) else { continue };
+    for r in rows {
+        let Some(provider) = Provider::parse(r.try_get::<&str, _>("provider")?) else { continue };
+        let last_import = match r.try_get::<Option<i64>, _>("run_id")? {
+            None => None,
+            Some(id) => Some(ImportRun {
+                id,
+                range_from: r.try_get("range_from")?,
+                range_to: r.try_get("range_to")?,
+                started_at: r.try_get("started_at")?,
+                finished_at: r.try_get("finished_at")?,
+                pages: r.try_get("pages")?,
+                usage_rows: r.try_get("usage_rows")?,
+                cost_rows: r.try_get("cost_rows")?,
+                outcome: r.try_get("outcome")?,
+                error: r.try_get("error")?,
+            }),
+        };
         out.push(Connection {
-            id,
-            name,
+            id: r.try_get("id")?,
+            name: r.try_get("name")?,
             provider,
-            base_url,
-            import_from,
-            imported_through,
-            created_at,
-            created_by,
+            base_url: r.try_get("base_url")?,
+            import_from: r.try_get("import_from")?,
+            imported_through: r.try_get("imported_through")?,
+            created_at: r.try_get("created_at")?,
+            created_by: r.try_get("created_by")?,
             last_import,
-            as_usage,
+            as_usage: r.try_get("as_usage")?,
         });
     }
     Ok(out)
 }
 
+pub async fn list(pool: &PgPool) -> Result<Vec<Connection>, sqlx::Error> {
+    connections(pool, None).await
+}
+
 pub async fn get(pool: &PgPool, name: &str) -> Result<Connection, StoreError> {
-    list(pool).await?.into_iter().find(|c| c.name == name).ok_or_else(|| StoreError::NoSuchConnection(name.to_owned()))
+    connections(pool, Some(name)).await?.pop().ok_or_else(|| StoreError::NoSuchConnection(name.to_owned()))
 }
 
 /// The admin key, for the importer only.

@@ -25,12 +25,7 @@ fn parse_day(s: &str) -> Result<NaiveDate, String> {
 }
 
 fn parse_percent(s: &str) -> Result<rust_decimal::Decimal, String> {
-    let t = s.strip_suffix('%').unwrap_or(s);
-    let d = tokenusage_contract::money::parse_decimal(t)?;
-    if d.is_sign_negative() || d > rust_decimal::Decimal::from(100) {
-        return Err(format!("a tolerance is 0 to 100 percent, got {s:?}"));
-    }
-    Ok(d)
+    reconcile::parse_tolerance(s)
 }
 
 #[derive(Debug, clap::Subcommand)]
