@@ -32,10 +32,7 @@ pub use tokenusage_plumbing::health::Health;
 /// in one transaction. Partition and offset are recorded as -1. Returns how
 /// many were new.
 pub async fn count_events(pool: &sqlx::PgPool, events: Vec<tokenusage_contract::UsageEvent>) -> sqlx::Result<usize> {
-    let positioned: Vec<batch::Positioned> = events
-        .into_iter()
-        .map(|event| batch::Positioned { event, partition: -1, offset: -1, request_id: None })
-        .collect();
+    let positioned = unpositioned(events);
     let mut book = prices::current(pool).await?;
     for _ in 0..store::MAX_STALE_RETRIES {
         let mut tx = pool.begin().await?;
@@ -51,6 +48,11 @@ pub async fn count_events(pool: &sqlx::PgPool, events: Vec<tokenusage_contract::
         }
     }
     Err(sqlx::Error::Protocol("the price book kept changing while these events were priced".into()))
+}
+
+/// Events that did not come through Kafka: partition and offset -1.
+fn unpositioned(events: Vec<tokenusage_contract::UsageEvent>) -> Vec<batch::Positioned> {
+    events.into_iter().map(|event| batch::Positioned { event, partition: -1, offset: -1, request_id: None }).collect()
 }
 
 /// Replaces `user`'s raw events from `source` in one UTC day with
@@ -74,10 +76,7 @@ pub async fn replace_day_events(
     {
         return Err(sqlx::Error::Protocol(format!("event {} is not {source}'s for {user} on {day}", e.event_id)));
     }
-    let positioned: Vec<batch::Positioned> = events
-        .into_iter()
-        .map(|event| batch::Positioned { event, partition: -1, offset: -1, request_id: None })
-        .collect();
+    let positioned = unpositioned(events);
     let mut book = prices::current(pool).await?;
     for _ in 0..store::MAX_STALE_RETRIES {
         let mut tx = pool.begin().await?;

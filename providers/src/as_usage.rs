@@ -306,17 +306,12 @@ pub async fn set(pool: &PgPool, connection: &str, on: bool) -> Result<Outcome, s
     let c = store::get(pool, connection).await?;
     let to = c.imported_through.unwrap_or(c.import_from).max(c.import_from);
     // Whatever is stored, from the first day anything could be.
-    let first: Option<NaiveDate> = sqlx::query_scalar(
-        "select least((select min(day) from provider_usage where connection_id = $1), \
-                      (select min((occurred_at at time zone 'UTC')::date) from usage_events where source = $2))",
-    )
-    .bind(c.id)
-    .bind(source_of(connection))
-    .fetch_one(pool)
-    .await?;
-    let last: Option<NaiveDate> = sqlx::query_scalar(
-        "select greatest((select max(day) from provider_usage where connection_id = $1), \
-                         (select max((occurred_at at time zone 'UTC')::date) from usage_events where source = $2))",
+    let (first, last): (Option<NaiveDate>, Option<NaiveDate>) = sqlx::query_as(
+        "with r as (select min(day) as lo, max(day) as hi from provider_usage where connection_id = $1 \
+                    union all \
+                    select min((occurred_at at time zone 'UTC')::date), max((occurred_at at time zone 'UTC')::date) \
+                    from usage_events where source = $2) \
+         select min(lo), max(hi) from r",
     )
     .bind(c.id)
     .bind(source_of(connection))
