@@ -318,7 +318,7 @@
   /** A cost (exact decimal text from the server, or null when nothing had a
    * price) in the viewer's locale and the book's currency. */
   // Cost axis ticks: small amounts need their digits (0.0004, not 0).
-  const costAxis = new Intl.NumberFormat(undefined, { maximumSignificantDigits: 3 });
+  const costAxis = new Intl.NumberFormat(undefined, { notation: "compact", maximumSignificantDigits: 3 });
   function money(text) {
     if (text == null) return "unknown";
     const cur = (live.series && live.series.currency) || "USD";
@@ -328,8 +328,12 @@
     catch (e) { return text + " " + cur; }
   }
   function costCell(row, sums) {
+    // Unpriced tokens make a cost a lower bound: said so, in words.
     let t = money(sums.cost);
-    if (sums.unpriced_tokens > 0) t += (sums.cost == null ? "" : " + ") + num(sums.unpriced_tokens) + " tokens unpriced";
+    if (sums.unpriced_tokens > 0) {
+      t = sums.cost == null ? "unknown (" + num(sums.unpriced_tokens) + " tokens unpriced)"
+        : "at least " + t + " (" + num(sums.unpriced_tokens) + " tokens unpriced)";
+    }
     if (sums.supplied_events > 0) t += " (includes cost supplied by the publisher)";
     return cell(row, t);
   }
@@ -379,6 +383,29 @@
     if (cursorIdx >= s.points.length) cursorIdx = s.points.length - 1;
   }
 
+  // The value axis: compact numbers (89.1M, 1.5T) and a width measured
+  // from its widest label, so no label is ever cut (a fixed 70 px once cut
+  // 2,500,000 to ",500,000"). The labels drawn are kept on the chart's
+  // element, since the canvas holds no text to read back.
+  const AXIS_FONT = "12px system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif";
+  const compact = new Intl.NumberFormat(undefined, { notation: "compact", maximumFractionDigits: 1 });
+  let measureCtx = null;
+  function yLabels(vals) {
+    const f = $("metric").value === "cost" ? costAxis : compact;
+    const out = vals.map((v) => f.format(v));
+    $("chart").dataset.yLabels = out.join("|");
+    return out;
+  }
+  function yAxisWidth(vals) {
+    if (!vals || !vals.length) return 50;
+    measureCtx = measureCtx || document.createElement("canvas").getContext("2d");
+    measureCtx.font = AXIS_FONT;
+    const widest = Math.max(...vals.map((v) => measureCtx.measureText(String(v)).width));
+    $("chart").dataset.yAxisWidth = String(Math.ceil(widest) + 24);
+    $("chart").dataset.yLabelWidth = String(Math.ceil(widest));
+    return Math.ceil(widest) + 24;
+  }
+
   function buildChart(model) {
     const el = $("chart");
     if (chart) { chart.destroy(); chart = null; }
@@ -401,7 +428,7 @@
       scales: { x: { time: true } },
       axes: [
         { stroke: fg, grid: { stroke: rule }, ticks: { stroke: rule } },
-        { stroke: fg, grid: { stroke: rule }, ticks: { stroke: rule }, size: 70, values: (u, vals) => vals.map((v) => ($("metric").value === "cost" ? costAxis.format(v) : fmt.format(v))) },
+        { stroke: fg, grid: { stroke: rule }, ticks: { stroke: rule }, font: AXIS_FONT, values: (u, vals) => yLabels(vals), size: (u, vals) => yAxisWidth(vals) },
       ],
       hooks: { setCursor: [(u) => { if (u.cursor.idx != null && u.cursor.idx !== cursorIdx) { cursorIdx = u.cursor.idx; scheduleDetail(); } }] },
     }, model.data, el);
@@ -429,7 +456,8 @@
     const s = live.series; if (!s) return;
     const t = s.total;
     $("fig-total").textContent = num(t.total_tokens);
-    $("fig-cost").textContent = money(t.cost) + (t.supplied_events > 0 ? " (some supplied by publishers)" : "");
+    $("fig-cost").textContent = (t.unpriced_tokens > 0 && t.cost != null ? "at least " : "") + money(t.cost)
+      + (t.supplied_events > 0 ? " (some supplied by publishers)" : "");
     $("fig-unpriced").textContent = t.unpriced_tokens > 0 ? num(t.unpriced_tokens) + " (no price known: see the breakdown)" : "none";
     $("fig-input").textContent = num(t.input_tokens);
     $("fig-output").textContent = num(t.output_tokens);

@@ -154,6 +154,9 @@ async function main() {
   const lines = [event("alice", 60, "chat", 1200, 300, "search"), event("alice", 60 * 26, "embedding", 5000, 0), event("alice", 60 * 50, "chat", 700, 70),
     event("bob", 30, "chat", 99999, 1)].join("\n");
   run(["publish", "-", "--source", "e2e"], lines);
+  // A heavy user nobody else sees: 10^12 tokens in one hour puts the
+  // admin's value axis at the scale where labels were once cut.
+  run(["publish", "-", "--source", "e2e"], Array.from({ length: 1000 }, () => event("whale", 120, "batch", 1000000000, 0)).join("\n"));
   // A provider's report of the last three days, for the admin's reconciliation.
   const day = (n) => new Date(Date.now() - n * 86400000).toISOString().slice(0, 10);
   const stub = await providerStub([day(2), day(1), day(0)]);
@@ -167,6 +170,8 @@ async function main() {
   const token = await apiLogin(url, "alice");
   // Wait until the projector has counted the published events.
   for (let i = 0; i < 100 && (await apiTotal(url, token)) !== 7270; i++) await new Promise((r) => setTimeout(r, 200));
+  const rootToken = await apiLogin(url, "root");
+  for (let i = 0; i < 150 && (await apiTotal(url, rootToken, "*")) !== 1000000107270; i++) await new Promise((r) => setTimeout(r, 200));
   try {
     // A strict context: the page's own CSP applies; any violation fails.
     const ctx = await browser.newContext({ timezoneId: TZ, locale: "en-GB", viewport: { width: 1280, height: 900 } });
@@ -182,6 +187,12 @@ async function main() {
       assert(want === 7270, "the API total is the published events' (got " + want + ")");
       await page.waitForFunction((w) => document.getElementById("fig-total").textContent.replace(/[^0-9]/g, "") === String(w), want, { timeout: 10000 });
       assert(await page.locator("#chart canvas").count() > 0, "the chart is drawn");
+      // The value axis: compact labels, and room for the widest of them
+      // (a fixed 70 px once cut 2,500,000 to ",500,000").
+      const axis = await page.evaluate(() => ({ ...document.getElementById("chart").dataset }));
+      const labels = (axis.yLabels || "").split("|").filter(Boolean);
+      assert(labels.length > 1 && labels.every((l) => /^[0-9][0-9.,]*\s?[KMBT]?$/i.test(l)), "compact axis labels: " + axis.yLabels);
+      assert(Number(axis.yAxisWidth) >= Number(axis.yLabelWidth) + 20, "the axis is wider than its widest label: " + JSON.stringify(axis));
       await page.screenshot({ path: join(artifacts, "dashboard.png"), fullPage: true });
     });
 
@@ -276,6 +287,12 @@ async function main() {
       const want = await apiTotal(url, await apiLogin(url, "root"), "*");
       assert(want > 100000, "everyone's total includes bob's and alice's events (got " + want + ")");
       await p.waitForFunction((w) => document.getElementById("fig-total").textContent.replace(/[^0-9]/g, "") === String(w), want, { timeout: 10000 });
+      // 10^12 tokens in one hour: every value label is compact and fits.
+      const axis = await p.evaluate(() => ({ ...document.getElementById("chart").dataset }));
+      const labels = (axis.yLabels || "").split("|").filter(Boolean);
+      assert(labels.some((l) => /[0-9]\s?(bn|B|T|tn)$/i.test(l)), "the axis reaches billions or trillions: " + axis.yLabels);
+      assert(labels.every((l) => l.length <= 6), "compact labels: " + axis.yLabels);
+      assert(Number(axis.yAxisWidth) >= Number(axis.yLabelWidth) + 20, "the axis is wider than its widest label: " + JSON.stringify(axis));
       await actxAdmin.close();
     });
 
