@@ -412,6 +412,20 @@ async function main() {
       assert(dayRows.length === 3 && dayRows.every((t) => t.includes("(all models)") && t.includes("e2e-openai")), "day rows: " + dayRows.join(" | "));
       await a.selectOption("#range", "7d");
       await a.waitForFunction(() => /lines differ/.test(document.getElementById("reconcile-status").textContent));
+      // Every landmark and every control has a name of its own (two
+      // regions once shared "Bucket breakdown", two controls "Show").
+      const names = await a.evaluate(() => {
+        const named = (el) => (el.getAttribute("aria-labelledby") || "").split(" ").filter(Boolean)
+          .map((id) => (document.getElementById(id) || {}).textContent || "").join(" ").trim() || el.getAttribute("aria-label") || "";
+        const visible = (el) => !el.closest("[hidden]");
+        const regions = [...document.querySelectorAll("section[aria-labelledby], section[aria-label], [role=region]")].filter(visible).map(named);
+        const labels = [...document.querySelectorAll("label[for]")].filter(visible).map((l) => l.textContent.trim());
+        const buttons = [...document.querySelectorAll("button")].filter(visible).map((b) => b.textContent.trim());
+        return { regions, controls: labels.concat(buttons) };
+      });
+      const twice = (xs) => xs.filter((x, i) => x && xs.indexOf(x) !== i);
+      assert(twice(names.regions).length === 0, "landmarks named twice: " + twice(names.regions).join(", "));
+      assert(!twice(names.controls).includes("Show"), "one control named Show: " + names.controls.join(", "));
       await a11y(a, "admin");
       await a.click("#theme"); await a11y(a, "admin-dark");
     });
