@@ -53,7 +53,7 @@ impl Tokens {
         self.input_tokens + self.output_tokens
     }
 
-    fn add(&mut self, o: &Tokens) {
+    pub(crate) fn add(&mut self, o: &Tokens) {
         self.input_tokens += o.input_tokens;
         self.output_tokens += o.output_tokens;
         self.cache_read_tokens += o.cache_read_tokens;

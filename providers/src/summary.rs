@@ -86,10 +86,7 @@ pub async fn summary(pool: &PgPool, from: NaiveDate, to: NaiveDate) -> Result<Su
     for (target, day, counted) in counted {
         let Some(conn) = owner.get(&target) else { continue };
         let c = &mut acc.entry((day, *conn)).or_default().ours;
-        c.tokens.input_tokens += counted.tokens.input_tokens;
-        c.tokens.output_tokens += counted.tokens.output_tokens;
-        c.tokens.cache_read_tokens += counted.tokens.cache_read_tokens;
-        c.tokens.cache_write_tokens += counted.tokens.cache_write_tokens;
+        c.tokens.add(&counted.tokens);
         c.events += counted.events;
         c.cost_nanos += counted.cost_nanos;
         c.unpriced_tokens += counted.unpriced_tokens;
@@ -148,10 +145,7 @@ async fn theirs(pool: &PgPool, from: NaiveDate, to: NaiveDate) -> Result<Theirs,
             cache_read_tokens: cache_read,
             cache_write_tokens: cache_write,
         };
-        a.reported.input_tokens += t.input_tokens;
-        a.reported.output_tokens += t.output_tokens;
-        a.reported.cache_read_tokens += t.cache_read_tokens;
-        a.reported.cache_write_tokens += t.cache_write_tokens;
+        a.reported.add(&t);
         if unmapped {
             a.unmapped += t.total();
         }
