@@ -9,37 +9,11 @@ use std::time::Duration;
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use rand::RngCore;
-use serde::{Deserialize, Serialize};
+
 use sqlx::PgPool;
 use tokenusage_plumbing::cache::TtlCache;
 
-/// What a signed-in person may do. Publishers are not users: they hold API
-/// keys, which only the ingest endpoint accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Sees their own usage.
-    Viewer,
-    /// Sees everyone's usage, manages users and keys, reads the audit log.
-    Admin,
-}
-
-impl Role {
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "viewer" => Some(Role::Viewer),
-            "admin" => Some(Role::Admin),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Admin => "admin",
-        }
-    }
-}
+pub use crate::access::Role;
 
 /// A local account as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]

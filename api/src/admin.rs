@@ -8,7 +8,7 @@ use tokenusage_schema::{dead_letters, keys};
 
 use crate::app::AppState;
 use crate::audit::AuditSlot;
-use crate::auth::AuthUser;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 
 /// Publisher API keys (never their secrets).
@@ -17,7 +17,7 @@ use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 pub(crate) async fn list_keys(
     State(st): State<AppState>,
     axum::Extension(slot): axum::Extension<AuditSlot>,
-    user: AuthUser,
+    user: Caller,
 ) -> Result<Json<Vec<keys::KeyInfo>>, ApiError> {
     user.require_admin()?;
     let rows = keys::list(&st.pool).await?;
@@ -43,7 +43,7 @@ pub(crate) struct CreateKey {
 pub(crate) async fn create_key(
     State(st): State<AppState>,
     axum::Extension(slot): axum::Extension<AuditSlot>,
-    user: AuthUser,
+    user: Caller,
     ApiJson(req): ApiJson<CreateKey>,
 ) -> Result<(StatusCode, Json<keys::NewKey>), ApiError> {
     user.require_admin()?;
@@ -90,7 +90,7 @@ pub(crate) async fn create_key(
 pub(crate) async fn revoke_key(
     State(st): State<AppState>,
     axum::Extension(slot): axum::Extension<AuditSlot>,
-    user: AuthUser,
+    user: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     slot.set_detail("admin.keys.revoke", None, serde_json::json!({ "key": id }), None);
@@ -119,7 +119,7 @@ pub(crate) struct DeadLetterQuery {
 pub(crate) async fn list_dead_letters(
     State(st): State<AppState>,
     axum::Extension(slot): axum::Extension<AuditSlot>,
-    user: AuthUser,
+    user: Caller,
     ApiQuery(q): ApiQuery<DeadLetterQuery>,
 ) -> Result<Json<Vec<dead_letters::DeadLetter>>, ApiError> {
     user.require_admin()?;
@@ -142,7 +142,7 @@ pub(crate) async fn list_dead_letters(
 pub(crate) async fn redrive_dead_letter(
     State(st): State<AppState>,
     axum::Extension(slot): axum::Extension<AuditSlot>,
-    user: AuthUser,
+    user: Caller,
     ApiPath(id): ApiPath<i64>,
 ) -> Result<StatusCode, ApiError> {
     slot.set_detail("admin.dead_letters.redrive", None, serde_json::json!({ "id": id }), None);
@@ -217,7 +217,7 @@ pub(crate) struct LongContextPrice {
 pub(crate) async fn list_prices(
     State(st): State<AppState>,
     axum::Extension(slot): axum::Extension<AuditSlot>,
-    user: AuthUser,
+    user: Caller,
 ) -> Result<Json<PriceBook>, ApiError> {
     user.require_admin()?;
     let (currency, version) = tokenusage_pricing::store::state(&st.pool).await?;
@@ -235,7 +235,7 @@ pub(crate) async fn list_prices(
 pub(crate) async fn set_price(
     State(st): State<AppState>,
     axum::Extension(slot): axum::Extension<AuditSlot>,
-    user: AuthUser,
+    user: Caller,
     ApiJson(req): ApiJson<PriceEntry>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let body = serde_json::to_value(&req).unwrap_or_default();
@@ -262,7 +262,7 @@ pub(crate) async fn set_price(
 pub(crate) async fn remove_price(
     State(st): State<AppState>,
     axum::Extension(slot): axum::Extension<AuditSlot>,
-    user: AuthUser,
+    user: Caller,
     ApiPath(id): ApiPath<i64>,
 ) -> Result<StatusCode, ApiError> {
     slot.set_detail("admin.prices.remove", None, serde_json::json!({ "id": id }), None);

@@ -1,5 +1,5 @@
-//! Who is calling, and whose data they may read: the [`AuthUser`]
-//! extractor that every data route takes. (Accounts themselves, roles and
+//! Who is calling: the [`Caller`] extractor that every data route takes
+//! (whose data they may read is `access`). (Accounts themselves, roles and
 //! passwords, are `accounts`.)
 //!
 //! A credential travels only in the `Authorization: Bearer` header, never in
@@ -13,81 +13,31 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
-pub use crate::accounts::Role;
+pub use crate::access::{Caller, Issuer, Role};
 use crate::accounts::Status;
 use crate::app::AppState;
 use crate::audit::AuditSlot;
 use crate::error::ApiError;
-use crate::history::read::Subject;
 
-/// How a caller proved who they are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Issuer {
-    /// A token we issued at sign-in.
-    Local,
-    /// A token of the configured OpenID Connect provider.
-    Oidc,
-}
-
-/// The authenticated caller.
-#[derive(Debug, Clone)]
-pub struct AuthUser {
-    pub id: String,
-    pub role: Role,
-    pub issuer: Issuer,
-    /// When the credential expires (Unix seconds), for long-lived sockets.
-    pub expires_at: u64,
-}
-
-impl AuthUser {
-    /// Whose usage a request may read for its `user` and `team`
-    /// parameters:
-    /// - nothing, or the caller's own id: the caller;
-    /// - `team=T`: T's members, for T's managers and for admins (anyone
-    ///   else gets 403, whether T exists or not, so names do not leak);
-    /// - `user=U`: U, for admins and for managers of a team U is in;
-    /// - `user=*`: everyone, for admins.
-    ///
-    /// The user never comes from the request for anyone else.
+impl Caller {
+    /// Whose usage a request's `user` and `team` parameters read (the rule
+    /// is `access::subject_for`).
     pub async fn usage_subject(
         &self,
         state: &AppState,
         user: Option<&str>,
         team: Option<&str>,
-    ) -> Result<Subject, ApiError> {
-        let admin = self.role == Role::Admin;
-        if let Some(t) = team {
-            let members = if admin {
-                state
-                    .teams
-                    .members(&state.pool, t)
-                    .await?
-                    .ok_or_else(|| ApiError::NotFound(format!("no team {t:?}")))?
-            } else {
-                let reach = state.teams.reach(&state.pool, &self.id).await?;
-                reach
-                    .manages
-                    .get(t)
-                    .cloned()
-                    .ok_or(ApiError::Forbidden("only the team's managers and admins can see a team's usage"))?
-            };
-            return Ok(Subject::team(t, members));
-        }
-        match user {
-            None => Ok(Subject::User(self.id.clone())),
-            Some(u) if u == self.id => Ok(Subject::User(self.id.clone())),
-            Some("*") if admin => Ok(Subject::All),
-            Some("*") => Err(ApiError::Forbidden("only admins can see all users together")),
-            Some(u) if admin => Ok(Subject::User(u.to_owned())),
-            Some(u) if state.teams.reach(&state.pool, &self.id).await?.covers(u) => Ok(Subject::User(u.to_owned())),
-            Some(_) => Err(ApiError::Forbidden(
-                "you can see your own usage and that of members of teams you manage, no one else's",
-            )),
-        }
+    ) -> Result<crate::access::Subject, ApiError> {
+        Ok(crate::access::subject(&state.teams, &state.pool, self, user, team).await?)
+    }
+
+    /// The teams this caller manages (none for admins, who need none).
+    pub async fn reach(&self, state: &AppState) -> Result<std::sync::Arc<crate::access::Reach>, ApiError> {
+        Ok(crate::access::reach_of(&state.teams, &state.pool, self).await?)
     }
 
     pub fn require_admin(&self) -> Result<(), ApiError> {
-        if self.role == Role::Admin { Ok(()) } else { Err(ApiError::Forbidden("admins only")) }
+        if self.is_admin() { Ok(()) } else { Err(ApiError::Forbidden("admins only")) }
     }
 }
 
@@ -104,7 +54,7 @@ pub(crate) fn bearer(parts: &Parts) -> Option<&str> {
 pub(crate) const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
 /// Validates a bearer token from any accepted issuer.
-pub(crate) async fn authenticate(state: &AppState, token: &str) -> Result<AuthUser, ApiError> {
+pub(crate) async fn authenticate(state: &AppState, token: &str) -> Result<Caller, ApiError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(ApiError::Unauthorized);
     }
@@ -132,10 +82,10 @@ pub(crate) async fn authenticate(state: &AppState, token: &str) -> Result<AuthUs
         (None, Issuer::Local) => return Err(ApiError::Unauthorized),
         (_, Issuer::Oidc) => role,
     };
-    Ok(AuthUser { id, role, issuer, expires_at: exp })
+    Ok(Caller { id, role, issuer, expires_at: exp })
 }
 
-impl FromRequestParts<AppState> for AuthUser {
+impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {

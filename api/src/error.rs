@@ -97,6 +97,23 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+impl From<crate::access::Denied> for ApiError {
+    fn from(d: crate::access::Denied) -> Self {
+        ApiError::Forbidden(d.0)
+    }
+}
+
+impl From<crate::access::SubjectError> for ApiError {
+    fn from(e: crate::access::SubjectError) -> Self {
+        use crate::access::SubjectError;
+        match e {
+            SubjectError::Denied(d) => d.into(),
+            SubjectError::NoTeam(t) => ApiError::NotFound(format!("no team {t:?}")),
+            SubjectError::Db(e) => e.into(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (code, message) = self.code_and_message();

@@ -7,24 +7,29 @@
 //! the read queries over the rollup tables. It never writes usage data and
 //! never talks to Kafka.
 
-pub mod accounts;
-mod admin;
-mod app;
-pub mod audit;
-mod auth;
-pub mod budgets;
+// In the order a request meets them: settings; who is calling (tokens,
+// sign-in, accounts, teams) and what they may see (`access`), on the
+// record (`audit`) and checked for hygiene; the engines that answer; the
+// error shape, the server and its document.
 mod config;
-mod error;
-pub mod history;
-mod hygiene;
-pub mod live;
-mod oidc;
-pub mod openapi;
-mod origin;
-mod reconciliation;
-mod session;
-pub mod teams;
 mod tokens;
+mod oidc;
+mod session;
+mod auth;
+pub mod accounts;
+pub mod teams;
+pub mod access;
+pub mod audit;
+mod hygiene;
+mod origin;
+pub mod history;
+pub mod live;
+pub mod budgets;
+mod reconciliation;
+mod admin;
+mod error;
+mod app;
+pub mod openapi;
 
 pub use accounts::{Role, hash_password};
 pub use app::{AppState, Application, Mounted, Readiness, install_crypto_provider};

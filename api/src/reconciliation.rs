@@ -13,7 +13,7 @@ use tokenusage_providers::{reconcile, store};
 
 use crate::app::AppState;
 use crate::audit::AuditSlot;
-use crate::auth::AuthUser;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -85,7 +85,7 @@ pub(crate) struct Reconciliation {
 pub(crate) async fn reconciliation(
     State(st): State<AppState>,
     axum::Extension(slot): axum::Extension<AuditSlot>,
-    user: AuthUser,
+    user: Caller,
     ApiQuery(q): ApiQuery<RangeQuery>,
 ) -> Result<Json<Reconciliation>, ApiError> {
     slot.set_detail("admin.reconciliation", None, serde_json::json!({"from": q.from, "to": q.to}), None);
@@ -117,7 +117,7 @@ pub(crate) async fn reconciliation(
 pub(crate) async fn reconciliation_csv(
     State(st): State<AppState>,
     axum::Extension(slot): axum::Extension<AuditSlot>,
-    user: AuthUser,
+    user: Caller,
     ApiQuery(q): ApiQuery<RangeQuery>,
 ) -> Result<Response, ApiError> {
     slot.set_detail("admin.reconciliation_csv", None, serde_json::json!({"from": q.from, "to": q.to}), None);
@@ -176,7 +176,7 @@ pub(crate) struct Connections {
 pub(crate) async fn providers(
     State(st): State<AppState>,
     axum::Extension(slot): axum::Extension<AuditSlot>,
-    user: AuthUser,
+    user: Caller,
 ) -> Result<Json<Connections>, ApiError> {
     slot.set_detail("admin.providers.list", None, serde_json::json!({}), None);
     user.require_admin()?;
@@ -224,7 +224,7 @@ fn store_error(e: store::StoreError) -> ApiError {
 pub(crate) async fn put_mapping(
     State(st): State<AppState>,
     axum::Extension(slot): axum::Extension<AuditSlot>,
-    user: AuthUser,
+    user: Caller,
     ApiPath(name): ApiPath<String>,
     ApiJson(body): ApiJson<MappingBody>,
 ) -> Result<Json<MappingBody>, ApiError> {
@@ -251,7 +251,7 @@ pub(crate) async fn put_mapping(
 pub(crate) async fn delete_mapping(
     State(st): State<AppState>,
     axum::Extension(slot): axum::Extension<AuditSlot>,
-    user: AuthUser,
+    user: Caller,
     ApiPath((name, kind, external_id)): ApiPath<(String, String, String)>,
 ) -> Result<axum::http::StatusCode, ApiError> {
     slot.set_detail(

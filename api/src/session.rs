@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 use crate::accounts::{Role, verify_password};
 use crate::app::AppState;
 use crate::audit::{AuditSlot, ClientIp};
-use crate::auth::AuthUser;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson};
 
 /// The refresh-token cookie.
@@ -399,22 +399,49 @@ pub(crate) struct MeResponse {
     expires_at: u64,
     /// `local` (signed in here) or `oidc` (the identity provider's token).
     issuer: &'static str,
+    /// What the caller may see and set, decided by the server's one access
+    /// rule, so the dashboard never works it out for itself.
+    access: Access,
 }
 
-/// Who the access token belongs to.
+/// The scopes the caller may read and set budgets on. For admins
+/// `everything` is true and the lists name the caller and every team.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Access {
+    /// Usage and budgets the caller may see: themselves, each team they
+    /// manage and its members.
+    see: crate::access::Visible,
+    /// Scopes the caller may set budgets on: themselves and each team they
+    /// manage.
+    set: crate::access::Visible,
+}
+
+/// Who the access token belongs to, and what they may see and set.
 #[utoipa::path(get, path = "/api/v1/me", tag = "auth", security(("bearer" = [])),
     responses((status = 200, body = MeResponse)))]
-pub(crate) async fn me(Extension(slot): Extension<AuditSlot>, user: AuthUser) -> Json<MeResponse> {
+pub(crate) async fn me(
+    State(st): State<AppState>,
+    Extension(slot): Extension<AuditSlot>,
+    user: Caller,
+) -> Result<Json<MeResponse>, ApiError> {
     slot.set_detail("auth.me", Some(&user.id), serde_json::json!({}), None);
-    Json(MeResponse {
-        issuer: match user.issuer {
-            crate::auth::Issuer::Local => "local",
-            crate::auth::Issuer::Oidc => "oidc",
-        },
+    let reach = user.reach(&st).await?;
+    let (mut see, mut set) =
+        (crate::access::visible_scopes(&user, &reach), crate::access::settable_scopes(&user, &reach));
+    if see.everything {
+        // An admin's pickers offer every team by name.
+        let teams = crate::teams::list(&st.pool).await?;
+        for v in [&mut see, &mut set] {
+            v.scopes.extend(teams.iter().map(|t| crate::access::Scope::Team(t.name.clone())));
+        }
+    }
+    Ok(Json(MeResponse {
+        issuer: user.issuer.as_str(),
         user: user.id,
         role: user.role,
         expires_at: user.expires_at,
-    })
+        access: Access { see, set },
+    }))
 }
 
 #[cfg(test)]

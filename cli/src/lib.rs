@@ -77,7 +77,7 @@ pub enum Command {
     #[command(subcommand)]
     Prices(commands::prices::PricesCmd),
     /// Price stored events again with the current book and rebuild their rollups.
-    Reprice(commands::prices::RepriceCmd),
+    Reprice(commands::reprice::RepriceCmd),
     /// The providers' own usage and cost reports: connect, map, import.
     #[command(subcommand)]
     Providers(commands::providers::ProvidersCmd),
@@ -128,7 +128,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Webhooks(a) => commands::budgets::run_webhooks(a).await,
         Command::Audit(a) => commands::audit::run(a).await,
         Command::Prices(a) => commands::prices::run(a).await,
-        Command::Reprice(a) => commands::prices::reprice(a).await,
+        Command::Reprice(a) => commands::reprice::run(a).await,
         Command::Providers(a) => commands::providers::run(a).await,
         Command::Reconcile(a) => commands::providers::reconcile(a).await,
     }

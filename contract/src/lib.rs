@@ -10,13 +10,16 @@
 //! `docs/schema/usage-event-v1.schema.json` describe the same rules for people
 //! and for other languages.
 
-mod cloudevents;
+// In the order an event meets them: what it is, how it is read (native,
+// a provider's usage object, CloudEvents), how it travels; then the rules
+// its amounts and text follow.
 mod event;
-pub mod money;
-pub mod providers;
-pub mod text;
 mod validate;
+pub mod providers;
+mod cloudevents;
 pub mod wire;
+pub mod money;
+pub mod text;
 
 pub use cloudevents::{CE_SPEC_VERSION, CE_TYPE, parse_cloudevent, parse_cloudevent_value, to_cloudevent};
 pub use event::{Billing, Limits, ServiceTier, SuppliedCost, TokenKinds, UsageEvent};

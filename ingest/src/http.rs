@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
@@ -24,8 +24,9 @@ use sqlx::PgPool;
 use tokenusage_contract::wire::content_type;
 use tokenusage_contract::{FieldError, UsageEvent, ValidationErrors, parse_cloudevent_value, parse_native_value};
 
-use crate::keys::{KeyCache, KeyHolder};
-use crate::{PublishError, Publisher};
+use crate::Publisher;
+use crate::admission::{Outcome, Tally, admit, authenticate, publish_valid, with_retry_after};
+use crate::keys::KeyCache;
 
 /// HTTP ingest settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -76,9 +77,9 @@ impl Default for IngestArgs {
 
 #[derive(Clone, Debug)]
 pub struct IngestState {
-    publisher: Publisher,
-    pool: PgPool,
-    keys: Arc<KeyCache>,
+    pub(crate) publisher: Publisher,
+    pub(crate) pool: PgPool,
+    pub(crate) keys: Arc<KeyCache>,
     pub(crate) max_batch: usize,
     pub(crate) max_body_bytes: usize,
     pub(crate) otlp: crate::otlp::OtlpMapping,
@@ -201,109 +202,6 @@ pub fn router(args: &IngestArgs, publisher: Publisher, pool: PgPool) -> axum::Ro
         .with_state(state)
 }
 
-/// A request refused as a whole, before any per-event result. Each
-/// endpoint answers it in its own encoding: ours, or OTLP's `Status`.
-#[derive(Debug)]
-pub(crate) struct Refusal {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
-    pub retry_after: Option<u64>,
-}
-
-impl Refusal {
-    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), retry_after: None }
-    }
-
-    pub(crate) fn retry_after(mut self, secs: u64) -> Self {
-        self.retry_after = Some(secs.max(1));
-        self
-    }
-
-    pub(crate) fn into_response(self) -> Response {
-        let r = error(self.status, self.code, self.message);
-        match self.retry_after {
-            Some(secs) => with_retry_after(r, secs),
-            None => r,
-        }
-    }
-}
-
-/// The publisher of a request, from its `Authorization: Bearer` key.
-pub(crate) async fn authenticate(st: &IngestState, headers: &HeaderMap) -> Result<Arc<KeyHolder>, Refusal> {
-    let key = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .ok_or_else(|| {
-            Refusal::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "send a publisher API key as `Authorization: Bearer tu_...`",
-            )
-        })?;
-    match st.keys.lookup(&st.pool, key).await {
-        Ok(Some(p)) => Ok(p),
-        Ok(None) => Err(Refusal::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown or revoked API key")),
-        Err(e) => {
-            tracing::error!(error = %e, "API key lookup failed");
-            Err(Refusal::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "cannot check the API key right now; retry",
-            )
-            .retry_after(2))
-        }
-    }
-}
-
-/// Takes `valid` events out of the key's rate allowance, or says when to
-/// come back (or that the batch can never fit in one second's allowance).
-pub(crate) fn admit(publisher: &KeyHolder, valid: usize) -> Result<(), Refusal> {
-    let Some(n) = std::num::NonZeroU32::new(u32::try_from(valid).unwrap_or(u32::MAX)) else {
-        return Ok(());
-    };
-    match publisher.limiter.check_n(n) {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(not_until)) => {
-            let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
-            Err(Refusal::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!("key {} is over its rate limit; retry later", publisher.prefix),
-            )
-            .retry_after(wait.as_secs() + 1))
-        }
-        Err(_) => Err(Refusal::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "batch_exceeds_rate",
-            format!("{valid} events exceed the one-second allowance of key {}; send smaller batches", publisher.prefix),
-        )),
-    }
-}
-
-/// Sends every valid event (`Some`) to Kafka at once and waits for each
-/// acknowledgement; `None` items stay `None`.
-pub(crate) async fn publish_valid<'a>(
-    st: &IngestState,
-    headers: &HeaderMap,
-    events: impl Iterator<Item = Option<&'a UsageEvent>>,
-) -> Vec<Option<Result<(i32, i64), PublishError>>> {
-    let request_id = headers.get("x-request-id").and_then(|v| v.to_str().ok());
-    let sends = events.map(|e| async move {
-        match e {
-            Some(e) => Some(st.publisher.publish(e, request_id).await),
-            None => None,
-        }
-    });
-    let sent_at = std::time::Instant::now();
-    let outcomes = futures::future::join_all(sends).await;
-    metrics::histogram!("tokenusage_ingest_ack_seconds").record(sent_at.elapsed().as_secs_f64());
-    outcomes
-}
-
 /// What happened to one item of a request.
 #[derive(Debug, Serialize)]
 struct ItemResult {
@@ -317,11 +215,6 @@ struct ItemResult {
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     tokenusage_plumbing::http::error_response(status, code, message)
-}
-
-fn with_retry_after(mut r: Response, secs: u64) -> Response {
-    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
-    r
 }
 
 enum Shape {
@@ -359,7 +252,7 @@ pub async fn ingest(
         Err(rej) => return error(StatusCode::BAD_REQUEST, "unreadable_body", rej.body_text()),
     };
     // No default: a body of unknown type is refused, not guessed at.
-    let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+    let Some(mime) = tokenusage_plumbing::http::media_type(&headers) else {
         return error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
@@ -367,7 +260,6 @@ pub async fn ingest(
              application/cloudevents-batch+json",
         );
     };
-    let mime = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
     let shape = match mime.as_str() {
         content_type::NATIVE => Shape::Native,
         content_type::CLOUDEVENT => Shape::CloudEvent,
@@ -425,56 +317,42 @@ pub async fn ingest(
         return refusal.into_response();
     }
     let outcomes = publish_valid(&st, &headers, parsed.iter().map(|r| r.as_ref().ok())).await;
+    let tally = Tally::of(&outcomes);
+    tally.record("tokenusage_ingest_events_total");
 
-    let (mut accepted, mut rejected, mut unavailable, mut queue_full) = (0usize, 0usize, 0usize, 0usize);
-    let mut results = Vec::with_capacity(items.len());
-    for (index, (parsed, outcome)) in parsed.into_iter().zip(outcomes).enumerate() {
-        let (status, event_id, errors) = match (parsed, outcome) {
-            (Ok(e), Some(Ok(_))) => {
-                accepted += 1;
-                ("accepted", Some(e.event_id), vec![])
-            }
-            (Ok(e), Some(Err(err))) => {
-                let reason = err.to_string();
-                match err {
-                    PublishError::QueueFull => queue_full += 1,
-                    PublishError::Unavailable(_) | PublishError::Backlogged(_) => unavailable += 1,
-                    PublishError::Refused(_) => rejected += 1,
+    let results: Vec<ItemResult> = parsed
+        .into_iter()
+        .zip(&outcomes)
+        .enumerate()
+        .map(|(index, (parsed, outcome))| {
+            let (status, event_id, errors) = match (parsed, outcome) {
+                (Ok(e), Outcome::Accepted) => ("accepted", Some(e.event_id), vec![]),
+                (Ok(e), o) => {
+                    let reason = o.reason().unwrap_or_default().to_owned();
+                    ("failed", Some(e.event_id), vec![FieldError { field: String::new(), reason }])
                 }
-                tracing::warn!(error = %reason, "event not acknowledged by Kafka");
-                ("failed", Some(e.event_id), vec![FieldError { field: String::new(), reason }])
-            }
-            (Err(errs), _) => {
-                rejected += 1;
-                ("rejected", None, errs.0)
-            }
-            (Ok(_), None) => unreachable!("every valid event is sent"),
-        };
-        results.push(ItemResult { index, status, event_id, errors });
-    }
+                (Err(errs), _) => ("rejected", None, errs.0),
+            };
+            ItemResult { index, status, event_id, errors }
+        })
+        .collect();
 
-    // Per event, by outcome: accepted (Kafka has it), rejected (invalid),
-    // failed (valid but not acknowledged: retry).
-    for (outcome, n) in [("accepted", accepted), ("rejected", rejected), ("failed", unavailable + queue_full)] {
-        metrics::counter!("tokenusage_ingest_events_total", "outcome" => outcome).increment(n as u64);
-    }
-    let status = if unavailable > 0 {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else if queue_full > 0 {
-        StatusCode::TOO_MANY_REQUESTS
-    } else if rejected == 0 {
-        StatusCode::ACCEPTED
-    } else if accepted == 0 {
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::MULTI_STATUS
+    let Tally { accepted, rejected, .. } = tally;
+    let status = match tally.retry() {
+        Some((status, _)) => status,
+        None if rejected == 0 => StatusCode::ACCEPTED,
+        None if accepted == 0 => StatusCode::BAD_REQUEST,
+        None => StatusCode::MULTI_STATUS,
     };
     let body = if is_batch {
-        json!({ "accepted": accepted, "rejected": rejected, "failed": unavailable + queue_full, "results": results })
+        json!({ "accepted": accepted, "rejected": rejected, "failed": tally.failed(), "results": results })
     } else {
         let r = &results[0];
         json!({ "status": r.status, "event_id": r.event_id, "errors": r.errors })
     };
     let resp = (status, Json(body)).into_response();
-    if unavailable + queue_full > 0 { with_retry_after(resp, if unavailable > 0 { 5 } else { 1 }) } else { resp }
+    match tally.retry() {
+        Some((_, secs)) => with_retry_after(resp, secs),
+        None => resp,
+    }
 }

@@ -7,12 +7,15 @@
 //! acknowledged it; everything after that is the projector's job. Of
 //! PostgreSQL it reads only publisher keys (`schema::keys`).
 
+// In the order an event passes through them: where it comes from (HTTP,
+// OTLP spans, a file, the generator), what admits it, what sends it.
 pub mod http;
-pub mod input;
-pub mod keys;
 pub mod otlp;
-pub mod producer;
+pub mod input;
 pub mod publish;
 pub mod synthetic;
+pub mod keys;
+mod admission;
+pub mod producer;
 
 pub use producer::{ProducerArgs, PublishError, Publisher};

@@ -283,6 +283,23 @@ fn security_headers() -> Vec<SetResponseHeaderLayer<HeaderValue>> {
     ]
 }
 
+/// The credential of `Authorization: Bearer <token>`, if the request has
+/// one. The scheme is case-insensitive (RFC 9110 §11.1), for every surface
+/// alike; anything but one scheme and one token is no credential.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The media type of a request's body: the `Content-Type` header's essence
+/// (before any parameter), lower-cased; `None` without the header.
+pub fn media_type(headers: &axum::http::HeaderMap) -> Option<String> {
+    let ct = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    Some(ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
+}
+
 /// The request id header, set when absent, returned, logged and carried to
 /// Kafka.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -315,6 +332,22 @@ pub fn with_common_layers(mut app: Router) -> Router {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn bearer_schemes_are_case_insensitive_and_need_a_token() {
+        let h = |v: &str| {
+            let mut m = axum::http::HeaderMap::new();
+            m.insert(axum::http::header::AUTHORIZATION, v.parse().unwrap());
+            m
+        };
+        for ok in ["Bearer tu_x", "bearer tu_x", "BEARER  tu_x ", " Bearer tu_x"] {
+            assert_eq!(super::bearer(&h(ok)), Some("tu_x"), "{ok:?}");
+        }
+        for no in ["Basic tu_x", "Bearer", "Bearer ", "Bearertu_x", "tu_x"] {
+            assert_eq!(super::bearer(&h(no)), None, "{no:?}");
+        }
+        assert_eq!(super::bearer(&axum::http::HeaderMap::new()), None);
+    }
+
     use super::*;
     use std::sync::{Arc, Mutex};
     use tower::ServiceExt;

@@ -9,19 +9,21 @@
 //! written here (the `schema` crate owns the tables). Each service crate keeps its
 //! own queries beside their callers.
 
-pub mod cache;
+// Settings and process first, then the broker's side, the database's,
+// the HTTP surfaces', and the helpers they share.
 pub mod config;
+pub mod telemetry;
+pub mod shutdown;
+pub mod kafka;
+pub mod topic;
+pub mod headroom;
 pub mod db;
 pub mod failure;
-pub mod headroom;
 pub mod health;
 pub mod http;
-pub mod kafka;
-pub mod metrics;
 pub mod outbound;
-pub mod shutdown;
-pub mod telemetry;
-pub mod topic;
+pub mod cache;
+pub mod metrics;
 
 pub use db::{DatabaseArgs, DbError};
 pub use kafka::KafkaArgs;

@@ -14,9 +14,10 @@
 //! projector commit checks, so no event is ever priced with a book older
 //! than the one in force when it is committed.
 
-pub mod book;
+// In the order prices travel: a catalogue, read, stored, charged.
 pub mod catalogue;
 pub mod import;
 pub mod store;
+pub mod book;
 
 pub use book::{Book, Charge, Entry, Kind, Price, Tier};

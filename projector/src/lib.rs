@@ -8,19 +8,21 @@
 //! It also seals ended days into the day rows cold reads use (`seal`).
 //! It never serves HTTP and never reads rollups for display.
 
-pub mod batch;
-mod claims;
+// In the order a record passes through them: read and claimed, guarded,
+// batched, priced, written; then what runs beside the write path.
 mod consumer;
-pub mod deadletters;
-mod freshness;
+mod claims;
 mod gapguard;
-pub mod maintenance;
-pub mod metrics;
+pub mod batch;
 mod prices;
-pub mod rebuild;
-pub mod seal;
 mod store;
 mod writer;
+mod freshness;
+pub mod seal;
+pub mod deadletters;
+pub mod rebuild;
+pub mod maintenance;
+pub mod metrics;
 
 pub use consumer::{ProjectorArgs, ProjectorError, STALL_PATIENCE, run};
 pub use store::forget_positions;

@@ -10,6 +10,7 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use serde::Serialize;
 use sqlx::{PgPool, Postgres, Transaction};
 
+use tokenusage_schema::rows::MEASURES;
 use tokenusage_schema::{Grain, notice};
 
 /// The advisory lock id shared by rebuilds (exclusive) and commits (shared).
@@ -71,6 +72,8 @@ async fn one_grain(
     dry_run: bool,
 ) -> Result<Drift, sqlx::Error> {
     // Table and bucket expression come from a fixed enum, never from input.
+    // The measures from raw events, in `MEASURES` order: the SQL twin of
+    // `Sums::of` (a new measure needs its line here too).
     let recomputed = format!(
         r#"
         select user_id, {bucket} as bucket, activity, model, source, coalesce(project, '') as project,
@@ -94,10 +97,7 @@ async fn one_grain(
              s as (select * from {table} where bucket >= $1 and bucket < $2 and ($3::text is null or user_id = $3))
         select
           count(*) filter (where s.user_id is not null and r.user_id is not null
-                           and (s.input_tokens, s.output_tokens, s.events, s.cache_read_tokens, s.cache_write_tokens,
-                                s.reasoning_tokens, s.cost_nanos, s.unpriced_tokens, s.supplied_events)
-                            <> (r.input_tokens, r.output_tokens, r.events, r.cache_read_tokens, r.cache_write_tokens,
-                                r.reasoning_tokens, r.cost_nanos, r.unpriced_tokens, r.supplied_events))::int8,
+                           and ({stored}) <> ({recounted}))::int8,
           count(*) filter (where s.user_id is null)::int8,
           count(*) filter (where r.user_id is null)::int8,
           (coalesce(sum(s.input_tokens), 0) - coalesce(sum(r.input_tokens), 0))::int8,
@@ -107,7 +107,9 @@ async fn one_grain(
           (coalesce(sum(s.unpriced_tokens), 0) - coalesce(sum(r.unpriced_tokens), 0))::int8
         from r full outer join s using (user_id, bucket, activity, model, source, project)
         "#,
-        table = grain.table()
+        table = grain.table(),
+        stored = MEASURES.map(|m| format!("s.{m}")).join(", "),
+        recounted = MEASURES.map(|m| format!("r.{m}")).join(", "),
     );
     let (changed, missing, extra, di, dout, de, dc, du): (i64, i64, i64, i64, i64, i64, i64, i64) =
         sqlx::query_as(&diff_sql).bind(from).bind(to).bind(user).fetch_one(&mut **tx).await?;
@@ -129,9 +131,9 @@ async fn one_grain(
         );
         sqlx::query(&delete).bind(from).bind(to).bind(user).execute(&mut **tx).await?;
         let insert = format!(
-            "insert into {table} (user_id, bucket, activity, model, source, project, input_tokens, output_tokens, events, \
-             cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_nanos, unpriced_tokens, supplied_events) {recomputed}",
-            table = grain.table()
+            "insert into {table} (user_id, bucket, activity, model, source, project, {columns}) {recomputed}",
+            table = grain.table(),
+            columns = MEASURES.join(", ")
         );
         sqlx::query(&insert).bind(from).bind(to).bind(user).execute(&mut **tx).await?;
     }

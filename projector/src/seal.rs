@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use sqlx::PgPool;
+use tokenusage_schema::rows::MEASURES;
 
 /// Users sealed per transaction.
 pub const USERS_PER_TX: i64 = 64;
@@ -146,31 +147,29 @@ async fn build(
     // running sums per (user, grouping, day, series) in quarter order, then
     // one row per series-day with its quarters and their running sums as
     // an [n][9] array (the order of `Sums::to_array`).
+    // Every measure list comes from `MEASURES` (one definition of what a
+    // row holds), in its order.
+    let each = |f: &dyn Fn(&str) -> String| MEASURES.map(f).join(", ");
+    let columns = MEASURES.join(", ");
+    let sums = each(&|m| format!("sum({m})::int8"));
+    let running = each(&|m| format!("r_{m}"));
+    let window_sums = each(&|m| format!("(sum({m}) over w)::int8 as r_{m}"));
+    let quarter_sums = each(&|m| format!("sum(q.{m}) as {m}"));
     let sql = format!(
         r#"
-        insert into {table} (user_id, summed, day, activity, model, source, project,
-                             input_tokens, output_tokens, events, cache_read_tokens, cache_write_tokens,
-                             reasoning_tokens, cost_nanos, unpriced_tokens, supplied_events, quarters, running)
-        select user_id, summed, day, activity, model, source, project,
-               sum(i)::int8, sum(o)::int8, sum(n)::int8, sum(cr)::int8, sum(cw)::int8, sum(rs)::int8, sum(c)::int8,
-               sum(up)::int8, sum(sp)::int8,
+        insert into {table} (user_id, summed, day, activity, model, source, project, {columns}, quarters, running)
+        select user_id, summed, day, activity, model, source, project, {sums},
                array_agg(quarter order by quarter),
-               array_agg(array[ri, ro, rn, rcr, rcw, rrs, rc, rup, rsp] order by quarter)
+               array_agg(array[{running}] order by quarter)
           from (
-            select g.*,
-                   (sum(i) over w)::int8 as ri, (sum(o) over w)::int8 as ro, (sum(n) over w)::int8 as rn,
-                   (sum(cr) over w)::int8 as rcr, (sum(cw) over w)::int8 as rcw, (sum(rs) over w)::int8 as rrs,
-                   (sum(c) over w)::int8 as rc, (sum(up) over w)::int8 as rup, (sum(sp) over w)::int8 as rsp
+            select g.*, {window_sums}
               from (
                 select q.user_id, grouping(q.activity, q.model, q.source, q.project)::int2 as summed,
                        (q.bucket at time zone 'UTC')::date as day,
                        coalesce(q.activity, '') as activity, coalesce(q.model, '') as model,
                        coalesce(q.source, '') as source, coalesce(q.project, '') as project,
                        ((extract(epoch from q.bucket)::int8 / 900) % 96)::int4 as quarter,
-                       sum(q.input_tokens) as i, sum(q.output_tokens) as o, sum(q.events) as n,
-                       sum(q.cache_read_tokens) as cr, sum(q.cache_write_tokens) as cw,
-                       sum(q.reasoning_tokens) as rs, sum(q.cost_nanos) as c,
-                       sum(q.unpriced_tokens) as up, sum(q.supplied_events) as sp
+                       {quarter_sums}
                   from unnest($1::text[], $2::date[], $3::date[]) as u(user_id, f, t)
                   join usage_quarter_hour q
                     on q.user_id = u.user_id and q.bucket >= u.f::timestamp at time zone 'UTC'

@@ -13,16 +13,19 @@
 //! notifies webhooks of days past a connection's percentage; `as_usage`
 //! counts a connection's mapped usage as usage where we counted none.
 
-pub mod alerts;
-pub mod anthropic;
-pub mod as_usage;
-pub mod fetch;
+// In the order a report travels: the providers' pages, read into rows,
+// fetched and stored on a schedule, then compared, alerted on, and
+// (where nothing was published) counted as usage.
 pub mod openai;
-pub mod reconcile;
+pub mod anthropic;
 pub mod report;
-pub mod schedule;
+pub mod fetch;
 pub mod store;
+pub mod schedule;
 pub mod summary;
+pub mod reconcile;
+pub mod alerts;
+pub mod as_usage;
 
 use std::fmt;
 

@@ -19,17 +19,20 @@
 //! other. It holds data shapes and the queries on them that more than one
 //! part runs; queries with a single caller stay beside that caller.
 
-pub mod days;
-pub mod dead_letters;
-pub mod freshness;
-pub mod grain;
-pub mod keys;
-pub mod locks;
-pub mod lost;
+// In the order a batch writes them: the layout, the grains and rows it
+// counts into, what it records beside them, the commit's number and
+// notice; then the sealed day rows and what readers check.
 pub mod migrations;
-pub mod notice;
+pub mod grain;
 pub mod rows;
+pub mod keys;
+pub mod lost;
+pub mod dead_letters;
 pub mod sequence;
+pub mod notice;
+pub mod days;
+pub mod freshness;
+pub mod locks;
 
 pub use grain::Grain;
 pub use rows::{RollupKey, Sums};

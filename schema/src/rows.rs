@@ -11,82 +11,178 @@ use tokenusage_contract::UsageEvent;
 
 use crate::grain::Grain;
 
-/// Token and cost sums: what a rollup row holds and what every view
-/// returns. Cost is exact: nano-units (10^-9) of the price book's currency.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Sums {
-    pub input_tokens: i64,
-    pub output_tokens: i64,
-    /// `input_tokens + output_tokens`, kept so views need not add.
-    pub total_tokens: i64,
-    /// How many events were summed.
-    pub events: i64,
-    /// Input tokens read from a prompt cache (part of `input_tokens`).
-    pub cache_read_tokens: i64,
-    /// Input tokens written to a prompt cache, 5-minute and 1-hour rates
-    /// together (part of `input_tokens`).
-    pub cache_write_tokens: i64,
-    /// Output tokens spent on reasoning (part of `output_tokens`).
-    pub reasoning_tokens: i64,
-    /// The cost of the priced tokens, in nano-units of the book's currency.
-    pub cost_nanos: i64,
-    /// Tokens no price covered: their cost is unknown, not zero.
-    pub unpriced_tokens: i64,
-    /// Events whose cost the publisher supplied.
-    pub supplied_events: i64,
+/// The one definition of the measures a rollup row holds, in stored order:
+/// each is an `int8` column of every rollup table and of the day rows, a
+/// field of [`Sums`], an element of [`Sums::to_array`] (the live notice's
+/// wire order), a CSV column and a field of every view's JSON. Adding a
+/// token kind is one line here plus a migration; everything listed above
+/// follows from it (`MEASURES`, `sql_sums`, the arrays, `add`, the JSON
+/// and CSV fields and the OpenAPI schema).
+///
+/// Two derived values travel with them and are not stored:
+/// `total_tokens` (after `output_tokens`) and `cost`, exact decimal text
+/// (after `cost_nanos`).
+macro_rules! measures {
+    ($($(#[doc = $doc:literal])* $name:ident,)+) => {
+        /// Token and cost sums: what a rollup row holds and what every view
+        /// returns. Cost is exact: nano-units (10^-9) of the price book's
+        /// currency.
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+        pub struct Sums {
+            $($(#[doc = $doc])* pub $name: i64,)+
+            /// `input_tokens + output_tokens`, kept so views need not add.
+            pub total_tokens: i64,
+        }
+
+        /// The measure columns, in stored order ([`Sums::to_array`]).
+        pub const MEASURES: [&str; Sums::WIDTH] = [$(stringify!($name)),+];
+
+        impl Sums {
+            /// How many `i64`s [`Sums::to_array`] holds: every measure, not
+            /// the total.
+            pub const WIDTH: usize = [$(stringify!($name)),+].len();
+
+            /// The sum columns of a rollup table, in [`Sums::from_array`]
+            /// order, each wrapped as `tokenusage_sum(col)` (for `select`
+            /// lists): an int8 sum that stays int8 (migration 0013;
+            /// `sum(int8)` accumulates in numeric and is cast back, a third
+            /// of a cold year view's aggregation). It is 0, not null, over no
+            /// rows (so totals need no `coalesce`); it fails on overflow as
+            /// the cast did.
+            pub fn sql_sums() -> &'static str {
+                static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+                    MEASURES.map(|m| format!("tokenusage_sum({m})")).join(", ")
+                });
+                &SQL
+            }
+
+            pub fn to_array(&self) -> [i64; Sums::WIDTH] {
+                [$(self.$name),+]
+            }
+
+            pub fn from_array(a: [i64; Sums::WIDTH]) -> Self {
+                let [$($name),+] = a;
+                let mut s = Sums { $($name,)+ total_tokens: 0 };
+                s.total_tokens = s.input_tokens + s.output_tokens;
+                s
+            }
+
+            pub fn add(&mut self, o: &Sums) {
+                $(self.$name += o.$name;)+
+                self.total_tokens += o.total_tokens;
+            }
+
+            /// Every field as views show it, in wire order: the measures,
+            /// with `total_tokens` after `output_tokens` and `cost` after
+            /// `cost_nanos`.
+            pub fn wire_fields(&self) -> Vec<(&'static str, Wire)> {
+                let mut out = Vec::with_capacity(Sums::WIDTH + 2);
+                for (name, v) in MEASURES.into_iter().zip(self.to_array()) {
+                    out.push((name, Wire::Int(v)));
+                    match name {
+                        "output_tokens" => out.push(("total_tokens", Wire::Int(self.total_tokens))),
+                        "cost_nanos" => out.push(("cost", Wire::Text(self.cost_text()))),
+                        _ => {}
+                    }
+                }
+                out
+            }
+        }
+
+        /// Each measure's description, as its doc comment says it.
+        const MEASURE_DOCS: [&str; Sums::WIDTH] = [$(concat!($($doc, "\n",)* "")),+];
+    };
 }
 
-/// The sums as views serialize them: every field, plus `cost`, the same
-/// amount as decimal text (exact, for people and spreadsheets), which is
-/// `null` when there were tokens and none of them had a price.
-impl Serialize for Sums {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let mut st = s.serialize_struct("Sums", 11)?;
-        st.serialize_field("input_tokens", &self.input_tokens)?;
-        st.serialize_field("output_tokens", &self.output_tokens)?;
-        st.serialize_field("total_tokens", &self.total_tokens)?;
-        st.serialize_field("events", &self.events)?;
-        st.serialize_field("cache_read_tokens", &self.cache_read_tokens)?;
-        st.serialize_field("cache_write_tokens", &self.cache_write_tokens)?;
-        st.serialize_field("reasoning_tokens", &self.reasoning_tokens)?;
-        st.serialize_field("cost_nanos", &self.cost_nanos)?;
-        st.serialize_field("cost", &self.cost_text())?;
-        st.serialize_field("unpriced_tokens", &self.unpriced_tokens)?;
-        st.serialize_field("supplied_events", &self.supplied_events)?;
-        st.end()
+measures! {
+    input_tokens,
+    output_tokens,
+    /// How many events were summed.
+    events,
+    /// Input tokens read from a prompt cache (part of `input_tokens`).
+    cache_read_tokens,
+    /// Input tokens written to a prompt cache, 5-minute and 1-hour rates
+    /// together (part of `input_tokens`).
+    cache_write_tokens,
+    /// Output tokens spent on reasoning (part of `output_tokens`).
+    reasoning_tokens,
+    /// The cost of the priced tokens, in nano-units (10^-9) of the price
+    /// book's currency.
+    cost_nanos,
+    /// Tokens no price covered: their cost is unknown, not zero.
+    unpriced_tokens,
+    /// Events whose cost the publisher supplied.
+    supplied_events,
+}
+
+/// One field of [`Sums::wire_fields`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wire {
+    Int(i64),
+    /// `cost`: exact decimal text, `None` when nothing had a price.
+    Text(Option<String>),
+}
+
+impl Wire {
+    /// As a CSV cell: the number, the text, or empty for no text.
+    pub fn cell(&self) -> String {
+        match self {
+            Wire::Int(n) => n.to_string(),
+            Wire::Text(t) => t.clone().unwrap_or_default(),
+        }
     }
 }
 
-/// The documented shape of [`Sums`] as serialized (with `cost`).
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-struct SumsSchema {
-    input_tokens: i64,
-    output_tokens: i64,
-    /// `input_tokens + output_tokens`.
-    total_tokens: i64,
-    /// How many events were summed.
-    events: i64,
-    /// Input tokens read from a prompt cache (part of `input_tokens`).
-    cache_read_tokens: i64,
-    /// Input tokens written to a prompt cache, both rates (part of `input_tokens`).
-    cache_write_tokens: i64,
-    /// Output tokens spent on reasoning (part of `output_tokens`).
-    reasoning_tokens: i64,
-    /// Exact cost of the priced tokens in nano-units (10^-9) of the price book's currency.
-    cost_nanos: i64,
-    /// The same cost as decimal text, e.g. "0.0123"; null when there were tokens and none had a price.
-    cost: Option<String>,
-    /// Tokens no price covered: their cost is unknown, not zero.
-    unpriced_tokens: i64,
-    /// Events whose cost the publisher supplied.
-    supplied_events: i64,
+/// The sums as views serialize them: [`Sums::wire_fields`].
+impl Serialize for Sums {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let fields = self.wire_fields();
+        let mut m = s.serialize_map(Some(fields.len()))?;
+        for (name, v) in fields {
+            match v {
+                Wire::Int(n) => m.serialize_entry(name, &n)?,
+                Wire::Text(t) => m.serialize_entry(name, &t)?,
+            }
+        }
+        m.end()
+    }
 }
 
+/// The documented shape of [`Sums`]: its wire fields, in wire order, each
+/// with its measure's description.
 impl utoipa::PartialSchema for Sums {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        <SumsSchema as utoipa::PartialSchema>::schema()
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        let mut o = ObjectBuilder::new();
+        for (name, wire) in Sums::default().wire_fields() {
+            let doc = match name {
+                "total_tokens" => "`input_tokens + output_tokens`.".to_owned(),
+                "cost" => {
+                    "The cost as decimal text, e.g. \"0.0123\"; null when there were tokens and none had a price."
+                        .to_owned()
+                }
+                _ => MEASURES
+                    .iter()
+                    .position(|m| *m == name)
+                    .map(|i| MEASURE_DOCS[i].lines().map(str::trim).collect::<Vec<_>>().join("\n").trim().to_owned())
+                    .unwrap_or_default(),
+            };
+            let field = match wire {
+                Wire::Int(_) => ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64))),
+                Wire::Text(_) => ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::SchemaType::from_iter([Type::String, Type::Null])),
+            };
+            let field = if doc.is_empty() { field } else { field.description(Some(doc)) };
+            o = o.property(name, field);
+            if matches!(wire, Wire::Int(_)) {
+                o = o.required(name);
+            }
+        }
+        o = o.description(Some("Token and cost sums: exact, cost in nano-units and as decimal text."));
+        utoipa::openapi::RefOr::T(utoipa::openapi::schema::Schema::Object(o.build()))
     }
 }
 
@@ -97,50 +193,9 @@ impl utoipa::ToSchema for Sums {
 }
 
 impl Sums {
-    /// How many `i64`s [`Sums::to_array`] holds: everything but the total.
-    pub const WIDTH: usize = 9;
-
-    /// The sum columns of a rollup table, in [`Sums::from_array`] order,
-    /// each wrapped as `tokenusage_sum(col)` (for `select` lists): an int8
-    /// sum that stays int8 (migration 0013; `sum(int8)` accumulates in
-    /// numeric and is cast back, a third of a cold year view's aggregation).
-    /// It is 0, not null, over no rows (so totals need no `coalesce`); it
-    /// fails on overflow as the cast did.
-    pub const SQL_SUMS: &'static str = "tokenusage_sum(input_tokens), tokenusage_sum(output_tokens), \
-        tokenusage_sum(events), tokenusage_sum(cache_read_tokens), tokenusage_sum(cache_write_tokens), \
-        tokenusage_sum(reasoning_tokens), tokenusage_sum(cost_nanos), tokenusage_sum(unpriced_tokens), \
-        tokenusage_sum(supplied_events)";
-
     /// Tokens only (no kinds, no cost known).
     pub fn new(input: i64, output: i64, events: i64) -> Self {
         Sums { input_tokens: input, output_tokens: output, total_tokens: input + output, events, ..Sums::default() }
-    }
-
-    pub fn to_array(&self) -> [i64; Sums::WIDTH] {
-        [
-            self.input_tokens,
-            self.output_tokens,
-            self.events,
-            self.cache_read_tokens,
-            self.cache_write_tokens,
-            self.reasoning_tokens,
-            self.cost_nanos,
-            self.unpriced_tokens,
-            self.supplied_events,
-        ]
-    }
-
-    pub fn from_array(a: [i64; Sums::WIDTH]) -> Self {
-        let [input, output, events, cache_read, cache_write, reasoning, cost, unpriced, supplied] = a;
-        Sums {
-            cache_read_tokens: cache_read,
-            cache_write_tokens: cache_write,
-            reasoning_tokens: reasoning,
-            cost_nanos: cost,
-            unpriced_tokens: unpriced,
-            supplied_events: supplied,
-            ..Sums::new(input, output, events)
-        }
     }
 
     /// Reads [`Sums::WIDTH`] `int8` columns starting at `first`.
@@ -176,19 +231,6 @@ impl Sums {
         let nothing_priced =
             self.total_tokens > 0 && self.unpriced_tokens >= self.total_tokens && self.supplied_events == 0;
         (!nothing_priced).then(|| tokenusage_contract::money::format_nanos(self.cost_nanos))
-    }
-
-    pub fn add(&mut self, o: &Sums) {
-        self.input_tokens += o.input_tokens;
-        self.output_tokens += o.output_tokens;
-        self.total_tokens += o.total_tokens;
-        self.events += o.events;
-        self.cache_read_tokens += o.cache_read_tokens;
-        self.cache_write_tokens += o.cache_write_tokens;
-        self.reasoning_tokens += o.reasoning_tokens;
-        self.cost_nanos += o.cost_nanos;
-        self.unpriced_tokens += o.unpriced_tokens;
-        self.supplied_events += o.supplied_events;
     }
 }
 

@@ -12,7 +12,7 @@
   const $ = (id) => document.getElementById(id);
   const fmt = new Intl.NumberFormat();
   const DASHES = [[], [6, 3], [2, 3], [8, 3, 2, 3], [12, 4], [1, 3], [4, 4], [10, 2, 2, 2]];
-  const session = { token: null, user: null, role: null, refreshTimer: null, teams: [] };
+  const session = { token: null, user: null, role: null, refreshTimer: null, teams: [], access: null };
   const live = { ws: null, paused: false, retry: 0, retryTimer: null, series: null, freshness: null, wanted: false };
   let chart = null;
   let chartKeys = "";
@@ -226,16 +226,20 @@
     for (const b of m.buckets) {
       const p = s.points[b.index];
       if (!p || p.start !== b.start) continue;
-      for (const k of SUM_FIELDS) p[k] = b[k];
+      // Every sum the server sends (the measures are defined once, on the
+      // server): nothing here lists them.
+      for (const [k, v] of Object.entries(b)) if (!BUCKET_PLACE.has(k)) p[k] = v;
       for (const [key, g] of Object.entries(b.groups || {})) {
         let ser = s.series.find((x) => x.key === key);
         if (!ser) {
+          // A new group: the arrays the other series carry (any, if none).
           const n = s.points.length;
+          const fields = s.series.length ? seriesFields(s.series[0]) : Object.keys(g).filter((k) => typeof g[k] === "number");
           ser = { key };
-          for (const k of GROUP_FIELDS) ser[k] = new Array(n).fill(0);
+          for (const k of fields) ser[k] = new Array(n).fill(0);
           s.series.push(ser); s.series.sort((a, b2) => (a.key < b2.key ? -1 : 1));
         }
-        for (const k of GROUP_FIELDS) ser[k][b.index] = g[k];
+        for (const k of seriesFields(ser)) ser[k][b.index] = g[k];
       }
     }
     s.total = m.total;
@@ -309,11 +313,10 @@
   }
 
   // ---- rendering ----------------------------------------------------------
-  // The sums every bucket carries (REST series, snapshot and delta alike),
-  // and the per-group arrays of a grouped series.
-  const SUM_FIELDS = ["input_tokens", "output_tokens", "total_tokens", "events", "cache_read_tokens", "cache_write_tokens",
-    "reasoning_tokens", "cost_nanos", "cost", "unpriced_tokens", "supplied_events"];
-  const GROUP_FIELDS = ["input_tokens", "output_tokens", "events", "cost_nanos", "unpriced_tokens"];
+  // What a delta's bucket carries besides its sums.
+  const BUCKET_PLACE = new Set(["index", "start", "end", "groups"]);
+  /** The per-bucket arrays of a grouped series, as the server sent them. */
+  function seriesFields(ser) { return Object.keys(ser).filter((k) => Array.isArray(ser[k])); }
 
   /** A cost (exact decimal text from the server, or null when nothing had a
    * price) in the viewer's locale and the book's currency. */
@@ -663,8 +666,7 @@
         }
       }
       li.appendChild(bar); li.appendChild(text);
-      const mine = b.scope.kind === "user" ? b.created_by === session.user : b.scope.kind === "team" && session.teams.includes(b.scope.id);
-      if (session.role === "admin" || mine) {
+      if (maySet(b.scope)) {
         const rm = document.createElement("button"); rm.type = "button"; rm.className = "small"; rm.textContent = "Remove";
         rm.setAttribute("aria-label", "Remove budget " + b.name); rm.dataset.focusKey = "remove-" + b.id;
         rm.addEventListener("click", () => removeBudget(b));
@@ -691,11 +693,20 @@
     catch (e) { if (e.message !== "signed out") showAlert(e.message); }
   }
 
-  /** Whom a budget set here may cover: the caller, and the teams they manage. */
+  /** Whether the caller may set or remove budgets on a scope: the server's
+   *  rule, as /api/v1/me lists it (never worked out here). */
+  function maySet(scope) {
+    const set = session.access && session.access.set;
+    return !!set && (set.everything || set.scopes.some((s) => s.kind === scope.kind && s.id === scope.id));
+  }
+
+  /** Whom a budget set here may cover, as the server lists it: the caller,
+   *  and the teams they may set budgets on. */
   function budgetScopes() {
     const sel = $("budget-scope"); sel.textContent = "";
     const me = document.createElement("option"); me.value = ""; me.textContent = "Me (" + session.user + ")"; sel.appendChild(me);
-    for (const t of session.teams) { const o = document.createElement("option"); o.value = t; o.textContent = "Team " + t; sel.appendChild(o); }
+    const teams = session.access ? session.access.set.scopes.filter((s) => s.kind === "team") : [];
+    for (const t of teams) { const o = document.createElement("option"); o.value = t.id; o.textContent = "Team " + t.id; sel.appendChild(o); }
   }
 
   async function createBudget(ev) {
@@ -855,12 +866,13 @@
     } catch (_) { /* the picker still takes free text */ }
   }
 
-  /** The team picker: teams the caller manages (admins: every team). */
+  /** What the caller may see and set (the server's access rule), and the
+   *  team picker from it: teams the caller manages (admins: every team). */
   async function loadTeams() {
     try {
-      const t = await (await api("/api/v1/teams")).json();
-      session.teams = t.visible.map((x) => x.name);
-    } catch (_) { session.teams = []; }
+      session.access = (await (await api("/api/v1/me")).json()).access;
+      session.teams = session.access.see.scopes.filter((s) => s.kind === "team").map((s) => s.id);
+    } catch (_) { session.access = null; session.teams = []; }
     const sel = $("team"); sel.textContent = "";
     const none = document.createElement("option"); none.value = "";
     none.textContent = session.role === "admin" ? "None: the user above" : "None: my own usage"; sel.appendChild(none);

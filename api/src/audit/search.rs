@@ -61,7 +61,7 @@ pub(crate) async fn search(pool: &PgPool, q: &AuditQuery, only_views_of: Option<
 pub(crate) async fn admin_search(
     State(state): State<AppState>,
     axum::Extension(slot): axum::Extension<AuditSlot>,
-    user: crate::auth::AuthUser,
+    user: crate::auth::Caller,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<axum::Json<Vec<AuditRow>>, ApiError> {
     slot.set_detail("audit.search", q.subject.as_deref(), search_params(&q), None);
@@ -78,7 +78,7 @@ pub(crate) async fn admin_search(
 pub(crate) async fn views_of_me(
     State(state): State<AppState>,
     axum::Extension(slot): axum::Extension<AuditSlot>,
-    user: crate::auth::AuthUser,
+    user: crate::auth::Caller,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<axum::Json<Vec<AuditRow>>, ApiError> {
     let limit = Some(crate::error::page_limit(q.limit, 100, 1000)?);

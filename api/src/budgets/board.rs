@@ -290,20 +290,14 @@ impl Board {
         Self::of_scopes(&g, scopes)
     }
 
-    /// The budgets `user` may see: all for admins; otherwise their own,
-    /// and for each team they manage its budgets and its members' (the rule
-    /// of `routes::may_see`, without a scan).
-    pub(crate) fn visible(&self, user: &str, admin: bool, reach: &crate::teams::Reach) -> Vec<BudgetState> {
-        if admin {
+    /// The budgets in `visible` (`access::visible_scopes`): the rule of
+    /// `access::may_see`, listed, so no scan of every budget.
+    pub(crate) fn visible(&self, visible: &crate::access::Visible) -> Vec<BudgetState> {
+        if visible.everything {
             return self.states(|_| true);
         }
         let g = self.read();
-        let mut scopes = vec![Scope::User(user.to_owned())];
-        for (team, members) in &reach.manages {
-            scopes.push(Scope::Team(team.clone()));
-            scopes.extend(members.iter().map(|m| Scope::User(m.clone())));
-        }
-        Self::of_scopes(&g, scopes)
+        Self::of_scopes(&g, visible.scopes.iter().cloned())
     }
 }
 
@@ -362,8 +356,14 @@ mod tests {
                 crate::teams::Members::from(vec!["m".to_owned(), "u".to_owned()]),
             )]),
         };
-        assert_eq!(ids(&board.visible("m", false, &reach)), vec![1, 2, 6]);
-        assert_eq!(ids(&board.visible("v", false, &crate::teams::Reach::default())), vec![4]);
-        assert_eq!(ids(&board.visible("root", true, &crate::teams::Reach::default())), vec![1, 2, 3, 4, 5, 6]);
+        let visible = |id: &str, role, reach: &crate::access::Reach| {
+            let caller =
+                crate::access::Caller { id: id.into(), role, issuer: crate::access::Issuer::Local, expires_at: 0 };
+            ids(&board.visible(&crate::access::visible_scopes(&caller, reach)))
+        };
+        use crate::access::Role::{Admin, Viewer};
+        assert_eq!(visible("m", Viewer, &reach), vec![1, 2, 6]);
+        assert_eq!(visible("v", Viewer, &Default::default()), vec![4]);
+        assert_eq!(visible("root", Admin, &Default::default()), vec![1, 2, 3, 4, 5, 6]);
     }
 }

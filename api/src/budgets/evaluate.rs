@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::board::{Board, Status, Touched};
 use super::window::{ROLLING_WINDOW_START, Window};
-use super::{Budget, Measure, Period, Scope};
+use super::{Budget, Measure, Period, Scope, ScopeKind};
 
 /// The advisory lock evaluations take turns with ("budgets" in ASCII).
 const EVALUATION_LOCK: i64 = 0x0062_7564_6765_7473;
@@ -71,12 +71,12 @@ type CrossingKey = (i64, DateTime<Utc>, i32);
 type CrossingRow = (i32, DateTime<Utc>, Option<DateTime<Utc>>);
 
 /// Which scopes of which kind a group of budgets asks about.
-type GroupKey = (&'static str, Vec<(Grain, DateTime<Utc>, DateTime<Utc>)>);
+type GroupKey = (ScopeKind, Vec<(Grain, DateTime<Utc>, DateTime<Utc>)>);
 
 /// Sums `[from, to)` of one grain per scope id of one kind.
 async fn sum_piece(
     tx: &mut Transaction<'_, Postgres>,
-    kind: &str,
+    kind: ScopeKind,
     ids: &[String],
     team_ids: &[i64],
     (grain, from, to): (Grain, DateTime<Utc>, DateTime<Utc>),
@@ -85,7 +85,7 @@ async fn sum_piece(
                 coalesce(sum(r.unpriced_tokens), 0)::int8";
     // Tables and columns come from enums and constants, never from input.
     let mut qb: QueryBuilder<'_, Postgres> = match kind {
-        "team" => {
+        ScopeKind::Team => {
             let mut qb = QueryBuilder::new(format!(
                 "select m.team_id::text, {sums} from {} r join team_members m on m.user_id = r.user_id \
                  where m.team_id = any(",
@@ -94,13 +94,13 @@ async fn sum_piece(
             qb.push_bind(team_ids.to_vec()).push(")");
             qb
         }
-        "project" => {
+        ScopeKind::Project => {
             let mut qb =
                 QueryBuilder::new(format!("select r.project, {sums} from {} r where r.project = any(", grain.table()));
             qb.push_bind(ids.to_vec()).push(")");
             qb
         }
-        _ => {
+        ScopeKind::User => {
             let mut qb =
                 QueryBuilder::new(format!("select r.user_id, {sums} from {} r where r.user_id = any(", grain.table()));
             qb.push_bind(ids.to_vec()).push(")");

@@ -38,34 +38,7 @@ pub enum Measure {
     Cost,
 }
 
-/// Whose usage a budget covers.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(tag = "kind", content = "id", rename_all = "lowercase")]
-pub enum Scope {
-    User(String),
-    /// By name; stored by the team's id, so a rename keeps its budgets.
-    Team(String),
-    Project(String),
-}
-
-impl Scope {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Scope::User(_) => "user",
-            Scope::Team(_) => "team",
-            Scope::Project(_) => "project",
-        }
-    }
-    pub fn id(&self) -> &str {
-        match self {
-            Scope::User(s) | Scope::Team(s) | Scope::Project(s) => s,
-        }
-    }
-    /// `user:alice`, `team:ml`, `project:search`.
-    pub fn label(&self) -> String {
-        format!("{}:{}", self.kind(), self.id())
-    }
-}
+pub use crate::access::{Scope, ScopeKind};
 
 /// The window a budget's spend is summed over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema, clap::ValueEnum)]
@@ -227,7 +200,7 @@ pub fn check(b: &NewBudget) -> Result<Checked, BudgetError> {
         Scope::Project(p) => tokenusage_contract::valid_project(p),
     };
     if !id_ok {
-        return Err(invalid("invalid_scope", format!("scope.id: not a valid {} id: {id:?}", b.scope.kind())));
+        return Err(invalid("invalid_scope", format!("scope.id: not a valid {} id: {id:?}", b.scope.kind().as_str())));
     }
     let amount = match (b.measure, &b.amount) {
         (Measure::Tokens, serde_json::Value::Number(n)) => n.as_i64().filter(|v| *v > 0),
@@ -326,7 +299,7 @@ fn from_row(
         String,
         DateTime<Utc>,
     ),
-) -> Budget {
+) -> sqlx::Result<Budget> {
     let (
         id,
         name,
@@ -343,14 +316,14 @@ fn from_row(
         created_at,
     ) = r;
     let scope = scope.unwrap_or_default();
-    Budget {
+    // The table's check constraint admits only the known kinds; anything
+    // else is a schema this build does not know, not a user.
+    let kind = ScopeKind::parse(&kind)
+        .ok_or_else(|| sqlx::Error::Decode(format!("budget {id}: unknown scope kind {kind:?}").into()))?;
+    Ok(Budget {
         id,
         name,
-        scope: match kind.as_str() {
-            "team" => Scope::Team(scope),
-            "project" => Scope::Project(scope),
-            _ => Scope::User(scope),
-        },
+        scope: Scope::new(kind, scope),
         measure: if measure == "cost" { Measure::Cost } else { Measure::Tokens },
         amount,
         period: Period::parse(&period),
@@ -360,7 +333,7 @@ fn from_row(
         webhooks,
         created_by,
         created_at,
-    }
+    })
 }
 
 /// Stores a checked budget (its team and webhooks must exist).
@@ -392,7 +365,7 @@ pub async fn create(pool: &PgPool, b: &Checked, by: &str) -> Result<Budget, Budg
          thresholds, webhooks, created_by) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) returning id",
     )
     .bind(&b.name)
-    .bind(b.scope.kind())
+    .bind(b.scope.kind().as_str())
     .bind(scope)
     .bind(team_id)
     .bind(match b.measure {
@@ -414,13 +387,13 @@ pub async fn create(pool: &PgPool, b: &Checked, by: &str) -> Result<Budget, Budg
 
 pub async fn get(pool: &PgPool, id: i64) -> Result<Option<Budget>, sqlx::Error> {
     let r = sqlx::query_as(&format!("{SELECT} where b.id = $1")).bind(id).fetch_optional(pool).await?;
-    Ok(r.map(from_row))
+    r.map(from_row).transpose()
 }
 
 /// Every budget, by id.
 pub async fn list(db: impl sqlx::PgExecutor<'_>) -> Result<Vec<Budget>, sqlx::Error> {
     let rows = sqlx::query_as(&format!("{SELECT} order by b.id")).fetch_all(db).await?;
-    Ok(rows.into_iter().map(from_row).collect())
+    rows.into_iter().map(from_row).collect()
 }
 
 /// Deletes a budget (its crossings and state go with it; deliveries
@@ -458,80 +431,4 @@ pub(crate) async fn shown_people<'a>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn new(v: serde_json::Value) -> Result<Checked, BudgetError> {
-        check(&serde_json::from_value(v).unwrap())
-    }
-
-    #[test]
-    fn budgets_are_checked_field_by_field() {
-        let ok = new(serde_json::json!({"scope": {"kind": "team", "id": "ml"}, "measure": "cost", "amount": "250.50",
-            "period": "month", "zone": "Asia/Kathmandu", "thresholds": [100, 80, 80]}))
-        .unwrap();
-        assert_eq!(ok.amount, 250_500_000_000);
-        assert_eq!(ok.thresholds, vec![80, 100]);
-        assert_eq!(ok.name, "team:ml cost per month (Asia/Kathmandu)");
-        let r = new(serde_json::json!({"scope": {"kind": "user", "id": "a"}, "measure": "tokens", "amount": 1000,
-            "period": "rolling", "window": "24h"}))
-        .unwrap();
-        assert_eq!((r.rolling_minutes, r.zone.as_str()), (Some(1440), "UTC"));
-        let cases = [
-            (
-                serde_json::json!({"scope": {"kind": "team", "id": "No Caps"}, "measure": "tokens", "amount": 1, "period": "day"}),
-                "scope.id",
-            ),
-            (
-                serde_json::json!({"scope": {"kind": "user", "id": "a"}, "measure": "tokens", "amount": "1", "period": "day"}),
-                "amount",
-            ),
-            (
-                serde_json::json!({"scope": {"kind": "user", "id": "a"}, "measure": "cost", "amount": 5, "period": "day"}),
-                "amount",
-            ),
-            (
-                serde_json::json!({"scope": {"kind": "user", "id": "a"}, "measure": "tokens", "amount": 0, "period": "day"}),
-                "amount",
-            ),
-            (
-                serde_json::json!({"scope": {"kind": "user", "id": "a"}, "measure": "tokens", "amount": 1, "period": "day", "zone": "Mars/Olympus"}),
-                "zone",
-            ),
-            (
-                serde_json::json!({"scope": {"kind": "user", "id": "a"}, "measure": "tokens", "amount": 1, "period": "rolling"}),
-                "window",
-            ),
-            (
-                serde_json::json!({"scope": {"kind": "user", "id": "a"}, "measure": "tokens", "amount": 1, "period": "day", "window": "1d"}),
-                "window",
-            ),
-            (
-                serde_json::json!({"scope": {"kind": "user", "id": "a"}, "measure": "tokens", "amount": 1, "period": "rolling", "window": "400d"}),
-                "rolling window",
-            ),
-            (
-                serde_json::json!({"scope": {"kind": "user", "id": "a"}, "measure": "tokens", "amount": 1, "period": "day", "thresholds": [0]}),
-                "thresholds",
-            ),
-            (
-                serde_json::json!({"scope": {"kind": "user", "id": "a"}, "measure": "tokens", "amount": 1, "period": "day", "thresholds": []}),
-                "thresholds",
-            ),
-        ];
-        for (v, field) in cases {
-            let e = new(v.clone()).expect_err(&v.to_string()).to_string();
-            assert!(e.contains(field), "{v}: {e}");
-        }
-    }
-
-    #[test]
-    fn rolling_windows_read_minutes_hours_and_days() {
-        assert_eq!(parse_window("90m").unwrap(), 90);
-        assert_eq!(parse_window("24h").unwrap(), 1440);
-        assert_eq!(parse_window("7d").unwrap(), 10_080);
-        for bad in ["", "h", "0m", "5", "5w", "-1h", "99999999999d", " 24h", "24h ", "2 4h"] {
-            assert!(parse_window(bad).is_err(), "{bad}");
-        }
-    }
-}
+mod tests;

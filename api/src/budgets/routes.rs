@@ -13,36 +13,20 @@ use serde::Deserialize;
 
 use super::board::BudgetState;
 use super::{Budget, NewBudget, Scope, webhooks};
+use crate::access;
 use crate::app::AppState;
 use crate::audit::AuditSlot;
-use crate::auth::{AuthUser, Role};
+use crate::auth::{Caller, Role};
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 
-/// Whether `user` may see `b` (and its state).
-pub(crate) async fn may_see(st: &AppState, user: &AuthUser, b: &Budget) -> Result<bool, ApiError> {
-    if user.role == Role::Admin {
-        return Ok(true);
-    }
-    Ok(match &b.scope {
-        Scope::User(u) if *u == user.id => true,
-        Scope::User(u) => st.teams.reach(&st.pool, &user.id).await?.covers(u),
-        Scope::Team(t) => st.teams.reach(&st.pool, &user.id).await?.manages.contains_key(t),
-        Scope::Project(_) => false,
-    })
+/// Whether `user` may see `b` (and its state): `access::may_see`.
+pub(crate) async fn may_see(st: &AppState, user: &Caller, b: &Budget) -> Result<bool, ApiError> {
+    Ok(access::may_see(user, &*user.reach(st).await?, &b.scope))
 }
 
-/// Whether `user` may set (or remove) budgets on `scope`.
-async fn may_set(st: &AppState, user: &AuthUser, scope: &Scope) -> Result<(), ApiError> {
-    if user.role == Role::Admin {
-        return Ok(());
-    }
-    match scope {
-        Scope::User(u) if *u == user.id => Ok(()),
-        Scope::User(_) => Err(ApiError::Forbidden("you can set budgets on yourself; admins on anyone")),
-        Scope::Team(t) if st.teams.reach(&st.pool, &user.id).await?.manages.contains_key(t) => Ok(()),
-        Scope::Team(_) => Err(ApiError::Forbidden("only the team's managers and admins can set a team's budgets")),
-        Scope::Project(_) => Err(ApiError::Forbidden("only admins can set project budgets")),
-    }
+/// Whether `user` may set (or remove) budgets on `scope`: `access::may_set`.
+async fn may_set(st: &AppState, user: &Caller, scope: &Scope) -> Result<(), ApiError> {
+    Ok(access::may_set(user, &*user.reach(st).await?, scope)?)
 }
 
 fn with_state(st: &AppState, b: Budget) -> BudgetState {
@@ -56,14 +40,15 @@ fn with_state(st: &AppState, b: Budget) -> BudgetState {
 pub(crate) async fn list(
     State(st): State<AppState>,
     axum::Extension(slot): axum::Extension<AuditSlot>,
-    user: AuthUser,
+    user: Caller,
 ) -> Result<Json<Vec<BudgetState>>, ApiError> {
-    let mut out = Vec::new();
-    for b in super::list(&st.pool).await? {
-        if may_see(&st, &user, &b).await? {
-            out.push(with_state(&st, b));
-        }
-    }
+    let reach = user.reach(&st).await?;
+    let out: Vec<BudgetState> = super::list(&st.pool)
+        .await?
+        .into_iter()
+        .filter(|b| access::may_see(&user, &reach, &b.scope))
+        .map(|b| with_state(&st, b))
+        .collect();
     slot.set_detail("budgets.list", Some(&user.id), serde_json::json!({}), Some(out.len() as i64));
     slot.set_covers(&super::shown_people(&st.teams, &st.pool, &user.id, out.iter().map(|b| &b.budget.scope)).await?);
     Ok(Json(out))
@@ -79,7 +64,7 @@ pub(crate) async fn list(
 pub(crate) async fn create(
     State(st): State<AppState>,
     axum::Extension(slot): axum::Extension<AuditSlot>,
-    user: AuthUser,
+    user: Caller,
     ApiJson(req): ApiJson<NewBudget>,
 ) -> Result<(StatusCode, Json<BudgetState>), ApiError> {
     slot.set_detail(
@@ -104,7 +89,7 @@ pub(crate) async fn create(
     Ok((StatusCode::CREATED, Json(BudgetState { budget: b, state: None })))
 }
 
-async fn reachable(st: &AppState, slot: &AuditSlot, user: &AuthUser, id: i64) -> Result<Budget, ApiError> {
+async fn reachable(st: &AppState, slot: &AuditSlot, user: &Caller, id: i64) -> Result<Budget, ApiError> {
     match super::get(&st.pool, id).await? {
         Some(b) if may_see(st, user, &b).await? => Ok(b),
         Some(b) => {
@@ -124,7 +109,7 @@ async fn reachable(st: &AppState, slot: &AuditSlot, user: &AuthUser, id: i64) ->
 pub(crate) async fn get(
     State(st): State<AppState>,
     axum::Extension(slot): axum::Extension<AuditSlot>,
-    user: AuthUser,
+    user: Caller,
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<BudgetState>, ApiError> {
     slot.set_detail("budgets.get", None, serde_json::json!({"id": id}), None);
@@ -143,7 +128,7 @@ pub(crate) async fn get(
 pub(crate) async fn delete(
     State(st): State<AppState>,
     axum::Extension(slot): axum::Extension<AuditSlot>,
-    user: AuthUser,
+    user: Caller,
     ApiPath(id): ApiPath<i64>,
 ) -> Result<StatusCode, ApiError> {
     slot.set_detail("budgets.delete", None, serde_json::json!({"id": id}), None);
@@ -237,7 +222,7 @@ pub(crate) struct CreatedEndpoint {
 pub(crate) async fn list_endpoints(
     State(st): State<AppState>,
     axum::Extension(slot): axum::Extension<AuditSlot>,
-    user: AuthUser,
+    user: Caller,
 ) -> Result<Json<Vec<webhooks::Endpoint>>, ApiError> {
     slot.set_detail("admin.webhooks.list", None, serde_json::json!({}), None);
     user.require_admin()?;
@@ -252,7 +237,7 @@ pub(crate) async fn list_endpoints(
 pub(crate) async fn create_endpoint(
     State(st): State<AppState>,
     axum::Extension(slot): axum::Extension<AuditSlot>,
-    user: AuthUser,
+    user: Caller,
     ApiJson(req): ApiJson<NewEndpoint>,
 ) -> Result<(StatusCode, Json<CreatedEndpoint>), ApiError> {
     slot.set_detail("admin.webhooks.create", None, serde_json::json!({"name": req.name, "format": req.format}), None);
@@ -269,7 +254,7 @@ pub(crate) async fn create_endpoint(
 pub(crate) async fn delete_endpoint(
     State(st): State<AppState>,
     axum::Extension(slot): axum::Extension<AuditSlot>,
-    user: AuthUser,
+    user: Caller,
     ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     slot.set_detail("admin.webhooks.delete", None, serde_json::json!({"name": name}), None);
@@ -297,7 +282,7 @@ pub(crate) struct DeliveryQuery {
 pub(crate) async fn list_deliveries(
     State(st): State<AppState>,
     axum::Extension(slot): axum::Extension<AuditSlot>,
-    user: AuthUser,
+    user: Caller,
     ApiQuery(q): ApiQuery<DeliveryQuery>,
 ) -> Result<Json<Vec<webhooks::Delivery>>, ApiError> {
     slot.set_detail("admin.webhooks.deliveries", None, serde_json::json!({"state": q.state, "limit": q.limit}), None);
@@ -320,7 +305,7 @@ pub(crate) async fn list_deliveries(
 pub(crate) async fn retry_delivery(
     State(st): State<AppState>,
     axum::Extension(slot): axum::Extension<AuditSlot>,
-    user: AuthUser,
+    user: Caller,
     ApiPath(id): ApiPath<i64>,
 ) -> Result<StatusCode, ApiError> {
     slot.set_detail("admin.webhooks.retry", None, serde_json::json!({"id": id}), None);

@@ -15,19 +15,17 @@ use super::read::{SeriesData, Subject};
 
 const CHUNK_ROWS: usize = 1000;
 
-/// The value columns, after the bucket bounds and the group key.
-pub const COLUMNS: [&str; 10] = [
-    "input_tokens",
-    "output_tokens",
-    "total_tokens",
-    "events",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-    "cost",
-    "unpriced_tokens",
-    "supplied_events",
-];
+/// The value columns, after the bucket bounds and the group key: the
+/// sums' wire fields ([`Sums::wire_fields`]), so a new measure is a new
+/// column with no edit here, except `cost_nanos`: a spreadsheet gets the
+/// same amount once, as exact decimal `cost`.
+pub fn columns() -> Vec<&'static str> {
+    cells(&Sums::default()).into_iter().map(|(name, _)| name).collect()
+}
+
+fn cells(s: &Sums) -> Vec<(&'static str, String)> {
+    s.wire_fields().into_iter().filter(|(name, _)| *name != "cost_nanos").map(|(name, v)| (name, v.cell())).collect()
+}
 
 use tokenusage_contract::text::spreadsheet_safe as safe_cell;
 
@@ -43,16 +41,9 @@ fn encode(rows: impl Iterator<Item = Vec<String>>) -> Vec<u8> {
 /// The rows of a series (without the header).
 pub fn rows(view: &View, plan: &Plan, data: &SeriesData) -> Vec<Vec<String>> {
     let grouped = view.group != GroupBy::None;
-    let sums_row = |s: &Sums| {
-        let mut cells = [s.input_tokens, s.output_tokens, s.total_tokens, s.events, s.cache_read_tokens]
-            .map(|n| n.to_string())
-            .to_vec();
-        cells.extend([s.cache_write_tokens, s.reasoning_tokens].map(|n| n.to_string()));
-        // Exact decimal text; empty when tokens were used and none had a price.
-        cells.push(s.cost_text().unwrap_or_default());
-        cells.extend([s.unpriced_tokens, s.supplied_events].map(|n| n.to_string()));
-        cells
-    };
+    // `cost` is exact decimal text, empty when tokens were used and none
+    // had a price.
+    let sums_row = |s: &Sums| cells(s).into_iter().map(|(_, v)| v).collect::<Vec<_>>();
     let mut rows = Vec::new();
     for i in 0..plan.edges.len() {
         let bounds = [fmt_time(plan.edges[i], &view.tz), fmt_time(plan.bucket_end(i), &view.tz)];
@@ -71,7 +62,7 @@ pub fn rows(view: &View, plan: &Plan, data: &SeriesData) -> Vec<Vec<String>> {
 pub fn response(view: &View, plan: &Plan, subject: &Subject, rows: Vec<Vec<String>>) -> Response {
     let mut header_row = vec!["start", "end"];
     header_row.extend(view.group.name());
-    header_row.extend(COLUMNS);
+    header_row.extend(columns());
     let header_line = encode(std::iter::once(header_row.into_iter().map(str::to_owned).collect()));
     let mut rows = rows.into_iter().peekable();
     let chunks = std::iter::from_fn(move || rows.peek().is_some().then(|| encode(rows.by_ref().take(CHUNK_ROWS))));
@@ -114,7 +105,7 @@ mod tests {
             .as_str()
             .unwrap()
             .to_owned();
-        let listed = format!("`start,end[,<group>],{}`", COLUMNS.join(","));
+        let listed = format!("`start,end[,<group>],{}`", columns().join(","));
         assert!(description.contains(&listed), "{description}");
         for g in ["activity", "model", "project", "source", "user"] {
             assert!(GroupBy::parse(g).is_some_and(|b| b.name() == Some(g)), "{g}");

@@ -138,18 +138,8 @@ fn difference(a: &Sums, b: &Sums) -> Sums {
     Sums::from_array(std::array::from_fn(|m| a[m] - b[m]))
 }
 
-/// The nine measure columns, in [`tokenusage_schema::Sums::to_array`] order.
-pub const MEASURES: [&str; 9] = [
-    "input_tokens",
-    "output_tokens",
-    "events",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-    "cost_nanos",
-    "unpriced_tokens",
-    "supplied_events",
-];
+/// The measure columns, in [`tokenusage_schema::Sums::to_array`] order.
+pub use tokenusage_schema::rows::MEASURES;
 
 /// `with seal as (...)`: the lowest seal among the subject's users
 /// (`subject` pushes their condition), `-infinity` if none; day rows serve

@@ -18,51 +18,7 @@ use super::days;
 use super::params::Filters;
 use super::plan::{GroupBy, Plan};
 
-/// Whose usage.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Subject {
-    User(String),
-    /// A team: the sum of its members' usage (today's members, whole
-    /// history). `label` is `team:<name>`; `members` are sorted bytewise.
-    Team {
-        label: String,
-        members: crate::teams::Members,
-    },
-    /// Everyone together (admins).
-    All,
-}
-
-impl Subject {
-    pub fn team(name: &str, members: crate::teams::Members) -> Subject {
-        Subject::Team { label: format!("team:{name}"), members }
-    }
-
-    pub fn label(&self) -> &str {
-        match self {
-            Subject::User(u) => u,
-            Subject::Team { label, .. } => label,
-            Subject::All => "*",
-        }
-    }
-
-    /// Whether this subject's views include `user`'s rows.
-    pub fn includes(&self, user: &str) -> bool {
-        match self {
-            Subject::User(u) => u == user,
-            Subject::Team { members, .. } => members.binary_search_by(|m| m.as_str().cmp(user)).is_ok(),
-            Subject::All => true,
-        }
-    }
-
-    /// The users a view of several people covered, for the audit entry
-    /// ("who viewed my usage"); empty for one user or everyone.
-    pub fn covers(&self) -> &[String] {
-        match self {
-            Subject::Team { members, .. } => members,
-            _ => &[],
-        }
-    }
-}
+pub use crate::access::Subject;
 
 fn push_filters(qb: &mut QueryBuilder<'_, sqlx::Postgres>, subject: &Subject, filters: &Filters) {
     match subject {
@@ -152,7 +108,7 @@ pub async fn read_snapshot(
     qb.push(format!(
         ")::int4, {key}, {sums}{nulls} from {table} where bucket >= ",
         key = group.column(),
-        sums = Sums::SQL_SUMS,
+        sums = Sums::sql_sums(),
         table = plan.rollup.table()
     ));
     if days.is_some() {
@@ -285,7 +241,7 @@ pub async fn read_total(
     to: DateTime<Utc>,
     filters: &Filters,
 ) -> sqlx::Result<Sums> {
-    let select = format!("select {}", Sums::SQL_SUMS);
+    let select = format!("select {}", Sums::sql_sums());
     let row = ranged(&select, rollup, from, to, subject, filters, &[]).build().fetch_one(pool).await?;
     Sums::from_row(&row, 0)
 }
@@ -313,7 +269,7 @@ pub async fn read_breakdown(
     to: DateTime<Utc>,
     filters: &Filters,
 ) -> sqlx::Result<Vec<BreakdownRow>> {
-    let select = format!("select activity, model, project, source, {}", Sums::SQL_SUMS);
+    let select = format!("select activity, model, project, source, {}", Sums::sql_sums());
     let mut qb = ranged(&select, rollup, from, to, subject, filters, &tokenusage_schema::days::DIMENSIONS);
     qb.push(" group by 1, 2, 3, 4 order by sum(input_tokens + output_tokens) desc, 1, 2, 3, 4");
     let rows = qb.build().fetch_all(pool).await?;
@@ -387,7 +343,7 @@ pub async fn read_top(
 ) -> sqlx::Result<Vec<(String, Sums)>> {
     let mut qb = match ranked {
         Ranked::By(g) => {
-            let select = format!("select {}, {}", g.column(), Sums::SQL_SUMS);
+            let select = format!("select {}, {}", g.column(), Sums::sql_sums());
             ranged(&select, rollup, from, to, subject, filters, &[g.column()])
         }
         Ranked::Team => team_ranking(subject, rollup, from, to, filters),
@@ -405,7 +361,7 @@ fn team_ranking<'a>(
     to: DateTime<Utc>,
     filters: &Filters,
 ) -> QueryBuilder<'a, sqlx::Postgres> {
-    let mut qb = QueryBuilder::new(format!("select t.name, {} from ", Sums::SQL_SUMS));
+    let mut qb = QueryBuilder::new(format!("select t.name, {} from ", Sums::sql_sums()));
     push_source(&mut qb, rollup, (from, to), subject, filters, &[]);
     qb.push(" join team_members m on m.user_id = r.user_id join teams t on t.id = m.team_id");
     qb

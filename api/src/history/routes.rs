@@ -19,7 +19,7 @@ use super::present::{
 use super::read::{self, Subject};
 use crate::app::AppState;
 use crate::audit::AuditSlot;
-use crate::auth::AuthUser;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiQuery};
 
 /// A view's parameters as understood, for the audit entry.
@@ -32,7 +32,7 @@ fn audit_params(v: &View, plan: Option<&Plan>) -> Value {
 
 /// The user (or `team:<name>`) a request asks about, as recorded before
 /// authorization decides.
-fn attempted(user: &AuthUser, view: &View) -> String {
+fn attempted(user: &Caller, view: &View) -> String {
     match (&view.team, &view.user) {
         (Some(t), _) => format!("team:{t}"),
         (None, Some(u)) => u.clone(),
@@ -52,7 +52,7 @@ async fn prepare(
     state: &AppState,
     slot: &AuditSlot,
     action: &'static str,
-    user: &AuthUser,
+    user: &Caller,
     q: &ViewParams,
 ) -> Result<Prepared, ApiError> {
     let view = View::parse(q, state.config.history.week_start.weekday(), true)?;
@@ -67,7 +67,7 @@ async fn prepare(
 /// The view's subject if the caller may see it. A refused team view names
 /// the team's members in the entry, so each finds the attempt in "who
 /// viewed my usage" (they see only themselves there).
-async fn authorize(state: &AppState, slot: &AuditSlot, user: &AuthUser, view: &View) -> Result<Subject, ApiError> {
+async fn authorize(state: &AppState, slot: &AuditSlot, user: &Caller, view: &View) -> Result<Subject, ApiError> {
     let refused = match user.usage_subject(state, view.user.as_deref(), view.team.as_deref()).await {
         Ok(subject) => return Ok(subject),
         Err(e) => e,
@@ -85,7 +85,7 @@ async fn prepare_range(
     state: &AppState,
     slot: &AuditSlot,
     action: &'static str,
-    user: &AuthUser,
+    user: &Caller,
     q: ViewParams,
 ) -> Result<(View, Subject), ApiError> {
     let view = View::parse(&q, state.config.history.week_start.weekday(), true)?;
@@ -104,7 +104,7 @@ async fn prepare_range(
 pub(crate) async fn series(
     State(state): State<AppState>,
     Extension(slot): Extension<AuditSlot>,
-    user: AuthUser,
+    user: Caller,
     ApiQuery(q): ApiQuery<ViewParams>,
 ) -> Result<Json<SeriesResponse>, ApiError> {
     let p = prepare(&state, &slot, "usage.series", &user, &q).await?;
@@ -121,7 +121,7 @@ pub(crate) async fn series(
 pub(crate) async fn summary(
     State(state): State<AppState>,
     Extension(slot): Extension<AuditSlot>,
-    user: AuthUser,
+    user: Caller,
     ApiQuery(q): ApiQuery<ViewParams>,
 ) -> Result<Json<SummaryResponse>, ApiError> {
     let p = prepare(&state, &slot, "usage.summary", &user, &q).await?;
@@ -141,7 +141,7 @@ pub(crate) async fn summary(
 pub(crate) async fn breakdown(
     State(state): State<AppState>,
     Extension(slot): Extension<AuditSlot>,
-    user: AuthUser,
+    user: Caller,
     ApiQuery(q): ApiQuery<BreakdownParams>,
 ) -> Result<Json<BreakdownResponse>, ApiError> {
     let (view, subject) = prepare_range(&state, &slot, "usage.breakdown", &user, q.into()).await?;
@@ -171,7 +171,7 @@ pub(crate) async fn breakdown(
 pub(crate) async fn dimensions(
     State(state): State<AppState>,
     Extension(slot): Extension<AuditSlot>,
-    user: AuthUser,
+    user: Caller,
     ApiQuery(q): ApiQuery<RangeParams>,
 ) -> Result<Json<DimensionsResponse>, ApiError> {
     let (view, subject) = prepare_range(&state, &slot, "usage.dimensions", &user, q.into()).await?;
@@ -196,7 +196,7 @@ pub(crate) async fn dimensions(
 pub(crate) async fn export_csv(
     State(state): State<AppState>,
     Extension(slot): Extension<AuditSlot>,
-    user: AuthUser,
+    user: Caller,
     ApiQuery(q): ApiQuery<ViewParams>,
 ) -> Result<Response, ApiError> {
     let p = prepare(&state, &slot, "usage.export_csv", &user, &q).await?;
@@ -212,7 +212,7 @@ pub(crate) async fn export_csv(
 pub(crate) async fn top_users(
     State(state): State<AppState>,
     Extension(slot): Extension<AuditSlot>,
-    user: AuthUser,
+    user: Caller,
     ApiQuery(q): ApiQuery<TopUsersParams>,
 ) -> Result<Json<TopUsersResponse>, ApiError> {
     let limit = q.limit.clone();
@@ -260,7 +260,7 @@ fn parse_limit(limit: Option<&str>) -> Result<i64, ApiError> {
 pub(crate) async fn overview(
     State(state): State<AppState>,
     Extension(slot): Extension<AuditSlot>,
-    user: AuthUser,
+    user: Caller,
     ApiQuery(q): ApiQuery<OverviewParams>,
 ) -> Result<Json<OverviewResponse>, ApiError> {
     let limit = q.limit.clone();

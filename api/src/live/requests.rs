@@ -348,16 +348,10 @@ impl Socket {
     /// Sends the budgets this user can see, if they changed since the last
     /// time.
     pub(super) async fn push_budgets(&mut self) {
-        let admin = self.user.role == crate::auth::Role::Admin;
-        let reach = if admin {
-            std::sync::Arc::default()
-        } else {
-            match self.state.teams.reach(&self.state.pool, &self.user.id).await {
-                Ok(r) => r,
-                Err(_) => return, // retried on the next change
-            }
+        let Ok(reach) = crate::access::reach_of(&self.state.teams, &self.state.pool, &self.user).await else {
+            return; // retried on the next change
         };
-        let visible = self.state.budgets.visible(&self.user.id, admin, &reach);
+        let visible = self.state.budgets.visible(&crate::access::visible_scopes(&self.user, &reach));
         // What a reader sees, not when it was computed: a pass that changed
         // other budgets sends nothing here.
         let same = self.last_budgets.as_ref().is_some_and(|last| {

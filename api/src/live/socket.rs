@@ -26,7 +26,7 @@ use super::protocol::{MAX_SUBSCRIPTIONS, PROTOCOL, ServerMessage, close};
 use super::view::Sub;
 use crate::app::AppState;
 use crate::audit::RequestFacts;
-use crate::auth::AuthUser;
+use crate::auth::Caller;
 
 /// Messages waiting for the transport at most (plus a close frame); a
 /// socket past it is "stuck" and gets snapshots instead of its deltas.
@@ -113,7 +113,7 @@ impl Pacing {
 /// One live socket.
 pub(crate) struct Socket {
     pub(super) state: AppState,
-    pub(super) user: AuthUser,
+    pub(super) user: Caller,
     pub(super) facts: RequestFacts,
     pub(super) subs: BTreeMap<String, Sub>,
     pub(super) membership: Membership,
@@ -196,7 +196,7 @@ where
 impl Socket {
     pub(crate) fn new(
         state: AppState,
-        user: AuthUser,
+        user: Caller,
         facts: RequestFacts,
         membership: Membership,
         inbox: mpsc::Receiver<Update>,

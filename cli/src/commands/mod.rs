@@ -13,6 +13,7 @@ pub mod projector;
 pub mod providers;
 pub mod publish;
 pub mod rebuild;
+pub mod reprice;
 pub mod serve;
 pub mod teams;
 pub mod users;

@@ -1,5 +1,5 @@
-//! `tokenusage prices ...` and `tokenusage reprice`: the price book's
-//! command line (`pricing` owns the book; `projector::rebuild` re-prices).
+//! `tokenusage prices ...`: the price book's command line (`pricing` owns
+//! the book; re-pricing what was counted is `reprice`).
 //! Every change is written to the audit trail.
 
 use std::io::Read;
@@ -118,26 +118,6 @@ pub struct SetArgs {
     reprice: bool,
     #[command(flatten)]
     db: DatabaseArgs,
-}
-
-/// Price the stored raw events of a range again with the book as it is now,
-/// and rebuild the affected rollups (live views see the corrected buckets).
-#[derive(Debug, clap::Args)]
-pub struct RepriceCmd {
-    /// Start (inclusive), RFC 3339 or YYYY-MM-DD (UTC). Widened to the hour.
-    #[arg(long, value_parser = parse_time)]
-    pub from: DateTime<Utc>,
-    /// End (exclusive). Widened to the hour.
-    #[arg(long, value_parser = parse_time)]
-    pub to: DateTime<Utc>,
-    /// Only events of this model (the name as published).
-    #[arg(long)]
-    pub model: Option<String>,
-    /// Print the cost before and after per day and model; change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    #[command(flatten)]
-    pub db: DatabaseArgs,
 }
 
 fn price_text(n: Option<i64>) -> String {
@@ -328,7 +308,7 @@ pub async fn run(cmd: PricesCmd) -> anyhow::Result<ExitCode> {
             let until = to.unwrap_or_else(Utc::now).min(Utc::now() + chrono::TimeDelta::hours(1));
             if from < Utc::now() {
                 if reprice {
-                    return do_reprice(&pool, from, until, None, false).await;
+                    return super::reprice::run_range(&pool, from, until, None, false).await;
                 }
                 println!(
                     "events already counted since {from} keep their old cost until re-priced:\n  tokenusage reprice --from {} --to {}",
@@ -418,96 +398,4 @@ pub async fn run(cmd: PricesCmd) -> anyhow::Result<ExitCode> {
 
 fn operator() -> String {
     format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
-}
-
-pub async fn reprice(a: RepriceCmd) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(a.from < a.to, "--from must be before --to");
-    let pool = super::database(&a.db, true).await?;
-    do_reprice(&pool, a.from, a.to, a.model.as_deref(), a.dry_run).await
-}
-
-async fn do_reprice(
-    pool: &sqlx::PgPool,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    model: Option<&str>,
-    dry_run: bool,
-) -> anyhow::Result<ExitCode> {
-    let (currency, _) = store::state(pool).await?;
-    // Raw events past retention are gone: their rollups keep the cost they had.
-    let (raw_min, rollup_min): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = sqlx::query_as(
-        "select (select date_trunc('hour', min(occurred_at)) from usage_events), (select min(bucket) from usage_hour)",
-    )
-    .fetch_one(pool)
-    .await?;
-    if let Some(rollup_min) = rollup_min
-        && rollup_min < raw_min.unwrap_or(to)
-        && from < raw_min.unwrap_or(to)
-    {
-        eprintln!(
-            "warning: usage before {} has no stored raw events (raw-event retention); those buckets keep the cost they were counted with",
-            raw_min.map_or_else(|| to.to_string(), |t| t.to_string())
-        );
-    }
-    eprintln!(
-        "{} {from} .. {to}{}",
-        if dry_run { "pricing (dry run)" } else { "re-pricing" },
-        model.map(|m| format!(" ({m})")).unwrap_or_default()
-    );
-    let changes =
-        tokenusage_projector::rebuild::reprice(pool, from, to, model, dry_run, super::rebuild::progress).await?;
-    if changes.is_empty() {
-        if !dry_run {
-            // A run that changed nothing is still on the record.
-            let params = serde_json::json!({ "from": from, "to": to, "model": model, "events": 0 });
-            audit(pool, "reprice", "tokenusage reprice", params).await?;
-        }
-        println!("every event in the range is already priced with the current book; nothing to change");
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!(
-        "{:<10} {:<40} {:>8} {:>18} {:>18} {:>14} {:>14}",
-        "day",
-        "model",
-        "events",
-        format!("cost before {currency}"),
-        format!("cost after {currency}"),
-        "unpriced before",
-        "unpriced after"
-    );
-    for c in &changes {
-        println!(
-            "{:<10} {:<40} {:>8} {:>18} {:>18} {:>14} {:>14}",
-            c.day,
-            c.model,
-            c.events,
-            money::format_nanos(c.cost_nanos_before),
-            money::format_nanos(c.cost_nanos_after),
-            c.unpriced_tokens_before,
-            c.unpriced_tokens_after
-        );
-    }
-    let before: i64 = changes.iter().map(|c| c.cost_nanos_before).sum();
-    let after: i64 = changes.iter().map(|c| c.cost_nanos_after).sum();
-    let events: i64 = changes.iter().map(|c| c.events).sum();
-    if dry_run {
-        println!(
-            "dry run: {events} events would change from {} to {} {currency}",
-            money::format_nanos(before),
-            money::format_nanos(after)
-        );
-    } else {
-        let params = serde_json::json!({
-            "from": from, "to": to, "model": model, "events": events,
-            "cost_nanos_before": before, "cost_nanos_after": after,
-            "by_day_and_model": changes.iter().take(40).collect::<Vec<_>>(),
-        });
-        audit(pool, "reprice", "tokenusage reprice", params).await?;
-        println!(
-            "re-priced {events} events: {} → {} {currency}; their rollups were rebuilt",
-            money::format_nanos(before),
-            money::format_nanos(after)
-        );
-    }
-    Ok(ExitCode::SUCCESS)
 }

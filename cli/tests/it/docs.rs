@@ -132,3 +132,35 @@ fn no_code_names_rows_by_their_physical_address() {
     }
     assert!(offenders.is_empty(), "rows named by their physical address (ct-id): {offenders:?}");
 }
+
+/// The layout stays readable (docs/ARCHITECTURE.md): no library or binary
+/// source file over 500 lines. Test modules (`tests.rs`, `tests/`) are
+/// exempt; they grow with the cases they hold.
+#[test]
+fn no_source_file_is_over_500_lines() {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            if p.is_dir() {
+                if !["target", "tests", "node_modules", ".git"].contains(&name.as_str()) {
+                    walk(&p, out);
+                }
+            } else if name.ends_with(".rs") && name != "tests.rs" {
+                out.push(p);
+            }
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files = Vec::new();
+    walk(&root, &mut files);
+    assert!(files.len() > 100, "found the sources ({} files)", files.len());
+    let long: Vec<String> = files
+        .iter()
+        .filter_map(|p| {
+            let lines = std::fs::read_to_string(p).unwrap().lines().count();
+            (lines > 500).then(|| format!("{} ({lines} lines)", p.strip_prefix(&root).unwrap().display()))
+        })
+        .collect();
+    assert!(long.is_empty(), "split these into modules: {long:?}");
+}

@@ -228,6 +228,44 @@ async fn viewers_managers_members_and_admins_see_exactly_their_reach_on_every_ro
         }
     }
 
+    // `/api/v1/me` tells each caller the same reach, so the dashboard never
+    // works it out: whom they see (themselves, their teams and members; an
+    // admin everything) and what they may set budgets on.
+    for caller in Caller::ALL {
+        let (status, me) = app.get(&tokens[caller.id()], "/api/v1/me").await;
+        assert_eq!(status, 200, "{me}");
+        let names = |v: &Value, kind: &str| -> BTreeSet<String> {
+            v["scopes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|s| s["kind"] == kind)
+                .map(|s| s["id"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let (see, set) = (&me["access"]["see"], &me["access"]["set"]);
+        let admin = matches!(caller, Caller::Admin);
+        assert_eq!(see["everything"], admin, "{caller:?}: {me}");
+        assert_eq!(set["everything"], admin, "{caller:?}: {me}");
+        let teams: BTreeSet<String> = match caller {
+            Caller::ManagerA => ["team-a".to_owned()].into(),
+            Caller::ManagerB => ["team-b".to_owned()].into(),
+            Caller::Admin => ["team-a".to_owned(), "team-b".to_owned()].into(),
+            _ => BTreeSet::new(),
+        };
+        assert_eq!(names(see, "team"), teams, "{caller:?}: {me}");
+        assert_eq!(names(set, "team"), teams, "{caller:?}: {me}");
+        assert_eq!(
+            names(set, "user"),
+            [caller.id().to_owned()].into(),
+            "{caller:?} sets budgets on themselves only: {me}"
+        );
+        if !admin {
+            let reach: BTreeSet<String> = caller.reach().into_iter().chain([caller.id()]).map(str::to_owned).collect();
+            assert_eq!(names(see, "user"), reach, "{caller:?}: {me}");
+        }
+    }
+
     // Socket subscriptions follow the same rules, with the same numbers.
     for caller in Caller::ALL {
         let mut ws = connect(&app, Some(&tokens[caller.id()]), None).await.unwrap();

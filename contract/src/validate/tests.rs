@@ -1,6 +1,7 @@
 //! The native decoder's field rules, and the property test over arbitrary
 //! Unicode in every field.
 use super::*;
+use crate::event::{Billing, ServiceTier, TokenKinds};
 use serde_json::json;
 
 fn now() -> DateTime<Utc> {

@@ -17,7 +17,7 @@ use super::Socket;
 use crate::accounts::Role;
 use crate::app::AppState;
 use crate::audit::RequestFacts;
-use crate::auth::{AuthUser, Issuer};
+use crate::auth::{Caller, Issuer};
 use crate::history::cache::SeriesCache;
 use crate::history::params::Filters;
 use crate::history::plan::GroupBy;
@@ -102,7 +102,7 @@ fn facts() -> RequestFacts {
 /// A socket of alice's, running; its state, and the client's end.
 fn start(expires_in: u64, prepare: impl FnOnce(&mut Socket)) -> (AppState, Client) {
     let state = AppState::without_database();
-    let user = AuthUser {
+    let user = Caller {
         id: "alice".into(),
         role: Role::Viewer,
         issuer: Issuer::Local,

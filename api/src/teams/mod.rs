@@ -5,7 +5,7 @@
 //! Membership is read as it is now for the whole history: a team's view of
 //! last year sums last year's usage of today's members (docs/API.md).
 //!
-//! Storage here is used by the admin routes below and by the CLI. Who
+//! Storage here is used by the routes (`routes`) and by the CLI. Who
 //! manages whom is cached per process for [`REACH_TTL`]; a change made
 //! through this process clears its cache at once, other processes see it
 //! within the TTL.
@@ -14,17 +14,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
-use axum::extract::State;
-use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use tokenusage_plumbing::cache::TtlCache;
 
-use crate::app::AppState;
-use crate::audit::AuditSlot;
-use crate::auth::AuthUser;
-use crate::error::{ApiError, ApiJson, ApiPath};
+use crate::error::ApiError;
+
+pub(crate) mod routes;
 
 /// A member's place in a team.
 #[derive(
@@ -239,22 +235,7 @@ pub async fn teams_of(pool: &PgPool, user: &str) -> Result<Vec<(String, TeamRole
     Ok(rows.into_iter().map(|(t, r)| (t, TeamRole::parse(&r))).collect())
 }
 
-/// The members of a team, sorted (one shared list per read).
-pub type Members = Arc<[String]>;
-
-/// What a caller may see beyond their own usage: the teams they manage,
-/// each with its members.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Reach {
-    pub manages: BTreeMap<String, Members>,
-}
-
-impl Reach {
-    /// Whether `user` is a member of a team this caller manages.
-    pub(crate) fn covers(&self, user: &str) -> bool {
-        self.manages.values().any(|m| m.binary_search_by(|x| x.as_str().cmp(user)).is_ok())
-    }
-}
+pub use crate::access::{Members, Reach};
 
 /// How long a caller's reach and a team's member list are trusted.
 pub(crate) const REACH_TTL: Duration = Duration::from_secs(10);
@@ -387,223 +368,5 @@ impl TeamDirectory {
     }
 }
 
-// ---- routes ----
-
-/// The teams the caller can look at: every team for an admin, the teams
-/// they manage for a manager, none for anyone else; and the teams the
-/// caller is in.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub(crate) struct MyTeams {
-    /// Teams whose usage the caller may read, with their members.
-    visible: Vec<Team>,
-    /// The teams the caller belongs to, and their role in each.
-    member_of: Vec<MemberOf>,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub(crate) struct MemberOf {
-    team: String,
-    role: TeamRole,
-}
-
-#[utoipa::path(get, path = "/api/v1/teams", tag = "teams", security(("bearer" = [])),
-    responses((status = 200, body = MyTeams)))]
-pub(crate) async fn my_teams(
-    State(st): State<AppState>,
-    axum::Extension(slot): axum::Extension<AuditSlot>,
-    user: AuthUser,
-) -> Result<Json<MyTeams>, ApiError> {
-    slot.set_detail("teams.mine", Some(&user.id), serde_json::json!({}), None);
-    let visible = if user.role == crate::auth::Role::Admin {
-        list(&st.pool).await?
-    } else {
-        let reach = st.teams.reach(&st.pool, &user.id).await?;
-        named(&st.pool, &reach.manages.keys().cloned().collect::<Vec<_>>()).await?
-    };
-    let member_of =
-        teams_of(&st.pool, &user.id).await?.into_iter().map(|(team, role)| MemberOf { team, role }).collect();
-    slot.set_rows(visible.len() as i64);
-    Ok(Json(MyTeams { visible, member_of }))
-}
-
-#[utoipa::path(get, path = "/api/v1/admin/teams", tag = "teams", security(("bearer" = [])),
-    responses((status = 200, body = Vec<Team>)))]
-pub(crate) async fn admin_list(
-    State(st): State<AppState>,
-    axum::Extension(slot): axum::Extension<AuditSlot>,
-    user: AuthUser,
-) -> Result<Json<Vec<Team>>, ApiError> {
-    slot.set_detail("admin.teams.list", None, serde_json::json!({}), None);
-    user.require_admin()?;
-    let teams = list(&st.pool).await?;
-    slot.set_rows(teams.len() as i64);
-    Ok(Json(teams))
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct NewTeam {
-    /// 1 to 64 lowercase letters, digits, '-', '_' or '.'.
-    name: String,
-    /// Members to add at once, as `member`s.
-    #[serde(default)]
-    members: Vec<String>,
-    /// Managers to add at once.
-    #[serde(default)]
-    managers: Vec<String>,
-}
-
-#[utoipa::path(post, path = "/api/v1/admin/teams", tag = "teams", security(("bearer" = [])), request_body = NewTeam,
-    responses((status = 201, body = Team), (status = 409, body = crate::error::ErrorBody)))]
-pub(crate) async fn admin_create(
-    State(st): State<AppState>,
-    axum::Extension(slot): axum::Extension<AuditSlot>,
-    user: AuthUser,
-    ApiJson(req): ApiJson<NewTeam>,
-) -> Result<(StatusCode, Json<Team>), ApiError> {
-    slot.set_detail(
-        "admin.teams.create",
-        None,
-        serde_json::json!({"name": req.name, "members": req.members, "managers": req.managers}),
-        None,
-    );
-    user.require_admin()?;
-    if req.members.len() + req.managers.len() > 10_000 {
-        return Err(ApiError::bad_request("too_many_members", "at most 10000 members per request"));
-    }
-    for u in req.members.iter().chain(&req.managers) {
-        check_user(u)?;
-    }
-    // The team and its first members, all or nothing.
-    let mut tx = st.pool.begin().await?;
-    create(&mut *tx, &req.name, &user.id).await?;
-    set_members(&mut *tx, &req.name, &req.members, TeamRole::Member).await?;
-    set_members(&mut *tx, &req.name, &req.managers, TeamRole::Manager).await?;
-    tx.commit().await?;
-    st.teams.changed();
-    let team = get(&st.pool, &req.name).await?.ok_or_else(|| TeamError::NoSuchTeam(req.name.clone()))?;
-    Ok((StatusCode::CREATED, Json(team)))
-}
-
-#[utoipa::path(get, path = "/api/v1/admin/teams/{team}", tag = "teams", security(("bearer" = [])),
-    params(("team" = String, Path)), responses((status = 200, body = Team), (status = 404, body = crate::error::ErrorBody)))]
-pub(crate) async fn admin_get(
-    State(st): State<AppState>,
-    axum::Extension(slot): axum::Extension<AuditSlot>,
-    user: AuthUser,
-    ApiPath(team): ApiPath<String>,
-) -> Result<Json<Team>, ApiError> {
-    slot.set_detail("admin.teams.get", None, serde_json::json!({"team": team}), None);
-    user.require_admin()?;
-    let t = get(&st.pool, &team).await?.ok_or(TeamError::NoSuchTeam(team))?;
-    slot.set_rows(t.members.len() as i64);
-    Ok(Json(t))
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RenameTeam {
-    /// The new name.
-    name: String,
-}
-
-#[utoipa::path(patch, path = "/api/v1/admin/teams/{team}", tag = "teams", security(("bearer" = [])),
-    params(("team" = String, Path)), request_body = RenameTeam, responses((status = 200, body = Team)))]
-pub(crate) async fn admin_rename(
-    State(st): State<AppState>,
-    axum::Extension(slot): axum::Extension<AuditSlot>,
-    user: AuthUser,
-    ApiPath(team): ApiPath<String>,
-    ApiJson(req): ApiJson<RenameTeam>,
-) -> Result<Json<Team>, ApiError> {
-    slot.set_detail("admin.teams.rename", None, serde_json::json!({"team": team, "name": req.name}), None);
-    user.require_admin()?;
-    rename(&st.pool, &team, &req.name).await?;
-    st.teams.changed();
-    Ok(Json(get(&st.pool, &req.name).await?.ok_or(TeamError::NoSuchTeam(req.name))?))
-}
-
-#[utoipa::path(delete, path = "/api/v1/admin/teams/{team}", tag = "teams", security(("bearer" = [])),
-    params(("team" = String, Path)), responses((status = 204, description = "Deleted (usage stays)")))]
-pub(crate) async fn admin_delete(
-    State(st): State<AppState>,
-    axum::Extension(slot): axum::Extension<AuditSlot>,
-    user: AuthUser,
-    ApiPath(team): ApiPath<String>,
-) -> Result<StatusCode, ApiError> {
-    slot.set_detail("admin.teams.delete", None, serde_json::json!({"team": team}), None);
-    user.require_admin()?;
-    delete(&st.pool, &team).await?;
-    st.teams.changed();
-    Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct SetMember {
-    /// `member` (default) or `manager`.
-    role: Option<TeamRole>,
-}
-
-#[utoipa::path(put, path = "/api/v1/admin/teams/{team}/members/{user}", tag = "teams", security(("bearer" = [])),
-    params(("team" = String, Path), ("user" = String, Path)), request_body = SetMember,
-    responses((status = 200, body = Team)))]
-pub(crate) async fn admin_set_member(
-    State(st): State<AppState>,
-    axum::Extension(slot): axum::Extension<AuditSlot>,
-    user: AuthUser,
-    ApiPath((team, member)): ApiPath<(String, String)>,
-    ApiJson(req): ApiJson<SetMember>,
-) -> Result<Json<Team>, ApiError> {
-    let role = req.role.unwrap_or(TeamRole::Member);
-    slot.set_detail(
-        "admin.teams.set_member",
-        Some(&member),
-        serde_json::json!({"team": team, "user": member, "role": role}),
-        None,
-    );
-    user.require_admin()?;
-    set_member(&st.pool, &team, &member, role).await?;
-    st.teams.changed();
-    Ok(Json(get(&st.pool, &team).await?.ok_or(TeamError::NoSuchTeam(team))?))
-}
-
-#[utoipa::path(delete, path = "/api/v1/admin/teams/{team}/members/{user}", tag = "teams", security(("bearer" = [])),
-    params(("team" = String, Path), ("user" = String, Path)), responses((status = 204, description = "Removed")))]
-pub(crate) async fn admin_remove_member(
-    State(st): State<AppState>,
-    axum::Extension(slot): axum::Extension<AuditSlot>,
-    user: AuthUser,
-    ApiPath((team, member)): ApiPath<(String, String)>,
-) -> Result<StatusCode, ApiError> {
-    slot.set_detail(
-        "admin.teams.remove_member",
-        Some(&member),
-        serde_json::json!({"team": team, "user": member}),
-        None,
-    );
-    user.require_admin()?;
-    remove_member(&st.pool, &team, &member).await?;
-    st.teams.changed();
-    Ok(StatusCode::NO_CONTENT)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_follow_the_activity_rule_and_reach_covers_only_managed_members() {
-        assert!(valid_name("platform-2.eu_west"));
-        for bad in ["", "Platform", "a b", "x/y", &"a".repeat(65)] {
-            assert!(!valid_name(bad), "{bad:?}");
-        }
-        let reach = Reach {
-            manages: [("a".to_owned(), Members::from(vec!["alice".to_owned(), "bob".to_owned()]))]
-                .into_iter()
-                .collect(),
-        };
-        assert!(reach.covers("alice") && reach.covers("bob"));
-        assert!(!reach.covers("carol") && !reach.covers("ali"));
-    }
-}
+mod tests;

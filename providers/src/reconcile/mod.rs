@@ -14,6 +14,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+mod csv;
+mod rows;
+pub use csv::{CSV_HEADER, csv_record, signed_nanos};
+use rows::{BilledRow, OursRow, ReportedRow};
+
 use chrono::{NaiveDate, TimeDelta};
 use serde::Serialize;
 use sqlx::PgPool;
@@ -424,66 +429,6 @@ fn line(
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct ReportedRow {
-    connection_id: i64,
-    day: NaiveDate,
-    model: String,
-    target_source: Option<String>,
-    target_project: Option<String>,
-    scope: Option<String>,
-    input: i64,
-    output: i64,
-    cache_read: i64,
-    cache_write: i64,
-    requests: i64,
-    long_context: bool,
-    other_tier: bool,
-}
-
-#[derive(sqlx::FromRow)]
-struct BilledRow {
-    connection_id: i64,
-    day: NaiveDate,
-    model: String,
-    target_source: Option<String>,
-    target_project: Option<String>,
-    scope: Option<String>,
-    currency: String,
-    amount: i64,
-}
-
-#[derive(sqlx::FromRow)]
-struct OursRow {
-    target_source: Option<String>,
-    target_project: Option<String>,
-    day: NaiveDate,
-    model: String,
-    input: i64,
-    output: i64,
-    cache_read: i64,
-    cache_write: i64,
-    events: i64,
-    cost: i64,
-    unpriced: i64,
-}
-
-fn target_of(source: &Option<String>, project: &Option<String>, scope: &Option<String>) -> Option<Target> {
-    (scope.is_none()).then(|| Target { source: source.clone(), project: project.clone() })
-}
-
-impl ReportedRow {
-    fn target(&self) -> Option<Target> {
-        target_of(&self.target_source, &self.target_project, &self.scope)
-    }
-}
-
-impl BilledRow {
-    fn target(&self) -> Option<Target> {
-        target_of(&self.target_source, &self.target_project, &self.scope)
-    }
-}
-
 /// Checks a range of days.
 pub fn check_range(from: NaiveDate, to: NaiveDate) -> Result<(), String> {
     if to <= from {
@@ -495,126 +440,5 @@ pub fn check_range(from: NaiveDate, to: NaiveDate) -> Result<(), String> {
     Ok(())
 }
 
-/// The CSV header, in the order of [`csv_record`].
-pub const CSV_HEADER: [&str; 22] = [
-    "day",
-    "provider",
-    "connection",
-    "model",
-    "target_source",
-    "target_project",
-    "provider_scope",
-    "our_input_tokens",
-    "our_output_tokens",
-    "our_cache_read_tokens",
-    "our_cache_write_tokens",
-    "our_cost",
-    "our_unpriced_tokens",
-    "reported_input_tokens",
-    "reported_output_tokens",
-    "reported_cache_read_tokens",
-    "reported_cache_write_tokens",
-    "billed",
-    "billed_currency",
-    "token_difference",
-    "cost_difference",
-    "reasons",
-];
-
-/// One line as CSV fields (money as exact decimal text). Text from the
-/// provider or our publishers cannot start a spreadsheet formula.
-pub fn csv_record(l: &Line) -> Vec<String> {
-    use tokenusage_contract::text::spreadsheet_safe as safe;
-    let opt = |v: Option<i64>| v.map(|n| n.to_string()).unwrap_or_default();
-    let text = |v: &Option<String>| safe(v.as_deref().unwrap_or_default());
-    let (ours, rep) = (l.ours, l.reported);
-    vec![
-        l.day.to_string(),
-        l.provider.map(|p| p.name().to_owned()).unwrap_or_default(),
-        text(&l.connection),
-        safe(&l.model),
-        text(&l.target.as_ref().and_then(|t| t.source.clone())),
-        text(&l.target.as_ref().and_then(|t| t.project.clone())),
-        text(&l.provider_scope),
-        opt(ours.map(|c| c.tokens.input_tokens)),
-        opt(ours.map(|c| c.tokens.output_tokens)),
-        opt(ours.map(|c| c.tokens.cache_read_tokens)),
-        opt(ours.map(|c| c.tokens.cache_write_tokens)),
-        ours.map(|c| money::format_nanos(c.cost_nanos)).unwrap_or_default(),
-        opt(ours.map(|c| c.unpriced_tokens)),
-        opt(rep.map(|r| r.tokens.input_tokens)),
-        opt(rep.map(|r| r.tokens.output_tokens)),
-        opt(rep.map(|r| r.tokens.cache_read_tokens)),
-        opt(rep.map(|r| r.tokens.cache_write_tokens)),
-        l.billed.as_ref().map(|b| signed_nanos(b.amount_nanos)).unwrap_or_default(),
-        l.billed.as_ref().map(|b| b.currency.clone()).unwrap_or_default(),
-        l.token_difference.to_string(),
-        l.cost_difference_nanos.map(signed_nanos).unwrap_or_default(),
-        l.reasons
-            .iter()
-            .map(|r| serde_json::to_value(r).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join(" "),
-    ]
-}
-
-/// Nano-units as decimal text, negative amounts with a sign.
-pub fn signed_nanos(n: i64) -> String {
-    if n < 0 {
-        format!("-{}", money::format_nanos(n.checked_neg().unwrap_or(i64::MAX)))
-    } else {
-        money::format_nanos(n)
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn acc(ours: Option<(i64, i64)>, reported: Option<i64>, billed: Option<i64>) -> Acc {
-        Acc {
-            ours: ours.map(|(t, c)| Counted {
-                tokens: Tokens { input_tokens: t, ..Tokens::default() },
-                events: 1,
-                cost_nanos: c,
-                unpriced_tokens: 0,
-            }),
-            reported: reported
-                .map(|t| Reported { tokens: Tokens { input_tokens: t, ..Tokens::default() }, ..Reported::default() }),
-            billed: billed.map(|b| Billed { amount_nanos: b, currency: "USD".into() }),
-            revised: false,
-        }
-    }
-
-    fn l(a: Acc) -> Line {
-        let conn = ("c".to_owned(), Some(Provider::OpenAi));
-        let t = Target { source: None, project: Some("p".into()) };
-        line(Some(&conn), NaiveDate::MIN, "m".into(), Some(t), None, a, "USD")
-    }
-
-    #[test]
-    fn differences_are_named() {
-        assert_eq!(l(acc(Some((10, 5)), Some(10), Some(5))).reasons, vec![]);
-        assert_eq!(l(acc(Some((5, 5)), Some(10), Some(9))).reasons, vec![Reason::NotPublished]);
-        assert_eq!(l(acc(None, Some(10), Some(9))).token_difference, 10);
-        assert_eq!(l(acc(Some((12, 5)), Some(10), Some(9))).reasons, vec![Reason::CountedMore]);
-        assert_eq!(l(acc(Some((10, 5)), Some(10), Some(9))).reasons, vec![Reason::PriceDiffers]);
-        assert_eq!(l(acc(Some((10, 5)), Some(10), None)).reasons, vec![Reason::NoCostReport]);
-        assert_eq!(l(acc(Some((10, 5)), Some(10), Some(9))).cost_difference_nanos, Some(4));
-    }
-
-    #[test]
-    fn tolerance_is_a_share_of_the_providers_figure() {
-        let pct = |s: &str| s.parse::<rust_decimal::Decimal>().unwrap();
-        let line = l(acc(Some((99, 100)), Some(100), Some(100)));
-        assert!(!line.exceeds(pct("1")));
-        assert!(line.exceeds(pct("0.5")));
-        assert!(l(acc(Some((1, 0)), Some(0), None)).exceeds(pct("50")));
-    }
-
-    #[test]
-    fn negative_amounts_keep_their_sign() {
-        assert_eq!(signed_nanos(-1_500_000_000), "-1.5");
-        assert_eq!(signed_nanos(60_000_000), "0.06");
-    }
-}
+mod tests;
