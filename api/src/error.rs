@@ -55,7 +55,23 @@ impl ApiError {
         ApiError::BadRequest { code, message: message.into() }
     }
 
+    /// Whether this error is the database's "not now" anywhere in its
+    /// cause chain (`plumbing::failure::is_overload`): however it reached
+    /// here, directly or wrapped by an engine's error, it is answered 503
+    /// with `Retry-After`, never 500.
+    pub fn is_overload(&self) -> bool {
+        match self {
+            ApiError::Internal(e) => e
+                .chain()
+                .any(|c| c.downcast_ref::<sqlx::Error>().is_some_and(tokenusage_plumbing::failure::is_overload)),
+            _ => false,
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
+        if self.is_overload() {
+            return StatusCode::SERVICE_UNAVAILABLE;
+        }
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -72,6 +88,12 @@ impl ApiError {
 
     /// The stable code and the client-facing message.
     pub fn code_and_message(&self) -> (&'static str, String) {
+        if self.is_overload() {
+            return (
+                "unavailable",
+                "the database cannot take this request right now (busy or restarting); retry shortly".to_owned(),
+            );
+        }
         match self {
             ApiError::BadRequest { code, message } => (code, message.clone()),
             ApiError::Unauthorized => ("unauthorized", "a valid access token is required".to_owned()),
@@ -114,9 +136,13 @@ impl From<crate::access::SubjectError> for ApiError {
     }
 }
 
+/// How long a client told "unavailable" by an overload waits to retry.
+pub const OVERLOAD_RETRY_AFTER_SECS: u64 = 2;
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (code, message) = self.code_and_message();
+        let overload = self.is_overload();
         let mut resp = error_response(self.status(), code, message);
         match self {
             ApiError::Unauthorized => {
@@ -129,6 +155,10 @@ impl IntoResponse for ApiError {
                 resp.headers_mut().insert("retry-after", 5.into());
             }
             ApiError::Internal(e) => {
+                if overload {
+                    resp.headers_mut().insert("retry-after", OVERLOAD_RETRY_AFTER_SECS.into());
+                }
+                // Logged either way: an overload is worth seeing, once.
                 resp.extensions_mut().insert(InternalError(std::sync::Arc::new(e)));
             }
             _ => {}
@@ -257,5 +287,25 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
             Err(_) if !parts.headers.contains_key(axum::http::header::AUTHORIZATION) => Err(ApiError::Unauthorized),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_overload_is_503_with_retry_after_however_deeply_it_is_wrapped() {
+        let direct = ApiError::from(sqlx::Error::PoolTimedOut);
+        let wrapped = ApiError::Internal(anyhow::Error::new(sqlx::Error::PoolTimedOut).context("reading budgets"));
+        for e in [direct, wrapped] {
+            assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(e.code_and_message().0, "unavailable");
+            let resp = e.into_response();
+            assert_eq!(resp.headers()["retry-after"], OVERLOAD_RETRY_AFTER_SECS.to_string().as_str());
+        }
+        let bug = ApiError::from(sqlx::Error::RowNotFound);
+        assert_eq!(bug.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(bug.into_response().headers().get("retry-after").is_none());
     }
 }

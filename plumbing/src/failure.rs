@@ -47,6 +47,24 @@ impl Failure {
     }
 }
 
+/// Whether `e` is the database saying "not now" rather than "no": the pool
+/// had no connection free within its acquire timeout, a statement or lock
+/// wait timed out (57014, 55P03), the server has too many connections or
+/// too little memory (class 53), is shutting down or restarting (class 57),
+/// the connection broke (class 08, I/O, TLS), or a transaction lost a
+/// serialization race (class 40). A reader meets these with 503 and
+/// `Retry-After`, never with a 500: the request was fine and will succeed
+/// once the load or the outage passes.
+pub fn is_overload(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code == "55P03" || ["08", "40", "53", "57"].iter().any(|class| code.starts_with(class))
+        }),
+        _ => false,
+    }
+}
+
 /// The database's own words for a failure, with its SQLSTATE, bounded and
 /// printable: fit for a dead letter or a log line.
 pub fn describe(e: &sqlx::Error) -> String {
@@ -59,4 +77,18 @@ pub fn describe(e: &sqlx::Error) -> String {
     };
     let escaped = tokenusage_contract::text::escape(&text);
     tokenusage_contract::text::truncate(&escaped, 1000).to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_or_restarting_database_is_an_overload_and_a_refused_value_is_not() {
+        assert!(is_overload(&sqlx::Error::PoolTimedOut));
+        assert!(is_overload(&sqlx::Error::PoolClosed));
+        assert!(is_overload(&sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset))));
+        assert!(!is_overload(&sqlx::Error::RowNotFound));
+        assert!(!is_overload(&sqlx::Error::ColumnNotFound("x".into())));
+    }
 }

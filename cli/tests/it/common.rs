@@ -103,6 +103,11 @@ impl TestEnv {
 
     /// Drops the database. Call at the end of a test; `scripts/test.sh`
     /// sweeps any left by a failed test.
+    /// This test's database.
+    pub fn db_name(&self) -> &str {
+        &self.db_name
+    }
+
     pub async fn cleanup(self) {
         self.pool.close().await;
         if let Ok(admin) = PgPool::connect(&format!("{}/postgres", pg_base())).await {

@@ -22,6 +22,7 @@ mod money;
 mod oidc_tls;
 mod operations;
 mod otlp;
+mod overload;
 mod projector;
 mod provider_stub;
 mod providers;
