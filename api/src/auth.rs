@@ -13,11 +13,25 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
-pub use crate::access::{Caller, Issuer, Role};
+pub use crate::access::{Issuer, Role};
 use crate::accounts::Status;
 use crate::app::AppState;
 use crate::audit::AuditSlot;
 use crate::error::ApiError;
+
+/// The authenticated caller (`access::Caller`) as the extractor gives it,
+/// with the API's helpers around the access rule; it dereferences to the
+/// plain caller every policy function takes.
+#[derive(Debug, Clone)]
+pub struct Caller(pub crate::access::Caller);
+
+impl std::ops::Deref for Caller {
+    type Target = crate::access::Caller;
+
+    fn deref(&self) -> &crate::access::Caller {
+        &self.0
+    }
+}
 
 impl Caller {
     /// Whose usage a request's `user` and `team` parameters read (the rule
@@ -82,7 +96,7 @@ pub(crate) async fn authenticate(state: &AppState, token: &str) -> Result<Caller
         (None, Issuer::Local) => return Err(ApiError::Unauthorized),
         (_, Issuer::Oidc) => role,
     };
-    Ok(Caller { id, role, issuer, expires_at: exp })
+    Ok(Caller(crate::access::Caller { id, role, issuer, expires_at: exp }))
 }
 
 impl FromRequestParts<AppState> for Caller {

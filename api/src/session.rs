@@ -435,13 +435,8 @@ pub(crate) async fn me(
             v.scopes.extend(teams.iter().map(|t| crate::access::Scope::Team(t.name.clone())));
         }
     }
-    Ok(Json(MeResponse {
-        issuer: user.issuer.as_str(),
-        user: user.id,
-        role: user.role,
-        expires_at: user.expires_at,
-        access: Access { see, set },
-    }))
+    let crate::access::Caller { id, role, issuer, expires_at } = user.0;
+    Ok(Json(MeResponse { issuer: issuer.as_str(), user: id, role, expires_at, access: Access { see, set } }))
 }
 
 #[cfg(test)]

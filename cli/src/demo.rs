@@ -91,7 +91,7 @@ fn history(days: i64, per_sec: f64, now: DateTime<Utc>) -> Vec<UsageEvent> {
 /// alert has fired or will, 80 % later in the month), and the platform
 /// team's week at the last seven days' level.
 async fn budgets(pool: &sqlx::PgPool, events: &[UsageEvent]) -> anyhow::Result<()> {
-    use tokenusage_api::budgets::{self, Measure, NewBudget, Period, Scope};
+    use tokenusage_budgets::{self as budgets, Measure, NewBudget, Period, Scope};
     let week_ago = Utc::now() - TimeDelta::days(7);
     let tokens = |users: &[&str]| -> i64 {
         events

@@ -24,6 +24,7 @@
 // notice; then the sealed day rows and what readers check.
 pub mod migrations;
 pub mod grain;
+pub mod calendar;
 pub mod rows;
 pub mod keys;
 pub mod lost;

@@ -18,7 +18,7 @@
   let chartKeys = "";
   let cursorIdx = -1;
   let summaryPrev = null;
-  let lastAnnounce = 0;
+  let announcedView = "";
   let detailTimer = null;
 
   // ---- small helpers -------------------------------------------------
@@ -198,11 +198,14 @@
       case "snapshot":
         live.series = m.series; live.freshness = m.freshness;
         setConn("live", m.live ? "Live" : "Up to date");
-        render(true); loadSummary(v); break;
+        render(true); loadSummary(v); announceView(v); break;
       case "delta":
+        // Pushed updates redraw in place and are not announced: the
+        // numbers on screen stay current, and a screen reader is not
+        // interrupted every few seconds (crossings are announced).
         if (!live.series) return;
         applyDelta(live.series, m); live.freshness = m.freshness;
-        render(false); announce(); break;
+        render(false); break;
       case "freshness": live.freshness = m.freshness; showFreshness(); break;
       case "error":
         showAlert(m.message);
@@ -523,11 +526,13 @@
     else if (e.key === "Enter") { e.preventDefault(); showDetail(); $("detail-table").hidden || $("detail-title").scrollIntoView({ block: "nearest" }); }
   }
 
-  function announce() {
-    const now = Date.now();
-    if (now - lastAnnounce < 15000 || !live.series) return;
-    lastAnnounce = now;
-    $("live-announce").textContent = "Updated: " + num(live.series.total.total_tokens) + " tokens in this view.";
+  /** Says what a view the person asked for shows, once per view (a
+   *  reconnect's fresh snapshot of the same view is not news). */
+  function announceView(v) {
+    const key = JSON.stringify(v);
+    if (key === announcedView || !live.series) return;
+    announcedView = key;
+    $("live-announce").textContent = "Showing " + num(live.series.total.total_tokens) + " tokens in this view.";
   }
 
   function scheduleDetail() { clearTimeout(detailTimer); detailTimer = setTimeout(showDetail, 250); }

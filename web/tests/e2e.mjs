@@ -342,6 +342,7 @@ async function main() {
       await page.focus("#budget-list li button");
       const label = await page.evaluate(() => document.activeElement.getAttribute("aria-label"));
       assert(/^Remove budget /.test(label || ""), "a Remove button has focus: " + label);
+      const said = await page.textContent("#live-announce");
       for (let i = 1; i <= 5; i++) {
         const before = await page.textContent("#budget-list");
         run(["publish", "-", "--source", "e2e"], event("alice", 0, "chat", 1000 * i, 0));
@@ -351,6 +352,11 @@ async function main() {
         const now = await page.evaluate(() => document.activeElement && document.activeElement.getAttribute("aria-label"));
         assert(now === label, `after push ${i} focus moved from "${label}" to "${now}"`);
       }
+      // Pushes are not announced: the live region still says what the
+      // view showed when it was chosen.
+      assert(/^Showing [0-9,.]+ tokens in this view\.$/.test(said), "the chosen view was announced: " + said);
+      const after = await page.textContent("#live-announce");
+      assert(after === said, `pushes were announced: "${said}" became "${after}"`);
     });
 
     // Two accessibility engines on every screen and state, in a context that

@@ -1,50 +1,8 @@
-//! Who is calling, and what they may see or set: the one owner of the access
-//! rule. Every route, live socket and evaluator asks here; nothing else
-//! decides whether a caller may read a person's, a team's or a project's
-//! usage or budgets, and the dashboard is told the answer (`/api/v1/me`)
-//! rather than working it out.
-//!
-//! - `caller`: the authenticated caller and their role;
-//! - `scope`: whose usage a budget covers (`Scope`, `ScopeKind`);
-//! - `subject`: whose usage a view reads (`Subject`);
-//! - `policy`: the rule itself, pure (no I/O), over the caller and their
-//!   [`Reach`] (the teams they manage), tested as a table of every role ×
-//!   scope × action;
-//! - `resolve`: the rule applied with the team directory's answers.
+//! The access rule (`tokenusage-access`, pure) applied with the team
+//! directory's answers (`resolve`): the API's one way to decide who may see
+//! or set what.
 
-mod caller;
-mod policy;
 mod resolve;
-mod scope;
-mod subject;
 
-pub use caller::{Caller, Issuer, Role};
-pub use policy::{Denied, Grant, Visible, may_see, may_set, settable_scopes, subject_for, visible_scopes};
 pub(crate) use resolve::{SubjectError, reach_of, subject};
-pub use scope::{Scope, ScopeKind};
-pub use subject::Subject;
-
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
-/// A team's member ids, sorted bytewise.
-pub type Members = Arc<[String]>;
-
-/// What a caller may see beyond their own usage: the teams they manage,
-/// each with its members.
-#[derive(Debug, Clone, Default)]
-pub struct Reach {
-    pub manages: BTreeMap<String, Members>,
-}
-
-impl Reach {
-    /// Whether `user` is a member of a team this caller manages.
-    pub fn covers(&self, user: &str) -> bool {
-        self.manages.values().any(|m| m.binary_search_by(|x| x.as_str().cmp(user)).is_ok())
-    }
-
-    /// Whether this caller manages `team`.
-    pub fn manages(&self, team: &str) -> bool {
-        self.manages.contains_key(team)
-    }
-}
+pub use tokenusage_access::*;

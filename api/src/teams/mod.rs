@@ -93,11 +93,8 @@ impl From<TeamError> for ApiError {
     }
 }
 
-/// The team name rule (as the `teams_name_rule` check of migration 0011).
-pub fn valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
-}
+/// The team name rule (`access::valid_team_name`).
+pub use tokenusage_access::valid_team_name as valid_name;
 
 fn check_name(name: &str) -> Result<(), TeamError> {
     if valid_name(name) { Ok(()) } else { Err(TeamError::InvalidName(name.to_owned())) }

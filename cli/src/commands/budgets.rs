@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 
 use serde_json::json;
-use tokenusage_api::budgets::{self, Measure, NewBudget, Period, Scope, webhooks};
+use tokenusage_budgets::{self as budgets, Measure, NewBudget, Period, Scope, webhooks};
 use tokenusage_plumbing::DatabaseArgs;
 
 use super::audit_cli as audit;

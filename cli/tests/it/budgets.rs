@@ -18,7 +18,7 @@ use hmac::{Hmac, Mac};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use tokenusage_api::Role;
-use tokenusage_api::budgets::{self, Measure, NewBudget, Period, Scope, webhooks};
+use tokenusage_budgets::{self as budgets, Measure, NewBudget, Period, Scope, webhooks};
 
 /// What the receiver was sent: headers and the exact body bytes.
 type Received = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;

@@ -420,7 +420,7 @@ fn forecast(rate: f64, share: f64, months: u32) {
                     let total = spent(*ws, *we) as f64;
                     let at = *ws + TimeDelta::seconds(((*we - *ws).num_seconds() as f64 * p) as i64);
                     // The dashboard's forecast, as the evaluator computes it.
-                    let w = tokenusage_api::budgets::window::Window { start: *ws, end: *we, key: *ws };
+                    let w = tokenusage_budgets::window::Window { start: *ws, end: *we, key: *ws };
                     let f = w.forecast(false, spent(*ws, at), at)? as f64;
                     (total > 0.0).then(|| (f - total) / total * 100.0)
                 })
@@ -443,8 +443,8 @@ fn month_windows(start: DateTime<Utc>, end: DateTime<Utc>) -> Vec<(DateTime<Utc>
     let mut out = Vec::new();
     let mut t = start;
     loop {
-        let (s, e) = tokenusage_api::history::plan::bucket_of(
-            tokenusage_api::history::plan::Granularity::Month,
+        let (s, e) = tokenusage_schema::calendar::bucket_of(
+            tokenusage_schema::calendar::Granularity::Month,
             &tz,
             chrono::Weekday::Mon,
             t,
@@ -460,8 +460,8 @@ fn month_windows(start: DateTime<Utc>, end: DateTime<Utc>) -> Vec<(DateTime<Utc>
 fn week_windows(start: DateTime<Utc>, end: DateTime<Utc>) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
     let tz = chrono_tz::Tz::UTC;
     let mut out = Vec::new();
-    let (_, mut t) = tokenusage_api::history::plan::bucket_of(
-        tokenusage_api::history::plan::Granularity::Week,
+    let (_, mut t) = tokenusage_schema::calendar::bucket_of(
+        tokenusage_schema::calendar::Granularity::Week,
         &tz,
         chrono::Weekday::Mon,
         start,

@@ -102,12 +102,12 @@ fn facts() -> RequestFacts {
 /// A socket of alice's, running; its state, and the client's end.
 fn start(expires_in: u64, prepare: impl FnOnce(&mut Socket)) -> (AppState, Client) {
     let state = AppState::without_database();
-    let user = Caller {
+    let user = Caller(crate::access::Caller {
         id: "alice".into(),
         role: Role::Viewer,
         issuer: Issuer::Local,
         expires_at: jsonwebtoken::get_current_timestamp() + expires_in,
-    };
+    });
     let (membership, inbox, resync) = state.live.join();
     let mut socket = Socket::new(state.clone(), user, facts(), membership, inbox, resync);
     prepare(&mut socket);

@@ -143,7 +143,7 @@ impl Board {
 
     /// This process evaluates budgets: notices are noted from now on
     /// (without an evaluator they would only pile up).
-    pub(crate) fn activate(&self) {
+    pub fn activate(&self) {
         self.active.store(true, std::sync::atomic::Ordering::Release);
     }
 
@@ -162,37 +162,37 @@ impl Board {
         self.touched_notify.notify_one();
     }
 
-    pub(crate) fn take_touched(&self) -> Touched {
+    pub fn take_touched(&self) -> Touched {
         std::mem::take(&mut *self.touched.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
-    pub(crate) async fn touched_notified(&self) {
+    pub async fn touched_notified(&self) {
         self.touched_notify.notified().await;
     }
 
     /// The sender should look for due deliveries.
-    pub(crate) fn deliveries_due(&self) {
+    pub fn deliveries_due(&self) {
         self.deliveries.notify_one();
     }
 
-    pub(crate) async fn deliveries_notified(&self) {
+    pub async fn deliveries_notified(&self) {
         self.deliveries.notified().await;
     }
 
     /// Whether `minute` (Unix minutes) is later than the last one rolling
     /// windows were evaluated in (and notes it).
-    pub(crate) fn rolling_minute_passed(&self, minute: i64) -> bool {
+    pub fn rolling_minute_passed(&self, minute: i64) -> bool {
         self.rolling_minute.fetch_max(minute, std::sync::atomic::Ordering::AcqRel) < minute
     }
 
     /// Budgets evaluated at least once.
-    pub(crate) fn known_ids(&self) -> HashSet<i64> {
+    pub fn known_ids(&self) -> HashSet<i64> {
         self.read().statuses.keys().copied().collect()
     }
 
     /// Takes a pass's results: the current definitions and memberships,
     /// and the statuses it computed (others keep their last one).
-    pub(crate) fn update(&self, budgets: Vec<Budget>, members: HashMap<String, Vec<String>>, statuses: Vec<Status>) {
+    pub fn update(&self, budgets: Vec<Budget>, members: HashMap<String, Vec<String>>, statuses: Vec<Status>) {
         let changed = {
             let mut g = self.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner);
             let ids: HashSet<i64> = budgets.iter().map(|b| b.id).collect();
@@ -231,7 +231,7 @@ impl Board {
     /// The prefix of the active publisher key `token` is, if it is one
     /// (cached for 30 s, like ingest's key checks, and forgotten at once
     /// when any process revokes a key).
-    pub(crate) async fn publisher(&self, pool: &sqlx::PgPool, token: &str) -> sqlx::Result<Option<String>> {
+    pub async fn publisher(&self, pool: &sqlx::PgPool, token: &str) -> sqlx::Result<Option<String>> {
         if token.len() > 256 {
             return Ok(None);
         }
@@ -245,7 +245,7 @@ impl Board {
     }
 
     /// Forgets every cached publisher key (one was revoked somewhere).
-    pub(crate) fn forget_publishers(&self) {
+    pub fn forget_publishers(&self) {
         self.publishers.clear();
     }
 
@@ -292,7 +292,7 @@ impl Board {
 
     /// The budgets in `visible` (`access::visible_scopes`): the rule of
     /// `access::may_see`, listed, so no scan of every budget.
-    pub(crate) fn visible(&self, visible: &crate::access::Visible) -> Vec<BudgetState> {
+    pub fn visible(&self, visible: &tokenusage_access::Visible) -> Vec<BudgetState> {
         if visible.everything {
             return self.states(|_| true);
         }
@@ -306,7 +306,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::budgets::{Measure, Period};
+    use crate::{Measure, Period};
 
     fn budget(id: i64, scope: Scope) -> Budget {
         Budget {
@@ -350,18 +350,22 @@ mod tests {
         assert_eq!(ids(&board.applicable(None, Some("b"), None)), vec![3]);
         assert_eq!(ids(&board.applicable(Some("nobody"), None, None)), Vec::<i64>::new());
         // m manages a: a's budget, its members' (u's and m's own), not b's or v's.
-        let reach = crate::teams::Reach {
+        let reach = tokenusage_access::Reach {
             manages: BTreeMap::from([(
                 "a".to_owned(),
-                crate::teams::Members::from(vec!["m".to_owned(), "u".to_owned()]),
+                tokenusage_access::Members::from(vec!["m".to_owned(), "u".to_owned()]),
             )]),
         };
-        let visible = |id: &str, role, reach: &crate::access::Reach| {
-            let caller =
-                crate::access::Caller { id: id.into(), role, issuer: crate::access::Issuer::Local, expires_at: 0 };
-            ids(&board.visible(&crate::access::visible_scopes(&caller, reach)))
+        let visible = |id: &str, role, reach: &tokenusage_access::Reach| {
+            let caller = tokenusage_access::Caller {
+                id: id.into(),
+                role,
+                issuer: tokenusage_access::Issuer::Local,
+                expires_at: 0,
+            };
+            ids(&board.visible(&tokenusage_access::visible_scopes(&caller, reach)))
         };
-        use crate::access::Role::{Admin, Viewer};
+        use tokenusage_access::Role::{Admin, Viewer};
         assert_eq!(visible("m", Viewer, &reach), vec![1, 2, 6]);
         assert_eq!(visible("v", Viewer, &Default::default()), vec![4]);
         assert_eq!(visible("root", Admin, &Default::default()), vec![1, 2, 3, 4, 5, 6]);

@@ -50,16 +50,6 @@ pub enum WebhookError {
     Database(#[from] sqlx::Error),
 }
 
-impl From<WebhookError> for crate::error::ApiError {
-    fn from(e: WebhookError) -> Self {
-        match e {
-            WebhookError::Invalid(m) => crate::error::ApiError::bad_request("invalid_webhook", m),
-            WebhookError::Exists(_) => crate::error::ApiError::Conflict(e.to_string()),
-            WebhookError::Database(e) => e.into(),
-        }
-    }
-}
-
 /// Creates an endpoint and returns its signing secret (shown once). The
 /// URL must be one `policy` lets outbound calls reach: an inward address
 /// literal, a `localhost` name or a name resolving inward is refused here,
@@ -72,7 +62,7 @@ pub async fn create(
     format: &str,
     by: &str,
 ) -> Result<String, WebhookError> {
-    if !crate::teams::valid_name(name) {
+    if !tokenusage_access::valid_team_name(name) {
         return Err(WebhookError::Invalid(format!(
             "name: 1 to 64 lowercase letters, digits, '-', '_' or '.', not {name:?}"
         )));

@@ -67,3 +67,10 @@ impl Scope {
         format!("{}:{}", self.kind().as_str(), self.id())
     }
 }
+
+/// The team name rule (as the `teams_name_rule` check of migration 0011):
+/// 1 to 64 lowercase letters, digits, `-`, `_` or `.`.
+pub fn valid_team_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
+}

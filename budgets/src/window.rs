@@ -5,7 +5,7 @@ use chrono::{DateTime, Duration, Utc, Weekday};
 use tokenusage_schema::Grain;
 
 use super::{Budget, Period};
-use crate::history::plan::{Granularity, bucket_of};
+use tokenusage_schema::calendar::{Granularity, bucket_of};
 
 /// Crossings of a rolling window are filed under this start: the window
 /// moves with the clock, so one record per threshold is resolved when the
@@ -97,7 +97,7 @@ fn split(from: DateTime<Utc>, to: DateTime<Utc>, out: &mut Vec<(Grain, DateTime<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::budgets::{Measure, Scope};
+    use crate::{Measure, Scope};
 
     fn t(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
