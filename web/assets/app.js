@@ -83,14 +83,24 @@
 
   async function signIn(ev) {
     ev.preventDefault();
+    // Errors are announced (the message is a live alert) and focus goes to
+    // the field to fix.
     const err = $("sign-in-error"); err.textContent = "";
+    for (const f of ["username", "password"]) $(f).removeAttribute("aria-invalid");
     const username = $("username").value.trim(), password = $("password").value;
-    if (!username || !password) { err.textContent = "Enter your user name and password."; return; }
+    const missing = !username ? "username" : !password ? "password" : null;
+    if (missing) {
+      err.textContent = missing === "username" ? "Enter your user name." : "Enter your password.";
+      $(missing).setAttribute("aria-invalid", "true"); $(missing).focus(); return;
+    }
     try {
       const r = await fetch("/api/v1/auth/login", { method: "POST", credentials: "same-origin",
         headers: { "Content-Type": "application/json" }, body: JSON.stringify({ username, password }) });
       if (r.status === 429) { err.textContent = "Too many attempts. Wait a minute and try again."; return; }
-      if (!r.ok) { err.textContent = "Wrong user name or password."; $("password").select(); return; }
+      if (!r.ok) {
+        err.textContent = "Wrong user name or password.";
+        $("password").setAttribute("aria-invalid", "true"); $("password").focus(); $("password").select(); return;
+      }
       accept(await r.json());
       $("password").value = "";
       showDashboard();

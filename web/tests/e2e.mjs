@@ -366,6 +366,28 @@ async function main() {
     await test("a11y: sign-in screen", async () => {
       await a.goto(url + "/"); await a.waitForSelector("#sign-in:not([hidden])"); await a11y(a, "sign-in");
     });
+    await test("sign-in errors are announced and focus the field to fix", async () => {
+      const state = () => a.evaluate(() => ({
+        said: document.getElementById("sign-in-error").textContent,
+        role: document.getElementById("sign-in-error").getAttribute("role"),
+        focus: document.activeElement && document.activeElement.id,
+        invalid: document.activeElement && document.activeElement.getAttribute("aria-invalid"),
+      }));
+      await a.click("#sign-in-form button[type=submit]");
+      let s = await state();
+      assert(s.role === "alert" && s.said === "Enter your user name." && s.focus === "username" && s.invalid === "true",
+        "empty form: " + JSON.stringify(s));
+      await a.fill("#username", "nobody-" + Date.now());
+      await a.click("#sign-in-form button[type=submit]");
+      s = await state();
+      assert(s.said === "Enter your password." && s.focus === "password", "no password: " + JSON.stringify(s));
+      await a.fill("#password", "not-the-password");
+      await a.click("#sign-in-form button[type=submit]");
+      await a.waitForFunction(() => /Wrong/.test(document.getElementById("sign-in-error").textContent), null, { timeout: 5000 });
+      s = await state();
+      assert(s.focus === "password" && s.invalid === "true", "wrong password: " + JSON.stringify(s));
+      await a.fill("#username", ""); await a.fill("#password", "");
+    });
     await test("a11y: dashboard", async () => { await signIn(a, "alice"); await a11y(a, "dashboard"); });
     await test("a11y: the cost view", async () => {
       await a.selectOption("#metric", "cost");
