@@ -109,7 +109,12 @@ impl TestEnv {
     }
 
     pub async fn cleanup(self) {
-        self.pool.close().await;
+        // `close` waits for every checked-out connection to come back; a
+        // test that still holds one (a listener, a transaction) must not
+        // hang the run: the database is dropped with `force` below anyway.
+        if tokio::time::timeout(std::time::Duration::from_secs(10), self.pool.close()).await.is_err() {
+            eprintln!("cleanup: a connection of {} was still checked out after 10 s", self.db_name);
+        }
         if let Ok(admin) = PgPool::connect(&format!("{}/postgres", pg_base())).await {
             let _ =
                 sqlx::query(&format!("drop database if exists {} with (force)", self.db_name)).execute(&admin).await;

@@ -292,5 +292,7 @@ async fn each_commit_notifies_its_increments_under_the_next_number() {
     let notified: Vec<_> = sums.into_iter().map(|((u, a, m, t), (i, o, e))| (u, a, m, t, i, o, e)).collect();
     assert_eq!(notified, stored, "the notices add up to the minute rollups");
     assert_eq!(rollup_totals(&env.pool, "usage_hour", None).await, expected_totals(&events));
+    // The listener holds one of the pool's connections: give it back first.
+    drop(listener);
     env.cleanup().await;
 }

@@ -52,7 +52,7 @@ async fn a_starved_pool_and_a_lock_timeout_answer_503_with_retry_after_and_then_
     drop(held);
     assert_eq!(app.get(&token, SUMMARY).await.0, 200, "and the API recovers by itself");
     app.stop().await;
-    small.pool.close().await;
+    drop(small);
 
     // A statement that gives up waiting for a lock (55P03), on an API
     // with connections to spare: the handler's own error, 503 and
@@ -78,6 +78,6 @@ async fn a_starved_pool_and_a_lock_timeout_answer_503_with_retry_after_and_then_
     assert!(recorded >= 1, "the 503 is in the audit trail");
     assert_eq!(app.get(&token, SUMMARY).await.0, 200);
     app.stop().await;
-    fresh.pool.close().await;
+    drop(fresh);
     env.cleanup().await;
 }
