@@ -359,6 +359,20 @@ async function main() {
       assert(after === said, `pushes were announced: "${said}" became "${after}"`);
     });
 
+    await test("warning and over-budget budgets differ without colour (forced colours)", async () => {
+      await page.emulateMedia({ forcedColors: "active" });
+      const lis = await page.evaluate(() => [...document.querySelectorAll("#budget-list li")]
+        .map((li) => ({ cls: li.className, style: getComputedStyle(li).borderLeftStyle })));
+      await page.screenshot({ path: join(artifacts, "budgets-forced-colours.png"), fullPage: true });
+      await page.emulateMedia({ forcedColors: "none" });
+      const flagged = lis.filter((l) => l.cls === "warn" || l.cls === "over");
+      assert(flagged.length > 0, "a budget past a threshold is listed: " + JSON.stringify(lis));
+      for (const l of lis) {
+        const want = l.cls === "over" ? "double" : l.cls === "warn" ? "dashed" : "solid";
+        assert(l.style === want, `a ${l.cls || "plain"} budget's border is ${l.style}, not ${want}`);
+      }
+    });
+
     // Two accessibility engines on every screen and state, in a context that
     // may inject them.
     const actx = await browser.newContext({ timezoneId: TZ, locale: "en-GB", bypassCSP: true });
