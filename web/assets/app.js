@@ -593,6 +593,17 @@
     return rows;
   }
 
+  /** What a view of someone's usage was, in words (the audit trail keeps
+   *  the stable code; people read this). Unknown codes are shown as they
+   *  are rather than hidden. */
+  const ACTION_NAMES = {
+    "usage.series": "Usage chart", "usage.summary": "Usage totals", "usage.breakdown": "Breakdown of one period",
+    "usage.dimensions": "Activities, models and projects used", "usage.export_csv": "CSV download",
+    "usage.overview": "Team overview", "live.subscribe": "Live usage view", "live.watch_budgets": "Budgets, live",
+    "budgets.list": "Budgets", "budgets.get": "One budget", "budgets.check": "Budget check", "admin.top_users": "List of top users",
+  };
+  function actionName(code) { return ACTION_NAMES[code] || code; }
+
   async function loadViews() {
     try {
       const rows = await (await api("/api/v1/audit/views?limit=20")).json();
@@ -604,7 +615,7 @@
         const outcome = r.outcome === "denied" ? "Refused"
           : r.subject === "*" ? "Viewed (all users)"
           : r.subject && r.subject.startsWith("team:") ? "Viewed (team " + r.subject.slice(5) + ")" : "Viewed";
-        cell(tr, new Date(r.at).toLocaleString(), "text"); cell(tr, r.actor || "?", "text"); cell(tr, r.action, "text");
+        cell(tr, new Date(r.at).toLocaleString(), "text"); cell(tr, r.actor || "?", "text"); cell(tr, actionName(r.action), "text");
         cell(tr, outcome, "text"); cell(tr, r.ip || "", "text");
       }
     } catch (e) { if (e.message !== "signed out") showAlert(e.message); }

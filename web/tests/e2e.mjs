@@ -373,6 +373,13 @@ async function main() {
       }
     });
 
+    await test("'Who viewed my usage' names what was viewed in words, not codes", async () => {
+      const what = await page.evaluate(() => [...document.querySelectorAll("#views-table tbody tr")]
+        .map((tr) => tr.cells.length > 2 ? tr.cells[2].textContent : ""));
+      assert(what.length > 0 && what.some((w) => w === "Usage chart"), "the admin's view of everyone is listed: " + JSON.stringify(what));
+      for (const w of what) assert(!/^[a-z_]+\.[a-z_]+$/.test(w), "an action code is shown: " + w);
+    });
+
     // Two accessibility engines on every screen and state, in a context that
     // may inject them.
     const actx = await browser.newContext({ timezoneId: TZ, locale: "en-GB", bypassCSP: true });
