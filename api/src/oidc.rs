@@ -17,7 +17,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
-use crate::auth::Role;
+use crate::access::Role;
 use crate::config::ApiArgs;
 use crate::teams::TeamRole;
 use crate::tokens::LEEWAY_SECS;

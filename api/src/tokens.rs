@@ -12,7 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::auth::Role;
+use crate::access::Role;
 use crate::config::ApiArgs;
 
 /// Seconds of clock skew tolerated on `exp` and `nbf`.

@@ -129,14 +129,9 @@ pub async fn pass(pool: &PgPool, board: &Board, touched: &Touched, now: DateTime
     let mut tx = pool.begin().await?;
     sqlx::query("select pg_advisory_xact_lock($1)").bind(EVALUATION_LOCK).execute(&mut *tx).await?;
     let budgets = super::list(&mut *tx).await?;
-    let teams: Vec<(i64, String, Vec<String>)> = sqlx::query_as(
-        "select t.id, t.name, coalesce(array_agg(m.user_id order by m.user_id) filter (where m.user_id is not null), '{}') \
-         from teams t left join team_members m on m.team_id = t.id group by t.id, t.name",
-    )
-    .fetch_all(&mut *tx)
-    .await?;
-    let team_ids: HashMap<String, i64> = teams.iter().map(|(id, name, _)| (name.clone(), *id)).collect();
-    let members: HashMap<String, Vec<String>> = teams.iter().map(|(_, n, m)| (n.clone(), m.clone())).collect();
+    let teams = tokenusage_schema::teams::all(&mut *tx).await?;
+    let team_ids: HashMap<String, i64> = teams.iter().map(|t| (t.name.clone(), t.id)).collect();
+    let members: HashMap<String, Vec<String>> = teams.into_iter().map(|t| (t.name, t.members)).collect();
     let (seq, currency): (i64, String) =
         sqlx::query_as("select s.seq, p.currency from rollup_sequence s, price_book_state p")
             .fetch_one(&mut *tx)

@@ -13,6 +13,7 @@
 //! - `lost`: records the broker no longer held when the projector got to
 //!   them, on record until an operator acknowledges them;
 //! - `keys`: publisher API keys, managed by admins, checked by ingest;
+//! - `teams`: who is in which team (the API's directory and budgets read it);
 //! - `migrations`: the schema itself, embedded.
 //!
 //! The projector, ingest and the API depend on this crate and not on each
@@ -34,6 +35,7 @@ pub mod notice;
 pub mod days;
 pub mod freshness;
 pub mod locks;
+pub mod teams;
 
 pub use grain::Grain;
 pub use rows::{RollupKey, Sums};

@@ -20,6 +20,7 @@ mod chain;
 mod record;
 pub(crate) mod search;
 
+pub(crate) use chain::AuditRow;
 pub use chain::{AuditLog, AuditUnavailable, Entry, VerifyReport, verify};
-pub(crate) use record::{Action, RequestFacts, audit_requests, record_action};
+pub(crate) use record::{Action, RequestFacts, client_ip, entry_for, record_action};
 pub use record::{AuditSlot, ClientIp};

@@ -7,17 +7,13 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath};
 use axum::http::request::Parts;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use tokenusage_contract::text;
 
 use super::chain::{AuditUnavailable, Entry, TEXT_MAX};
-use crate::app::AppState;
-use crate::auth::Role;
-use crate::error::ApiError;
+use crate::access::Role;
 
 /// What a handler knows about its request, for the entry.
 #[derive(Debug, Default)]
@@ -39,7 +35,7 @@ pub(crate) struct Detail {
 pub struct AuditSlot(Arc<Mutex<Detail>>);
 
 impl AuditSlot {
-    fn with<R>(&self, f: impl FnOnce(&mut Detail) -> R) -> R {
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Detail) -> R) -> R {
         f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
@@ -89,7 +85,12 @@ impl AuditSlot {
         self.with(|d| d.rows = Some(rows));
     }
 
-    fn take(&self) -> Detail {
+    /// Whether a handler (or the extractor) named the caller.
+    pub(crate) fn has_actor(&self) -> bool {
+        self.with(|d| d.actor.is_some())
+    }
+
+    pub(crate) fn take(&self) -> Detail {
         self.with(std::mem::take)
     }
 }
@@ -115,14 +116,6 @@ pub(crate) fn client_ip(parts: &Parts, behind_proxy: bool) -> Option<IpAddr> {
         return Some(ip);
     }
     parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
-}
-
-impl FromRequestParts<AppState> for ClientIp {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        Ok(ClientIp(client_ip(parts, state.config.tls.behind_proxy)))
-    }
 }
 
 /// Facts about the request itself, gathered before the handler runs.
@@ -175,14 +168,6 @@ impl RequestFacts {
     }
 }
 
-impl FromRequestParts<AppState> for RequestFacts {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        Ok(RequestFacts::of(parts, state.config.tls.behind_proxy))
-    }
-}
-
 /// An action audited outside an HTTP request's own entry: a message on a
 /// live socket, recorded with the facts of the request that opened it.
 #[derive(Debug)]
@@ -202,7 +187,7 @@ pub(crate) struct Action<'a> {
 
 /// Records an [`Action`].
 pub(crate) async fn record_action(
-    state: &AppState,
+    log: &super::AuditLog,
     facts: &RequestFacts,
     a: Action<'_>,
 ) -> Result<i64, AuditUnavailable> {
@@ -216,7 +201,7 @@ pub(crate) async fn record_action(
         covers: a.covers.to_vec(),
         denied: false,
     };
-    state.audit.record(entry_for(facts.clone(), detail, a.status)).await
+    log.record(entry_for(facts.clone(), detail, a.status)).await
 }
 
 fn outcome(status: u16) -> &'static str {
@@ -250,43 +235,5 @@ pub(crate) fn entry_for(facts: RequestFacts, detail: Detail, status: u16) -> Ent
         user_agent: facts.user_agent,
         request_id: facts.request_id,
         covers: detail.covers,
-    }
-}
-
-/// Middleware: one entry per request, committed before the response leaves.
-///
-/// It wraps every route of `/api/v1` and its fallback, so unknown paths
-/// (404), wrong methods (405), oversized heads (414, 431) and unprintable
-/// parameters (400) are on the record like everything else. When no
-/// handler named the caller, a bearer token is checked here so the entry
-/// still says who it was.
-pub(crate) async fn audit_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let (mut parts, body) = req.into_parts();
-    let facts = RequestFacts::of(&parts, state.config.tls.behind_proxy);
-    let slot = AuditSlot::default();
-    parts.extensions.insert(slot.clone());
-    let refused = tokenusage_plumbing::http::HeadLimits::check(&parts)
-        .or_else(|| crate::hygiene::check(&parts).err().map(IntoResponse::into_response));
-    let response = match refused {
-        Some(r) => r,
-        None => {
-            let bearer = crate::auth::bearer(&parts).map(str::to_owned);
-            let response = next.run(Request::from_parts(parts, body)).await;
-            if slot.with(|d| d.actor.is_none())
-                && let Some(token) = bearer
-                && let Ok(user) = crate::auth::authenticate(&state, &token).await
-            {
-                slot.set_actor(&user.id, Some(user.role));
-            }
-            response
-        }
-    };
-    let entry = entry_for(facts, slot.take(), response.status().as_u16());
-    match state.audit.record(entry).await {
-        Ok(_) => response,
-        Err(e) => {
-            tracing::error!(error = %e, "refusing to answer a request that could not be audited");
-            ApiError::AuditUnavailable.into_response()
-        }
     }
 }

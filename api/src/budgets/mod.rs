@@ -1,37 +1,11 @@
 //! Budgets and alerts (`tokenusage-budgets`: the model, windows,
-//! evaluation, the board and webhooks) and their REST routes (`routes`),
-//! with what the API adds: errors as HTTP answers and the people a list of
-//! budgets showed, for the audit trail.
-
-pub mod routes;
+//! evaluation, the board and webhooks), with what the API adds: the people
+//! a list of budgets showed, for the audit trail. Their routes are
+//! `crate::http::routes::budgets`.
 
 pub use tokenusage_budgets::*;
 
 use sqlx::PgPool;
-
-use crate::error::ApiError;
-
-impl From<tokenusage_budgets::BudgetError> for ApiError {
-    fn from(e: tokenusage_budgets::BudgetError) -> Self {
-        match e {
-            tokenusage_budgets::BudgetError::Invalid(code, msg) => ApiError::bad_request(code, msg),
-            tokenusage_budgets::BudgetError::NoSuchTeam(_) | tokenusage_budgets::BudgetError::NoSuchWebhook(_) => {
-                ApiError::bad_request("invalid_budget", e.to_string())
-            }
-            tokenusage_budgets::BudgetError::Database(e) => e.into(),
-        }
-    }
-}
-
-impl From<tokenusage_budgets::webhooks::WebhookError> for ApiError {
-    fn from(e: tokenusage_budgets::webhooks::WebhookError) -> Self {
-        match e {
-            tokenusage_budgets::webhooks::WebhookError::Invalid(m) => ApiError::bad_request("invalid_webhook", m),
-            tokenusage_budgets::webhooks::WebhookError::Exists(_) => ApiError::Conflict(e.to_string()),
-            tokenusage_budgets::webhooks::WebhookError::Database(e) => e.into(),
-        }
-    }
-}
 
 /// The people whose spend a list of budgets showed, besides `caller`: a
 /// user budget's user, a team budget's members. Recorded as an audit

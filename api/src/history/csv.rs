@@ -100,7 +100,7 @@ mod tests {
     /// The OpenAPI document describes the columns actually written.
     #[test]
     fn the_openapi_description_names_every_column_in_order() {
-        let doc = serde_json::to_value(crate::openapi::document([])).unwrap();
+        let doc = serde_json::to_value(crate::http::openapi::document([])).unwrap();
         let description = doc["paths"]["/api/v1/usage/export.csv"]["get"]["responses"]["200"]["description"]
             .as_str()
             .unwrap()

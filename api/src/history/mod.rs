@@ -1,7 +1,8 @@
 //! Usage history: parsing a request into a view (`params`), planning its
 //! buckets (`plan`), reading it from the rollups (`read`, through the
 //! series `cache`), and presenting it (`present`, shared with live views,
-//! and `csv`); `routes` are the REST handlers that chain them.
+//! and `csv`); the REST handlers that chain them are
+//! `crate::http::routes::history`.
 
 pub mod cache;
 pub(crate) mod csv;
@@ -10,4 +11,3 @@ pub mod params;
 pub mod plan;
 pub mod present;
 pub mod read;
-pub(crate) mod routes;

@@ -9,7 +9,6 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use super::plan::{self, Granularity, GroupBy};
-use crate::error::ApiError;
 
 /// A list parameter: comma-separated in a query string, or (in a live
 /// subscription) a JSON array of strings.
@@ -256,11 +255,21 @@ pub struct View {
     pub team: Option<String>,
 }
 
-fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
-    ApiError::bad_request(code, message)
+/// Why a request's parameters do not make a view: a specific code and a
+/// message naming the parameter (a 400 over HTTP, an error message on a
+/// live socket).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct BadView {
+    pub code: &'static str,
+    pub message: String,
 }
 
-pub fn parse_tz(v: Option<&str>) -> Result<Tz, ApiError> {
+fn bad(code: &'static str, message: impl Into<String>) -> BadView {
+    BadView { code, message: message.into() }
+}
+
+pub fn parse_tz(v: Option<&str>) -> Result<Tz, BadView> {
     let name = v.unwrap_or("UTC");
     name.parse::<Tz>().map_err(|_| {
         bad(
@@ -273,7 +282,7 @@ pub fn parse_tz(v: Option<&str>) -> Result<Tz, ApiError> {
 /// An RFC 3339 instant, or a date (midnight in `tz`). Leap seconds are
 /// refused: chrono reads `23:59:60` as a second and a bit of `23:59:59`,
 /// and bucket arithmetic would then run one second late.
-pub fn parse_time(name: &'static str, v: Option<&str>, tz: &Tz) -> Result<DateTime<Utc>, ApiError> {
+pub fn parse_time(name: &'static str, v: Option<&str>, tz: &Tz) -> Result<DateTime<Utc>, BadView> {
     let v = v.ok_or_else(|| {
         bad(
             "missing_parameter",
@@ -301,7 +310,7 @@ pub fn parse_time(name: &'static str, v: Option<&str>, tz: &Tz) -> Result<DateTi
     Err(bad("invalid_time", format!("`{name}` is neither an RFC 3339 timestamp nor a YYYY-MM-DD date: {v:?}")))
 }
 
-fn list(v: Option<&List>, name: &str) -> Result<Vec<String>, ApiError> {
+fn list(v: Option<&List>, name: &str) -> Result<Vec<String>, BadView> {
     let Some(List(items)) = v else { return Ok(Vec::new()) };
     if items.len() > 50 || items.iter().any(|s| s.len() > 128) {
         return Err(bad(
@@ -315,7 +324,7 @@ fn list(v: Option<&List>, name: &str) -> Result<Vec<String>, ApiError> {
 impl View {
     /// Reads the parameters; `to` may be omitted only when `to_required` is
     /// false (a live view grows with time).
-    pub fn parse(q: &ViewParams, default_week_start: Weekday, to_required: bool) -> Result<View, ApiError> {
+    pub fn parse(q: &ViewParams, default_week_start: Weekday, to_required: bool) -> Result<View, BadView> {
         let tz = parse_tz(q.tz.as_deref())?;
         let from = parse_time("from", q.from.as_deref(), &tz)?;
         let to = match &q.to {
@@ -370,7 +379,7 @@ impl View {
 /// The one range check every route applies, planned or not: `from` before
 /// `to`, both between 1970-01-01 and 2200-01-01 (`plan::earliest`,
 /// `plan::latest`).
-pub fn require_range(v: &View) -> Result<(), ApiError> {
+pub fn require_range(v: &View) -> Result<(), BadView> {
     if v.from >= v.to {
         return Err(bad("empty_range", "`from` must be before `to`"));
     }
@@ -380,12 +389,12 @@ pub fn require_range(v: &View) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub(crate) fn out_of_range() -> ApiError {
+pub(crate) fn out_of_range() -> BadView {
     bad("out_of_range", "the range must lie between 1970-01-01 and 2200-01-01")
 }
 
 /// Plans a view, mapping planning errors to specific 400s.
-pub fn plan_view(v: &View, max_points: usize) -> Result<plan::Plan, ApiError> {
+pub fn plan_view(v: &View, max_points: usize) -> Result<plan::Plan, BadView> {
     use plan::PlanError;
     require_range(v)?;
     plan::plan(v.granularity, &v.tz, v.week_start, v.from, v.to, max_points).map_err(|e| match e {
@@ -405,10 +414,11 @@ pub fn plan_view(v: &View, max_points: usize) -> Result<plan::Plan, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::error::ApiError;
 
     fn parse(json: serde_json::Value) -> Result<View, ApiError> {
         let p: ViewParams = serde_json::from_value(json).map_err(|e| ApiError::from_deserialize(&e.to_string()))?;
-        View::parse(&p, Weekday::Mon, true)
+        Ok(View::parse(&p, Weekday::Mon, true)?)
     }
 
     #[test]
@@ -431,6 +441,6 @@ mod tests {
         let leap = parse(serde_json::json!({"from": "2016-12-31T23:59:60Z", "to": "2017-01-02"})).unwrap_err();
         assert!(leap.code_and_message().1.contains("leap second"));
         let v = parse(serde_json::json!({"from": "1969-12-31", "to": "1970-01-02"})).unwrap();
-        assert_eq!(require_range(&v).unwrap_err().code_and_message().0, "out_of_range");
+        assert_eq!(require_range(&v).unwrap_err().code, "out_of_range");
     }
 }

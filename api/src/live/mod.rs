@@ -17,20 +17,17 @@
 //! The parts, in the order a change travels:
 //! - `feed`: LISTENs for the notices (and polls freshness);
 //! - `hub`: routes each notice to the sockets watching its users;
-//! - `handshake`: what is checked before a socket exists;
-//! - `socket`: one task per socket, its loop and pacing;
-//! - `requests`: what each client message does;
 //! - `view`: the arithmetic of one subscription;
 //! - `protocol`: the messages both ways, typed, and the close codes.
+//!
+//! The socket itself (the handshake, one task per socket with its loop and
+//! pacing, and what each client message does) is HTTP's:
+//! `crate::http::routes::live`.
 
 mod feed;
-pub(crate) mod handshake;
-mod hub;
+pub(crate) mod hub;
+pub(crate) mod view;
 pub mod protocol;
-mod requests;
-mod socket;
-mod view;
 
-pub(crate) use handshake::upgrade;
 pub use hub::Live;
 pub use protocol::{PROTOCOL, close};

@@ -5,7 +5,8 @@
 //! Membership is read as it is now for the whole history: a team's view of
 //! last year sums last year's usage of today's members (docs/API.md).
 //!
-//! Storage here is used by the routes (`routes`) and by the CLI. Who
+//! Storage here is used by the routes (`crate::http::routes::teams`) and
+//! by the CLI. Who
 //! manages whom is cached per process for [`REACH_TTL`]; a change made
 //! through this process clears its cache at once, other processes see it
 //! within the TTL.
@@ -17,10 +18,6 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use tokenusage_plumbing::cache::TtlCache;
-
-use crate::error::ApiError;
-
-pub(crate) mod routes;
 
 /// A member's place in a team.
 #[derive(
@@ -81,18 +78,6 @@ pub enum TeamError {
     Database(#[from] sqlx::Error),
 }
 
-impl From<TeamError> for ApiError {
-    fn from(e: TeamError) -> Self {
-        match e {
-            TeamError::NoSuchTeam(_) | TeamError::NotAMember(..) => ApiError::NotFound(e.to_string()),
-            TeamError::Exists(_) => ApiError::Conflict(e.to_string()),
-            TeamError::InvalidName(_) => ApiError::bad_request("invalid_team", e.to_string()),
-            TeamError::InvalidUser(_) => ApiError::bad_request("invalid_user", e.to_string()),
-            TeamError::Database(e) => e.into(),
-        }
-    }
-}
-
 /// The team name rule (`access::valid_team_name`).
 pub use tokenusage_access::valid_team_name as valid_name;
 
@@ -100,7 +85,7 @@ fn check_name(name: &str) -> Result<(), TeamError> {
     if valid_name(name) { Ok(()) } else { Err(TeamError::InvalidName(name.to_owned())) }
 }
 
-fn check_user(user: &str) -> Result<(), TeamError> {
+pub(crate) fn check_user(user: &str) -> Result<(), TeamError> {
     let n = user.chars().count();
     if n == 0 || n > tokenusage_contract::Limits::ID_MAX_CHARS || user.chars().any(char::is_control) {
         return Err(TeamError::InvalidUser(user.to_owned()));
@@ -207,7 +192,7 @@ pub async fn list(pool: &PgPool) -> Result<Vec<Team>, TeamError> {
 }
 
 /// The teams of these names, with their members, by name.
-async fn named(pool: &PgPool, names: &[String]) -> Result<Vec<Team>, TeamError> {
+pub(crate) async fn named(pool: &PgPool, names: &[String]) -> Result<Vec<Team>, TeamError> {
     let rows = sqlx::query_as(&format!("{TEAM_ROWS} where t.name = any($1) order by t.name, m.user_id"))
         .bind(names)
         .fetch_all(pool)
@@ -232,7 +217,7 @@ pub async fn teams_of(pool: &PgPool, user: &str) -> Result<Vec<(String, TeamRole
     Ok(rows.into_iter().map(|(t, r)| (t, TeamRole::parse(&r))).collect())
 }
 
-pub use crate::access::{Members, Reach};
+pub use tokenusage_access::{Members, Reach};
 
 /// How long a caller's reach and a team's member list are trusted.
 pub(crate) const REACH_TTL: Duration = Duration::from_secs(10);
@@ -292,17 +277,8 @@ impl TeamDirectory {
         if let Some(m) = self.members.get(&team.to_owned()) {
             return Ok(m);
         }
-        let rows: Vec<(Option<String>,)> = sqlx::query_as(
-            "select m.user_id from teams t left join team_members m on m.team_id = t.id where t.name = $1 order by 1",
-        )
-        .bind(team)
-        .fetch_all(pool)
-        .await?;
-        let members: Option<Members> = (!rows.is_empty()).then(|| {
-            let mut m: Vec<String> = rows.into_iter().filter_map(|(u,)| u).collect();
-            m.sort_unstable(); // byte order, for binary search (see `reach`)
-            m.into()
-        });
+        // In byte order, for binary search (see `reach`).
+        let members: Option<Members> = tokenusage_schema::teams::named(pool, team).await?.map(|t| t.members.into());
         let weight = members.as_ref().map_or(1, |m| m.len().max(1));
         self.members.insert(team.to_owned(), members.clone(), weight);
         Ok(members)

@@ -9,12 +9,23 @@ use axum::extract::{Extension, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 
-use super::protocol::{BEARER_PREFIX, PROTOCOL};
-use super::socket::Socket;
-use crate::app::AppState;
+mod requests;
+mod socket;
+
+use socket::Socket;
+
 use crate::audit::{AuditSlot, RequestFacts};
-use crate::auth;
-use crate::error::ApiError;
+use crate::http::AppState;
+use crate::http::error::ApiError;
+use crate::http::extract as auth;
+use crate::live::protocol::{BEARER_PREFIX, PROTOCOL};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// This feature's routes, each registered with its OpenAPI entry.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default().routes(routes!(upgrade))
+}
 
 /// Bytes of one client message, and of one frame, at most.
 const MAX_MESSAGE_BYTES: usize = 16 * 1024;
@@ -36,7 +47,7 @@ pub(crate) async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    if !crate::origin::allowed(&headers, state.config.tls_in_front(), &state.config.live.allowed_origins) {
+    if !crate::http::origin::allowed(&headers, state.config.tls_in_front(), &state.config.live.allowed_origins) {
         return Err(ApiError::Forbidden("cross-site WebSocket refused: Origin is not allowed"));
     }
     let offered: Vec<String> = headers

@@ -1,14 +1,5 @@
-//! Building and running the HTTP server: state, layers, shutdown.
-//!
-//! - `routes`: the route table and the layers around it;
-//! - `ready`: `/readyz` and what it checks.
-
-pub(crate) mod ready;
-pub(crate) mod routes;
-
-pub use ready::Readiness;
-pub(crate) use routes::{api_routes, operational_routes};
-use routes::{describe_metrics, router};
+//! Running the HTTP server: binding, TLS, the engines' background tasks,
+//! graceful shutdown and housekeeping.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,70 +12,12 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::accounts::Directory;
-use crate::audit::AuditLog;
+use super::router::{describe_metrics, router};
+use super::{AppState, Readiness};
 use crate::config::ApiArgs;
-use crate::oidc::Oidc;
-use crate::session::{self, LoginLimiter};
-use crate::tokens::LocalKeys;
-
-/// Shared state of every request.
-#[derive(Clone, Debug)]
-pub struct AppState {
-    /// The connection pool (reads rollups, users).
-    pub pool: PgPool,
-    /// Signing and verification of our access tokens.
-    pub(crate) keys: Arc<LocalKeys>,
-    /// The external identity provider, when configured.
-    pub(crate) oidc: Option<Arc<Oidc>>,
-    /// Account status of local users (cached).
-    pub(crate) users: Arc<Directory>,
-    /// Who manages which team, and teams' members (cached).
-    pub(crate) teams: Arc<crate::teams::TeamDirectory>,
-    /// The audit trail writer.
-    pub(crate) audit: AuditLog,
-    pub(crate) login_limiter: Arc<LoginLimiter>,
-    /// Series reads, invalidated by the projector's notifications.
-    pub(crate) series_cache: Arc<crate::history::cache::SeriesCache>,
-    /// Live views: the change hub and socket bookkeeping.
-    pub(crate) live: Arc<crate::live::Live>,
-    /// Budgets' last evaluation, and the scopes waiting for the next one.
-    pub(crate) budgets: Arc<crate::budgets::board::Board>,
-    /// Bumped when reconciliation alerts were queued (in any process).
-    pub(crate) reconciliation: Arc<tokio::sync::watch::Sender<u64>>,
-    /// Cancelled when the server stops: live sockets close with 1001.
-    pub(crate) shutdown: CancellationToken,
-    /// Live socket tasks, awaited on shutdown (axum does not track them).
-    pub(crate) sockets: tokio_util::task::TaskTracker,
-    /// What `/readyz` reports on beyond the database.
-    pub(crate) readiness: Arc<Readiness>,
-    /// The settings the server was started with.
-    pub(crate) config: Arc<ApiArgs>,
-}
+use crate::session;
 
 impl AppState {
-    /// The state of a server with these settings (spawns the audit writer).
-    pub(crate) fn new(args: ApiArgs, pool: PgPool) -> anyhow::Result<Self> {
-        let budgets = Arc::new(crate::budgets::board::Board::default());
-        Ok(AppState {
-            keys: Arc::new(LocalKeys::from_args(&args)?),
-            oidc: Oidc::from_args(&args)?.map(Arc::new),
-            users: Arc::new(Directory::default()),
-            teams: Arc::default(),
-            audit: AuditLog::spawn(pool.clone()),
-            login_limiter: Arc::new(LoginLimiter::new(args.login_attempts_per_minute)),
-            readiness: Arc::new(Readiness::default()),
-            series_cache: Arc::new(crate::history::cache::SeriesCache::new(args.history.series_cache_entries)),
-            live: Arc::new(crate::live::Live::new(budgets.clone())),
-            budgets,
-            reconciliation: Arc::new(tokio::sync::watch::channel(0).0),
-            shutdown: CancellationToken::new(),
-            sockets: tokio_util::task::TaskTracker::new(),
-            pool,
-            config: Arc::new(args),
-        })
-    }
-
     /// Starts the budget evaluator and the webhook sender (off with
     /// `--budgets-off`: another process does it).
     fn spawn_budgets(&self) {
@@ -126,17 +59,6 @@ impl AppState {
             owner,
             self.shutdown.clone(),
         ));
-    }
-
-    /// For unit tests: default settings and a pool that never connects
-    /// (every query fails at once), so code that needs no database runs.
-    #[cfg(test)]
-    pub(crate) fn without_database() -> Self {
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .acquire_timeout(Duration::from_millis(200))
-            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
-            .expect("a lazy pool");
-        AppState::new(ApiArgs::for_tests(), pool).expect("test state")
     }
 }
 

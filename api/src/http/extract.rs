@@ -15,9 +15,9 @@ use axum::http::request::Parts;
 
 pub use crate::access::{Issuer, Role};
 use crate::accounts::Status;
-use crate::app::AppState;
 use crate::audit::AuditSlot;
-use crate::error::ApiError;
+use crate::http::AppState;
+use crate::http::error::ApiError;
 
 /// The authenticated caller (`access::Caller`) as the extractor gives it,
 /// with the API's helpers around the access rule; it dereferences to the

@@ -21,12 +21,12 @@ use tokenusage_schema::freshness::Freshness;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::hub::{Membership, SocketSlot, Update};
-use super::protocol::{MAX_SUBSCRIPTIONS, PROTOCOL, ServerMessage, close};
-use super::view::Sub;
-use crate::app::AppState;
 use crate::audit::RequestFacts;
-use crate::auth::Caller;
+use crate::http::AppState;
+use crate::http::extract::Caller;
+use crate::live::hub::{Membership, SocketSlot, Update};
+use crate::live::protocol::{MAX_SUBSCRIPTIONS, PROTOCOL, ServerMessage, close};
+use crate::live::view::Sub;
 
 /// Messages waiting for the transport at most (plus a close frame); a
 /// socket past it is "stuck" and gets snapshots instead of its deltas.

@@ -290,6 +290,48 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
+impl From<crate::budgets::BudgetError> for ApiError {
+    fn from(e: crate::budgets::BudgetError) -> Self {
+        match e {
+            crate::budgets::BudgetError::Invalid(code, msg) => ApiError::bad_request(code, msg),
+            crate::budgets::BudgetError::NoSuchTeam(_) | crate::budgets::BudgetError::NoSuchWebhook(_) => {
+                ApiError::bad_request("invalid_budget", e.to_string())
+            }
+            crate::budgets::BudgetError::Database(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::budgets::webhooks::WebhookError> for ApiError {
+    fn from(e: crate::budgets::webhooks::WebhookError) -> Self {
+        match e {
+            crate::budgets::webhooks::WebhookError::Invalid(m) => ApiError::bad_request("invalid_webhook", m),
+            crate::budgets::webhooks::WebhookError::Exists(_) => ApiError::Conflict(e.to_string()),
+            crate::budgets::webhooks::WebhookError::Database(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::teams::TeamError> for ApiError {
+    fn from(e: crate::teams::TeamError) -> Self {
+        match e {
+            crate::teams::TeamError::NoSuchTeam(_) | crate::teams::TeamError::NotAMember(..) => {
+                ApiError::NotFound(e.to_string())
+            }
+            crate::teams::TeamError::Exists(_) => ApiError::Conflict(e.to_string()),
+            crate::teams::TeamError::InvalidName(_) => ApiError::bad_request("invalid_team", e.to_string()),
+            crate::teams::TeamError::InvalidUser(_) => ApiError::bad_request("invalid_user", e.to_string()),
+            crate::teams::TeamError::Database(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::history::params::BadView> for ApiError {
+    fn from(e: crate::history::params::BadView) -> Self {
+        ApiError::bad_request(e.code, e.message)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,13 +7,13 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokenusage_schema::freshness::Freshness;
 
-use super::protocol::{ClientMessage, MAX_SUBSCRIPTIONS, ServerMessage};
 use super::socket::{OUT_QUEUE, Socket};
-use super::view::Sub;
 use crate::audit;
-use crate::auth;
-use crate::error::ApiError;
 use crate::history::params::{self, View, ViewParams};
+use crate::http::error::ApiError;
+use crate::http::extract as auth;
+use crate::live::protocol::{ClientMessage, MAX_SUBSCRIPTIONS, ServerMessage};
+use crate::live::view::Sub;
 
 /// A client message the socket refuses, for the audit trail and the client.
 pub(super) struct Refusal {
@@ -51,7 +51,7 @@ impl Socket {
     pub(super) async fn refuse(&mut self, r: Refusal) {
         let params = json!({ "id": r.id, "code": r.code });
         let recorded = audit::record_action(
-            &self.state,
+            &self.state.audit,
             &self.facts,
             self.action(r.action, r.subject.as_deref(), params, r.status),
         )
@@ -137,7 +137,7 @@ impl Socket {
                 self.push_budgets().await;
             }
             ClientMessage::WatchReconciliation => {
-                if self.user.role != crate::auth::Role::Admin {
+                if self.user.role != crate::access::Role::Admin {
                     let r = Refusal {
                         action: "live.watch_reconciliation",
                         id: None,
@@ -150,7 +150,7 @@ impl Socket {
                     return None;
                 }
                 let action = self.action("live.watch_reconciliation", None, json!({}), 200);
-                if audit::record_action(&self.state, &self.facts, action).await.is_err() {
+                if audit::record_action(&self.state.audit, &self.facts, action).await.is_err() {
                     self.error(None, "audit_unavailable", "cannot record this request; retry shortly");
                     return None;
                 }
@@ -239,7 +239,7 @@ impl Socket {
         match outcome {
             Ok(u) if u.id == self.user.id => {
                 let action = self.action("live.auth", Some(&self.user.id), json!({}), 200);
-                if audit::record_action(&self.state, &self.facts, action).await.is_err() {
+                if audit::record_action(&self.state.audit, &self.facts, action).await.is_err() {
                     self.error(None, "audit_unavailable", "cannot record the renewal; retry shortly");
                     return None;
                 }
@@ -287,7 +287,7 @@ impl Socket {
                 format!("at most {MAX_SUBSCRIPTIONS} per socket"),
             ));
         }
-        crate::hygiene::check_json(&raw)?;
+        crate::http::hygiene::check_json(&raw)?;
         let q: ViewParams =
             serde_json::from_value(Value::Object(raw)).map_err(|e| ApiError::from_deserialize(&e.to_string()))?;
         let open_ended = q.to.is_none();
@@ -315,7 +315,7 @@ impl Socket {
         let mut action = self.action("live.subscribe", Some(subject.label()), recorded, 200);
         action.rows = Some(snap.data.totals.len() as i64);
         action.covers = subject.covers();
-        if audit::record_action(&self.state, &self.facts, action).await.is_err() {
+        if audit::record_action(&self.state.audit, &self.facts, action).await.is_err() {
             self.rescope();
             return Err(ApiError::AuditUnavailable);
         }
@@ -387,7 +387,7 @@ impl Socket {
                 let mut action = self.action("live.watch_budgets", Some(&self.user.id), json!({}), 200);
                 action.covers = &new;
                 action.rows = Some(visible.len() as i64);
-                if audit::record_action(&self.state, &self.facts, action).await.is_err() {
+                if audit::record_action(&self.state.audit, &self.facts, action).await.is_err() {
                     self.budgets_watch_asked = first;
                     self.error(None, "audit_unavailable", "cannot record this request; retry shortly");
                     return;

@@ -1,31 +1,29 @@
-//! Readiness: whether this process should get traffic (`/readyz`).
+//! Operations: `/healthz`, `/readyz` and `/metrics`, beside the API.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokenusage_plumbing::health::{Health, Verdict};
+use tokenusage_plumbing::health::Verdict;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::AppState;
+use crate::http::AppState;
 
-/// Readiness beyond the database: whether the process is draining and,
-/// when it runs one, whether its projector is getting commits through.
-#[derive(Debug, Default)]
-pub struct Readiness {
-    pub(super) draining: AtomicBool,
-    projector: Mutex<Option<(Arc<Health>, Duration)>>,
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default().routes(routes!(healthz)).routes(routes!(readyz)).routes(routes!(metrics))
 }
 
-impl Readiness {
-    /// Reports on a projector in this process: ready while it runs and its
-    /// commits have not been failing for longer than `patience`.
-    pub fn watch_projector(&self, health: Arc<Health>, patience: Duration) {
-        *self.projector.lock().unwrap_or_else(|e| e.into_inner()) = Some((health, patience));
-    }
+/// `GET /healthz`: the process is alive.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = String, content_type = "text/plain")))]
+pub(crate) async fn healthz() -> &'static str {
+    "ok"
+}
 
-    fn projector(&self) -> Option<Verdict> {
-        self.projector.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|(h, patience)| h.verdict(*patience))
-    }
+/// `GET /metrics`: Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, body = String, content_type = "text/plain", description = "Prometheus text format")))]
+pub(crate) async fn metrics() -> String {
+    tokenusage_plumbing::metrics::recorder().render()
 }
 
 /// What `/readyz` answers.

@@ -10,17 +10,31 @@ use axum::response::Response;
 use serde_json::{Value, json};
 use tokenusage_schema::{Grain, Sums};
 
-use super::params::{self, BreakdownParams, OverviewParams, RangeParams, TopUsersParams, View, ViewParams};
-use super::plan::{GroupBy, Plan};
-use super::present::{
+use crate::audit::AuditSlot;
+use crate::history::params::{self, BreakdownParams, OverviewParams, RangeParams, TopUsersParams, View, ViewParams};
+use crate::history::plan::{GroupBy, Plan};
+use crate::history::present::{
     BreakdownResponse, DimensionsResponse, OverviewResponse, Ranked, SeriesResponse, SummaryResponse, TopUser,
     TopUsersResponse, fmt_time, series_response, summary_response,
 };
-use super::read::{self, Subject};
-use crate::app::AppState;
-use crate::audit::AuditSlot;
-use crate::auth::Caller;
-use crate::error::{ApiError, ApiQuery};
+use crate::history::read::{self, Subject};
+use crate::http::AppState;
+use crate::http::error::{ApiError, ApiQuery};
+use crate::http::extract::Caller;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// This feature's routes, each registered with its OpenAPI entry.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(series))
+        .routes(routes!(summary))
+        .routes(routes!(breakdown))
+        .routes(routes!(dimensions))
+        .routes(routes!(export_csv))
+        .routes(routes!(overview))
+        .routes(routes!(top_users))
+}
 
 /// A view's parameters as understood, for the audit entry.
 fn audit_params(v: &View, plan: Option<&Plan>) -> Value {
@@ -201,9 +215,9 @@ pub(crate) async fn export_csv(
 ) -> Result<Response, ApiError> {
     let p = prepare(&state, &slot, "usage.export_csv", &user, &q).await?;
     let snap = state.series_cache.read(&state.pool, &p.subject, &p.plan, p.view.group, &p.view.filters).await?;
-    let rows = super::csv::rows(&p.view, &p.plan, &snap.data);
+    let rows = crate::history::csv::rows(&p.view, &p.plan, &snap.data);
     slot.set_rows(rows.len() as i64);
-    Ok(super::csv::response(&p.view, &p.plan, &p.subject, rows))
+    Ok(crate::history::csv::response(&p.view, &p.plan, &p.subject, rows))
 }
 
 /// The heaviest users in a range (admins).
@@ -242,8 +256,8 @@ pub(crate) async fn top_users(
 /// one rule, `error::page_limit`).
 fn parse_limit(limit: Option<&str>) -> Result<i64, ApiError> {
     match limit.map(|l| (l, l.parse::<i64>())) {
-        None => crate::error::page_limit(None, 10, 1000),
-        Some((_, Ok(n))) => crate::error::page_limit(Some(n), 10, 1000),
+        None => crate::http::error::page_limit(None, 10, 1000),
+        Some((_, Ok(n))) => crate::http::error::page_limit(Some(n), 10, 1000),
         Some((l, Err(_))) => {
             Err(ApiError::bad_request("invalid_limit", format!("`limit` must be a number from 1 to 1000, not {l:?}")))
         }

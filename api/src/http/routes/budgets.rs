@@ -11,13 +11,27 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 
-use super::board::BudgetState;
-use super::{Budget, NewBudget, Scope, webhooks};
 use crate::access;
-use crate::app::AppState;
 use crate::audit::AuditSlot;
-use crate::auth::{Caller, Role};
-use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+use crate::budgets::board::BudgetState;
+use crate::budgets::{Budget, NewBudget, Scope, webhooks};
+use crate::http::AppState;
+use crate::http::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+use crate::http::extract::{Caller, Role};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// This feature's routes, each registered with its OpenAPI entry.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(list, create))
+        .routes(routes!(check))
+        .routes(routes!(get, delete))
+        .routes(routes!(list_endpoints, create_endpoint))
+        .routes(routes!(delete_endpoint))
+        .routes(routes!(list_deliveries))
+        .routes(routes!(retry_delivery))
+}
 
 /// Whether `user` may see `b` (and its state): `access::may_see`.
 pub(crate) async fn may_see(st: &AppState, user: &Caller, b: &Budget) -> Result<bool, ApiError> {
@@ -43,14 +57,16 @@ pub(crate) async fn list(
     user: Caller,
 ) -> Result<Json<Vec<BudgetState>>, ApiError> {
     let reach = user.reach(&st).await?;
-    let out: Vec<BudgetState> = super::list(&st.pool)
+    let out: Vec<BudgetState> = crate::budgets::list(&st.pool)
         .await?
         .into_iter()
         .filter(|b| access::may_see(&user, &reach, &b.scope))
         .map(|b| with_state(&st, b))
         .collect();
     slot.set_detail("budgets.list", Some(&user.id), serde_json::json!({}), Some(out.len() as i64));
-    slot.set_covers(&super::shown_people(&st.teams, &st.pool, &user.id, out.iter().map(|b| &b.budget.scope)).await?);
+    slot.set_covers(
+        &crate::budgets::shown_people(&st.teams, &st.pool, &user.id, out.iter().map(|b| &b.budget.scope)).await?,
+    );
     Ok(Json(out))
 }
 
@@ -82,20 +98,20 @@ pub(crate) async fn create(
     if !req.webhooks.is_empty() && user.role != Role::Admin {
         return Err(ApiError::Forbidden("only admins may send a budget's alerts to webhook endpoints"));
     }
-    let checked = super::check(&req)?;
-    let b = super::create(&st.pool, &checked, &user.id).await?;
+    let checked = crate::budgets::check(&req)?;
+    let b = crate::budgets::create(&st.pool, &checked, &user.id).await?;
     tracing::info!(budget = b.id, by = %user.id, scope = %b.scope.label(), "budget created");
-    st.budgets.touch(super::board::Touched::default());
+    st.budgets.touch(crate::budgets::board::Touched::default());
     Ok((StatusCode::CREATED, Json(BudgetState { budget: b, state: None })))
 }
 
 async fn reachable(st: &AppState, slot: &AuditSlot, user: &Caller, id: i64) -> Result<Budget, ApiError> {
-    match super::get(&st.pool, id).await? {
+    match crate::budgets::get(&st.pool, id).await? {
         Some(b) if may_see(st, user, &b).await? => Ok(b),
         Some(b) => {
             // Someone else's budget: the caller learns nothing (404), the
             // trail records whose it was (and a team's members).
-            let covers = super::shown_people(&st.teams, &st.pool, &user.id, std::iter::once(&b.scope)).await?;
+            let covers = crate::budgets::shown_people(&st.teams, &st.pool, &user.id, std::iter::once(&b.scope)).await?;
             slot.set_denied(b.scope.id(), &covers);
             Err(ApiError::NotFound(format!("no budget {id} that you can see")))
         }
@@ -137,8 +153,8 @@ pub(crate) async fn delete(
     if user.role != Role::Admin && matches!(b.scope, Scope::User(_)) && b.created_by != user.id {
         return Err(ApiError::Forbidden("this budget was set for you by someone else; an admin can remove it"));
     }
-    super::delete(&st.pool, id).await?;
-    st.budgets.touch(super::board::Touched::default());
+    crate::budgets::delete(&st.pool, id).await?;
+    st.budgets.touch(crate::budgets::board::Touched::default());
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -293,7 +309,7 @@ pub(crate) async fn list_deliveries(
             format!("state: pending, delivered or dead, not {s:?}"),
         ));
     }
-    let limit = crate::error::page_limit(q.limit, 100, 10_000)?;
+    let limit = crate::http::error::page_limit(q.limit, 100, 10_000)?;
     let rows = webhooks::deliveries(&st.pool, q.state.as_deref(), limit).await?;
     slot.set_rows(rows.len() as i64);
     Ok(Json(rows))

@@ -11,10 +11,22 @@ use chrono::{NaiveDate, TimeDelta};
 use serde::Deserialize;
 use tokenusage_providers::{reconcile, store};
 
-use crate::app::AppState;
 use crate::audit::AuditSlot;
-use crate::auth::Caller;
-use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+use crate::http::AppState;
+use crate::http::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+use crate::http::extract::Caller;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// This feature's routes, each registered with its OpenAPI entry.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(providers))
+        .routes(routes!(put_mapping))
+        .routes(routes!(delete_mapping))
+        .routes(routes!(reconciliation))
+        .routes(routes!(reconciliation_csv))
+}
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]

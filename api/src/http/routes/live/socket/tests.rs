@@ -15,13 +15,13 @@ use tokenusage_schema::notice::{Delta, Notice};
 
 use super::Socket;
 use crate::accounts::Role;
-use crate::app::AppState;
 use crate::audit::RequestFacts;
-use crate::auth::{Caller, Issuer};
 use crate::history::cache::SeriesCache;
 use crate::history::params::Filters;
 use crate::history::plan::GroupBy;
 use crate::history::read::Subject;
+use crate::http::AppState;
+use crate::http::extract::{Caller, Issuer};
 
 /// The server's end of an in-memory socket.
 struct Duplex {

@@ -6,10 +6,23 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use tokenusage_schema::{dead_letters, keys};
 
-use crate::app::AppState;
 use crate::audit::AuditSlot;
-use crate::auth::Caller;
-use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+use crate::http::AppState;
+use crate::http::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+use crate::http::extract::Caller;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// This feature's routes, each registered with its OpenAPI entry.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(list_keys, create_key))
+        .routes(routes!(revoke_key))
+        .routes(routes!(list_prices, set_price))
+        .routes(routes!(remove_price))
+        .routes(routes!(list_dead_letters))
+        .routes(routes!(redrive_dead_letter))
+}
 
 /// Publisher API keys (never their secrets).
 #[utoipa::path(get, path = "/api/v1/admin/keys", tag = "admin", security(("bearer" = [])),
@@ -123,7 +136,7 @@ pub(crate) async fn list_dead_letters(
     ApiQuery(q): ApiQuery<DeadLetterQuery>,
 ) -> Result<Json<Vec<dead_letters::DeadLetter>>, ApiError> {
     user.require_admin()?;
-    let limit = crate::error::page_limit(q.limit, 100, 10_000)?;
+    let limit = crate::http::error::page_limit(q.limit, 100, 10_000)?;
     let rows = dead_letters::list(&st.pool, limit, !q.all.unwrap_or(false)).await?;
     slot.set_detail(
         "admin.dead_letters.list",

@@ -5,12 +5,23 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::*;
 use crate::access::Scope;
-use crate::app::AppState;
 use crate::audit::AuditSlot;
-use crate::auth::Caller;
-use crate::error::{ApiError, ApiJson, ApiPath};
+use crate::http::AppState;
+use crate::http::error::{ApiError, ApiJson, ApiPath};
+use crate::http::extract::Caller;
+use crate::teams::*;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// This feature's routes, each registered with its OpenAPI entry.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(my_teams))
+        .routes(routes!(admin_list, admin_create))
+        .routes(routes!(admin_get, admin_rename, admin_delete))
+        .routes(routes!(admin_set_member, admin_remove_member))
+}
 
 /// The teams the caller can look at: every team for an admin, the teams
 /// they manage for a manager, none for anyone else; and the teams the
@@ -84,7 +95,7 @@ pub(crate) struct NewTeam {
 }
 
 #[utoipa::path(post, path = "/api/v1/admin/teams", tag = "teams", security(("bearer" = [])), request_body = NewTeam,
-    responses((status = 201, body = Team), (status = 409, body = crate::error::ErrorBody)))]
+    responses((status = 201, body = Team), (status = 409, body = crate::http::error::ErrorBody)))]
 pub(crate) async fn admin_create(
     State(st): State<AppState>,
     axum::Extension(slot): axum::Extension<AuditSlot>,
@@ -116,7 +127,7 @@ pub(crate) async fn admin_create(
 }
 
 #[utoipa::path(get, path = "/api/v1/admin/teams/{team}", tag = "teams", security(("bearer" = [])),
-    params(("team" = String, Path)), responses((status = 200, body = Team), (status = 404, body = crate::error::ErrorBody)))]
+    params(("team" = String, Path)), responses((status = 200, body = Team), (status = 404, body = crate::http::error::ErrorBody)))]
 pub(crate) async fn admin_get(
     State(st): State<AppState>,
     axum::Extension(slot): axum::Extension<AuditSlot>,

@@ -9,7 +9,7 @@
 use axum::extract::Query;
 use axum::http::request::Parts;
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// Most bytes of one decoded query value.
 const VALUE_MAX_BYTES: usize = 4096;
