@@ -131,6 +131,8 @@ pub enum BudgetError {
     NoSuchTeam(String),
     #[error("no webhook endpoint {0:?} (admins create them: `tokenusage webhooks add`)")]
     NoSuchWebhook(String),
+    #[error("a budget named {0:?} already exists for {1}; choose another name")]
+    NameTaken(String, String),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -163,6 +165,9 @@ pub fn parse_window(s: &str) -> Result<i32, BudgetError> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checked {
     pub name: String,
+    /// The name was made up (none given): a taken one gets a number
+    /// rather than refusing the budget.
+    pub default_name: bool,
     pub scope: Scope,
     pub measure: Measure,
     pub amount: i64,
@@ -251,6 +256,7 @@ pub fn check(b: &NewBudget) -> Result<Checked, BudgetError> {
     }
     let zone = if b.period == Period::Rolling { "UTC".into() } else { zone };
     Ok(Checked {
+        default_name: b.name.is_none(),
         name,
         scope: b.scope.clone(),
         measure: b.measure,
@@ -345,27 +351,39 @@ pub async fn create(pool: &PgPool, b: &Checked, by: &str) -> Result<Budget, Budg
         Scope::Team(_) => None,
         s => Some(s.id()),
     };
-    let id: i64 = sqlx::query_scalar(
-        "insert into budgets (name, scope_kind, scope, team_id, measure, amount, period, zone, rolling_minutes, \
-         thresholds, webhooks, created_by) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) returning id",
-    )
-    .bind(&b.name)
-    .bind(b.scope.kind().as_str())
-    .bind(scope)
-    .bind(team_id)
-    .bind(match b.measure {
-        Measure::Tokens => "tokens",
-        Measure::Cost => "cost",
-    })
-    .bind(b.amount)
-    .bind(b.period.as_str())
-    .bind(&b.zone)
-    .bind(b.rolling_minutes)
-    .bind(&b.thresholds)
-    .bind(&b.webhooks)
-    .bind(by)
-    .fetch_one(&mut *tx)
-    .await?;
+    // Names are unique per scope (`budgets_name_per_scope`): a name given
+    // and taken is refused; a made-up one that is taken gets a number.
+    let mut id = None;
+    for n in 1..=100 {
+        let name =
+            if n == 1 { b.name.clone() } else { format!("{} ({n})", b.name.chars().take(120).collect::<String>()) };
+        id = sqlx::query_scalar(
+            "insert into budgets (name, scope_kind, scope, team_id, measure, amount, period, zone, rolling_minutes, \
+             thresholds, webhooks, created_by) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+             on conflict (scope_kind, coalesce(scope, team_id::text), lower(name)) do nothing returning id",
+        )
+        .bind(&name)
+        .bind(b.scope.kind().as_str())
+        .bind(scope)
+        .bind(team_id)
+        .bind(match b.measure {
+            Measure::Tokens => "tokens",
+            Measure::Cost => "cost",
+        })
+        .bind(b.amount)
+        .bind(b.period.as_str())
+        .bind(&b.zone)
+        .bind(b.rolling_minutes)
+        .bind(&b.thresholds)
+        .bind(&b.webhooks)
+        .bind(by)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if id.is_some() || !b.default_name {
+            break;
+        }
+    }
+    let id: i64 = id.ok_or_else(|| BudgetError::NameTaken(b.name.clone(), b.scope.label()))?;
     tx.commit().await?;
     Ok(get(pool, id).await?.expect("the budget just created"))
 }

@@ -102,11 +102,13 @@ async fn budgets(pool: &sqlx::PgPool, events: &[UsageEvent]) -> anyhow::Result<(
     };
     let month = (tokens(&[DEMO_USER]) as f64 * 30.0 / 7.0 * 1.1).round() as i64;
     let week = (tokens(&[DEMO_USER, "alice", "bob"]) as f64 * 1.2).round() as i64;
-    for (scope, amount, period) in
-        [(Scope::User(DEMO_USER.into()), month, Period::Month), (Scope::Team("platform".into()), week, Period::Week)]
-    {
+    // Named as a person would name them (names are unique per scope).
+    for (name, scope, amount, period) in [
+        ("My monthly tokens", Scope::User(DEMO_USER.into()), month, Period::Month),
+        ("Platform's weekly tokens", Scope::Team("platform".into()), week, Period::Week),
+    ] {
         let b = NewBudget {
-            name: None,
+            name: Some(name.into()),
             scope,
             measure: Measure::Tokens,
             amount: serde_json::json!(amount.max(1000)),

@@ -27,6 +27,8 @@
   function cssVar(name) { return getComputedStyle(document.documentElement).getPropertyValue(name).trim(); }
   function cell(row, text, cls) { const td = document.createElement("td"); td.textContent = text; if (cls) td.className = cls; row.appendChild(td); return td; }
   function num(n) { return n == null ? "–" : fmt.format(n); }
+  /** "1 event", "2 events": a count with its noun agreeing. */
+  function count(n, one, many) { return num(n) + " " + (n === 1 ? one : many || one + "s"); }
   function tzName() { return $("tz").value.trim() || Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC"; }
   function label(iso, gran) {
     const d = new Date(iso);
@@ -387,9 +389,34 @@
     return { data, lines, stacked };
   }
 
+  const GRAIN_NOUN = { minute: "minute", quarter_hour: "quarter hour", hour: "hour", day: "day", week: "week", month: "month" };
+  /** The chart in words: what it shows ("Cost (USD) per day") and what
+   *  the data say (range, total, highest bucket). The keyboard help is the
+   *  chart's description, said once, not part of its name. */
+  function describeChart(s, model) {
+    const metric = $("metric").value;
+    const what = { cost: "Cost (" + (s.currency || "USD") + ")", input: "Input tokens", output: "Output tokens", split: "Input and output tokens" }[metric] || "Tokens";
+    const title = what + " per " + (GRAIN_NOUN[s.granularity] || s.granularity);
+    const n = s.points.length;
+    if (!n) return { title, summary: title + ": no buckets in this range." };
+    const totals = s.points.map((p, i) => model.lines.reduce((a, l) => a + (l.values[i] || 0), 0));
+    let top = 0; totals.forEach((v, i) => { if (v > totals[top]) top = i; });
+    const sum = totals.reduce((a, v) => a + v, 0);
+    const amount = metric === "cost"
+      ? (v) => new Intl.NumberFormat(undefined, { style: "currency", currency: s.currency || "USD", maximumFractionDigits: 2 }).format(v)
+      : (v) => num(v) + " tokens";
+    const summary = title + ": " + count(n, GRAIN_NOUN[s.granularity] || "bucket") + " from " + label(s.points[0].start, s.granularity)
+      + " to " + label(s.points[n - 1].start, s.granularity) + "; " + amount(sum) + " in all"
+      + (sum > 0 ? "; highest " + amount(totals[top]) + " at " + label(s.points[top].start, s.granularity) : "") + ".";
+    return { title, summary };
+  }
+
   function render(full) {
     const s = live.series; if (!s) return;
     const model = chartModel(s);
+    const said = describeChart(s, model);
+    $("chart-title").textContent = said.title + ".";
+    $("chart").setAttribute("aria-label", said.summary);
     const keys = model.lines.map((l) => l.label).join("|") + "|" + model.stacked + "|" + tzName() + "|" + document.documentElement.dataset.theme;
     if (!chart || keys !== chartKeys || full) buildChart(model); else chart.setData(model.data, false);
     chartKeys = keys;
@@ -494,7 +521,7 @@
     if (live.paused) { el.textContent = "Live updates paused."; return; }
     if (!f) { el.textContent = live.series ? "Showing stored history." : "Waiting for data…"; return; }
     const through = f.complete_through ? new Intl.DateTimeFormat(undefined, { timeZone: tzName(), dateStyle: "medium", timeStyle: "medium" }).format(new Date(f.complete_through)) : "not yet known";
-    el.textContent = "Complete through " + through + (f.lag_records ? " · " + num(f.lag_records) + " events still being counted" : "")
+    el.textContent = "Complete through " + through + (f.lag_records ? " · " + count(f.lag_records, "event") + " still being counted" : "")
       + (f.lost_records ? " · " + num(f.lost_records) + " published events were lost by the broker before they could be counted, so totals are low (an operator can list them with tokenusage lost)" : "");
   }
 
@@ -523,7 +550,7 @@
     const top = chart.valToPos(chart.data[chart.data.length - 1][cursorIdx] || 0, "y");
     chart.setCursor({ left: x, top });
     const p = s.points[cursorIdx];
-    $("point-live").textContent = label(p.start, s.granularity) + ": " + num(p.total_tokens) + " tokens, input " + num(p.input_tokens) + ", output " + num(p.output_tokens) + ", " + num(p.events) + " events, cost " + money(p.cost) + (p.unpriced_tokens ? ", " + num(p.unpriced_tokens) + " tokens unpriced" : "");
+    $("point-live").textContent = label(p.start, s.granularity) + ": " + num(p.total_tokens) + " tokens, input " + num(p.input_tokens) + ", output " + num(p.output_tokens) + ", " + count(p.events, "event") + ", cost " + money(p.cost) + (p.unpriced_tokens ? ", " + num(p.unpriced_tokens) + " tokens unpriced" : "");
     scheduleDetail();
   }
 
@@ -601,8 +628,33 @@
     "usage.dimensions": "Activities, models and projects used", "usage.export_csv": "CSV download",
     "usage.overview": "Team overview", "live.subscribe": "Live usage view", "live.watch_budgets": "Budgets, live",
     "budgets.list": "Budgets", "budgets.get": "One budget", "budgets.check": "Budget check", "admin.top_users": "List of top users",
+    "audit.views_of_me": "Who viewed my usage", "audit.search": "Audit search", "teams.mine": "My teams", "auth.me": "Who am I",
+    "auth.refresh": "Session renewed", "live.connect": "Live connection", "live.auth": "Live sign-in", "live.unsubscribe": "Live view closed",
+    "live.watch_reconciliation": "Reconciliation alerts", "live.reauthorize": "Live access re-checked", "live.message": "Live message",
+    "admin.reconciliation": "Reconciliation", "admin.providers.list": "Provider connections", "admin.teams.list": "Teams",
+    "admin.prices.list": "Price book", "admin.keys.list": "Publisher keys", "admin.webhooks.list": "Webhook endpoints",
+    "admin.webhooks.deliveries": "Webhook deliveries",
   };
   function actionName(code) { return ACTION_NAMES[code] || code; }
+
+  // What the dashboard reads by itself when a page is opened or a view
+  // chosen; changes (budgets set, keys made, sign-ins, downloads) are never
+  // folded into a group.
+  const PAGE_READ = /^(usage\.(series|summary|breakdown|dimensions|overview)|budgets\.(list|get)|audit\.(views_of_me|search)|teams\.mine|auth\.(me|refresh)|live\.(connect|auth|subscribe|unsubscribe|watch_budgets|watch_reconciliation|reauthorize|message)|admin\.(top_users|reconciliation|providers\.list|teams\.list|prices\.list|keys\.list|webhooks\.(list|deliveries)))$/;
+  const PAGE_VIEW_GAP_MS = 10000;
+  /** Audit rows (newest first) in groups: successful page reads by one
+   *  person from one address, each within 10 s of the next, are one group. */
+  function groupReads(rows) {
+    const groups = [];
+    for (const r of rows) {
+      const g = groups[groups.length - 1], last = g && g[g.length - 1];
+      const read = (x) => x.outcome === "ok" && PAGE_READ.test(x.action);
+      if (last && read(r) && read(last) && r.actor === last.actor && r.ip === last.ip
+          && Math.abs(Date.parse(last.at) - Date.parse(r.at)) <= PAGE_VIEW_GAP_MS) g.push(r);
+      else groups.push([r]);
+    }
+    return groups;
+  }
 
   async function loadViews() {
     try {
@@ -629,6 +681,14 @@
   // over the newer list.
   let budgetsPushed = 0;
 
+  /** A budget's name as shown: the name people gave it and, unless it is
+   *  the viewer's own, whose it is in words. */
+  function budgetName(b) {
+    const s = b.scope;
+    if (s.kind === "user" && s.id === session.user) return b.name;
+    return b.name + " (" + (s.kind === "user" ? "user " : s.kind === "team" ? "team " : "project ") + s.id + ")";
+  }
+
   function budgetAmount(b, n) {
     return b.measure === "cost" ? money(n) : num(n) + " tokens";
   }
@@ -636,9 +696,9 @@
   function windowText(b) {
     if (b.period === "rolling") {
       const m = b.rolling_minutes;
-      return "the last " + (m % 1440 === 0 ? m / 1440 + " days" : m % 60 === 0 ? m / 60 + " hours" : m + " minutes");
+      return "in the last " + (m % 1440 === 0 ? count(m / 1440, "day") : m % 60 === 0 ? count(m / 60, "hour") : count(m, "minute"));
     }
-    return "this " + b.period + " (" + b.zone + ")";
+    return (b.period === "day" ? "today" : "this " + b.period) + " (" + b.zone + ")";
   }
 
   // Live updates rebuild parts of the page; a person using them must not
@@ -665,10 +725,10 @@
     const seen = new Set(); const fresh = [];
     for (const b of list) {
       const li = document.createElement("li");
+      // Focusable by script only: where focus lands after "Set budget".
+      li.id = "budget-" + b.id; li.tabIndex = -1;
       const name = document.createElement("span"); name.className = "budget-name"; name.id = "budget-" + b.id + "-name";
-      // Default names already say whose budget it is.
-      const whose = b.scope.kind + ":" + b.scope.id;
-      name.textContent = b.name.includes(whose) ? b.name : b.name + " (" + whose + ")"; li.appendChild(name);
+      name.textContent = budgetName(b); li.appendChild(name);
       const bar = document.createElement("progress"); bar.max = 100;
       bar.setAttribute("aria-labelledby", name.id); bar.setAttribute("aria-describedby", "budget-" + b.id + "-text");
       const text = document.createElement("span"); text.className = "budget-text"; text.id = "budget-" + b.id + "-text";
@@ -679,8 +739,11 @@
         bar.value = Math.min(100, s.percent);
         if (s.over) li.className = "over"; else if (s.crossed.some((c) => !c.resolved_at)) li.className = "warn";
         const spent = b.measure === "cost" ? s.spent_text : s.spent; const amount = b.measure === "cost" ? s.amount_text : b.amount;
-        let t = fmt.format(s.percent) + " % of " + budgetAmount(b, amount) + " spent in " + windowText(b) + ": " + budgetAmount(b, spent) + ".";
-        if (s.forecast != null) t += " Forecast for the end of the window: " + budgetAmount(b, b.measure === "cost" ? s.forecast_text : s.forecast) + ".";
+        // One plain sentence: "$412 of $500 this month (UTC), 82 %; on pace for $530."
+        const of = b.measure === "cost" ? money(spent) + " of " + money(amount) : num(spent) + " of " + num(amount) + " tokens";
+        let t = of + " " + windowText(b) + ", " + fmt.format(s.percent) + " %";
+        if (s.forecast != null) t += "; on pace for " + budgetAmount(b, b.measure === "cost" ? s.forecast_text : s.forecast);
+        t += ".";
         const active = s.crossed.filter((c) => !c.resolved_at).map((c) => c.threshold + " %");
         if (active.length) t += " Crossed: " + active.join(", ") + ".";
         if (b.measure === "cost" && s.unpriced_tokens > 0) t += " " + num(s.unpriced_tokens) + " tokens have no price and are not in the cost.";
@@ -688,13 +751,13 @@
         for (const c of s.crossed) {
           if (c.resolved_at) continue;
           const k = b.id + "/" + s.window_start + "/" + c.threshold + "/" + c.crossed_at; seen.add(k);
-          if (crossedSeen && !crossedSeen.has(k)) fresh.push("Budget " + b.name + " crossed " + c.threshold + " %.");
+          if (crossedSeen && !crossedSeen.has(k)) fresh.push("Budget " + budgetName(b) + " crossed " + c.threshold + " %.");
         }
       }
       li.appendChild(bar); li.appendChild(text);
       if (maySet(b.scope)) {
         const rm = document.createElement("button"); rm.type = "button"; rm.className = "small"; rm.textContent = "Remove";
-        rm.setAttribute("aria-label", "Remove budget " + b.name); rm.dataset.focusKey = "remove-" + b.id;
+        rm.setAttribute("aria-label", "Remove budget " + budgetName(b)); rm.dataset.focusKey = "remove-" + b.id;
         rm.addEventListener("click", () => removeBudget(b));
         li.appendChild(rm);
       }
@@ -738,6 +801,11 @@
   async function createBudget(ev) {
     ev.preventDefault();
     const err = $("budget-error"); err.textContent = "";
+    for (const id of ["budget-name", "budget-tokens", "budget-thresholds"]) $(id).removeAttribute("aria-invalid");
+    const refuse = (id, message) => { err.textContent = message; $(id).setAttribute("aria-invalid", "true"); $(id).focus(); };
+    // A name people chose, so two budgets on one scope are told apart.
+    const name = $("budget-name").value.trim();
+    if (!name) { refuse("budget-name", "Name the budget, like “Monthly API spend”."); return; }
     const cost = $("budget-measure").value === "cost";
     // Tokens: group separators of any locale are dropped ("10,000,000",
     // "10.000.000"). Cost: a lone decimal comma is read as a point ("12,50").
@@ -746,8 +814,7 @@
     // Cost goes as exact decimal text (the server keeps nano-units); tokens as an integer.
     const ok = cost ? /^\d+(\.\d{1,9})?$/.test(raw) && Number(raw) > 0 : /^\d+$/.test(raw) && Number(raw) >= 1;
     if (!ok) {
-      err.textContent = cost ? "Enter a cost above 0, like 250 or 12.50." : "Enter a whole number of tokens, at least 1.";
-      $("budget-tokens").focus(); return;
+      refuse("budget-tokens", cost ? "Enter a cost above 0, like 250 or 12.50." : "Enter a whole number of tokens, at least 1."); return;
     }
     // Every part typed is a threshold or an error naming it: nothing is
     // dropped silently ("120%" is 120; "eighty" is refused, not skipped).
@@ -755,18 +822,26 @@
     const bad = parts.filter((x) => !/^[0-9]{1,4}\s*%?$/.test(x) || +x.replace("%", "") < 1 || +x.replace("%", "") > 1000);
     const thresholds = parts.map((x) => Number(x.replace("%", "").trim()));
     if (!parts.length || bad.length) {
-      err.textContent = (bad.length ? "Not a threshold: " + bad.map((x) => "“" + x + "”").join(", ") + ". " : "")
-        + "Alert thresholds are whole percentages from 1 to 1000, like 50, 80, 100.";
-      $("budget-thresholds").focus(); return;
+      refuse("budget-thresholds", (bad.length ? "Not a threshold: " + bad.map((x) => "“" + x + "”").join(", ") + ". " : "")
+        + "Alert thresholds are whole percentages from 1 to 1000, like 50, 80, 100."); return;
     }
     const team = $("budget-scope").value;
-    const body = { scope: team ? { kind: "team", id: team } : { kind: "user", id: session.user }, measure: cost ? "cost" : "tokens", amount: cost ? raw : Number(raw), period: $("budget-period").value,
+    const body = { name, scope: team ? { kind: "team", id: team } : { kind: "user", id: session.user }, measure: cost ? "cost" : "tokens", amount: cost ? raw : Number(raw), period: $("budget-period").value,
       zone: Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC", thresholds };
     try {
-      await api("/api/v1/budgets", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
-      $("budget-new").open = false; $("budget-tokens").value = "";
+      const r = await api("/api/v1/budgets", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+      const made = await r.json();
+      $("budget-new").open = false; $("budget-tokens").value = ""; $("budget-name").value = "";
       await loadBudgets();
-    } catch (e) { if (e.message !== "signed out") err.textContent = e.message; }
+      // Said, and focus on the new budget in the list (not lost to <body>).
+      $("budget-announce").textContent = "Budget set: " + budgetName(made) + ".";
+      const item = document.getElementById("budget-" + made.id);
+      if (item) item.focus(); else $("budget-new").querySelector("summary").focus();
+    } catch (e) {
+      if (e.message === "signed out") return;
+      // A name taken on this scope is the name field's error.
+      if (e.status === 409) refuse("budget-name", e.message); else err.textContent = e.message;
+    }
   }
 
   async function loadAudit(ev) {
@@ -776,10 +851,17 @@
       const rows = await (await api("/api/v1/admin/audit?" + query(q))).json();
       const tbody = $("audit-table").tBodies[0];
       if (!auditRows(tbody, rows, 7)) return;
-      for (const r of rows) {
-        const tr = tbody.insertRow();
-        cell(tr, new Date(r.at).toLocaleString(), "text"); cell(tr, r.actor || "–", "text"); cell(tr, r.action, "text");
-        cell(tr, r.subject || "–", "text"); cell(tr, r.outcome, "text"); cell(tr, r.rows == null ? "–" : num(r.rows)); cell(tr, r.ip || "", "text");
+      // A search for one action lists its entries one by one; otherwise
+      // the reads one page view makes are one row, so who looked at what
+      // stands out from the dashboard's own traffic.
+      for (const g of q.action ? rows.map((r) => [r]) : groupReads(rows)) {
+        const r = g[0], tr = tbody.insertRow();
+        const subjects = [...new Set(g.map((x) => x.subject).filter(Boolean))];
+        const rowsSeen = g.some((x) => x.rows != null) ? g.reduce((a, x) => a + (x.rows || 0), 0) : null;
+        const what = g.length === 1 ? r.action
+          : "Dashboard, " + g.length + " reads: " + [...new Set(g.map((x) => actionName(x.action)))].join(", ");
+        cell(tr, new Date(r.at).toLocaleString(), "text"); cell(tr, r.actor || "–", "text"); cell(tr, what, "text");
+        cell(tr, subjects.join(", ") || "–", "text"); cell(tr, r.outcome, "text"); cell(tr, rowsSeen == null ? "–" : num(rowsSeen)); cell(tr, r.ip || "", "text");
       }
     } catch (e) { if (e.message !== "signed out") showAlert(e.message); }
   }

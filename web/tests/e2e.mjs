@@ -298,10 +298,15 @@ async function main() {
 
     await test("set a personal budget with the keyboard; its crossing is pushed live and announced", async () => {
       await page.focus("#budget-new summary"); await page.keyboard.press("Enter");
+      await page.focus("#budget-name"); await page.keyboard.type("Monthly tokens");
       await page.focus("#budget-tokens"); await page.keyboard.type("10000000");
       await page.fill("#budget-thresholds", "50");
       await page.focus("#budget-form button[type=submit]"); await page.keyboard.press("Enter");
-      await page.waitForFunction(() => /% of 10,000,000 tokens spent in this month \(Europe\/Berlin\)/.test(document.getElementById("budget-list").textContent), null, { timeout: 20000 });
+      await page.waitForFunction(() => /[\d,]+ of 10,000,000 tokens this month \(Europe\/Berlin\), [\d.]+ %/.test(document.getElementById("budget-list").textContent), null, { timeout: 20000 });
+      // Creation is said, and focus lands on the new budget, not <body>.
+      await page.waitForFunction(() => /^Budget set: /.test(document.getElementById("budget-announce").textContent), null, { timeout: 5000 });
+      const landed = await page.evaluate(() => ({ tag: document.activeElement.tagName, id: document.activeElement.id, inList: document.getElementById("budget-list").contains(document.activeElement) }));
+      assert(landed.inList && /^budget-\d+$/.test(landed.id), "focus is on the new budget: " + JSON.stringify(landed));
       assert(!/crossed/.test(await page.textContent("#budget-announce")), "nothing crossed yet");
       run(["publish", "-", "--source", "e2e"], event("alice", 0, "chat", 6000000, 0));
       await page.waitForFunction(() => /Budget .* crossed 50 %/.test(document.getElementById("budget-announce").textContent), null, { timeout: 30000 });
@@ -312,10 +317,11 @@ async function main() {
       await page.focus("#budget-new summary"); await page.keyboard.press("Enter");
       await page.selectOption("#budget-measure", "cost");
       assert(/Cost in/.test(await page.textContent("#budget-amount-label")), "the amount's label names the currency");
+      await page.fill("#budget-name", "Monthly spend");
       await page.fill("#budget-tokens", "0,50");
       await page.focus("#budget-form button[type=submit]"); await page.keyboard.press("Enter");
       await page.waitForFunction(() => document.querySelectorAll("#budget-list li").length === 2, null, { timeout: 20000 });
-      await page.waitForFunction(() => /% of (US)?\$0\.50 spent in this month/.test(document.getElementById("budget-list").textContent), null, { timeout: 20000 });
+      await page.waitForFunction(() => / of (US)?\$0\.50 this month \(Europe\/Berlin\), [\d.]+ %/.test(document.getElementById("budget-list").textContent), null, { timeout: 20000 });
       await page.screenshot({ path: join(artifacts, "budgets.png"), fullPage: true });
     });
 
@@ -325,6 +331,18 @@ async function main() {
       await page.focus("#budget-new summary"); await page.keyboard.press("Enter");
       await page.selectOption("#budget-measure", "tokens");
       await page.fill("#budget-tokens", "123456789");
+      // A name is required, and one already used for this scope is refused
+      // next to the field, with focus on it.
+      await page.fill("#budget-name", "  ");
+      await page.focus("#budget-form button[type=submit]"); await page.keyboard.press("Enter");
+      await page.waitForFunction(() => /Name the budget/.test(document.getElementById("budget-error").textContent), null, { timeout: 5000 });
+      assert(await page.evaluate(() => document.activeElement.id === "budget-name" && document.activeElement.getAttribute("aria-invalid") === "true"), "focus on the empty name");
+      await page.fill("#budget-name", "monthly TOKENS");
+      await page.focus("#budget-form button[type=submit]"); await page.keyboard.press("Enter");
+      await page.waitForFunction(() => /already exists/.test(document.getElementById("budget-error").textContent), null, { timeout: 5000 });
+      assert(await page.evaluate(() => document.activeElement.id) === "budget-name", "focus on the taken name");
+      assert(await count() === before, "nothing was created under a taken name");
+      await page.fill("#budget-name", "Big one");
       await page.fill("#budget-thresholds", "50, eighty, 120%");
       await page.focus("#budget-form button[type=submit]"); await page.keyboard.press("Enter");
       await page.waitForFunction(() => /Not a threshold: “eighty”/.test(document.getElementById("budget-error").textContent), null, { timeout: 5000 });
@@ -415,6 +433,25 @@ async function main() {
       await a.waitForFunction(() => /cost in/.test(document.getElementById("legend").textContent), null, { timeout: 5000 });
       await a11y(a, "cost"); await a.selectOption("#metric", "total");
     });
+    await test("the chart's text alternative says what it shows and what the data say, and the keys once", async () => {
+      const read = () => a.evaluate(() => {
+        const c = document.getElementById("chart");
+        const text = (ids) => (ids || "").split(" ").filter(Boolean).map((id) => document.getElementById(id).textContent).join(" ");
+        return { name: c.getAttribute("aria-label"), description: text(c.getAttribute("aria-describedby")),
+          figure: text(c.closest("figure").getAttribute("aria-labelledby")) };
+      });
+      let r = await read();
+      assert(/^Tokens per (hour|day): \d+ (hours|days) from .+ to .+; [\d,]+ tokens in all; highest [\d,]+ tokens at .+\.$/.test(r.name), "the chart's name summarises the data: " + r.name);
+      assert(!/arrow/i.test(r.name) && !/arrow/i.test(r.figure), "instructions are not in the names: " + JSON.stringify(r));
+      assert(/Arrow keys/.test(r.description), "instructions are the description: " + r.description);
+      const total = digits(await a.textContent("#fig-total"));
+      assert(r.name.includes(total.toLocaleString("en-GB") + " tokens in all"), "the summary's total is the figure's: " + total + " vs " + r.name);
+      await a.selectOption("#metric", "cost");
+      await a.waitForFunction(() => /^Cost \(USD\) per/.test(document.getElementById("chart").getAttribute("aria-label")), null, { timeout: 5000 });
+      r = await read();
+      assert(/^Cost \(USD\) per (hour|day): .*US\$[\d.,]+ in all/.test(r.name) && /^Cost \(USD\) per/.test(r.figure), "the cost view says so, with its currency: " + JSON.stringify(r));
+      await a.selectOption("#metric", "total");
+    });
     await test("a11y: data table open and a bucket's breakdown", async () => {
       await a.click("#table-details summary"); await a.focus("#chart"); await a.keyboard.press("Enter");
       await a.waitForSelector("#detail-table:not([hidden])"); await a11y(a, "table-open");
@@ -433,6 +470,15 @@ async function main() {
       await a.waitForSelector("#admin:not([hidden])");
       await a.waitForFunction(() => document.getElementById("conn").dataset.state === "live");
       await a.waitForSelector("#audit-table tbody tr");
+      // The dashboard's own reads of one page view are one row, naming
+      // what was read; an admin's search for one action lists each entry.
+      const audit = await a.$$eval("#audit-table tbody tr", (rows) => rows.map((r) => [...r.cells].map((c) => c.textContent)));
+      const grouped = audit.filter((c) => /^Dashboard, \d+ reads: /.test(c[2] || ""));
+      assert(grouped.length > 0 && grouped.some((c) => /Usage totals/.test(c[2])), "page reads are grouped: " + audit.map((c) => c[2]).join(" | "));
+      await a.fill("#audit-action", "usage.series"); await a.press("#audit-action", "Enter");
+      await a.waitForFunction(() => [...document.querySelectorAll("#audit-table tbody tr")].every((r) => r.cells[2] && r.cells[2].textContent === "usage.series"));
+      await a.fill("#audit-action", ""); await a.press("#audit-action", "Enter");
+      await a.waitForFunction(() => [...document.querySelectorAll("#audit-table tbody tr")].some((r) => /^Dashboard, /.test(r.cells[2] ? r.cells[2].textContent : "")));
       // The reconciliation: the provider's usage that nothing of ours was
       // published for, with the reason in words.
       await a.waitForSelector("#reconcile-table tbody tr td:nth-child(9)");
@@ -475,6 +521,28 @@ async function main() {
       const twice = (xs) => xs.filter((x, i) => x && xs.indexOf(x) !== i);
       assert(twice(names.regions).length === 0, "landmarks named twice: " + twice(names.regions).join(", "));
       assert(!twice(names.controls).includes("Show"), "one control named Show: " + names.controls.join(", "));
+      // Every column's header sits on the same side as its cells (the
+      // audit log's text headers were right-aligned over left-aligned text).
+      if (!await a.evaluate(() => document.getElementById("table-details").open)) await a.click("#table-details summary");
+      await a.waitForSelector("#table tbody tr");
+      const skewed = await a.evaluate(() => {
+        const out = []; let checked = 0;
+        for (const t of document.querySelectorAll("table")) {
+          if (t.closest("[hidden]") || !t.tHead) continue;
+          const heads = t.tHead.rows[0].cells;
+          const row = [...t.tBodies[0].rows].find((r) => r.cells.length === heads.length);
+          if (!row) continue;
+          for (let i = 0; i < heads.length; i++) {
+            checked++;
+            const h = getComputedStyle(heads[i]).textAlign, c = getComputedStyle(row.cells[i]).textAlign;
+            if (h !== c) out.push(t.id + ": " + heads[i].textContent + " " + h + " over " + c);
+          }
+        }
+        return { out, checked };
+      });
+      assert(skewed.checked > 30, "columns were checked: " + skewed.checked);
+      assert(skewed.out.length === 0, "headers not aligned with their columns: " + skewed.out.join("; "));
+      await a.screenshot({ path: join(artifacts, "admin-tables.png"), fullPage: true });
       await a11y(a, "admin");
       await a.click("#theme"); await a11y(a, "admin-dark");
     });

@@ -69,7 +69,13 @@ impl ApiError {
     }
 
     pub fn status(&self) -> StatusCode {
-        if self.is_overload() {
+        self.status_given(self.is_overload())
+    }
+
+    /// The status, with the overload class already decided (the cause
+    /// chain is walked once per answer).
+    fn status_given(&self, overload: bool) -> StatusCode {
+        if overload {
             return StatusCode::SERVICE_UNAVAILABLE;
         }
         match self {
@@ -88,7 +94,11 @@ impl ApiError {
 
     /// The stable code and the client-facing message.
     pub fn code_and_message(&self) -> (&'static str, String) {
-        if self.is_overload() {
+        self.code_and_message_given(self.is_overload())
+    }
+
+    fn code_and_message_given(&self, overload: bool) -> (&'static str, String) {
+        if overload {
             return (
                 "unavailable",
                 "the database cannot take this request right now (busy or restarting); retry shortly".to_owned(),
@@ -141,9 +151,9 @@ pub const OVERLOAD_RETRY_AFTER_SECS: u64 = 2;
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (code, message) = self.code_and_message();
         let overload = self.is_overload();
-        let mut resp = error_response(self.status(), code, message);
+        let (code, message) = self.code_and_message_given(overload);
+        let mut resp = error_response(self.status_given(overload), code, message);
         match self {
             ApiError::Unauthorized => {
                 resp.headers_mut().insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
@@ -297,6 +307,7 @@ impl From<crate::budgets::BudgetError> for ApiError {
             crate::budgets::BudgetError::NoSuchTeam(_) | crate::budgets::BudgetError::NoSuchWebhook(_) => {
                 ApiError::bad_request("invalid_budget", e.to_string())
             }
+            crate::budgets::BudgetError::NameTaken(..) => ApiError::Conflict(e.to_string()),
             crate::budgets::BudgetError::Database(e) => e.into(),
         }
     }

@@ -429,8 +429,32 @@ async fn managers_set_and_read_only_their_teams_budgets_and_gateways_check_with_
     let team_a = json!({"scope": {"kind": "team", "id": "a"}, "measure": "tokens", "amount": 5, "period": "day"});
     assert_eq!(post(u.clone(), team_a).await.0, 403, "a member is not a manager");
     let personal = json!({"scope": {"kind": "user", "id": "u"}, "measure": "tokens", "amount": 10, "period": "rolling", "window": "24h"});
-    let (s, u_budget) = post(u.clone(), personal).await;
+    let (s, u_budget) = post(u.clone(), personal.clone()).await;
     assert_eq!(s, 201, "{u_budget}");
+    // Names are unique per scope, case aside: a name given twice is refused
+    // (409, nothing stored), a made-up one gets a number, and another scope
+    // may use the same name.
+    let named = |name: &str, scope: Value| json!({"name": name, "scope": scope, "measure": "tokens", "amount": 10, "period": "day"});
+    let (s, mine) = post(u.clone(), named("Mine", json!({"kind": "user", "id": "u"}))).await;
+    assert_eq!((s, mine["name"].as_str()), (201, Some("Mine")), "{mine}");
+    let (s, e) = post(u.clone(), named("  mINE ", json!({"kind": "user", "id": "u"}))).await;
+    assert_eq!((s, e["error"]["code"].as_str()), (409, Some("conflict")), "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("already exists for user:u"), "{e}");
+    let (s, again) = post(u.clone(), personal).await;
+    assert_eq!(s, 201, "{again}");
+    assert_eq!(again["name"].as_str().unwrap(), format!("{} (2)", u_budget["name"].as_str().unwrap()));
+    let (s, other) = post(ma.clone(), named("Mine", json!({"kind": "team", "id": "a"}))).await;
+    assert_eq!(s, 201, "another scope may use the name: {other}");
+    let stored: i64 = sqlx::query_scalar("select count(*) from budgets where lower(name) = 'mine'")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 2, "one per scope");
+    for (tok, b) in [(&u, &mine), (&u, &again), (&ma, &other)] {
+        let url = app.url(&format!("/api/v1/budgets/{}", b["id"]));
+        let r = app.http.delete(url).bearer_auth(tok).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 204, "the name checks' budgets are removed again");
+    }
     let on_ma = json!({"scope": {"kind": "user", "id": "ma"}, "measure": "tokens", "amount": 10, "period": "day"});
     assert_eq!(post(u.clone(), on_ma).await.0, 403, "nobody sets budgets on someone else but admins");
     let project = json!({"scope": {"kind": "project", "id": "p"}, "measure": "tokens", "amount": 10, "period": "day"});
