@@ -44,6 +44,12 @@ say "cargo test"
 status=0
 cargo test --workspace --no-fail-fast 2>&1 | tee "$WORK/test.log" || status=$?
 
+# The dashboard's pure logic (formatting, deltas, the chart's model and
+# text, budgets and the audit in words), without a browser.
+say "dashboard unit tests (node --test)"
+node --test "$ROOT/web/tests/unit/" 2>&1 | tee "$WORK/unit.log" && unit_status=0 || unit_status=$?
+[ "$unit_status" = 0 ] || status=1
+
 # Browser end-to-end tests: the real binary (built by cargo test above)
 # serving a fresh database and topic, driven through Chromium.
 say "browser end-to-end tests (playwright-core + Chromium + axe-core)"
@@ -65,13 +71,16 @@ bash "$ROOT/scripts/api-fuzz/run.sh" 2>&1 | tee "$WORK/fuzz.log" && fuzz_status=
 # Sum the per-binary "test result:" lines (and the browser tests) into one closing line.
 passed=$(grep -E '^test result: ' "$WORK/test.log" | sed -E 's/.* ([0-9]+) passed.*/\1/' | awk '{s+=$1} END {print s+0}')
 failed=$(grep -E '^test result: ' "$WORK/test.log" | sed -E 's/.* ([0-9]+) failed.*/\1/' | awk '{s+=$1} END {print s+0}')
+unit_passed=$(sed -nE 's/^# pass ([0-9]+)$/\1/p' "$WORK/unit.log" | tail -1); unit_passed=${unit_passed:-0}
+unit_failed=$(sed -nE 's/^# fail ([0-9]+)$/\1/p' "$WORK/unit.log" | tail -1); unit_failed=${unit_failed:-0}
+[ "$unit_status" = 0 ] || [ "$unit_failed" -gt 0 ] || unit_failed=1
 e2e_passed=$(grep -cE '^ok   ' "$WORK/e2e.log" || true)
 e2e_failed=$(grep -cE '^FAIL ' "$WORK/e2e.log" || true)
 [ "$e2e_status" = 0 ] || [ "$e2e_failed" -gt 0 ] || e2e_failed=1
 fuzz_passed=$(grep -cE '^ok   ' "$WORK/fuzz.log" || true)
 fuzz_failed=$(grep -cE '^FAIL ' "$WORK/fuzz.log" || true)
 [ "$fuzz_status" = 0 ] || [ "$fuzz_failed" -gt 0 ] || fuzz_failed=1
-echo "tests: $((passed + e2e_passed + fuzz_passed)) passed, $((failed + e2e_failed + fuzz_failed)) failed" \
-  "(browser: $e2e_passed passed, $e2e_failed failed; screenshots in target/e2e-artifacts;" \
+echo "tests: $((passed + unit_passed + e2e_passed + fuzz_passed)) passed, $((failed + unit_failed + e2e_failed + fuzz_failed)) failed" \
+  "(dashboard unit: $unit_passed passed, $unit_failed failed; browser: $e2e_passed passed, $e2e_failed failed; screenshots in target/e2e-artifacts;" \
   "OpenAPI fuzz: $fuzz_passed passed, $fuzz_failed failed, reports in target/api-fuzz)"
 exit "$status"

@@ -7,10 +7,16 @@
 //   token as a subprotocol, never in a URL): a snapshot, then deltas applied
 //   in place; reconnects with backoff;
 // - every chart has a data table; the chart itself is keyboard navigable.
-"use strict";
+// A module (strict by itself); its pure parts are in lib/, unit-tested
+// with `node --test` (web/tests/unit/).
+import { fmt, num, count, money as moneyIn, costText, bucketLabel, addDays, addMonths } from "./lib/format.js";
+import { applyDelta } from "./lib/delta.js";
+import { keyName, chartModel as modelOf, describeChart as describeIn } from "./lib/chart-model.js";
+import { budgetName as nameFor, budgetSentence } from "./lib/budget-text.js";
+import { actionName, groupReads } from "./lib/audit.js";
+
 (() => {
   const $ = (id) => document.getElementById(id);
-  const fmt = new Intl.NumberFormat();
   const DASHES = [[], [6, 3], [2, 3], [8, 3, 2, 3], [12, 4], [1, 3], [4, 4], [10, 2, 2, 2]];
   const session = { token: null, user: null, role: null, refreshTimer: null, teams: [], access: null };
   const live = { ws: null, paused: false, retry: 0, retryTimer: null, series: null, freshness: null, wanted: false };
@@ -26,17 +32,8 @@
   function setConn(state, text) { $("conn").dataset.state = state; $("conn-text").textContent = text; }
   function cssVar(name) { return getComputedStyle(document.documentElement).getPropertyValue(name).trim(); }
   function cell(row, text, cls) { const td = document.createElement("td"); td.textContent = text; if (cls) td.className = cls; row.appendChild(td); return td; }
-  function num(n) { return n == null ? "–" : fmt.format(n); }
-  /** "1 event", "2 events": a count with its noun agreeing. */
-  function count(n, one, many) { return num(n) + " " + (n === 1 ? one : many || one + "s"); }
   function tzName() { return $("tz").value.trim() || Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC"; }
-  function label(iso, gran) {
-    const d = new Date(iso);
-    const opts = { timeZone: tzName(), year: "numeric", month: "short", day: "numeric" };
-    if (gran === "hour" || gran === "minute") { opts.hour = "2-digit"; opts.minute = "2-digit"; }
-    if (gran === "month") { delete opts.day; }
-    return new Intl.DateTimeFormat(undefined, opts).format(d);
-  }
+  function label(iso, gran) { return bucketLabel(iso, gran, tzName()); }
 
   // ---- API and session -------------------------------------------------
   async function api(path, opts = {}, retried = false) {
@@ -116,8 +113,6 @@
 
   // ---- the view ---------------------------------------------------------
   function today() { return new Intl.DateTimeFormat("en-CA", { timeZone: tzName() }).format(new Date()); }
-  function addDays(ymd, n) { const d = new Date(ymd + "T00:00:00Z"); d.setUTCDate(d.getUTCDate() + n); return d.toISOString().slice(0, 10); }
-  function addMonths(ymd, n) { const d = new Date(ymd.slice(0, 8) + "01T00:00:00Z"); d.setUTCMonth(d.getUTCMonth() + n); return d.toISOString().slice(0, 10); }
 
   /** The view to show, or a message saying what is wrong with the inputs. */
   function currentView() {
@@ -149,13 +144,6 @@
   /** Several people in one view: a team, or everyone. */
   function viewsMany(v) { return !!v.team || v.user === "*"; }
   function projectName(p) { return p === "" ? "(no project)" : p; }
-  /** A group key as people read it: the empty project is "no project", the
-   * empty publisher is usage counted before publishers were recorded. */
-  function keyName(group, key) {
-    if (key !== "") return key;
-    return group === "project" ? "(no project)" : group === "source" ? "(publisher not recorded)" : "(none)";
-  }
-
   function query(v, extra) {
     const p = new URLSearchParams();
     for (const [k, val] of Object.entries(Object.assign({}, v, extra || {}))) if (val != null && val !== "") p.set(k, val);
@@ -237,29 +225,6 @@
     }
   }
 
-  function applyDelta(s, m) {
-    for (const b of m.buckets) {
-      const p = s.points[b.index];
-      if (!p || p.start !== b.start) continue;
-      // Every sum the server sends (the measures are defined once, on the
-      // server): nothing here lists them.
-      for (const [k, v] of Object.entries(b)) if (!BUCKET_PLACE.has(k)) p[k] = v;
-      for (const [key, g] of Object.entries(b.groups || {})) {
-        let ser = s.series.find((x) => x.key === key);
-        if (!ser) {
-          // A new group: the arrays the other series carry (any, if none).
-          const n = s.points.length;
-          const fields = s.series.length ? seriesFields(s.series[0]) : Object.keys(g).filter((k) => typeof g[k] === "number");
-          ser = { key };
-          for (const k of fields) ser[k] = new Array(n).fill(0);
-          s.series.push(ser); s.series.sort((a, b2) => (a.key < b2.key ? -1 : 1));
-        }
-        for (const k of seriesFields(ser)) ser[k][b.index] = g[k];
-      }
-    }
-    s.total = m.total;
-  }
-
   async function loadOnce(v) {
     try {
       const to = v.to || addDays(today(), 1);
@@ -328,88 +293,15 @@
   }
 
   // ---- rendering ----------------------------------------------------------
-  // What a delta's bucket carries besides its sums.
-  const BUCKET_PLACE = new Set(["index", "start", "end", "groups"]);
-  /** The per-bucket arrays of a grouped series, as the server sent them. */
-  function seriesFields(ser) { return Object.keys(ser).filter((k) => Array.isArray(ser[k])); }
-
-  /** A cost (exact decimal text from the server, or null when nothing had a
-   * price) in the viewer's locale and the book's currency. */
   // Cost axis ticks: small amounts need their digits (0.0004, not 0).
   const costAxis = new Intl.NumberFormat(undefined, { notation: "compact", maximumSignificantDigits: 3 });
-  function money(text) {
-    if (text == null) return "unknown";
-    const cur = (live.series && live.series.currency) || "USD";
-    const n = Number(text);
-    const digits = n !== 0 && Math.abs(n) < 1 ? 6 : 2;
-    try { return new Intl.NumberFormat(undefined, { style: "currency", currency: cur, minimumFractionDigits: 2, maximumFractionDigits: digits }).format(n); }
-    catch (e) { return text + " " + cur; }
-  }
-  function costCell(row, sums) {
-    // Unpriced tokens make a cost a lower bound: said so, in words.
-    let t = money(sums.cost);
-    if (sums.unpriced_tokens > 0) {
-      t = sums.cost == null ? "unknown (" + num(sums.unpriced_tokens) + " tokens unpriced)"
-        : "at least " + t + " (" + num(sums.unpriced_tokens) + " tokens unpriced)";
-    }
-    if (sums.supplied_events > 0) t += " (includes cost supplied by the publisher)";
-    return cell(row, t);
-  }
-
-  function metricOf(obj, i, metric) {
-    if (metric === "cost") return obj.cost_nanos[i] / 1e9;
-    if (metric === "input") return obj.input_tokens[i];
-    if (metric === "output") return obj.output_tokens[i];
-    return obj.input_tokens[i] + obj.output_tokens[i];
-  }
-
-  /** uPlot data and series definitions for the current series and options. */
-  function chartModel(s) {
-    const metric = $("metric").value;
-    const xs = s.points.map((p) => Date.parse(p.start) / 1000);
-    const lines = [];
-    if (s.series.length && metric !== "split") {
-      for (const g of s.series) lines.push({ label: keyName(s.group, g.key), values: s.points.map((_, i) => metricOf(g, i, metric)) });
-    } else if (metric === "split") {
-      lines.push({ label: "Input", values: s.points.map((p) => p.input_tokens) });
-      lines.push({ label: "Output", values: s.points.map((p) => p.output_tokens) });
-    } else {
-      if (metric === "cost") lines.push({ label: "Cost (" + (s.currency || "USD") + ")", values: s.points.map((p) => p.cost_nanos / 1e9) });
-      else {
-        const key = metric === "input" ? "input_tokens" : metric === "output" ? "output_tokens" : "total_tokens";
-        lines.push({ label: metric === "total" ? "Tokens" : metric === "input" ? "Input" : "Output", values: s.points.map((p) => p[key]) });
-      }
-    }
-    const stacked = s.series.length > 0 && metric !== "split";
-    const data = [xs];
-    const acc = new Array(xs.length).fill(0);
-    for (const l of lines) {
-      if (stacked) { for (let i = 0; i < acc.length; i++) acc[i] += l.values[i]; data.push(acc.slice()); } else data.push(l.values);
-    }
-    return { data, lines, stacked };
-  }
-
-  const GRAIN_NOUN = { minute: "minute", quarter_hour: "quarter hour", hour: "hour", day: "day", week: "week", month: "month" };
-  /** The chart in words: what it shows ("Cost (USD) per day") and what
-   *  the data say (range, total, highest bucket). The keyboard help is the
-   *  chart's description, said once, not part of its name. */
-  function describeChart(s, model) {
-    const metric = $("metric").value;
-    const what = { cost: "Cost (" + (s.currency || "USD") + ")", input: "Input tokens", output: "Output tokens", split: "Input and output tokens" }[metric] || "Tokens";
-    const title = what + " per " + (GRAIN_NOUN[s.granularity] || s.granularity);
-    const n = s.points.length;
-    if (!n) return { title, summary: title + ": no buckets in this range." };
-    const totals = s.points.map((p, i) => model.lines.reduce((a, l) => a + (l.values[i] || 0), 0));
-    let top = 0; totals.forEach((v, i) => { if (v > totals[top]) top = i; });
-    const sum = totals.reduce((a, v) => a + v, 0);
-    const amount = metric === "cost"
-      ? (v) => new Intl.NumberFormat(undefined, { style: "currency", currency: s.currency || "USD", maximumFractionDigits: 2 }).format(v)
-      : (v) => num(v) + " tokens";
-    const summary = title + ": " + count(n, GRAIN_NOUN[s.granularity] || "bucket") + " from " + label(s.points[0].start, s.granularity)
-      + " to " + label(s.points[n - 1].start, s.granularity) + "; " + amount(sum) + " in all"
-      + (sum > 0 ? "; highest " + amount(totals[top]) + " at " + label(s.points[top].start, s.granularity) : "") + ".";
-    return { title, summary };
-  }
+  // The pure parts (lib/) with what the page knows: the series' currency,
+  // the chosen measure, the viewer's zone.
+  function currency() { return (live.series && live.series.currency) || "USD"; }
+  function money(text) { return moneyIn(text, currency()); }
+  function costCell(row, sums) { return cell(row, costText(sums, currency())); }
+  function chartModel(s) { return modelOf(s, $("metric").value); }
+  function describeChart(s, model) { return describeIn(s, model, $("metric").value, tzName()); }
 
   function render(full) {
     const s = live.series; if (!s) return;
@@ -620,42 +512,6 @@
     return rows;
   }
 
-  /** What a view of someone's usage was, in words (the audit trail keeps
-   *  the stable code; people read this). Unknown codes are shown as they
-   *  are rather than hidden. */
-  const ACTION_NAMES = {
-    "usage.series": "Usage chart", "usage.summary": "Usage totals", "usage.breakdown": "Breakdown of one period",
-    "usage.dimensions": "Activities, models and projects used", "usage.export_csv": "CSV download",
-    "usage.overview": "Team overview", "live.subscribe": "Live usage view", "live.watch_budgets": "Budgets, live",
-    "budgets.list": "Budgets", "budgets.get": "One budget", "budgets.check": "Budget check", "admin.top_users": "List of top users",
-    "audit.views_of_me": "Who viewed my usage", "audit.search": "Audit search", "teams.mine": "My teams", "auth.me": "Who am I",
-    "auth.refresh": "Session renewed", "live.connect": "Live connection", "live.auth": "Live sign-in", "live.unsubscribe": "Live view closed",
-    "live.watch_reconciliation": "Reconciliation alerts", "live.reauthorize": "Live access re-checked", "live.message": "Live message",
-    "admin.reconciliation": "Reconciliation", "admin.providers.list": "Provider connections", "admin.teams.list": "Teams",
-    "admin.prices.list": "Price book", "admin.keys.list": "Publisher keys", "admin.webhooks.list": "Webhook endpoints",
-    "admin.webhooks.deliveries": "Webhook deliveries",
-  };
-  function actionName(code) { return ACTION_NAMES[code] || code; }
-
-  // What the dashboard reads by itself when a page is opened or a view
-  // chosen; changes (budgets set, keys made, sign-ins, downloads) are never
-  // folded into a group.
-  const PAGE_READ = /^(usage\.(series|summary|breakdown|dimensions|overview)|budgets\.(list|get)|audit\.(views_of_me|search)|teams\.mine|auth\.(me|refresh)|live\.(connect|auth|subscribe|unsubscribe|watch_budgets|watch_reconciliation|reauthorize|message)|admin\.(top_users|reconciliation|providers\.list|teams\.list|prices\.list|keys\.list|webhooks\.(list|deliveries)))$/;
-  const PAGE_VIEW_GAP_MS = 10000;
-  /** Audit rows (newest first) in groups: successful page reads by one
-   *  person from one address, each within 10 s of the next, are one group. */
-  function groupReads(rows) {
-    const groups = [];
-    for (const r of rows) {
-      const g = groups[groups.length - 1], last = g && g[g.length - 1];
-      const read = (x) => x.outcome === "ok" && PAGE_READ.test(x.action);
-      if (last && read(r) && read(last) && r.actor === last.actor && r.ip === last.ip
-          && Math.abs(Date.parse(last.at) - Date.parse(r.at)) <= PAGE_VIEW_GAP_MS) g.push(r);
-      else groups.push([r]);
-    }
-    return groups;
-  }
-
   async function loadViews() {
     try {
       const rows = await (await api("/api/v1/audit/views?limit=20")).json();
@@ -681,25 +537,7 @@
   // over the newer list.
   let budgetsPushed = 0;
 
-  /** A budget's name as shown: the name people gave it and, unless it is
-   *  the viewer's own, whose it is in words. */
-  function budgetName(b) {
-    const s = b.scope;
-    if (s.kind === "user" && s.id === session.user) return b.name;
-    return b.name + " (" + (s.kind === "user" ? "user " : s.kind === "team" ? "team " : "project ") + s.id + ")";
-  }
-
-  function budgetAmount(b, n) {
-    return b.measure === "cost" ? money(n) : num(n) + " tokens";
-  }
-
-  function windowText(b) {
-    if (b.period === "rolling") {
-      const m = b.rolling_minutes;
-      return "in the last " + (m % 1440 === 0 ? count(m / 1440, "day") : m % 60 === 0 ? count(m / 60, "hour") : count(m, "minute"));
-    }
-    return (b.period === "day" ? "today" : "this " + b.period) + " (" + b.zone + ")";
-  }
+  function budgetName(b) { return nameFor(b, session.user); }
 
   // Live updates rebuild parts of the page; a person using them must not
   // lose their place. Whatever had focus inside `container` (found again by
@@ -738,16 +576,7 @@
       } else {
         bar.value = Math.min(100, s.percent);
         if (s.over) li.className = "over"; else if (s.crossed.some((c) => !c.resolved_at)) li.className = "warn";
-        const spent = b.measure === "cost" ? s.spent_text : s.spent; const amount = b.measure === "cost" ? s.amount_text : b.amount;
-        // One plain sentence: "$412 of $500 this month (UTC), 82 %; on pace for $530."
-        const of = b.measure === "cost" ? money(spent) + " of " + money(amount) : num(spent) + " of " + num(amount) + " tokens";
-        let t = of + " " + windowText(b) + ", " + fmt.format(s.percent) + " %";
-        if (s.forecast != null) t += "; on pace for " + budgetAmount(b, b.measure === "cost" ? s.forecast_text : s.forecast);
-        t += ".";
-        const active = s.crossed.filter((c) => !c.resolved_at).map((c) => c.threshold + " %");
-        if (active.length) t += " Crossed: " + active.join(", ") + ".";
-        if (b.measure === "cost" && s.unpriced_tokens > 0) t += " " + num(s.unpriced_tokens) + " tokens have no price and are not in the cost.";
-        text.textContent = t;
+        text.textContent = budgetSentence(b, currency());
         for (const c of s.crossed) {
           if (c.resolved_at) continue;
           const k = b.id + "/" + s.window_start + "/" + c.threshold + "/" + c.crossed_at; seen.add(k);

@@ -1,0 +1,46 @@
+// Numbers, money, counts and dates as people read them: pure functions
+// (no DOM), unit-tested with `node --test` (web/tests/unit/).
+
+export const fmt = new Intl.NumberFormat();
+
+/** A whole number in the viewer's locale; "–" for none. */
+export function num(n) { return n == null ? "–" : fmt.format(n); }
+
+/** "1 event", "2 events": a count with its noun agreeing. */
+export function count(n, one, many) { return num(n) + " " + (n === 1 ? one : many || one + "s"); }
+
+/** A cost (exact decimal text from the server, or null when nothing had a
+ *  price) in the viewer's locale and the book's currency: two decimals, or
+ *  up to six below one unit (0.000412 is not 0.00). */
+export function money(text, currency) {
+  if (text == null) return "unknown";
+  const cur = currency || "USD";
+  const n = Number(text);
+  const digits = n !== 0 && Math.abs(n) < 1 ? 6 : 2;
+  try { return new Intl.NumberFormat(undefined, { style: "currency", currency: cur, minimumFractionDigits: 2, maximumFractionDigits: digits }).format(n); }
+  catch (e) { return text + " " + cur; }
+}
+
+/** A row's cost in words: unpriced tokens make it a lower bound, said so. */
+export function costText(sums, currency) {
+  let t = money(sums.cost, currency);
+  if (sums.unpriced_tokens > 0) {
+    t = sums.cost == null ? "unknown (" + num(sums.unpriced_tokens) + " tokens unpriced)"
+      : "at least " + t + " (" + num(sums.unpriced_tokens) + " tokens unpriced)";
+  }
+  if (sums.supplied_events > 0) t += " (includes cost supplied by the publisher)";
+  return t;
+}
+
+/** A bucket's start in zone `tz`: the date, with the time for hours and
+ *  minutes, without the day for months. */
+export function bucketLabel(iso, gran, tz) {
+  const opts = { timeZone: tz, year: "numeric", month: "short", day: "numeric" };
+  if (gran === "hour" || gran === "minute") { opts.hour = "2-digit"; opts.minute = "2-digit"; }
+  if (gran === "month") { delete opts.day; }
+  return new Intl.DateTimeFormat(undefined, opts).format(new Date(iso));
+}
+
+/** Calendar arithmetic on `YYYY-MM-DD` dates. */
+export function addDays(ymd, n) { const d = new Date(ymd + "T00:00:00Z"); d.setUTCDate(d.getUTCDate() + n); return d.toISOString().slice(0, 10); }
+export function addMonths(ymd, n) { const d = new Date(ymd.slice(0, 8) + "01T00:00:00Z"); d.setUTCMonth(d.getUTCMonth() + n); return d.toISOString().slice(0, 10); }

@@ -1,0 +1,42 @@
+// Unit tests of the dashboard's pure formatting (web/assets/lib/format.js).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { count, money, costText, addDays, addMonths, bucketLabel } from "../../assets/lib/format.js";
+
+test("a count agrees with its noun", () => {
+  assert.equal(count(1, "event"), "1 event");
+  assert.equal(count(0, "event"), "0 events");
+  assert.equal(count(2500, "event"), (2500).toLocaleString() + " events");
+  assert.equal(count(3, "day", "days"), "3 days");
+});
+
+test("money keeps its digits below one unit, and says when nothing had a price", () => {
+  const usd = (n, d) => new Intl.NumberFormat(undefined, { style: "currency", currency: "USD", minimumFractionDigits: 2, maximumFractionDigits: d }).format(n);
+  assert.equal(money("165.75", "USD"), usd(165.75, 2));
+  assert.equal(money("0.000412", "USD"), usd(0.000412, 6));
+  assert.notEqual(money("0.000412", "USD"), usd(0, 2), "a small cost is not rounded to nothing");
+  assert.equal(money(null, "USD"), "unknown");
+  assert.equal(money("12.5", "NOT-A-CURRENCY"), "12.5 NOT-A-CURRENCY", "an unknown currency code is shown as text, not thrown");
+});
+
+test("a cost with unpriced tokens is a lower bound, in words", () => {
+  assert.match(costText({ cost: "10", unpriced_tokens: 5 }, "USD"), /^at least .*10\.00 \(5 tokens unpriced\)$/);
+  assert.equal(costText({ cost: null, unpriced_tokens: 7 }, "USD"), "unknown (7 tokens unpriced)");
+  assert.match(costText({ cost: "1", unpriced_tokens: 0, supplied_events: 2 }, "USD"), /includes cost supplied by the publisher/);
+});
+
+test("calendar arithmetic crosses months, years and leap days", () => {
+  assert.equal(addDays("2026-12-31", 1), "2027-01-01");
+  assert.equal(addDays("2028-03-01", -1), "2028-02-29");
+  assert.equal(addMonths("2026-01-31", 1), "2026-02-01", "months count from the first of the month");
+  assert.equal(addMonths("2026-12-15", -12), "2025-12-01");
+});
+
+test("bucket labels are in the viewer's zone", () => {
+  // 23:30 UTC on 31 Dec is already 1 Jan in Berlin.
+  const berlin = bucketLabel("2026-12-31T23:30:00Z", "day", "Europe/Berlin");
+  const utc = bucketLabel("2026-12-31T23:30:00Z", "day", "UTC");
+  assert.notEqual(berlin, utc);
+  assert.match(berlin, /2027/);
+  assert.doesNotMatch(bucketLabel("2026-05-01T00:00:00Z", "month", "UTC"), /\b1\b.*May|May.*\b1,/, "months carry no day");
+});
