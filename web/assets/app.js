@@ -195,10 +195,18 @@ import { actionName, groupReads } from "./lib/audit.js";
   function onMessage(m, v) {
     switch (m.type) {
       case "hello": break;
-      case "snapshot":
+      case "snapshot": {
+        // The cursor stays on the same moment if the new buckets hold it
+        // (a re-read, a finer granularity), else it starts over: it once
+        // sat on an index of the old range and announced "0 tokens".
+        const old = live.series && cursorIdx >= 0 ? live.series.points[cursorIdx] : null;
         live.series = m.series; live.freshness = m.freshness;
         setConn("live", m.live ? "Live" : "Up to date");
-        render(true); loadSummary(v); announceView(v); break;
+        render(true);
+        cursorIdx = old ? m.series.points.findIndex((p) => p.start === old.start) : -1;
+        if (document.activeElement === $("chart")) moveCursor(cursorIdx >= 0 ? cursorIdx : m.series.points.length - 1);
+        loadSummary(v); announceView(v); break;
+      }
       case "delta":
         // Pushed updates redraw in place and are not announced: the
         // numbers on screen stay current, and a screen reader is not

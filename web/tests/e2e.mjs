@@ -255,6 +255,21 @@ async function main() {
       await kctx.close();
     });
 
+    await test("after a range change the chart's cursor is on a bucket of the new range", async () => {
+      await page.focus("#chart"); await page.keyboard.press("Home");
+      const first = await page.textContent("#point-live");
+      const week = await page.getAttribute("#chart", "aria-label");
+      await page.focus("#range"); await page.selectOption("#range", "today");
+      await page.waitForFunction((before) => document.getElementById("chart").getAttribute("aria-label") !== before, week, { timeout: 10000 });
+      await page.focus("#chart");
+      await page.waitForFunction((before) => document.getElementById("point-live").textContent !== before, first, { timeout: 5000 });
+      const said = await page.textContent("#point-live");
+      const today = new Intl.DateTimeFormat("en-GB", { timeZone: TZ, day: "numeric", month: "short", year: "numeric" }).format(new Date());
+      assert(said.startsWith(today), "the cursor announces a bucket of today (" + today + "), not of the old range: " + said + " (was: " + first + ")");
+      await page.focus("#range"); await page.selectOption("#range", "7d");
+      await page.waitForFunction(() => document.getElementById("conn").dataset.state === "live");
+    });
+
     await test("a manager picks their team and a project: the members' sum, an overview of members", async () => {
       const tctx = await browser.newContext({ timezoneId: TZ, locale: "en-GB" });
       const p = await tctx.newPage();
