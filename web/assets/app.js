@@ -131,6 +131,12 @@ import { actionName, groupReads } from "./lib/audit.js";
         v.from = f; v.to = addDays(to, 1);
       }
     }
+    // "Automatic": hours for a day or two, daily bars for longer ranges (as
+    // the providers' own usage pages show them), weeks past ~3 years.
+    if (v.granularity === "auto") {
+      const days = (Date.parse(v.to || addDays(t, 1)) - Date.parse(v.from)) / 86400000;
+      v.granularity = days <= 2 ? "hour" : days <= 1000 ? "day" : "auto";
+    }
     const team = $("team").value;
     const user = $("user").value.trim();
     if (team) v.team = team;
@@ -317,8 +323,8 @@ import { actionName, groupReads } from "./lib/audit.js";
     const said = describeChart(s, model);
     $("chart-title").textContent = said.title + ".";
     $("chart").setAttribute("aria-label", said.summary);
-    const keys = model.lines.map((l) => l.label).join("|") + "|" + model.stacked + "|" + tzName() + "|" + document.documentElement.dataset.theme;
-    if (!chart || keys !== chartKeys || full) buildChart(model); else chart.setData(model.data, false);
+    const keys = model.lines.map((l) => l.label).join("|") + "|" + model.stacked + "|" + asBars(s) + "|" + tzName() + "|" + document.documentElement.dataset.theme;
+    if (!chart || keys !== chartKeys || full) buildChart(model); else chart.setData(drawn(model), false);
     chartKeys = keys;
     if (chart && !full) chart.redraw(false, false);
     figures(); showFreshness();
@@ -349,32 +355,54 @@ import { actionName, groupReads } from "./lib/audit.js";
     return Math.ceil(widest) + 24;
   }
 
+  // Daily (and coarser) buckets are bars; hours and minutes stay lines.
+  let barsDrawn = false;
+  function asBars(s) { return !!s && ["day", "week", "month"].includes(s.granularity) && typeof uPlot !== "undefined" && !!uPlot.paths && !!uPlot.paths.bars; }
+  /** The columns as drawn: stacked bars in reverse (tallest first). */
+  function drawn(model) { return barsDrawn && model.stacked ? [model.data[0], ...model.data.slice(1).reverse()] : model.data; }
+
   function buildChart(model) {
     const el = $("chart");
     if (chart) { chart.destroy(); chart = null; }
     if (typeof uPlot === "undefined") { el.textContent = "The chart library is missing; the data table below has the numbers."; return; }
     const fg = cssVar("--fg"), rule = cssVar("--rule");
+    barsDrawn = asBars(live.series);
+    el.dataset.shape = barsDrawn ? "bars" : "lines";
     const series = [{}];
     model.lines.forEach((l, i) => {
       const color = cssVar("--s" + (i % 8));
-      series.push({ label: l.label, stroke: color, width: 2, dash: DASHES[i % DASHES.length],
-        fill: model.stacked ? color + "33" : undefined, points: { show: model.data[0].length < 60, size: 6 } });
+      series.push(barsDrawn
+        // Bars keep the series' dash on their outline, so stacked parts
+        // differ by more than colour.
+        ? { label: l.label, stroke: fg, width: 1, dash: DASHES[i % DASHES.length], fill: color, paths: uPlot.paths.bars({ size: [0.7, 64] }), points: { show: false } }
+        : { label: l.label, stroke: color, width: 2, dash: DASHES[i % DASHES.length],
+          fill: model.stacked ? color + "33" : undefined, points: { show: model.data[0].length < 60, size: 6 } });
     });
+    // Stacked bars are drawn tallest first, each shorter sum over it.
+    if (barsDrawn && model.stacked) series.splice(1, series.length - 1, ...series.slice(1).reverse());
     const bands = [];
-    if (model.stacked) for (let i = model.lines.length; i > 1; i--) bands.push({ series: [i, i - 1] });
+    if (model.stacked && !barsDrawn) for (let i = model.lines.length; i > 1; i--) bands.push({ series: [i, i - 1] });
     const tz = tzName();
+    const xs = model.data[0];
+    const pad = xs.length > 1 ? (xs[1] - xs[0]) / 2 : 43200;
+    const dayTick = new Intl.DateTimeFormat(undefined, { timeZone: tz, day: "numeric", month: "short" });
     chart = new uPlot({
       width: Math.max(280, el.clientWidth), height: 320, series, bands,
       tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), tz),
       legend: { show: false },
       cursor: { drag: { x: false, y: false }, points: { size: 8 } },
-      scales: { x: { time: true } },
+      // Bars: half a bucket of room at each end (no bar cut in half), from 0
+      // up, and ticks on whole days at least (no "8am" under a daily bar).
+      scales: barsDrawn ? { x: { time: true, range: (u, min, max) => [min - pad, max + pad] }, y: { range: (u, min, max) => [0, max > 0 ? max * 1.05 : 1] } } : { x: { time: true } },
       axes: [
-        { stroke: fg, grid: { stroke: rule }, ticks: { stroke: rule } },
+        barsDrawn ? { stroke: fg, grid: { stroke: rule }, ticks: { stroke: rule }, incrs: [86400, 2 * 86400, 7 * 86400, 14 * 86400, 30 * 86400, 91 * 86400, 365 * 86400],
+          // Dates in the viewer's locale, as everywhere else on the page.
+          values: (u, splits) => splits.map((ts) => dayTick.format(new Date(ts * 1000))) }
+          : { stroke: fg, grid: { stroke: rule }, ticks: { stroke: rule } },
         { stroke: fg, grid: { stroke: rule }, ticks: { stroke: rule }, font: AXIS_FONT, values: (u, vals) => yLabels(vals), size: (u, vals) => yAxisWidth(vals) },
       ],
       hooks: { setCursor: [(u) => { if (u.cursor.idx != null && u.cursor.idx !== cursorIdx) { cursorIdx = u.cursor.idx; scheduleDetail(); } }] },
-    }, model.data, el);
+    }, drawn(model), el);
     legend(model);
   }
 
@@ -447,7 +475,7 @@ import { actionName, groupReads } from "./lib/audit.js";
     const s = live.series; if (!s || !chart || !s.points.length) return;
     cursorIdx = Math.max(0, Math.min(s.points.length - 1, i));
     const x = chart.valToPos(chart.data[0][cursorIdx], "x");
-    const top = chart.valToPos(chart.data[chart.data.length - 1][cursorIdx] || 0, "y");
+    const top = chart.valToPos(Math.max(0, ...chart.data.slice(1).map((c) => c[cursorIdx] || 0)), "y");
     chart.setCursor({ left: x, top });
     const p = s.points[cursorIdx];
     $("point-live").textContent = label(p.start, s.granularity) + ": " + num(p.total_tokens) + " tokens, input " + num(p.input_tokens) + ", output " + num(p.output_tokens) + ", " + count(p.events, "event") + ", cost " + money(p.cost) + (p.unpriced_tokens ? ", " + num(p.unpriced_tokens) + " tokens unpriced" : "");

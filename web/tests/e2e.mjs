@@ -187,6 +187,9 @@ async function main() {
       assert(want === 7270, "the API total is the published events' (got " + want + ")");
       await page.waitForFunction((w) => document.getElementById("fig-total").textContent.replace(/[^0-9]/g, "") === String(w), want, { timeout: 10000 });
       assert(await page.locator("#chart canvas").count() > 0, "the chart is drawn");
+      // A week reads as seven daily bars, as the providers' usage pages show it.
+      const shape = await page.evaluate(() => ({ shape: document.getElementById("chart").dataset.shape, name: document.getElementById("chart").getAttribute("aria-label") }));
+      assert(shape.shape === "bars" && /^Tokens per day: 7 days from /.test(shape.name), "a week is daily bars: " + JSON.stringify(shape));
       // The value axis: compact labels, and room for the widest of them
       // (a fixed 70 px once cut 2,500,000 to ",500,000").
       const axis = await page.evaluate(() => ({ ...document.getElementById("chart").dataset }));
