@@ -9,7 +9,7 @@
 // - every chart has a data table; the chart itself is keyboard navigable.
 // A module (strict by itself); its pure parts are in lib/, unit-tested
 // with `node --test` (web/tests/unit/).
-import { fmt, num, count, money as moneyIn, costText, bucketLabel, addDays, addMonths } from "./lib/format.js";
+import { fmt, num, count, glance, money as moneyIn, moneyColumn, costText, bucketLabel, addDays, addMonths } from "./lib/format.js";
 import { applyDelta } from "./lib/delta.js";
 import { keyName, chartModel as modelOf, describeChart as describeIn } from "./lib/chart-model.js";
 import { budgetName as nameFor, budgetSentence } from "./lib/budget-text.js";
@@ -262,10 +262,11 @@ import { actionName, groupReads } from "./lib/audit.js";
       const fill = (id, rows, name) => {
         const tbody = $(id).tBodies[0]; tbody.textContent = "";
         if (!rows.length) { const tr = tbody.insertRow(); cell(tr, "Nothing in this range.", "text").colSpan = 3; return; }
+        const column = costColumn(rows.map((r) => r.total));
         for (const r of rows) {
           const tr = tbody.insertRow();
           const th = document.createElement("th"); th.scope = "row"; th.className = "text"; th.textContent = name(r.key); tr.appendChild(th);
-          cell(tr, num(r.total.total_tokens)); costCell(tr, r.total);
+          cell(tr, num(r.total.total_tokens)); costCell(tr, r.total, column);
         }
       };
       fill("ov-users", o.users, (k) => k);
@@ -313,7 +314,9 @@ import { actionName, groupReads } from "./lib/audit.js";
   // the chosen measure, the viewer's zone.
   function currency() { return (live.series && live.series.currency) || "USD"; }
   function money(text) { return moneyIn(text, currency()); }
-  function costCell(row, sums) { return cell(row, costText(sums, currency())); }
+  function costCell(row, sums, column) { return cell(row, costText(sums, currency(), column)); }
+  /** One precision for a column of costs (`rows`' sums). */
+  function costColumn(rows) { return moneyColumn(rows.map((r) => r.cost), currency()); }
   function chartModel(s) { return modelOf(s, $("metric").value); }
   function describeChart(s, model) { return describeIn(s, model, $("metric").value, tzName()); }
 
@@ -426,16 +429,22 @@ import { actionName, groupReads } from "./lib/audit.js";
   function figures() {
     const s = live.series; if (!s) return;
     const t = s.total;
-    $("fig-total").textContent = num(t.total_tokens);
+    // Each "how much" figure twice: compact at a glance, exact beneath.
+    const both = (id, n) => {
+      $(id).textContent = num(n);
+      const short = n == null ? "" : glance(n);
+      $(id + "-glance").textContent = short === num(n) ? "" : short;
+    };
+    both("fig-total", t.total_tokens);
     $("fig-cost").textContent = (t.unpriced_tokens > 0 && t.cost != null ? "at least " : "") + money(t.cost)
       + (t.supplied_events > 0 ? " (some supplied by publishers)" : "");
     $("fig-unpriced").textContent = t.unpriced_tokens > 0 ? num(t.unpriced_tokens) + " (no price known: see the breakdown)" : "none";
-    $("fig-input").textContent = num(t.input_tokens);
-    $("fig-output").textContent = num(t.output_tokens);
+    both("fig-input", t.input_tokens);
+    both("fig-output", t.output_tokens);
     let peak = -1;
     s.points.forEach((p, i) => { if (p.total_tokens > 0 && (peak < 0 || p.total_tokens > s.points[peak].total_tokens)) peak = i; });
     $("fig-peak").textContent = peak < 0 ? "–" : num(s.points[peak].total_tokens) + " at " + label(s.points[peak].start, s.granularity);
-    $("fig-avg").textContent = s.points.length ? num(Math.round(t.total_tokens / s.points.length)) : "–";
+    if (s.points.length) both("fig-avg", Math.round(t.total_tokens / s.points.length)); else { $("fig-avg").textContent = "–"; $("fig-avg-glance").textContent = ""; }
     if (summaryPrev == null) $("fig-change").textContent = "–";
     else if (summaryPrev === 0) $("fig-change").textContent = t.total_tokens ? "new (nothing before)" : "no change";
     else {
@@ -461,11 +470,12 @@ import { actionName, groupReads } from "./lib/audit.js";
     const hr = head.insertRow();
     const cols = ["Bucket start (" + s.timezone + ")", "Input", "Output", "Total", "Events", "Cost"].concat(s.series.map((g) => keyName(s.group, g.key) + " (total)"));
     cols.forEach((c, i) => { const th = document.createElement("th"); th.scope = "col"; th.textContent = c; if (i === 0) th.className = "text"; hr.appendChild(th); });
+    const column = costColumn(s.points);
     s.points.forEach((p, i) => {
       const tr = body.insertRow();
       const th = document.createElement("th"); th.scope = "row"; th.className = "text"; th.textContent = label(p.start, s.granularity); tr.appendChild(th);
       cell(tr, num(p.input_tokens)); cell(tr, num(p.output_tokens)); cell(tr, num(p.total_tokens)); cell(tr, num(p.events));
-      costCell(tr, p);
+      costCell(tr, p, column);
       for (const g of s.series) cell(tr, num(g.input_tokens[i] + g.output_tokens[i]));
     });
   }
@@ -513,10 +523,11 @@ import { actionName, groupReads } from "./lib/audit.js";
       const r = await api("/api/v1/usage/breakdown?" + query(q));
       const b = await r.json();
       const tbody = $("detail-table").tBodies[0]; tbody.textContent = "";
+      const column = costColumn(b.rows);
       for (const row of b.rows) {
         const tr = tbody.insertRow();
         cell(tr, row.activity, "text"); cell(tr, row.model, "text"); cell(tr, projectName(row.project), "text"); cell(tr, num(row.input_tokens)); cell(tr, num(row.output_tokens)); cell(tr, num(row.events));
-        const c = costCell(tr, row);
+        const c = costCell(tr, row, column);
         if (row.unpriced_tokens > 0 && session.role === "admin") c.title = "Add a price: tokenusage prices set " + row.model + " --from … --input … --output …";
       }
       $("detail-caption").textContent = label(p.start, s.granularity) + ": " + num(b.total.total_tokens) + " tokens by activity, model and project";

@@ -6,6 +6,10 @@ export const fmt = new Intl.NumberFormat();
 /** A whole number in the viewer's locale; "–" for none. */
 export function num(n) { return n == null ? "–" : fmt.format(n); }
 
+const compact = new Intl.NumberFormat(undefined, { notation: "compact", maximumFractionDigits: 1 });
+/** A number at a glance: 89.1M, 7.3K, 370. */
+export function glance(n) { return compact.format(n); }
+
 /** "1 event", "2 events": a count with its noun agreeing. */
 export function count(n, one, many) { return num(n) + " " + (n === 1 ? one : many || one + "s"); }
 
@@ -21,9 +25,26 @@ export function money(text, currency) {
   catch (e) { return text + " " + cur; }
 }
 
-/** A row's cost in words: unpriced tokens make it a lower bound, said so. */
-export function costText(sums, currency) {
-  let t = money(sums.cost, currency);
+/** The decimals a cost text needs to be shown exactly: 2 to 6. */
+function decimalsOf(text) {
+  const m = /\.(\d*?)0*$/.exec(String(text));
+  return Math.min(6, Math.max(2, m ? m[1].length : 0));
+}
+
+/** A formatter for a column of costs: one precision for every row, the
+ *  finest any of them needs (a column once mixed US$0.00 and US$0.000147). */
+export function moneyColumn(texts, currency) {
+  const digits = Math.max(2, ...texts.filter((t) => t != null).map(decimalsOf));
+  const cur = currency || "USD";
+  let f = null;
+  try { f = new Intl.NumberFormat(undefined, { style: "currency", currency: cur, minimumFractionDigits: digits, maximumFractionDigits: digits }); } catch (e) { f = null; }
+  return (text) => (text == null ? "unknown" : f ? f.format(Number(text)) : text + " " + cur);
+}
+
+/** A row's cost in words: unpriced tokens make it a lower bound, said so.
+ *  `format` is the column's (`moneyColumn`), or `money`'s rule alone. */
+export function costText(sums, currency, format) {
+  let t = format ? format(sums.cost) : money(sums.cost, currency);
   if (sums.unpriced_tokens > 0) {
     t = sums.cost == null ? "unknown (" + num(sums.unpriced_tokens) + " tokens unpriced)"
       : "at least " + t + " (" + num(sums.unpriced_tokens) + " tokens unpriced)";

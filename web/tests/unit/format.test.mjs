@@ -1,7 +1,7 @@
 // Unit tests of the dashboard's pure formatting (web/assets/lib/format.js).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { count, money, costText, addDays, addMonths, bucketLabel } from "../../assets/lib/format.js";
+import { count, glance, money, moneyColumn, costText, addDays, addMonths, bucketLabel } from "../../assets/lib/format.js";
 
 test("a count agrees with its noun", () => {
   assert.equal(count(1, "event"), "1 event");
@@ -39,4 +39,20 @@ test("bucket labels are in the viewer's zone", () => {
   assert.notEqual(berlin, utc);
   assert.match(berlin, /2027/);
   assert.doesNotMatch(bucketLabel("2026-05-01T00:00:00Z", "month", "UTC"), /\b1\b.*May|May.*\b1,/, "months carry no day");
+});
+
+test("a column of costs has one precision, the finest any row needs", () => {
+  const col = moneyColumn(["0", "0.000147", "0.00075", "0.917618", null], "USD");
+  const shown = ["0", "0.000147", "0.00075", "0.917618"].map(col);
+  const decimals = shown.map((t) => (/[.,](\d+)\D*$/.exec(t) || [, ""])[1].length);
+  assert.deepEqual(decimals, [6, 6, 6, 6], shown.join(" | "));
+  assert.equal(col(null), "unknown");
+  const whole = moneyColumn(["12", "3.5"], "USD");
+  assert.match(whole("12"), /12[.,]00/, "two decimals when none needs more");
+  assert.match(costText({ cost: "0.00075", unpriced_tokens: 0 }, "USD", col), /0[.,]000750/);
+});
+
+test("a number at a glance is compact", () => {
+  assert.equal(glance(89_100_000), new Intl.NumberFormat(undefined, { notation: "compact", maximumFractionDigits: 1 }).format(89_100_000));
+  assert.equal(glance(370), "370");
 });
