@@ -164,6 +164,7 @@ import { actionName, groupReads } from "./lib/audit.js";
 
   function startLive() {
     stopLive();
+    isolated = null;
     const v = currentView();
     if (v.error) { showAlert(v.error); return; }
     showAlert("");
@@ -317,7 +318,9 @@ import { actionName, groupReads } from "./lib/audit.js";
   function costCell(row, sums, column) { return cell(row, costText(sums, currency(), column)); }
   /** One precision for a column of costs (`rows`' sums). */
   function costColumn(rows) { return moneyColumn(rows.map((r) => r.cost), currency()); }
-  function chartModel(s) { return modelOf(s, $("metric").value); }
+  // The group shown alone (its legend button pressed), if any.
+  let isolated = null;
+  function chartModel(s) { return modelOf(s, $("metric").value, isolated); }
   function describeChart(s, model) { return describeIn(s, model, $("metric").value, tzName()); }
 
   function render(full) {
@@ -372,7 +375,8 @@ import { actionName, groupReads } from "./lib/audit.js";
     barsDrawn = asBars(live.series);
     el.dataset.shape = barsDrawn ? "bars" : "lines";
     const series = [{}];
-    model.lines.forEach((l, i) => {
+    model.lines.forEach((l) => {
+      const i = l.slot;
       const color = cssVar("--s" + (i % 8));
       series.push(barsDrawn
         // Bars keep the series' dash on their outline, so stacked parts
@@ -406,25 +410,44 @@ import { actionName, groupReads } from "./lib/audit.js";
       ],
       hooks: { setCursor: [(u) => { if (u.cursor.idx != null && u.cursor.idx !== cursorIdx) { cursorIdx = u.cursor.idx; scheduleDetail(); } }] },
     }, drawn(model), el);
-    legend(model);
+    keepingPlace($("legend"), () => legend(model));
   }
 
+  function swatch(i) {
+    const svgNS = "http://www.w3.org/2000/svg";
+    const svg = document.createElementNS(svgNS, "svg"); svg.setAttribute("width", "28"); svg.setAttribute("height", "10"); svg.setAttribute("aria-hidden", "true");
+    const line = document.createElementNS(svgNS, "line");
+    line.setAttribute("x1", "0"); line.setAttribute("y1", "5"); line.setAttribute("x2", "28"); line.setAttribute("y2", "5");
+    line.setAttribute("stroke", cssVar("--s" + (i % 8))); line.setAttribute("stroke-width", "3");
+    if (DASHES[i % DASHES.length].length) line.setAttribute("stroke-dasharray", DASHES[i % DASHES.length].join(" "));
+    svg.appendChild(line);
+    return svg;
+  }
+
+  /** The legend: every series with its colour and dash; with several
+   *  groups, each is a toggle that shows it alone (pressed again: all). */
   function legend(model) {
     const box = $("legend"); box.textContent = "";
-    model.lines.forEach((l, i) => {
-      const span = document.createElement("span");
-      const svgNS = "http://www.w3.org/2000/svg";
-      const svg = document.createElementNS(svgNS, "svg"); svg.setAttribute("width", "28"); svg.setAttribute("height", "10"); svg.setAttribute("aria-hidden", "true");
-      const line = document.createElementNS(svgNS, "line");
-      line.setAttribute("x1", "0"); line.setAttribute("y1", "5"); line.setAttribute("x2", "28"); line.setAttribute("y2", "5");
-      line.setAttribute("stroke", cssVar("--s" + (i % 8))); line.setAttribute("stroke-width", "3");
-      if (DASHES[i % DASHES.length].length) line.setAttribute("stroke-dasharray", DASHES[i % DASHES.length].join(" "));
-      svg.appendChild(line); span.appendChild(svg); span.appendChild(document.createTextNode(l.label));
-      box.appendChild(span);
-    });
-    if (model.stacked) box.appendChild(document.createTextNode(" (stacked)"));
+    const s = live.series;
+    const groups = s && s.series.length > 1 && $("metric").value !== "split";
+    box.setAttribute("role", "group");
+    box.setAttribute("aria-label", groups ? "Series: press one to show it alone" : "Series");
+    const entries = groups ? modelOf(s, $("metric").value).lines : model.lines;
+    for (const l of entries) {
+      const el = document.createElement(groups ? "button" : "span");
+      if (groups) {
+        el.type = "button"; el.className = "small series";
+        el.setAttribute("aria-pressed", String(isolated === l.key));
+        el.dataset.focusKey = "series-" + l.key;
+        el.addEventListener("click", () => { isolated = isolated === l.key ? null : l.key; render(true); });
+      }
+      el.appendChild(swatch(l.slot)); el.appendChild(document.createTextNode(l.label));
+      box.appendChild(el);
+    }
+    if (model.stacked && model.lines.length > 1) box.appendChild(document.createTextNode(" (stacked)"));
     if ($("metric").value === "cost") box.appendChild(document.createTextNode(" · cost in " + ((live.series && live.series.currency) || "USD")));
   }
+
 
   function figures() {
     const s = live.series; if (!s) return;

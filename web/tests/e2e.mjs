@@ -273,6 +273,24 @@ async function main() {
       await page.waitForFunction(() => document.getElementById("conn").dataset.state === "live");
     });
 
+    await test("the legend shows one series alone, and all again, keeping focus", async () => {
+      const legend = () => page.$$eval("#legend button", (bs) => bs.map((b) => [b.textContent, b.getAttribute("aria-pressed")]));
+      const before = await legend();
+      assert(before.length >= 2 && before.every(([, p]) => p === "false"), "one toggle per group: " + JSON.stringify(before));
+      const all = await page.getAttribute("#chart", "aria-label");
+      const [name] = before[0];
+      await page.focus("#legend button"); await page.keyboard.press("Enter");
+      await page.waitForFunction((n) => (document.getElementById("chart").getAttribute("aria-label") || "").includes(n + " only"), name, { timeout: 5000 });
+      const after = await legend();
+      assert(after.find(([n]) => n === name)[1] === "true" && after.filter(([, p]) => p === "true").length === 1, "pressed alone: " + JSON.stringify(after));
+      assert(await page.evaluate(() => document.activeElement.closest("#legend") !== null && document.activeElement.getAttribute("aria-pressed") === "true"), "focus stays on the toggle");
+      const alone = digits((/; ([\d,]+) tokens in all/.exec(await page.getAttribute("#chart", "aria-label")) || [, ""])[1]);
+      const whole = digits((/; ([\d,]+) tokens in all/.exec(all) || [, ""])[1]);
+      assert(alone > 0 && alone < whole, "the chart sums that series alone: " + alone + " of " + whole);
+      await page.keyboard.press("Enter");
+      await page.waitForFunction((a) => document.getElementById("chart").getAttribute("aria-label") === a, all, { timeout: 5000 });
+    });
+
     await test("a manager picks their team and a project: the members' sum, an overview of members", async () => {
       const tctx = await browser.newContext({ timezoneId: TZ, locale: "en-GB" });
       const p = await tctx.newPage();

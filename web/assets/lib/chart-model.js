@@ -19,12 +19,18 @@ export function metricOf(obj, i, metric) {
 }
 
 /** uPlot data and series definitions for series `s` in `metric`: one line
- *  per group (stacked), input and output side by side, or the total. */
-export function chartModel(s, metric) {
+ *  per group (stacked), input and output side by side, or the total. With
+ *  `only` (a group's key), that group alone. Each line keeps its `slot`,
+ *  its place among all groups, so its colour and dash do not change. */
+export function chartModel(s, metric, only) {
   const xs = s.points.map((p) => Date.parse(p.start) / 1000);
   const lines = [];
   if (s.series.length && metric !== "split") {
-    for (const g of s.series) lines.push({ label: keyName(s.group, g.key), values: s.points.map((_, i) => metricOf(g, i, metric)) });
+    const alone = only != null && s.series.some((g) => g.key === only);
+    s.series.forEach((g, slot) => {
+      if (alone && g.key !== only) return;
+      lines.push({ label: keyName(s.group, g.key), key: g.key, slot, values: s.points.map((_, i) => metricOf(g, i, metric)) });
+    });
   } else if (metric === "split") {
     lines.push({ label: "Input", values: s.points.map((p) => p.input_tokens) });
     lines.push({ label: "Output", values: s.points.map((p) => p.output_tokens) });
@@ -34,6 +40,7 @@ export function chartModel(s, metric) {
     const key = metric === "input" ? "input_tokens" : metric === "output" ? "output_tokens" : "total_tokens";
     lines.push({ label: metric === "total" ? "Tokens" : metric === "input" ? "Input" : "Output", values: s.points.map((p) => p[key]) });
   }
+  lines.forEach((l, i) => { if (l.slot == null) l.slot = i; });
   const stacked = s.series.length > 0 && metric !== "split";
   const data = [xs];
   const acc = new Array(xs.length).fill(0);
@@ -50,7 +57,8 @@ const GRAIN_NOUN = { minute: "minute", quarter_hour: "quarter hour", hour: "hour
  *  keyboard help is the chart's description, said once, not its name. */
 export function describeChart(s, model, metric, tz) {
   const what = { cost: "Cost (" + (s.currency || "USD") + ")", input: "Input tokens", output: "Output tokens", split: "Input and output tokens" }[metric] || "Tokens";
-  const title = what + " per " + (GRAIN_NOUN[s.granularity] || s.granularity);
+  const alone = model.lines.length === 1 && s.series.length > 1 && metric !== "split" ? ", " + model.lines[0].label + " only" : "";
+  const title = what + " per " + (GRAIN_NOUN[s.granularity] || s.granularity) + alone;
   const n = s.points.length;
   if (!n) return { title, summary: title + ": no buckets in this range." };
   const at = (i) => bucketLabel(s.points[i].start, s.granularity, tz);

@@ -46,3 +46,11 @@ test("empty keys are named for people", () => {
   assert.equal(keyName("source", ""), "(publisher not recorded)");
   assert.equal(keyName("model", "gpt-4o"), "gpt-4o");
 });
+
+test("one group alone keeps its colour slot and is said to be alone", () => {
+  const m = chartModel(s, "total", "");
+  assert.deepEqual(m.lines.map((l) => [l.label, l.slot]), [["(none)", 1]]);
+  assert.deepEqual(m.data.slice(1), [[0, 25]]);
+  assert.match(describeChart(s, m, "total", "UTC").title, /^Tokens per day, \(none\) only$/);
+  assert.equal(chartModel(s, "total", "no-such-group").lines.length, 2, "an unknown key shows everything");
+});
