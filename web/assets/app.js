@@ -147,6 +147,13 @@ import { actionName, groupReads } from "./lib/audit.js";
     return v;
   }
 
+  /** The view in words, above its figures: "Last 7 days (Europe/Berlin): your own usage". */
+  function viewSaid(v) {
+    const range = $("range").selectedOptions[0] ? $("range").selectedOptions[0].textContent : "";
+    const whose = v.team ? "team " + v.team : v.user === "*" ? "everyone" : v.user ? "user " + v.user : "your own usage";
+    return range + " (" + v.tz + "): " + whose + (v.project ? ", project " + projectName(v.project) : "") + ".";
+  }
+
   /** Several people in one view: a team, or everyone. */
   function viewsMany(v) { return !!v.team || v.user === "*"; }
   function projectName(p) { return p === "" ? "(no project)" : p; }
@@ -167,6 +174,7 @@ import { actionName, groupReads } from "./lib/audit.js";
     isolated = null;
     const v = currentView();
     if (v.error) { showAlert(v.error); return; }
+    $("view-said").textContent = viewSaid(v);
     showAlert("");
     live.wanted = true;
     if (live.paused) { loadOnce(v); return; }
@@ -918,7 +926,18 @@ import { actionName, groupReads } from "./lib/audit.js";
     if (live.series) render(true);
   }
 
+  // The chart follows its box: a narrower window (or 200 % zoom) once left
+  // it at its first width, and the whole page scrolled sideways.
+  function followWidth() {
+    if (typeof ResizeObserver === "undefined") return;
+    new ResizeObserver(() => {
+      const w = Math.max(280, $("chart").clientWidth);
+      if (chart && Math.abs(w - chart.width) > 1) chart.setSize({ width: w, height: 320 });
+    }).observe($("chart"));
+  }
+
   function init() {
+    followWidth();
     const stored = localStorage.getItem("tokenusage-theme");
     applyTheme(stored || (matchMedia("(prefers-color-scheme: dark)").matches ? "dark" : "light"));
     $("theme").addEventListener("click", () => {

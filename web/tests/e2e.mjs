@@ -291,6 +291,69 @@ async function main() {
       await page.waitForFunction((a) => document.getElementById("chart").getAttribute("aria-label") === a, all, { timeout: 5000 });
     });
 
+    await test("every task by keyboard alone, the focused control named at each step (sign-in, range, cost, team, budget, sign-out)", async () => {
+      const wctx = await browser.newContext({ timezoneId: TZ, locale: "en-GB" });
+      const w = await wctx.newPage();
+      await w.goto(url + "/");
+      await w.waitForSelector("#sign-in:not([hidden])");
+      // The focused element's accessible name, as the page gives it.
+      const focused = () => w.evaluate(() => {
+        const el = document.activeElement; if (!el || el === document.body) return "";
+        const by = (el.getAttribute("aria-labelledby") || "").split(" ").filter(Boolean).map((id) => document.getElementById(id).textContent).join(" ");
+        return (by || el.getAttribute("aria-label") || (el.labels && el.labels[0] && el.labels[0].textContent) || el.textContent || "").trim().replace(/\s+/g, " ");
+      });
+      const steps = [];
+      const tabTo = async (name) => {
+        for (let i = 0; i < 80; i++) {
+          const now = await focused();
+          if (now === name || (name instanceof RegExp && name.test(now))) { steps.push(now); return; }
+          await w.keyboard.press("Tab");
+        }
+        throw new Error("Tab never reached " + name + " (steps so far: " + steps.join(" → ") + ")");
+      };
+      await tabTo("User"); await w.keyboard.type("alice");
+      await w.keyboard.press("Tab"); assert(await focused() === "Password", "Tab from User is Password: " + await focused());
+      await w.keyboard.type(PASSWORD); await w.keyboard.press("Enter");
+      await w.waitForFunction(() => document.getElementById("conn").dataset.state === "live", null, { timeout: 20000 });
+      await tabTo("Range"); await w.keyboard.type("Last 30");
+      await w.waitForFunction(() => /^Last 30 days/.test(document.getElementById("view-said").textContent) && /: 30 days from /.test(document.getElementById("chart").getAttribute("aria-label") || ""), null, { timeout: 10000 });
+      await tabTo("Measure"); await w.keyboard.type("Cost");
+      await w.waitForFunction(() => /^Cost \(USD\) per day/.test(document.getElementById("chart-title").textContent), null, { timeout: 10000 });
+      await tabTo("Team"); await w.keyboard.type("e2e");
+      await w.waitForSelector("#overview:not([hidden])", { timeout: 10000 });
+      assert(/team e2e-team/.test(await w.textContent("#view-said")), "the view says whose: " + await w.textContent("#view-said"));
+      await tabTo("Set a budget"); await w.keyboard.press("Enter");
+      await tabTo("Name"); await w.keyboard.type("Walked by keyboard");
+      await tabTo("Tokens"); await w.keyboard.type("5000000"); await w.keyboard.press("Enter");
+      await w.waitForFunction(() => /^Budget set: Walked by keyboard/.test(document.getElementById("budget-announce").textContent), null, { timeout: 10000 });
+      const landed = await focused();
+      steps.push(landed);
+      assert(/^Walked by keyboard/.test(landed), "focus lands on the new budget: " + landed);
+      await tabTo("Sign out"); await w.keyboard.press("Enter");
+      await w.waitForSelector("#sign-in:not([hidden])");
+      steps.push(await focused());
+      assert(steps[steps.length - 1] === "User", "after signing out focus is on the user field: " + steps.join(" → "));
+      await wctx.close();
+    });
+
+    await test("at 200 % zoom the first figures are on the first screen, and nothing scrolls sideways", async () => {
+      // 1280 x 900 at 200 % is 640 x 450 CSS pixels.
+      await page.setViewportSize({ width: 640, height: 450 });
+      await page.evaluate(() => window.scrollTo(0, 0));
+      // The chart follows its box on the next frame.
+      await page.waitForFunction(() => document.documentElement.scrollWidth <= innerWidth, null, { timeout: 3000 }).catch(() => {});
+      const seen = await page.evaluate(() => {
+        const r = (id) => document.getElementById(id).getBoundingClientRect();
+        const wider = [...document.querySelectorAll("body *")].filter((el) => el.getBoundingClientRect().right > innerWidth + 1 && !el.closest(".scroll") && !el.closest("[hidden]"))
+          .slice(0, 5).map((el) => el.tagName.toLowerCase() + (el.id ? "#" + el.id : "") + "." + el.className);
+        return { total: r("fig-total").bottom, cost: r("fig-cost").bottom, height: innerHeight, wide: document.documentElement.scrollWidth, width: innerWidth, wider };
+      });
+      assert(seen.total <= seen.height && seen.cost <= seen.height, "total and cost on the first screen: " + JSON.stringify(seen));
+      assert(seen.wide <= seen.width, "no sideways scrolling: " + JSON.stringify(seen));
+      await page.screenshot({ path: join(artifacts, "zoom-200.png") });
+      await page.setViewportSize({ width: 1280, height: 900 });
+    });
+
     await test("a manager picks their team and a project: the members' sum, an overview of members", async () => {
       const tctx = await browser.newContext({ timezoneId: TZ, locale: "en-GB" });
       const p = await tctx.newPage();
@@ -499,6 +562,7 @@ async function main() {
       await a11y(a, "team"); await a.selectOption("#team", "");
     });
     await test("a11y: dark theme", async () => { await a.click("#theme"); await a11y(a, "dark"); await a.click("#theme"); });
+    await test("a11y: 200 % zoom (640 x 450)", async () => { await a.setViewportSize({ width: 640, height: 450 }); await a11y(a, "zoom-200"); await a.setViewportSize({ width: 1280, height: 900 }); });
     await test("a11y: narrow screen (320 px)", async () => { await a.setViewportSize({ width: 320, height: 800 }); await a11y(a, "narrow"); await a.setViewportSize({ width: 1280, height: 900 }); });
     await test("a11y: admin views (user picker, all users, audit log)", async () => {
       await a.click("#sign-out"); await a.waitForSelector("#sign-in:not([hidden])");
