@@ -9,7 +9,7 @@
 // - every chart has a data table; the chart itself is keyboard navigable.
 // A module (strict by itself); its pure parts are in lib/, unit-tested
 // with `node --test` (web/tests/unit/).
-import { fmt, num, count, glance, money as moneyIn, moneyColumn, costText, bucketLabel, addDays, addMonths } from "./lib/format.js";
+import { fmt, num, count, glance, money as moneyIn, moneyColumn, costText, bucketLabel, instant, addDays, addMonths } from "./lib/format.js";
 import { applyDelta } from "./lib/delta.js";
 import { keyName, chartModel as modelOf, describeChart as describeIn } from "./lib/chart-model.js";
 import { budgetName as nameFor, budgetSentence } from "./lib/budget-text.js";
@@ -317,8 +317,12 @@ import { actionName, groupReads } from "./lib/audit.js";
   }
 
   // ---- rendering ----------------------------------------------------------
-  // Cost axis ticks: small amounts need their digits (0.0004, not 0).
-  const costAxis = new Intl.NumberFormat(undefined, { notation: "compact", maximumSignificantDigits: 3 });
+  // Cost axis ticks carry the currency (US$1.2K); small amounts keep
+  // their digits (US$0.0004, not US$0).
+  function costAxis() {
+    try { return new Intl.NumberFormat(undefined, { style: "currency", currency: currency(), notation: "compact", maximumSignificantDigits: 3 }); }
+    catch (e) { return new Intl.NumberFormat(undefined, { notation: "compact", maximumSignificantDigits: 3 }); }
+  }
   // The pure parts (lib/) with what the page knows: the series' currency,
   // the chosen measure, the viewer's zone.
   function currency() { return (live.series && live.series.currency) || "USD"; }
@@ -351,10 +355,11 @@ import { actionName, groupReads } from "./lib/audit.js";
   // 2,500,000 to ",500,000"). The labels drawn are kept on the chart's
   // element, since the canvas holds no text to read back.
   const AXIS_FONT = "12px system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif";
-  const compact = new Intl.NumberFormat(undefined, { notation: "compact", maximumFractionDigits: 1 });
+  // Token ticks are figures at a glance (lib/format.js `glance`, tested to 10^12).
+  const compact = { format: glance };
   let measureCtx = null;
   function yLabels(vals) {
-    const f = $("metric").value === "cost" ? costAxis : compact;
+    const f = $("metric").value === "cost" ? costAxis() : compact;
     const out = vals.map((v) => f.format(v));
     $("chart").dataset.yLabels = out.join("|");
     return out;
@@ -457,6 +462,21 @@ import { actionName, groupReads } from "./lib/audit.js";
   }
 
 
+  /** Unpriced tokens make the cost a lower bound: said, with what to do
+   *  (admins: a link to add a price; everyone else: who can). */
+  function unpriced(t) {
+    const dd = $("fig-unpriced"); dd.textContent = "";
+    if (!(t.unpriced_tokens > 0)) { dd.textContent = "none"; return; }
+    dd.appendChild(document.createTextNode(num(t.unpriced_tokens) + " "));
+    const why = document.createElement("span"); why.className = "exact";
+    why.textContent = "No price is known for some models (see the breakdown), so the cost is a lower bound. ";
+    if (session.role === "admin") {
+      const a = document.createElement("a"); a.href = "/docs/#/admin/set_price"; a.textContent = "Add a price";
+      why.appendChild(a);
+    } else why.appendChild(document.createTextNode("An admin can add their prices."));
+    dd.appendChild(why);
+  }
+
   function figures() {
     const s = live.series; if (!s) return;
     const t = s.total;
@@ -469,7 +489,7 @@ import { actionName, groupReads } from "./lib/audit.js";
     both("fig-total", t.total_tokens);
     $("fig-cost").textContent = (t.unpriced_tokens > 0 && t.cost != null ? "at least " : "") + money(t.cost)
       + (t.supplied_events > 0 ? " (some supplied by publishers)" : "");
-    $("fig-unpriced").textContent = t.unpriced_tokens > 0 ? num(t.unpriced_tokens) + " (no price known: see the breakdown)" : "none";
+    unpriced(t);
     both("fig-input", t.input_tokens);
     both("fig-output", t.output_tokens);
     let peak = -1;
@@ -488,7 +508,7 @@ import { actionName, groupReads } from "./lib/audit.js";
     const f = live.freshness, el = $("freshness");
     if (live.paused) { el.textContent = "Live updates paused."; return; }
     if (!f) { el.textContent = live.series ? "Showing stored history." : "Waiting for data…"; return; }
-    const through = f.complete_through ? new Intl.DateTimeFormat(undefined, { timeZone: tzName(), dateStyle: "medium", timeStyle: "medium" }).format(new Date(f.complete_through)) : "not yet known";
+    const through = f.complete_through ? instant(f.complete_through, tzName(), true) : "not yet known";
     el.textContent = "Complete through " + through + (f.lag_records ? " · " + count(f.lag_records, "event") + " still being counted" : "")
       + (f.lost_records ? " · " + num(f.lost_records) + " published events were lost by the broker before they could be counted, so totals are low (an operator can list them with tokenusage lost)" : "");
   }
@@ -601,7 +621,7 @@ import { actionName, groupReads } from "./lib/audit.js";
         const outcome = r.outcome === "denied" ? "Refused"
           : r.subject === "*" ? "Viewed (all users)"
           : r.subject && r.subject.startsWith("team:") ? "Viewed (team " + r.subject.slice(5) + ")" : "Viewed";
-        cell(tr, new Date(r.at).toLocaleString(), "text"); cell(tr, r.actor || "?", "text"); cell(tr, actionName(r.action), "text");
+        cell(tr, instant(r.at, tzName(), true), "text"); cell(tr, r.actor || "?", "text"); cell(tr, actionName(r.action), "text");
         cell(tr, outcome, "text"); cell(tr, r.ip || "", "text");
       }
     } catch (e) { if (e.message !== "signed out") showAlert(e.message); }
@@ -767,7 +787,7 @@ import { actionName, groupReads } from "./lib/audit.js";
         const rowsSeen = g.some((x) => x.rows != null) ? g.reduce((a, x) => a + (x.rows || 0), 0) : null;
         const what = g.length === 1 ? r.action
           : "Dashboard, " + g.length + " reads: " + [...new Set(g.map((x) => actionName(x.action)))].join(", ");
-        cell(tr, new Date(r.at).toLocaleString(), "text"); cell(tr, r.actor || "–", "text"); cell(tr, what, "text");
+        cell(tr, instant(r.at, tzName(), true), "text"); cell(tr, r.actor || "–", "text"); cell(tr, what, "text");
         cell(tr, subjects.join(", ") || "–", "text"); cell(tr, r.outcome, "text"); cell(tr, rowsSeen == null ? "–" : num(rowsSeen)); cell(tr, r.ip || "", "text");
       }
     } catch (e) { if (e.message !== "signed out") showAlert(e.message); }

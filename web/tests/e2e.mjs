@@ -210,6 +210,8 @@ async function main() {
       await page.selectOption("#metric", "cost");
       await page.waitForFunction(() => /cost in USD/.test(document.getElementById("legend").textContent), null, { timeout: 5000 });
       assert(await page.locator("#chart canvas").count() > 0, "the cost chart is drawn");
+      const ticks = (await page.getAttribute("#chart", "data-y-labels") || "").split("|").filter(Boolean);
+      assert(ticks.length > 1 && ticks.every((t) => /\$/.test(t)), "the cost axis carries its currency: " + ticks.join(", "));
       await page.selectOption("#metric", "total");
     });
 
@@ -564,12 +566,30 @@ async function main() {
     await test("a11y: dark theme", async () => { await a.click("#theme"); await a11y(a, "dark"); await a.click("#theme"); });
     await test("a11y: 200 % zoom (640 x 450)", async () => { await a.setViewportSize({ width: 640, height: 450 }); await a11y(a, "zoom-200"); await a.setViewportSize({ width: 1280, height: 900 }); });
     await test("a11y: narrow screen (320 px)", async () => { await a.setViewportSize({ width: 320, height: 800 }); await a11y(a, "narrow"); await a.setViewportSize({ width: 1280, height: 900 }); });
+    await test("unpriced tokens make the cost a lower bound, with what to do: a link for admins, who can for everyone else", async () => {
+      const unknown = JSON.parse(event("bob", 4, "chat", 1000, 10)); unknown.model = "e2e-model-without-a-price";
+      run(["publish", "-", "--source", "e2e"], JSON.stringify(unknown));
+      const seen = async (p) => {
+        await p.waitForFunction(() => /^[\d,]+ /.test(document.getElementById("fig-unpriced").textContent), null, { timeout: 20000 });
+        return p.evaluate(() => ({ text: document.getElementById("fig-unpriced").textContent, link: (document.querySelector("#fig-unpriced a") || {}).href || null,
+          cost: document.getElementById("fig-cost").textContent }));
+      };
+      // Bob's manager sees the team's cost (bob's unpriced event in it).
+      await a.selectOption("#team", "e2e-team");
+      const viewer = await seen(a);
+      assert(/lower bound/.test(viewer.text) && /An admin can add/.test(viewer.text) && viewer.link === null, "a manager is told who can price it: " + JSON.stringify(viewer));
+      assert(/^at least /.test(viewer.cost), "the cost says it is a lower bound: " + viewer.cost);
+      await a.selectOption("#team", "");
+    });
     await test("a11y: admin views (user picker, all users, audit log)", async () => {
       await a.click("#sign-out"); await a.waitForSelector("#sign-in:not([hidden])");
       await signIn(a, "root");
       await a.waitForSelector("#admin:not([hidden])");
       await a.waitForFunction(() => document.getElementById("conn").dataset.state === "live");
       await a.waitForSelector("#audit-table tbody tr");
+      // Everyone's usage holds bob's unpriced event: an admin gets a link to price it.
+      await a.waitForFunction(() => !!document.querySelector("#fig-unpriced a"), null, { timeout: 20000 });
+      assert((await a.getAttribute("#fig-unpriced a", "href")) === "/docs/#/admin/set_price", "the admin's link goes to adding a price");
       // The dashboard's own reads of one page view are one row, naming
       // what was read; an admin's search for one action lists each entry.
       const audit = await a.$$eval("#audit-table tbody tr", (rows) => rows.map((r) => [...r.cells].map((c) => c.textContent)));

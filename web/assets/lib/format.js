@@ -62,6 +62,14 @@ export function bucketLabel(iso, gran, tz) {
   return new Intl.DateTimeFormat(undefined, opts).format(new Date(iso));
 }
 
+/** An instant in zone `tz`, in the one date style the page uses
+ *  ("8 Dec 2026, 01:14" in en-GB), with seconds where they matter. */
+export function instant(iso, tz, seconds) {
+  const opts = { timeZone: tz, year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" };
+  if (seconds) opts.second = "2-digit";
+  return new Intl.DateTimeFormat(undefined, opts).format(new Date(iso));
+}
+
 /** Calendar arithmetic on `YYYY-MM-DD` dates. */
 export function addDays(ymd, n) { const d = new Date(ymd + "T00:00:00Z"); d.setUTCDate(d.getUTCDate() + n); return d.toISOString().slice(0, 10); }
 export function addMonths(ymd, n) { const d = new Date(ymd.slice(0, 8) + "01T00:00:00Z"); d.setUTCMonth(d.getUTCMonth() + n); return d.toISOString().slice(0, 10); }

@@ -56,3 +56,15 @@ test("a number at a glance is compact", () => {
   assert.equal(glance(89_100_000), new Intl.NumberFormat(undefined, { notation: "compact", maximumFractionDigits: 1 }).format(89_100_000));
   assert.equal(glance(370), "370");
 });
+
+test("axis labels at a glance keep every leading digit, up to 10^12", () => {
+  const values = [0, 250_000, 1_500_000, 2_500_000, 12_000_000, 999_000_000, 1_000_000_000, 250_000_000_000, 1_000_000_000_000];
+  const labels = values.map(glance);
+  assert.equal(new Set(labels).size, values.length, "distinct values read distinctly: " + labels.join(", "));
+  for (const [v, l] of values.map((v, i) => [v, labels[i]])) {
+    // The label's own digits are the value's leading digits (",500,000" once lost the 2).
+    const shown = l.replace(/[^0-9.]/g, "");
+    assert.ok(v === 0 ? shown === "0" : String(v).startsWith(shown.replace(".", "").replace(/0+$/, "") || "x"), v + " read as " + l);
+    assert.ok(l.length <= 6, "short enough for the axis: " + l);
+  }
+});
