@@ -227,6 +227,23 @@ async function main() {
       assert(cspViolations.length === 0, "CSP violations: " + cspViolations.join("; "));
     });
 
+    await test("20 live pushes leave focus, the chart's cursor and the open data table where they were", async () => {
+      if (!await page.evaluate(() => document.getElementById("table-details").open)) await page.click("#table-details summary");
+      await page.focus("#chart"); await page.keyboard.press("End"); await page.keyboard.press("ArrowLeft");
+      const before = await page.textContent("#point-live");
+      const total = digits(await page.textContent("#fig-total"));
+      run(["publish", "-", "--source", "e2e"], Array.from({ length: 20 }, (_, i) => event("alice", 1 + (i % 3), "chat", 10, 1)).join("\n"));
+      await page.waitForFunction((t) => Number(document.getElementById("fig-total").textContent.replace(/[^0-9]/g, "")) === t, total + 220, { timeout: 20000 });
+      const kept = await page.evaluate(() => ({ focus: document.activeElement.id, open: document.getElementById("table-details").open }));
+      assert(kept.focus === "chart" && kept.open, "focus and the open table survive the pushes: " + JSON.stringify(kept));
+      assert(await page.textContent("#point-live") === before, "the pushes are not announced over the cursor");
+      // The cursor is still one before the last bucket: one step right is the last.
+      await page.keyboard.press("ArrowRight");
+      const last = await page.evaluate(() => { const rows = document.querySelectorAll("#table tbody tr"); return rows[rows.length - 1].cells[0].textContent; });
+      await page.waitForFunction((l) => document.getElementById("point-live").textContent.startsWith(l + ":"), last, { timeout: 5000 });
+      await page.click("#table-details summary");
+    });
+
     await test("drive the whole page with the keyboard alone", async () => {
       const kctx = await browser.newContext({ timezoneId: TZ, locale: "en-GB" });
       const k = await kctx.newPage();
