@@ -23,8 +23,10 @@ fi
 say "producing $EVENTS events (1000 users, 5 activities x 6 models${BENCH_DAYS_AGO:+, $BENCH_DAYS_AGO days ago})"
 "$BIN/tokenusage-loadtest" --events "$EVENTS" --users 1000 ${BENCH_PROJECTS:+--projects} --days-ago "${BENCH_DAYS_AGO:-0}" kafka | grep -E "achieved|failed"
 
-say "bare consume-and-discard of the same topic"
+say "bare consumer of the same topic (librdkafka's queue polled in a tight loop, the projector's fetch settings)"
 "$BIN/tokenusage-loadtest" --events "$EVENTS" consume | grep -E "acknowledged|elapsed|achieved"
+say "the old bare loop (an async stream, one record at a time), for the earlier rows"
+"$BIN/tokenusage-loadtest" --events "$EVENTS" consume --stream | grep -E "achieved"
 
 say "projector: $EVENTS events into PostgreSQL (de-dup, raw events, 3 rollup grains, offsets), one process"
 start=$(date +%s.%N); first=""; first_n=0
@@ -41,3 +43,24 @@ python3 -c "
 s=$end-$start; t=$end-$first
 print(f'projected:           $EVENTS events in {s:.2f} s = {$EVENTS/s:.0f} events/s including start-up')
 print(f'sustained:           {($EVENTS-$first_n)/t:.0f} events/s from the first commit to the last')"
+
+# PostgreSQL alone, on the same database after the run: the two writes
+# every event needs (its de-duplication key, then its raw row), inserted
+# server-side by one backend (no client, no Kafka, no rollups). The
+# projector's ceiling short of changing what it stores.
+say "PostgreSQL alone: $EVENTS keys, then $EVENTS raw events, server-side, one backend"
+pg_seconds() {
+  local t0 t1; t0=$(date +%s.%N)
+  psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d "$BENCH_DB" -qc "$1" >/dev/null || die "baseline insert failed"
+  t1=$(date +%s.%N); python3 -c "print($t1 - $t0)"
+}
+keys_s=$(pg_seconds "insert into event_keys (source, event_id, occurred_at) select 'baseline', 'b-' || g, now() from generate_series(1, $EVENTS) g")
+raw_s=$(pg_seconds "insert into usage_events (occurred_at, source, event_id, user_id, activity, model, project, input_tokens, output_tokens, kafka_partition, kafka_offset, cost_nanos, unpriced_tokens)
+  select now() - (g % 86400) * interval '1 second', 'baseline', 'b-' || g, 'user-' || (g % 1000), 'chat', 'gpt-4o-mini', '', 100, 10, g % 6, g, 0, 0
+  from generate_series(1, $EVENTS) g")
+python3 -c "
+k=$keys_s; r=$raw_s; both=$EVENTS/(k+r); t=$end-$first
+print(f'keys:                {k:.2f} s ({$EVENTS/k:.0f} rows/s)')
+print(f'raw events:          {r:.2f} s ({$EVENTS/r:.0f} rows/s)')
+print(f'both writes:         {both:.0f} events/s')
+print(f'projector / both:    {(($EVENTS-$first_n)/t)/both:.2f}')"

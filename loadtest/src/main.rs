@@ -70,10 +70,17 @@ enum Scenario {
         acked_ids: Option<std::path::PathBuf>,
     },
     /// Read the topic from the beginning and discard: the bare consume rate
-    /// the projector is compared against.
+    /// the projector is compared against. By default a real bare consumer:
+    /// librdkafka's own fetch queue polled in a tight loop on a thread of
+    /// its own, no per-record work, with the projector's fetch settings.
     Consume {
         #[command(flatten)]
         kafka: KafkaArgs,
+        /// The old loop instead (an async stream, one record at a time, a
+        /// timer per record): how earlier rows in docs/BENCHMARKS.md were
+        /// measured.
+        #[arg(long)]
+        stream: bool,
         /// Also commit offsets to Kafka every 1000 records, as the
         /// projector's best-effort mirror does.
         #[arg(long)]
@@ -296,7 +303,15 @@ async fn main() -> anyhow::Result<()> {
             }
             ledger.report();
         }
-        Scenario::Consume { kafka, commit, watermarks } => {
+        Scenario::Consume { kafka, stream: false, commit, watermarks } => {
+            if commit || watermarks {
+                anyhow::bail!("--commit and --watermarks go with --stream");
+            }
+            let (n, bytes) = bare_consume(&kafka, cli.events, deadline)?;
+            acked = n;
+            println!("bytes read:          {bytes}");
+        }
+        Scenario::Consume { kafka, stream: true, commit, watermarks } => {
             use rdkafka::consumer::{Consumer, StreamConsumer};
             use rdkafka::{Offset, TopicPartitionList};
             let mut cfg = kafka.client_config();
@@ -418,4 +433,47 @@ async fn main() -> anyhow::Result<()> {
     }
     anyhow::ensure!(failed == 0, "{failed} events were not acknowledged");
     Ok(())
+}
+
+/// The bare consumer the projector is measured against: every partition
+/// assigned from the beginning, librdkafka's fetch queue polled in a tight
+/// loop on this thread (no async runtime, no timer, no copy per record),
+/// with the projector's own fetch settings. Returns records and payload
+/// bytes read.
+fn bare_consume(kafka: &KafkaArgs, events: u64, deadline: Instant) -> anyhow::Result<(u64, usize)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let fetch_wait = std::env::var("TOKENUSAGE_KAFKA_FETCH_WAIT_MS").unwrap_or_else(|_| "20".into());
+    let mut cfg = kafka.client_config_for(
+        &[
+            ("group.id", format!("bare-{}", uuid::Uuid::new_v4())),
+            ("enable.auto.commit", "false".into()),
+            ("enable.auto.offset.store", "false".into()),
+            ("fetch.wait.max.ms", fetch_wait),
+        ],
+        &[],
+    );
+    cfg.set("enable.partition.eof", "false");
+    let consumer: BaseConsumer = cfg.create()?;
+    let md = consumer.fetch_metadata(Some(&kafka.topic), Duration::from_secs(10))?;
+    let mut tpl = TopicPartitionList::new();
+    for t in md.topics().iter().filter(|t| t.name() == kafka.topic) {
+        for p in t.partitions() {
+            tpl.add_partition_offset(&kafka.topic, p.id(), Offset::Beginning)?;
+        }
+    }
+    consumer.assign(&tpl)?;
+    let (mut n, mut bytes, mut idle) = (0u64, 0usize, Instant::now());
+    while n < events && Instant::now() < deadline && idle.elapsed() < Duration::from_secs(10) {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                n += 1;
+                bytes += m.payload_len();
+                idle = Instant::now();
+            }
+            Some(Err(e)) => anyhow::bail!("consume failed: {e}"),
+            None => {}
+        }
+    }
+    Ok((n, bytes))
 }
