@@ -313,18 +313,10 @@ async fn main() -> anyhow::Result<()> {
         }
         Scenario::Consume { kafka, stream: true, commit, watermarks } => {
             use rdkafka::consumer::{Consumer, StreamConsumer};
-            use rdkafka::{Offset, TopicPartitionList};
             let mut cfg = kafka.client_config();
             cfg.set("group.id", format!("bare-{}", uuid::Uuid::new_v4())).set("enable.auto.commit", "false");
             let consumer: StreamConsumer = cfg.create()?;
-            let md = consumer.fetch_metadata(Some(&kafka.topic), Duration::from_secs(10))?;
-            let mut tpl = TopicPartitionList::new();
-            for t in md.topics().iter().filter(|t| t.name() == kafka.topic) {
-                for p in t.partitions() {
-                    tpl.add_partition_offset(&kafka.topic, p.id(), Offset::Beginning)?;
-                }
-            }
-            consumer.assign(&tpl)?;
+            let tpl = assign_from_beginning(&consumer, &kafka.topic)?;
             let mut bytes = 0usize;
             let mut last_marks = Instant::now();
             let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
@@ -441,8 +433,7 @@ async fn main() -> anyhow::Result<()> {
 /// with the projector's own fetch settings. Returns records and payload
 /// bytes read.
 fn bare_consume(kafka: &KafkaArgs, events: u64, deadline: Instant) -> anyhow::Result<(u64, usize)> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::{Offset, TopicPartitionList};
+    use rdkafka::consumer::BaseConsumer;
     let fetch_wait = std::env::var("TOKENUSAGE_KAFKA_FETCH_WAIT_MS").unwrap_or_else(|_| "20".into());
     let mut cfg = kafka.client_config_for(
         &[
@@ -455,14 +446,7 @@ fn bare_consume(kafka: &KafkaArgs, events: u64, deadline: Instant) -> anyhow::Re
     );
     cfg.set("enable.partition.eof", "false");
     let consumer: BaseConsumer = cfg.create()?;
-    let md = consumer.fetch_metadata(Some(&kafka.topic), Duration::from_secs(10))?;
-    let mut tpl = TopicPartitionList::new();
-    for t in md.topics().iter().filter(|t| t.name() == kafka.topic) {
-        for p in t.partitions() {
-            tpl.add_partition_offset(&kafka.topic, p.id(), Offset::Beginning)?;
-        }
-    }
-    consumer.assign(&tpl)?;
+    assign_from_beginning(&consumer, &kafka.topic)?;
     let (mut n, mut bytes, mut idle) = (0u64, 0usize, Instant::now());
     while n < events && Instant::now() < deadline && idle.elapsed() < Duration::from_secs(10) {
         match consumer.poll(Duration::from_millis(100)) {
@@ -476,4 +460,21 @@ fn bare_consume(kafka: &KafkaArgs, events: u64, deadline: Instant) -> anyhow::Re
         }
     }
     Ok((n, bytes))
+}
+
+/// Assigns every partition of `topic` to `consumer` from its oldest record
+/// (both bare consumers read the whole topic).
+fn assign_from_beginning<C: rdkafka::consumer::Consumer<Ctx>, Ctx: rdkafka::consumer::ConsumerContext>(
+    consumer: &C,
+    topic: &str,
+) -> anyhow::Result<rdkafka::TopicPartitionList> {
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for t in md.topics().iter().filter(|t| t.name() == topic) {
+        for p in t.partitions() {
+            tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)?;
+        }
+    }
+    consumer.assign(&tpl)?;
+    Ok(tpl)
 }

@@ -6,9 +6,17 @@ import { $, cssVar, DASHES, keepingPlace, label, tzName } from "./dom.js";
 import { live, session, ui } from "./state.js";
 import { scheduleDetail, showDetail, table } from "./table.js";
 
+// One formatter per currency, not one per axis draw.
+const costAxes = new Map();
 export function costAxis() {
-  try { return new Intl.NumberFormat(undefined, { style: "currency", currency: currency(), notation: "compact", maximumSignificantDigits: 3 }); }
-  catch (e) { return new Intl.NumberFormat(undefined, { notation: "compact", maximumSignificantDigits: 3 }); }
+  const cur = currency();
+  if (!costAxes.has(cur)) {
+    let f;
+    try { f = new Intl.NumberFormat(undefined, { style: "currency", currency: cur, notation: "compact", maximumSignificantDigits: 3 }); }
+    catch (e) { f = new Intl.NumberFormat(undefined, { notation: "compact", maximumSignificantDigits: 3 }); }
+    costAxes.set(cur, f);
+  }
+  return costAxes.get(cur);
 }
 
 // The pure parts (lib/) with what the page knows: the series' currency,
