@@ -98,6 +98,50 @@ stop_pidfile() {
   rm -f "$pidfile"
 }
 
+# start_replica_pair DIR PRIMARY_PORT REPLICA_PORT: a PostgreSQL primary of
+# our own (initdb, trust on 127.0.0.1, replication allowed) and a hot
+# standby streaming from it, made with pg_basebackup, for the read-replica
+# tests. Our own pair rather than a standby of the machine's cluster: that
+# one's pg_hba need not allow replication and is not ours to change. Data
+# and logs in DIR; stop_replica_pair DIR stops both.
+start_replica_pair() {
+  local dir="$1" p1="$2" p2="$3" bin
+  bin="$(pg_config --bindir 2>/dev/null || true)"
+  [ -x "$bin/initdb" ] || bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
+  [ -x "$bin/initdb" ] && [ -x "$bin/pg_basebackup" ] || die "initdb/pg_basebackup not found (PostgreSQL server binaries)"
+  # initdb refuses root: the clusters belong to the postgres account then.
+  local as=()
+  if [ "$(id -u)" = 0 ]; then as=(runuser -u postgres --); fi
+  mkdir -p "$dir"
+  [ "${#as[@]}" = 0 ] || chown postgres "$dir"
+  chmod 755 "$dir"
+  say "starting a PostgreSQL primary on 127.0.0.1:$p1 and a streaming standby on 127.0.0.1:$p2 (in $dir)"
+  "${as[@]}" "$bin/initdb" -D "$dir/primary" -A trust -U postgres -E UTF8 --locale=C.UTF-8 --no-sync >"$dir/initdb.log" 2>&1 \
+    || { tail -5 "$dir/initdb.log" >&2; die "initdb failed (log: $dir/initdb.log)"; }
+  printf "port = %s\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '%s'\nwal_level = replica\nmax_wal_senders = 4\nhot_standby_feedback = on\nmax_connections = 60\n" \
+    "$p1" "$dir" | "${as[@]}" tee -a "$dir/primary/postgresql.conf" >/dev/null
+  "${as[@]}" "$bin/pg_ctl" -D "$dir/primary" -l "$dir/primary.log" -w -t 30 start >/dev/null \
+    || { tail -5 "$dir/primary.log" >&2; die "the primary did not start (log: $dir/primary.log)"; }
+  "${as[@]}" "$bin/pg_basebackup" -h 127.0.0.1 -p "$p1" -U postgres -D "$dir/replica" -R -X stream --checkpoint=fast \
+    >"$dir/basebackup.log" 2>&1 || { tail -5 "$dir/basebackup.log" >&2; die "pg_basebackup failed (log: $dir/basebackup.log)"; }
+  printf "port = %s\n" "$p2" | "${as[@]}" tee -a "$dir/replica/postgresql.conf" >/dev/null
+  "${as[@]}" "$bin/pg_ctl" -D "$dir/replica" -l "$dir/replica.log" -w -t 30 start >/dev/null \
+    || { tail -5 "$dir/replica.log" >&2; die "the standby did not start (log: $dir/replica.log)"; }
+  [ "$(psql -h 127.0.0.1 -p "$p2" -U postgres -d postgres -qtAc 'select pg_is_in_recovery()')" = t ] \
+    || die "the server on $p2 is not a standby"
+}
+
+stop_replica_pair() {
+  local dir="$1" bin as=()
+  [ -d "$dir" ] || return 0
+  bin="$(pg_config --bindir 2>/dev/null || true)"
+  [ -x "$bin/pg_ctl" ] || bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
+  if [ "$(id -u)" = 0 ]; then as=(runuser -u postgres --); fi
+  for c in replica primary; do
+    [ -f "$dir/$c/postmaster.pid" ] && "${as[@]}" "$bin/pg_ctl" -D "$dir/$c" -m immediate stop >/dev/null 2>&1 || true
+  done
+}
+
 psql_admin() { psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d postgres -v ON_ERROR_STOP=1 -qtA "$@"; }
 
 ensure_postgres() {

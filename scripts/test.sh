@@ -7,8 +7,13 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 BROKER_PORT="${TOKENUSAGE_TEST_BROKER_PORT:-29092}"
 WORK="$(mktemp -d -t tokenusage-test.XXXXXX)"
+# Apart from WORK (private to this account): the replica pair's servers run
+# as the postgres account when this runs as root.
+REPLICA_DIR="$(mktemp -d -t tokenusage-replica.XXXXXX)"
 cleanup() {
   stop_pidfile "$WORK/broker.pid"
+  stop_replica_pair "$REPLICA_DIR"
+  rm -rf "$REPLICA_DIR"
   # Test databases are dropped by the tests; sweep any a crash left behind.
   for db in $(psql_admin -c "select datname from pg_database where datname like 'tu\_test\_%'" 2>/dev/null); do
     psql_admin -c "drop database if exists \"$db\" with (force)" >/dev/null 2>&1 || true
@@ -29,6 +34,9 @@ ensure_provider_sdks
 # The shared test broker never restarts, so the fast memory engine serves;
 # tests that restart a broker start their own with SQLite storage.
 start_broker "$BROKER_PORT" "$WORK/tansu" "$WORK/broker.pid" memory
+# A primary and a streaming standby of our own, for the read-replica tests.
+REPLICA_PORT="${TOKENUSAGE_TEST_REPLICA_PORT:-25432}"
+start_replica_pair "$REPLICA_DIR" "$REPLICA_PORT" "$((REPLICA_PORT + 1))"
 
 cd "$ROOT"
 say "cargo fmt --check"
@@ -39,6 +47,8 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings || die "clippy fou
 export TOKENUSAGE_TEST_KAFKA="127.0.0.1:$BROKER_PORT"
 export TOKENUSAGE_TEST_PG="postgres://$PG_USER@$PG_HOST:$PG_PORT"
 export TOKENUSAGE_TANSU_BIN="$TANSU_BIN"
+export TOKENUSAGE_TEST_PG_PRIMARY="postgres://postgres@127.0.0.1:$REPLICA_PORT"
+export TOKENUSAGE_TEST_PG_STANDBY="postgres://postgres@127.0.0.1:$((REPLICA_PORT + 1))"
 say "cargo test"
 # Failures are counted and reported at the end, not fatal here.
 status=0

@@ -251,6 +251,28 @@ pub struct HistoryArgs {
     /// Most points (buckets) one series response may hold.
     #[arg(id = "max_points", long = "max-points", env = "TOKENUSAGE_MAX_POINTS", default_value_t = 10_000)]
     pub max_points: usize,
+    /// A hot standby of the database (streaming replication) that serves
+    /// history, overview, CSV and budget-status reads while it is at most
+    /// --database-read-max-lag-secs behind the primary; the primary serves
+    /// them otherwise, and always serves live views, sign-in and writes.
+    /// Never logged.
+    #[arg(
+        id = "database_read_url",
+        long = "database-read-url",
+        env = "TOKENUSAGE_DATABASE_READ_URL",
+        hide_env_values = true
+    )]
+    pub read_url: Option<SecretString>,
+    /// How far behind the primary (in seconds of commits) the read standby
+    /// may be before reads go to the primary instead.
+    #[arg(
+        id = "database_read_max_lag_secs",
+        long = "database-read-max-lag-secs",
+        env = "TOKENUSAGE_DATABASE_READ_MAX_LAG_SECS",
+        default_value_t = 5,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub read_max_lag_secs: u64,
 }
 
 /// The day weeks start on.

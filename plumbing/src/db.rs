@@ -42,6 +42,11 @@ pub enum DbError {
          `create database ... encoding 'UTF8'`), or names and models outside {encoding} would be refused"
     )]
     NotUtf8 { target: String, encoding: String },
+    #[error(
+        "the read database {target} is not a hot standby (pg_is_in_recovery() is false there): \
+         --database-read-url must name a streaming replica of the primary"
+    )]
+    NotStandby { target: String },
 }
 
 impl DatabaseArgs {

@@ -18,6 +18,7 @@ pub mod kafka;
 pub mod topic;
 pub mod headroom;
 pub mod db;
+pub mod replica;
 pub mod failure;
 pub mod health;
 pub mod http;

@@ -10,6 +10,11 @@
 //! notification be lost while the listener reconnects (the hub then bumps
 //! the global generation anyway).
 //!
+//! A read from the read standby is served but not kept unless the standby
+//! was current as of the last notification processed: a notification
+//! means a commit on the primary, which a lagging standby may not hold yet,
+//! and keeping its older answer would outlive the notification.
+//!
 //! Bounded: at most `--series-cache-entries` entries and `MAX_CELLS` cached
 //! buckets in all; when either would be exceeded, the cache is emptied.
 
@@ -20,6 +25,8 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 use tokenusage_plumbing::cache::TtlCache;
+use tokenusage_plumbing::replica::ReadFrom;
+use tokio::time::Instant;
 
 use super::params::Filters;
 use super::plan::{GroupBy, Plan};
@@ -42,6 +49,8 @@ struct Generations {
     /// Bumped by every change: the generation of all-users views.
     any: u64,
     by_user: HashMap<String, u64>,
+    /// When the last notification was processed.
+    changed_at: Option<Instant>,
 }
 
 /// The series cache of one API process.
@@ -93,6 +102,7 @@ impl SeriesCache {
     pub fn invalidate_users<'a>(&self, users: impl ExactSizeIterator<Item = &'a String>) {
         let mut g = self.lock();
         g.any += 1;
+        g.changed_at = Some(Instant::now());
         if g.by_user.len() + users.len() > MAX_TRACKED_USERS {
             // Forgetting per-user counters is safe only together with the entries.
             g.by_user.clear();
@@ -106,14 +116,16 @@ impl SeriesCache {
 
     /// Anything may have changed.
     pub fn invalidate_all(&self) {
-        self.lock().global += 1;
+        let mut g = self.lock();
+        g.global += 1;
+        g.changed_at = Some(Instant::now());
         self.entries.clear();
     }
 
     /// A series read, from the cache when nothing changed since it was read.
     pub async fn read(
         &self,
-        pool: &PgPool,
+        (pool, from): (&PgPool, ReadFrom),
         subject: &Subject,
         plan: &Plan,
         group: GroupBy,
@@ -123,7 +135,14 @@ impl SeriesCache {
             return Ok(Arc::new(read::read_snapshot(pool, subject, plan, group, filters).await?));
         }
         let k = key(subject, plan, group, filters);
-        let generation = Self::generation(&self.lock(), subject);
+        let (generation, keep) = {
+            let g = self.lock();
+            let keep = match from {
+                ReadFrom::Primary => true,
+                ReadFrom::Standby { current_as_of } => g.changed_at.is_none_or(|c| current_as_of >= c),
+            };
+            (Self::generation(&g, subject), keep)
+        };
         if let Some((at, data)) = self.entries.get(&k)
             && at == generation
         {
@@ -135,7 +154,9 @@ impl SeriesCache {
         let cells = data.data.totals.len() * (1 + data.data.groups.len());
         // Stored with the generation seen *before* the read: a change
         // notified meanwhile makes it stale at once.
-        self.entries.insert(k, (generation, data.clone()), cells.max(1));
+        if keep {
+            self.entries.insert(k, (generation, data.clone()), cells.max(1));
+        }
         Ok(data)
     }
 }

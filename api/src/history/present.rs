@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use chrono_tz::Tz;
+use tokenusage_schema::freshness::Freshness;
 use tokenusage_schema::{Grain, Sums};
 
 use super::params::{Filters, View};
@@ -57,6 +58,11 @@ pub struct SeriesResponse {
     pub total: Sums,
     /// The currency every cost is in (ISO 4217).
     pub currency: String,
+    /// How current these numbers are: what the server that answered held
+    /// (the read standby, which may be a few seconds behind, or the
+    /// primary). In REST answers; a live message carries it beside the series.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub freshness: Option<Freshness>,
 }
 
 /// The busiest bucket.
@@ -172,7 +178,13 @@ pub fn fmt_time(t: DateTime<Utc>, tz: &Tz) -> String {
 }
 
 /// A series response: the same shape REST and live snapshots use.
-pub fn series_response(view: &View, plan: &Plan, subject: &Subject, data: &SeriesData) -> SeriesResponse {
+pub fn series_response(
+    view: &View,
+    plan: &Plan,
+    subject: &Subject,
+    data: &SeriesData,
+    freshness: Option<Freshness>,
+) -> SeriesResponse {
     let points = data
         .totals
         .iter()
@@ -208,6 +220,7 @@ pub fn series_response(view: &View, plan: &Plan, subject: &Subject, data: &Serie
         series,
         total: data.total(),
         currency: data.currency.clone(),
+        freshness,
     }
 }
 

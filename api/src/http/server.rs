@@ -16,6 +16,7 @@ use super::router::{describe_metrics, router};
 use super::{AppState, Readiness};
 use crate::config::ApiArgs;
 use crate::session;
+use tokenusage_plumbing::replica::ReadPools;
 
 impl AppState {
     /// Starts the budget evaluator and the webhook sender (off with
@@ -114,7 +115,14 @@ impl Application {
         let listener = TcpListener::bind(args.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
-        let state = AppState::new(args, pool)?;
+        let reads = match &args.history.read_url {
+            Some(url) => {
+                let lag = Duration::from_secs(args.history.read_max_lag_secs);
+                ReadPools::with_standby(pool.clone(), url, lag).await?
+            }
+            None => ReadPools::primary_only(pool.clone()),
+        };
+        let state = AppState::new(args, pool, Arc::new(reads))?;
         Ok(Self { listener, router: router(state.clone(), mounted), tls, state })
     }
 
@@ -141,6 +149,7 @@ impl Application {
             readiness.draining.store(true, Ordering::Relaxed);
             inner.cancel();
         });
+        self.state.reads.spawn_tracker(self.state.shutdown.clone());
         self.state.live.spawn_hub(
             self.state.pool.clone(),
             self.state.shutdown.clone(),

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 use tokenusage_plumbing::health::{Health, Verdict};
+use tokenusage_plumbing::replica::ReadPools;
 use tokio_util::sync::CancellationToken;
 
 use crate::accounts::Directory;
@@ -21,6 +22,9 @@ use crate::tokens::LocalKeys;
 pub struct AppState {
     /// The connection pool (reads rollups, users).
     pub pool: PgPool,
+    /// Where history, overview, CSV and budget-status reads go: a read
+    /// standby while it keeps up, else `pool`.
+    pub(crate) reads: Arc<ReadPools>,
     /// Signing and verification of our access tokens.
     pub(crate) keys: Arc<LocalKeys>,
     /// The external identity provider, when configured.
@@ -52,7 +56,7 @@ pub struct AppState {
 
 impl AppState {
     /// The state of a server with these settings (spawns the audit writer).
-    pub(crate) fn new(args: ApiArgs, pool: PgPool) -> anyhow::Result<Self> {
+    pub(crate) fn new(args: ApiArgs, pool: PgPool, reads: Arc<ReadPools>) -> anyhow::Result<Self> {
         let budgets = Arc::new(crate::budgets::board::Board::default());
         Ok(AppState {
             keys: Arc::new(LocalKeys::from_args(&args)?),
@@ -69,6 +73,7 @@ impl AppState {
             shutdown: CancellationToken::new(),
             sockets: tokio_util::task::TaskTracker::new(),
             pool,
+            reads,
             config: Arc::new(args),
         })
     }
@@ -81,7 +86,8 @@ impl AppState {
             .acquire_timeout(Duration::from_millis(200))
             .connect_lazy("postgres://nobody@127.0.0.1:1/none")
             .expect("a lazy pool");
-        AppState::new(ApiArgs::for_tests(), pool).expect("test state")
+        let reads = Arc::new(ReadPools::primary_only(pool.clone()));
+        AppState::new(ApiArgs::for_tests(), pool, reads).expect("test state")
     }
 }
 

@@ -103,7 +103,7 @@ impl Sub {
 
     /// The whole view, shaped like the REST series.
     pub(crate) fn snapshot<'a>(&self, id: &'a str, freshness: &'a Freshness) -> ServerMessage<'a> {
-        let series = series_response(&self.view, &self.plan, &self.subject, &self.data);
+        let series = series_response(&self.view, &self.plan, &self.subject, &self.data, None);
         ServerMessage::Snapshot { id, live: self.open_ended, series: Box::new(series), freshness }
     }
 

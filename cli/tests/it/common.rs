@@ -28,6 +28,8 @@ pub struct TestEnv {
     pub kafka: KafkaArgs,
     pub pool: PgPool,
     db_name: String,
+    /// The server's URL without a database.
+    base: String,
 }
 
 impl TestEnv {
@@ -45,18 +47,27 @@ impl TestEnv {
         Self::create(brokers, true).await
     }
 
+    /// A database of its own on the PostgreSQL server at `base` (a URL
+    /// without a database), and a topic.
+    pub async fn on_server(base: &str) -> Self {
+        Self::create_on(base, kafka_brokers(), true).await
+    }
+
     async fn create(brokers: String, with_topic: bool) -> Self {
+        Self::create_on(&pg_base(), brokers, with_topic).await
+    }
+
+    async fn create_on(base: &str, brokers: String, with_topic: bool) -> Self {
         // Logs show with --nocapture; RUST_LOG filters.
         tokenusage_plumbing::telemetry::init(tokenusage_plumbing::telemetry::LogFormat::Pretty);
         let id = uuid::Uuid::new_v4().simple().to_string();
         let db_name = format!("tu_test_{}", &id[..16]);
-        let admin = PgPool::connect(&format!("{}/postgres", pg_base()))
-            .await
-            .expect("PostgreSQL for tests (run scripts/test.sh)");
+        let admin =
+            PgPool::connect(&format!("{base}/postgres")).await.expect("PostgreSQL for tests (run scripts/test.sh)");
         sqlx::query(&format!("create database {db_name}")).execute(&admin).await.unwrap();
         admin.close().await;
         let db = DatabaseArgs {
-            url: SecretString::from(format!("{}/{db_name}", pg_base())),
+            url: SecretString::from(format!("{base}/{db_name}")),
             max_connections: 8,
             acquire_timeout_secs: 10,
         };
@@ -70,7 +81,7 @@ impl TestEnv {
             topic_replication: 1,
             topic_exists: false,
         };
-        let env = Self { db, kafka, pool, db_name };
+        let env = Self { db, kafka, pool, db_name, base: base.to_owned() };
         if with_topic {
             tokenusage_plumbing::topic::ensure_topic(&env.kafka).await.expect("create the test topic");
         }
@@ -80,7 +91,13 @@ impl TestEnv {
     /// Another handle on the same database and topic (the pool is shared);
     /// `cleanup` must be called on the original only.
     pub fn shallow_clone(&self) -> Self {
-        Self { db: self.db.clone(), kafka: self.kafka.clone(), pool: self.pool.clone(), db_name: String::new() }
+        Self {
+            db: self.db.clone(),
+            kafka: self.kafka.clone(),
+            pool: self.pool.clone(),
+            db_name: String::new(),
+            base: self.base.clone(),
+        }
     }
 
     /// The projector's declared defaults, with this test's group and the
@@ -115,7 +132,7 @@ impl TestEnv {
         if tokio::time::timeout(std::time::Duration::from_secs(10), self.pool.close()).await.is_err() {
             eprintln!("cleanup: a connection of {} was still checked out after 10 s", self.db_name);
         }
-        if let Ok(admin) = PgPool::connect(&format!("{}/postgres", pg_base())).await {
+        if let Ok(admin) = PgPool::connect(&format!("{}/postgres", self.base)).await {
             let _ =
                 sqlx::query(&format!("drop database if exists {} with (force)", self.db_name)).execute(&admin).await;
         }

@@ -24,6 +24,7 @@ mod operations;
 mod otlp;
 mod overload;
 mod projector;
+mod replica;
 mod provider_stub;
 mod providers;
 mod sdk_usage;

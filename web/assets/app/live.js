@@ -100,7 +100,7 @@ export async function loadOnce(v) {
   try {
     const to = v.to || addDays(today(), 1);
     const r = await api("/api/v1/usage/series?" + query(v, { to }));
-    live.series = await r.json(); live.freshness = null;
+    live.series = await r.json(); live.freshness = live.series.freshness || null;
     setConn("idle", "Paused");
     render(true); loadSummary(v);
   } catch (e) { if (e.message !== "signed out") showAlert(e.message); }

@@ -122,10 +122,14 @@ pub(crate) async fn series(
     ApiQuery(q): ApiQuery<ViewParams>,
 ) -> Result<Json<SeriesResponse>, ApiError> {
     let p = prepare(&state, &slot, "usage.series", &user, &q).await?;
-    let snap = state.series_cache.read(&state.pool, &p.subject, &p.plan, p.view.group, &p.view.filters).await?;
+    let reads = state.reads.pick();
+    let snap = state.series_cache.read(reads, &p.subject, &p.plan, p.view.group, &p.view.filters).await?;
+    // Read after the data, from the same server: it promises no more than
+    // that server held.
+    let freshness = tokenusage_schema::freshness::read(reads.0).await?;
     let data = &snap.data;
     slot.set_rows((data.totals.len() * data.groups.len().max(1)) as i64);
-    Ok(Json(series_response(&p.view, &p.plan, &p.subject, data)))
+    Ok(Json(series_response(&p.view, &p.plan, &p.subject, data, Some(freshness))))
 }
 
 /// Totals, peak, average and the change against the previous period of
@@ -139,11 +143,12 @@ pub(crate) async fn summary(
     ApiQuery(q): ApiQuery<ViewParams>,
 ) -> Result<Json<SummaryResponse>, ApiError> {
     let p = prepare(&state, &slot, "usage.summary", &user, &q).await?;
-    let snap = state.series_cache.read(&state.pool, &p.subject, &p.plan, GroupBy::None, &p.view.filters).await?;
+    let reads = state.reads.pick();
+    let snap = state.series_cache.read(reads, &p.subject, &p.plan, GroupBy::None, &p.view.filters).await?;
     let prev_to = p.plan.start();
     let prev_from = prev_to - (p.plan.end - prev_to);
     let grain = Grain::coarsest_for([prev_from, prev_to]);
-    let prev = read::read_total(&state.pool, &p.subject, grain, prev_from, prev_to, &p.view.filters).await?;
+    let prev = read::read_total(reads.0, &p.subject, grain, prev_from, prev_to, &p.view.filters).await?;
     slot.set_rows(snap.data.totals.len() as i64);
     Ok(Json(summary_response(&p.view, &p.plan, &p.subject, &snap.data, (prev_from, prev_to, prev))))
 }
@@ -166,7 +171,7 @@ pub(crate) async fn breakdown(
         ));
     }
     let grain = Grain::coarsest_for([view.from, view.to]);
-    let rows = read::read_breakdown(&state.pool, &subject, grain, view.from, view.to, &view.filters).await?;
+    let rows = read::read_breakdown(state.reads.pick().0, &subject, grain, view.from, view.to, &view.filters).await?;
     let mut total = Sums::default();
     rows.iter().for_each(|r| total.add(&r.sums));
     slot.set_rows(rows.len() as i64);
@@ -189,7 +194,7 @@ pub(crate) async fn dimensions(
     ApiQuery(q): ApiQuery<RangeParams>,
 ) -> Result<Json<DimensionsResponse>, ApiError> {
     let (view, subject) = prepare_range(&state, &slot, "usage.dimensions", &user, q.into()).await?;
-    let d = read::read_dimensions(&state.pool, &subject, view.from, view.to).await?;
+    let d = read::read_dimensions(state.reads.pick().0, &subject, view.from, view.to).await?;
     slot.set_rows((d.activities.len() + d.models.len() + d.projects.len() + d.sources.len()) as i64);
     Ok(Json(DimensionsResponse {
         user: subject.label().to_owned(),
@@ -214,7 +219,7 @@ pub(crate) async fn export_csv(
     ApiQuery(q): ApiQuery<ViewParams>,
 ) -> Result<Response, ApiError> {
     let p = prepare(&state, &slot, "usage.export_csv", &user, &q).await?;
-    let snap = state.series_cache.read(&state.pool, &p.subject, &p.plan, p.view.group, &p.view.filters).await?;
+    let snap = state.series_cache.read(state.reads.pick(), &p.subject, &p.plan, p.view.group, &p.view.filters).await?;
     let rows = crate::history::csv::rows(&p.view, &p.plan, &snap.data);
     slot.set_rows(rows.len() as i64);
     Ok(crate::history::csv::response(&p.view, &p.plan, &p.subject, rows))
@@ -238,7 +243,9 @@ pub(crate) async fn top_users(
     let (from, to) = (Grain::Minute.floor(view.from), Grain::Minute.floor(view.to));
     let grain = Grain::coarsest_for([from, to]);
     let by_user = read::Ranked::By(GroupBy::User);
-    let rows = read::read_top(&state.pool, &Subject::All, grain, from, to, &Default::default(), by_user, limit).await?;
+    let rows =
+        read::read_top(state.reads.pick().0, &Subject::All, grain, from, to, &Default::default(), by_user, limit)
+            .await?;
     slot.set_detail(
         "admin.top_users",
         Some("*"),
@@ -285,14 +292,15 @@ pub(crate) async fn overview(
         return Err(ApiError::bad_request("empty_range", "`from` must be at least a minute before `to`"));
     }
     let grain = Grain::coarsest_for([from, to]);
-    let top = |ranked| read::read_top(&state.pool, &subject, grain, from, to, &view.filters, ranked, limit);
+    let db = state.reads.pick().0;
+    let top = |ranked| read::read_top(db, &subject, grain, from, to, &view.filters, ranked, limit);
     let several = !matches!(subject, Subject::User(_));
     let entries = |rows: Vec<(String, Sums)>| rows.into_iter().map(|(key, total)| Ranked { key, total }).collect();
     let users = if several { entries(top(read::Ranked::By(GroupBy::User)).await?) } else { Vec::new() };
     let teams = if subject == Subject::All { entries(top(read::Ranked::Team).await?) } else { Vec::new() };
     let projects = entries(top(read::Ranked::By(GroupBy::Project)).await?);
     let models = entries(top(read::Ranked::By(GroupBy::Model)).await?);
-    let total = read::read_total(&state.pool, &subject, grain, from, to, &view.filters).await?;
+    let total = read::read_total(db, &subject, grain, from, to, &view.filters).await?;
     slot.set_rows((users.len() + teams.len() + projects.len() + models.len()) as i64);
     Ok(Json(OverviewResponse {
         subject: subject.label().to_owned(),

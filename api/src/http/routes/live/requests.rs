@@ -302,7 +302,8 @@ impl Socket {
         // Hear this subject's changes before reading, so none committed
         // after the read can be missed (those before it are skipped by seq).
         self.membership.set_scope(self.subs.values().map(|s| &s.subject).chain([&subject]));
-        let read = self.state.series_cache.read(&self.state.pool, &subject, &plan, view.group, &view.filters).await;
+        let read =
+            self.state.series_cache.read(self.state.reads.primary(), &subject, &plan, view.group, &view.filters).await;
         let snap = match read {
             Ok(snap) => snap,
             Err(e) => {
@@ -444,7 +445,7 @@ impl Socket {
                 let fresh = self
                     .state
                     .series_cache
-                    .read(&self.state.pool, &sub.subject, &sub.plan, sub.view.group, &sub.view.filters)
+                    .read(self.state.reads.primary(), &sub.subject, &sub.plan, sub.view.group, &sub.view.filters)
                     .await?;
                 sub.reset(&fresh);
                 let msg = sub.snapshot(&id, freshness).encode();
