@@ -112,9 +112,12 @@ start_replica_pair() {
   # initdb refuses root: the clusters belong to the postgres account then.
   local as=()
   if [ "$(id -u)" = 0 ]; then as=(runuser -u postgres --); fi
+  for p in "$p1" "$p2"; do port_open "$p" && die "port $p is taken: set TOKENUSAGE_TEST_REPLICA_PORT to a free pair"; done
   mkdir -p "$dir"
   [ "${#as[@]}" = 0 ] || chown postgres "$dir"
   chmod 755 "$dir"
+  # The servers' account may not enter the caller's directory.
+  cd "$dir"
   say "starting a PostgreSQL primary on 127.0.0.1:$p1 and a streaming standby on 127.0.0.1:$p2 (in $dir)"
   "${as[@]}" "$bin/initdb" -D "$dir/primary" -A trust -U postgres -E UTF8 --locale=C.UTF-8 --no-sync >"$dir/initdb.log" 2>&1 \
     || { tail -5 "$dir/initdb.log" >&2; die "initdb failed (log: $dir/initdb.log)"; }
@@ -129,6 +132,7 @@ start_replica_pair() {
     || { tail -5 "$dir/replica.log" >&2; die "the standby did not start (log: $dir/replica.log)"; }
   [ "$(psql -h 127.0.0.1 -p "$p2" -U postgres -d postgres -qtAc 'select pg_is_in_recovery()')" = t ] \
     || die "the server on $p2 is not a standby"
+  cd - >/dev/null
 }
 
 stop_replica_pair() {
@@ -138,7 +142,7 @@ stop_replica_pair() {
   [ -x "$bin/pg_ctl" ] || bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
   if [ "$(id -u)" = 0 ]; then as=(runuser -u postgres --); fi
   for c in replica primary; do
-    [ -f "$dir/$c/postmaster.pid" ] && "${as[@]}" "$bin/pg_ctl" -D "$dir/$c" -m immediate stop >/dev/null 2>&1 || true
+    [ -f "$dir/$c/postmaster.pid" ] && (cd / && "${as[@]}" "$bin/pg_ctl" -D "$dir/$c" -m immediate stop >/dev/null 2>&1) || true
   done
 }
 

@@ -26,13 +26,13 @@ type Received = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
 /// A webhook receiver on a free port. The first request whose threshold is
 /// `hold` is answered only after 30 s (long enough for the test to kill the
 /// sender while it waits); every other request at once.
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     got: Received,
 }
 
 impl Receiver {
-    async fn start(hold: Option<i64>) -> Receiver {
+    pub(crate) async fn start(hold: Option<i64>) -> Receiver {
         let got: Received = Arc::default();
         let g = got.clone();
         let held = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -57,13 +57,13 @@ impl Receiver {
         Receiver { url, got }
     }
 
-    fn bodies(&self) -> Vec<(HeaderMap, Value)> {
+    pub(crate) fn bodies(&self) -> Vec<(HeaderMap, Value)> {
         self.got.lock().unwrap().iter().map(|(h, b)| (h.clone(), serde_json::from_slice(b).unwrap())).collect()
     }
 
     /// Checks every received signature against `secret`, as a receiver
     /// would: HMAC-SHA256 over "<t>.<body>".
-    fn assert_signed(&self, secret: &str) {
+    pub(crate) fn assert_signed(&self, secret: &str) {
         for (h, body) in self.got.lock().unwrap().iter() {
             let sig = h.get("tokenusage-signature").expect("signed").to_str().unwrap();
             let (t, v1) = sig.split_once(",v1=").unwrap();
@@ -103,7 +103,7 @@ fn event(
     }
 }
 
-fn new_budget(
+pub(crate) fn new_budget(
     scope: Scope,
     measure: Measure,
     amount: Value,
@@ -141,7 +141,7 @@ fn api_process(env: &TestEnv, log: &str) -> std::process::Child {
         .expect("start tokenusage api")
 }
 
-fn kill9(child: &mut std::process::Child) {
+pub(crate) fn kill9(child: &mut std::process::Child) {
     let _ = child.kill(); // SIGKILL
     let _ = child.wait();
 }

@@ -31,7 +31,16 @@ pub(crate) fn ev(id: &str, user: &str, at: &str, activity: &str, input: u64) -> 
 /// Opens a socket with the given credential and Origin; `Err(status)` if
 /// the handshake is refused.
 pub(crate) async fn connect(app: &TestApp, token: Option<&str>, origin: Option<&str>) -> Result<Ws, u16> {
-    let mut req = format!("ws://{}/api/v1/live", app.addr).into_client_request().unwrap();
+    connect_to(app.addr, token, origin).await
+}
+
+/// As [`connect`], to the API at `addr` (another process's).
+pub(crate) async fn connect_to(
+    addr: std::net::SocketAddr,
+    token: Option<&str>,
+    origin: Option<&str>,
+) -> Result<Ws, u16> {
+    let mut req = format!("ws://{addr}/api/v1/live").into_client_request().unwrap();
     let mut protocols = "tokenusage.v1".to_owned();
     if let Some(t) = token {
         protocols.push_str(&format!(", bearer.{t}"));

@@ -23,6 +23,7 @@ mod oidc_tls;
 mod operations;
 mod otlp;
 mod overload;
+mod processes;
 mod projector;
 mod replica;
 mod provider_stub;

@@ -18,8 +18,12 @@ pub(crate) fn session_cookie(resp: &reqwest::Response) -> Option<(String, String
 }
 
 pub(crate) async fn refresh(app: &TestApp, cookie: &str) -> reqwest::Response {
-    app.http
-        .post(app.url("/api/v1/auth/refresh"))
+    refresh_at(&app.http, app.addr, cookie).await
+}
+
+/// A refresh at the API listening on `addr` (another process's).
+pub(crate) async fn refresh_at(http: &reqwest::Client, addr: std::net::SocketAddr, cookie: &str) -> reqwest::Response {
+    http.post(format!("http://{addr}/api/v1/auth/refresh"))
         .header("cookie", format!("tu_refresh={cookie}"))
         .send()
         .await
