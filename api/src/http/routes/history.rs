@@ -8,6 +8,7 @@ use axum::Json;
 use axum::extract::{Extension, State};
 use axum::response::Response;
 use serde_json::{Value, json};
+use tokenusage_plumbing::replica::ReadFrom;
 use tokenusage_schema::{Grain, Sums};
 
 use crate::audit::AuditSlot;
@@ -124,9 +125,13 @@ pub(crate) async fn series(
     let p = prepare(&state, &slot, "usage.series", &user, &q).await?;
     let reads = state.reads.pick();
     let snap = state.series_cache.read(reads, &p.subject, &p.plan, p.view.group, &p.view.filters).await?;
-    // Read after the data, from the same server: it promises no more than
-    // that server held.
-    let freshness = tokenusage_schema::freshness::read(reads.0).await?;
+    // From the server that answered, never newer than its data: the
+    // primary's is polled once a second for live views (at most a second
+    // old, so it under-promises); a standby's is read after the data.
+    let freshness = match reads.1 {
+        ReadFrom::Primary => state.live.freshness().borrow().clone(),
+        ReadFrom::Standby { .. } => tokenusage_schema::freshness::read(reads.0).await?,
+    };
     let data = &snap.data;
     slot.set_rows((data.totals.len() * data.groups.len().max(1)) as i64);
     Ok(Json(series_response(&p.view, &p.plan, &p.subject, data, Some(freshness))))
